@@ -1,0 +1,1 @@
+"""The slimpipe service: FastAPI over SQL, queueing runs to Celery workers. Never imports torch."""

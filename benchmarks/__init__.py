@@ -1,0 +1,1 @@
+"""Benchmarks behind `slimpipe bench …`: each prints a table and can emit JSON."""

@@ -1,0 +1,3 @@
+from slimpipe.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,60 @@
+"""The `slimpipe` command line: a thin dispatcher; each verb lives with the code it drives.
+
+A verb module defines `add_arguments(parser)` and `run(args) -> int`, and keeps heavy imports
+(torch, the server) inside `run` so `slimpipe --help` stays fast and torch-free.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from slimpipe.spec import SpecError
+
+VERBS = {
+    "train": ("worker.train_cli", "train a spec locally, no service"),
+    "serve": ("backend.serve", "start the API, the dashboard and one worker"),
+    "submit": ("slimpipe.commands.submit", "submit a spec (and a sweep) to the service"),
+    "runs": ("slimpipe.commands.runs", "list runs"),
+    "watch": ("slimpipe.commands.watch", "follow a run's progress"),
+    "logs": ("slimpipe.commands.logs", "print a run's log"),
+    "compare": ("slimpipe.commands.compare", "compare runs: accuracy, bandwidth, speed-up"),
+}
+BENCHES = {
+    "codecs": ("benchmarks.codecs", "codec ratio, error and GB/s against torch/zstd baselines"),
+    "pipeline": ("benchmarks.pipeline", "engine overhead and modelled link time per schedule"),
+    "ingest": ("benchmarks.ingest", "metric ingest and read-back against MLflow"),
+    "dashboard": ("benchmarks.dashboard", "page interactive times in headless Chromium"),
+}
+
+
+def _add(sub: argparse._SubParsersAction, name: str, module: str, help: str) -> None:
+    parser = sub.add_parser(name, help=help, description=help)
+    mod = importlib.import_module(module)
+    mod.add_arguments(parser)
+    parser.set_defaults(_run=mod.run)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="slimpipe", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    for name, (module, help) in VERBS.items():
+        _add(sub, name, module, help)
+    bench = sub.add_parser("bench", help="run a benchmark and print its table")
+    bench_sub = bench.add_subparsers(dest="bench", required=True, metavar="BENCH")
+    for name, (module, help) in BENCHES.items():
+        _add(bench_sub, name, module, help)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except SpecError as exc:
+        for error in exc.errors:
+            print(f"slimpipe: {error['field']}: {error['message']}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

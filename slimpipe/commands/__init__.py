@@ -1,0 +1,1 @@
+"""CLI verbs that talk to the service over REST."""

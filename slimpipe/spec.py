@@ -1,0 +1,296 @@
+"""The experiment language: what a run is, validated without importing torch."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from slimpipe import names
+
+
+class SpecError(ValueError):
+    """A spec that cannot run; `errors` lists `{"field": "a.b", "message": ...}`."""
+
+    def __init__(self, errors: list[dict[str, str]]):
+        self.errors = errors
+        super().__init__("; ".join(f"{e['field']}: {e['message']}" for e in errors))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------- compression
+
+
+class CompressionSpec(_Strict):
+    """One direction of one boundary: top-k, then b-bit quantization, then entropy coding."""
+
+    topk: float | None = Field(None, gt=0, le=1, description="keep ratio of largest |x|; null = dense")
+    bits: int | None = Field(None, ge=1, le=16, description="uniform quantization bits; null = send in dtype")
+    dtype: Literal["fp32", "fp16", "bf16"] = "fp32"
+    scale: Literal["tensor", "channel", "block"] = "block"
+    block: int = Field(64, ge=2, le=1 << 20, description="elements per scale when scale=block")
+    rounding: Literal["nearest", "stochastic"] = "nearest"
+    entropy: Literal["huffman", "ans"] | None = None
+    feedback: Literal["ef", "delta"] | None = None
+    warmup_steps: int = Field(0, ge=0)
+
+    @property
+    def is_identity(self) -> bool:
+        return (
+            self.topk in (None, 1.0)
+            and self.bits is None
+            and self.dtype == "fp32"
+            and self.entropy is None
+            and self.feedback is None
+        )
+
+
+class DirectionalCompression(_Strict):
+    forward: CompressionSpec = CompressionSpec()
+    backward: CompressionSpec = CompressionSpec()
+
+
+class BoundaryOverride(_Strict):
+    forward: CompressionSpec | None = None
+    backward: CompressionSpec | None = None
+
+
+class CompressionConfig(_Strict):
+    """A default for every boundary, overridable per boundary index (0 = after stage 0)."""
+
+    default: DirectionalCompression = DirectionalCompression()
+    boundaries: dict[int, BoundaryOverride] = {}
+
+    def for_boundary(self, index: int) -> DirectionalCompression:
+        override = self.boundaries.get(index)
+        if override is None:
+            return self.default
+        return DirectionalCompression(
+            forward=override.forward or self.default.forward,
+            backward=override.backward or self.default.backward,
+        )
+
+
+# --------------------------------------------------------------------------- experiment
+
+_PATH_PART = r"[A-Za-z_]\w*(\[-?\d*:-?\d*\]|\[-?\d+\])?"
+STAGE_PATH = re.compile(rf"^{_PATH_PART}(\.{_PATH_PART})*$")
+
+
+class ModelSpec(_Strict):
+    name: str
+    options: dict[str, Any] = {}
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value not in names.MODELS:
+            raise ValueError(f"unknown model {value!r}; choose one of {', '.join(names.MODELS)}")
+        return value
+
+
+class DataSpec(_Strict):
+    name: str
+    options: dict[str, Any] = {}
+    batch_size: int = Field(32, ge=1)
+    eval_batch_size: int | None = Field(None, ge=1)
+    max_length: int = Field(128, ge=2, description="token length for text data")
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value not in names.DATASETS:
+            raise ValueError(f"unknown dataset {value!r}; choose one of {', '.join(names.DATASETS)}")
+        return value
+
+
+class PipelineSpec(_Strict):
+    stages: list[list[str]] | None = Field(None, description="module paths per stage, e.g. [['conv1','bn1'],['layers[0:3]']]")
+    balance: int | None = Field(None, ge=1, description="split automatically into N stages")
+    microbatches: int = Field(4, ge=1)
+    schedule: Literal["sequential", "gpipe", "1f1b"] = "gpipe"
+    runner: Literal["inproc", "distributed"] = "inproc"
+    deferred_bn: bool = False
+
+    @field_validator("stages")
+    @classmethod
+    def _paths(cls, stages: list[list[str]] | None) -> list[list[str]] | None:
+        if stages is None:
+            return None
+        if not stages:
+            raise ValueError("give at least one stage, or leave stages out to use the model's default partition")
+        for i, stage in enumerate(stages):
+            if not stage:
+                raise ValueError(f"stage {i} is empty; every stage needs at least one module path")
+            for path in stage:
+                if not STAGE_PATH.match(path):
+                    raise ValueError(
+                        f"stage {i} path {path!r} is not a module path; write e.g. 'layers[0:3]' or 'encoder.layer[7:]'"
+                    )
+        return stages
+
+    @model_validator(mode="after")
+    def _one_way(self) -> PipelineSpec:
+        if self.stages is not None and self.balance is not None:
+            raise ValueError("give either stages or balance, not both")
+        return self
+
+
+class LinkSpec(_Strict):
+    bandwidth_mbps: float = Field(100.0, gt=0, description="link bandwidth in megabits per second")
+    latency_ms: float = Field(1.0, ge=0, description="one-way latency per transfer")
+
+
+class OptimSpec(_Strict):
+    name: Literal["sgd", "adamw"] = "sgd"
+    lr: float = Field(0.05, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_steps: int = Field(0, ge=0)
+    schedule: Literal["constant", "cosine", "linear"] = "constant"
+
+
+class TrainSpec(_Strict):
+    epochs: int | None = Field(None, ge=1)
+    max_steps: int | None = Field(None, ge=1)
+    eval_every: int = Field(50, ge=1, description="steps between validation passes")
+    log_every: int = Field(1, ge=1)
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["fp32", "fp16", "bf16"] = "fp32"
+    eval_compression: Literal["compressed", "dense", "both"] = "compressed"
+    checkpoint_every: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _length(self) -> TrainSpec:
+        if self.epochs is None and self.max_steps is None:
+            raise ValueError("set train.epochs or train.max_steps so the run knows when to stop")
+        return self
+
+
+class ExperimentSpec(_Strict):
+    name: str = Field("experiment", min_length=1, max_length=200)
+    model: ModelSpec
+    data: DataSpec
+    pipeline: PipelineSpec = PipelineSpec()
+    compression: CompressionConfig = CompressionConfig()
+    link: LinkSpec = LinkSpec()
+    optim: OptimSpec = OptimSpec()
+    train: TrainSpec = TrainSpec(max_steps=100)
+    tags: list[str] = []
+
+    @model_validator(mode="after")
+    def _boundaries_exist(self) -> ExperimentSpec:
+        n_stages = len(self.pipeline.stages) if self.pipeline.stages else self.pipeline.balance
+        if n_stages is not None:
+            for index in self.compression.boundaries:
+                if not 0 <= index < n_stages - 1:
+                    raise ValueError(
+                        f"compression.boundaries has index {index}, but {n_stages} stages have boundaries 0..{n_stages - 2}"
+                    )
+        return self
+
+    @property
+    def n_stages(self) -> int | None:
+        return len(self.pipeline.stages) if self.pipeline.stages else self.pipeline.balance
+
+
+# --------------------------------------------------------------------------- loading, errors
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in loc if not str(part).startswith("function-"))
+
+
+def _message(error: Any) -> str:
+    msg = str(error["msg"])
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    if error["type"] == "extra_forbidden":
+        return "is not a known field; remove it or check its spelling"
+    if error["type"] == "missing":
+        return "is required"
+    return msg
+
+
+def spec_errors(exc: ValidationError) -> list[dict[str, str]]:
+    """Pydantic errors as one sentence per field, paths dotted like the sweep syntax."""
+    return [{"field": _field_path(e["loc"]) or "spec", "message": _message(e)} for e in exc.errors()]
+
+
+def parse_spec(data: dict[str, Any] | ExperimentSpec) -> ExperimentSpec:
+    if isinstance(data, ExperimentSpec):
+        return data
+    if not isinstance(data, dict):
+        raise SpecError([{"field": "spec", "message": "must be a mapping (YAML or JSON object)"}])
+    try:
+        return ExperimentSpec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(spec_errors(exc)) from None
+
+
+def load_spec_text(text: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SpecError([{"field": "spec", "message": f"is not valid YAML/JSON: {exc}"}]) from None
+    if not isinstance(data, dict):
+        raise SpecError([{"field": "spec", "message": "must be a mapping (YAML or JSON object)"}])
+    return data
+
+
+def load_spec(path: str | Path) -> ExperimentSpec:
+    return parse_spec(load_spec_text(Path(path).read_text()))
+
+
+def dump_spec(spec: ExperimentSpec) -> dict[str, Any]:
+    return json.loads(spec.model_dump_json())
+
+
+# --------------------------------------------------------------------------- sweeps
+
+
+def set_path(data: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    """A copy of `data` with the dotted `path` set, creating mappings on the way."""
+    out = copy.deepcopy(data)
+    node = out
+    parts = path.split(".")
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise SpecError([{"field": path, "message": f"{part!r} is not a mapping, so it cannot hold {parts[-1]!r}"}])
+        node = child
+    node[parts[-1]] = value
+    return out
+
+
+def expand_sweep(spec: dict[str, Any], sweep: dict[str, list[Any]] | None) -> list[tuple[dict[str, Any], ExperimentSpec]]:
+    """One (sweep values, validated spec) per point of the grid over the sweep's axes."""
+    if not sweep:
+        return [({}, parse_spec(spec))]
+    for path, values in sweep.items():
+        if not isinstance(values, list) or not values:
+            raise SpecError([{"field": f"sweep.{path}", "message": "give a non-empty list of values"}])
+    axes = list(sweep)
+    points = []
+    for combo in itertools.product(*(sweep[a] for a in axes)):
+        data = spec
+        for path, value in zip(axes, combo):
+            data = set_path(data, path, value)
+        values = dict(zip(axes, combo))
+        try:
+            points.append((values, parse_spec(data)))
+        except SpecError as exc:
+            raise SpecError([{**e, "message": f"{e['message']} (sweep value {values})"} for e in exc.errors]) from None
+    return points

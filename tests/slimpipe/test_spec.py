@@ -1,0 +1,77 @@
+import pytest
+
+from slimpipe.spec import CompressionSpec, SpecError, expand_sweep, parse_spec, set_path
+
+BASE = {"model": {"name": "tiny_mlp"}, "data": {"name": "digits"}, "train": {"max_steps": 10}}
+
+
+def test_minimal_spec_gets_defaults():
+    spec = parse_spec(BASE)
+    assert spec.pipeline.schedule == "gpipe"
+    assert spec.pipeline.microbatches == 4
+    assert spec.compression.default.forward.is_identity
+    assert spec.link.bandwidth_mbps == 100.0
+
+
+@pytest.mark.parametrize(
+    "path, value, field, words",
+    [
+        ("compression.default.forward.bits", 17, "compression.default.forward.bits", "less than or equal to 16"),
+        ("compression.default.backward.topk", 0, "compression.default.backward.topk", "greater than 0"),
+        ("model.name", "vgg", "model.name", "choose one of"),
+        ("pipeline.stages", [["conv1"], ["layers[0:"]], "pipeline.stages", "layers[0:3]"),
+        ("pipeline.microbatches", 0, "pipeline.microbatches", "greater than or equal to 1"),
+        ("optim.bogus", 1, "optim.bogus", "not a known field"),
+    ],
+)
+def test_invalid_field_names_its_path(path, value, field, words):
+    with pytest.raises(SpecError) as info:
+        parse_spec(set_path(BASE, path, value))
+    assert [e["field"] for e in info.value.errors] == [field]
+    assert words in info.value.errors[0]["message"]
+
+
+def test_train_needs_a_length():
+    with pytest.raises(SpecError) as info:
+        parse_spec({**BASE, "train": {"eval_every": 5}})
+    assert info.value.errors[0]["field"] == "train"
+    assert "max_steps" in info.value.errors[0]["message"]
+
+
+def test_boundary_override_falls_back_to_default():
+    spec = parse_spec(
+        {
+            **BASE,
+            "pipeline": {"stages": [["a"], ["b"], ["c"]]},
+            "compression": {"default": {"forward": {"bits": 8}}, "boundaries": {"1": {"backward": {"topk": 0.1}}}},
+        }
+    )
+    assert spec.compression.for_boundary(0).backward.topk is None
+    assert spec.compression.for_boundary(1).forward.bits == 8
+    assert spec.compression.for_boundary(1).backward.topk == 0.1
+
+
+def test_boundary_override_out_of_range():
+    with pytest.raises(SpecError) as info:
+        parse_spec({**BASE, "pipeline": {"stages": [["a"], ["b"]]}, "compression": {"boundaries": {"3": {}}}})
+    assert "boundaries 0..0" in str(info.value)
+
+
+def test_sweep_grid_expands_every_combination():
+    points = expand_sweep(BASE, {"compression.default.backward.topk": [1, 0.5], "compression.default.forward.bits": [4, 8, 16]})
+    assert len(points) == 6
+    assert points[0][0] == {"compression.default.backward.topk": 1, "compression.default.forward.bits": 4}
+    assert points[-1][1].compression.default.forward.bits == 16
+    assert points[-1][1].compression.default.backward.topk == 0.5
+
+
+def test_sweep_with_bad_value_names_the_value():
+    with pytest.raises(SpecError) as info:
+        expand_sweep(BASE, {"compression.default.backward.topk": [0.5, 2]})
+    assert "sweep value" in str(info.value) and "topk" in str(info.value)
+
+
+def test_identity_flags():
+    assert CompressionSpec().is_identity
+    assert not CompressionSpec(bits=8).is_identity
+    assert not CompressionSpec(topk=0.5).is_identity

@@ -1,0 +1,1 @@
+"""Training side: Celery tasks, the pipeline engine, codecs and the model/data zoo."""
