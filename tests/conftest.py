@@ -3,6 +3,8 @@ import random
 
 import pytest
 
+pytest_plugins = ["tests.fixtures_servers"]
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
