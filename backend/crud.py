@@ -1,0 +1,435 @@
+"""Data access: keyword-only functions over a session, and the worker's calls that open their own.
+
+The worker-side calls (`claim_run`, `heartbeat`, `append_metrics`, `append_logs`, `finish_run`,
+`is_cancel_requested`, `mark_lost_runs`, `update_summary`, `run_spec`) take the run id first and an
+optional `session=`; without one they open and commit their own on the settings' database, so a
+training child only needs `SLIMPIPE_DATABASE_URL`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy.orm import Session
+
+from backend import db
+from backend.models import Experiment, LogLine, Run, log_lines, metric_points, runs, utcnow
+from slimpipe import names
+
+T = TypeVar("T")
+MetricInput = Mapping[str, Any] | Sequence[Any]
+LogInput = str | Mapping[str, Any] | Sequence[Any]
+
+
+@contextmanager
+def _scope(session: Session | None) -> Iterator[Session]:
+    """The caller's session (the caller commits), or a fresh one committed here."""
+    if session is not None:
+        yield session
+        return
+    with db.session_scope() as own:
+        yield own
+
+
+# --------------------------------------------------------------------------- experiments and runs
+
+
+def create_experiment(
+    *,
+    session: Session,
+    name: str,
+    spec: dict[str, Any],
+    sweep: dict[str, list[Any]] | None,
+    tags: list[str],
+    runs_to_create: list[tuple[dict[str, Any], dict[str, Any]]],
+    queue: str,
+) -> tuple[Experiment, list[Run]]:
+    """One experiment and one queued run per (sweep values, validated spec); flushed, not committed."""
+    experiment = Experiment(name=name, spec=spec, sweep=sweep or None, tags=tags)
+    session.add(experiment)
+    session.flush()
+    created = []
+    for values, run_spec_data in runs_to_create:
+        run = Run(
+            experiment_id=experiment.id,
+            name=run_name(name, values),
+            spec=run_spec_data,
+            sweep_values=values,
+            status=names.QUEUED,
+            queue=queue,
+            tags=tags,
+            attempt=1,
+        )
+        session.add(run)
+        created.append(run)
+    session.flush()
+    return experiment, created
+
+
+def run_name(experiment_name: str, values: Mapping[str, Any]) -> str:
+    """`seed-rte backward.topk=0.5`: the experiment's name and each sweep axis by its last two path parts."""
+    parts = [f"{'.'.join(path.split('.')[-2:])}={value}" for path, value in values.items()]
+    return " ".join([experiment_name, *parts])
+
+
+def get_experiment(*, session: Session, experiment_id: int) -> Experiment | None:
+    return session.get(Experiment, experiment_id)
+
+
+def list_experiments(*, session: Session, limit: int = 50, offset: int = 0) -> tuple[list[Experiment], int]:
+    count = session.scalar(select(func.count()).select_from(Experiment)) or 0
+    rows = session.scalars(select(Experiment).order_by(Experiment.id.desc()).limit(limit).offset(offset)).all()
+    return list(rows), count
+
+
+def experiment_run_ids(*, session: Session, experiment_id: int) -> list[int]:
+    return list(session.scalars(select(Run.id).where(Run.experiment_id == experiment_id).order_by(Run.id)))
+
+
+def get_run(*, session: Session, run_id: int) -> Run | None:
+    return session.get(Run, run_id)
+
+
+def list_runs(
+    *,
+    session: Session,
+    status: str | None = None,
+    experiment_id: int | None = None,
+    tag: str | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> tuple[list[Run], int]:
+    """Newest first. Tags are a JSON list, so the tag filter runs in Python over the other filters' rows."""
+    query = select(Run)
+    if status:
+        query = query.where(Run.status == status)
+    if experiment_id is not None:
+        query = query.where(Run.experiment_id == experiment_id)
+    query = query.order_by(Run.id.desc())
+    if tag:
+        matching = [r for r in session.scalars(query) if tag in (r.tags or [])]
+        return matching[offset : offset + limit], len(matching)
+    count = session.scalar(select(func.count()).select_from(query.order_by(None).subquery())) or 0
+    return list(session.scalars(query.limit(limit).offset(offset))), count
+
+
+def runs_by_ids(*, session: Session, run_ids: Iterable[int]) -> list[Run]:
+    ids = list(run_ids)
+    found = {r.id: r for r in session.scalars(select(Run).where(Run.id.in_(ids)))}
+    return [found[i] for i in ids if i in found]
+
+
+def request_cancel(*, session: Session, run: Run) -> Run:
+    """A queued run is cancelled at once; a running one gets the flag its training child checks every step."""
+    if run.status == names.QUEUED:
+        run.status = names.CANCELLED
+        run.cancel_requested = True
+        run.finished_at = utcnow()
+        run.error = "cancelled before it started"
+    elif run.status == names.RUNNING:
+        run.cancel_requested = True
+    session.flush()
+    return run
+
+
+def create_retry(*, session: Session, run: Run) -> Run:
+    """A new queued run with the same frozen spec: `retry_of` points back, `attempt` counts up."""
+    retry = Run(
+        experiment_id=run.experiment_id,
+        name=run.name,
+        spec=run.spec,
+        sweep_values=run.sweep_values,
+        status=names.QUEUED,
+        queue=run.queue,
+        tags=run.tags,
+        attempt=run.attempt + 1,
+        retry_of=run.id,
+    )
+    session.add(retry)
+    session.flush()
+    return retry
+
+
+def set_celery_id(*, session: Session, run_id: int, celery_id: str) -> None:
+    session.execute(update(runs).where(runs.c.id == run_id).values(celery_id=celery_id))
+
+
+def delete_run(*, session: Session, run_id: int) -> None:
+    """The run, its metric points and its log lines (explicitly, so SQLite without FK pragmas agrees)."""
+    session.execute(delete(metric_points).where(metric_points.c.run_id == run_id))
+    session.execute(delete(log_lines).where(log_lines.c.run_id == run_id))
+    session.execute(update(runs).where(runs.c.retry_of == run_id).values(retry_of=None))
+    session.execute(delete(runs).where(runs.c.id == run_id))
+
+
+# --------------------------------------------------------------------------- metrics and logs
+
+
+def _metric_row(run_id: int, point: MetricInput, now: float) -> dict[str, Any]:
+    if isinstance(point, Mapping):
+        step, name, value, at = point["step"], point["name"], point.get("value"), point.get("time")
+    else:
+        step, name, value = point[0], point[1], point[2]
+        at = point[3] if len(point) > 3 else None
+    value = None if value is None or not math.isfinite(value) else float(value)
+    return {"run_id": run_id, "step": int(step), "name": str(name), "value": value, "time": float(at or now)}
+
+
+def insert_metrics(*, session: Session, run_id: int, points: Iterable[MetricInput]) -> int:
+    """Batch insert through the core table (one executemany), not ORM objects; NaN/inf stored as NULL."""
+    now = time.time()
+    rows = [_metric_row(run_id, p, now) for p in points]
+    if rows:
+        session.execute(insert(metric_points), rows)
+    return len(rows)
+
+
+def metric_names(*, session: Session, run_id: int) -> list[str]:
+    query = (
+        select(metric_points.c.name).where(metric_points.c.run_id == run_id).distinct().order_by(metric_points.c.name)
+    )
+    return list(session.scalars(query))
+
+
+def read_series(
+    *, session: Session, run_id: int, name: str, since_step: int | None = None
+) -> tuple[list[int], list[float | None], list[float]]:
+    """One series by (run, name, step) — the index's order — as parallel step/value/time lists."""
+    query = select(metric_points.c.step, metric_points.c.value, metric_points.c.time).where(
+        metric_points.c.run_id == run_id, metric_points.c.name == name
+    )
+    if since_step is not None:
+        query = query.where(metric_points.c.step > since_step)
+    rows = session.execute(query.order_by(metric_points.c.step, metric_points.c.id)).all()
+    return [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]
+
+
+def last_step(*, session: Session, run_id: int) -> int | None:
+    return session.scalar(select(func.max(metric_points.c.step)).where(metric_points.c.run_id == run_id))
+
+
+def metrics_after(*, session: Session, run_id: int, after_id: int, limit: int = 5000) -> list[Any]:
+    """New points in insertion order (id, step, name, value, time): the live tail's cursor."""
+    query = (
+        select(
+            metric_points.c.id, metric_points.c.step, metric_points.c.name, metric_points.c.value, metric_points.c.time
+        )
+        .where(metric_points.c.run_id == run_id, metric_points.c.id > after_id)
+        .order_by(metric_points.c.id)
+        .limit(limit)
+    )
+    return list(session.execute(query).all())
+
+
+def iter_metrics(*, session: Session, run_id: int, chunk: int = 20000) -> Iterator[Any]:
+    """Every point of a run (step, name, value, time) ordered by name then step, streamed in chunks."""
+    after = (None, -1, -1)
+    c = metric_points.c
+    while True:
+        query = select(c.name, c.step, c.id, c.value, c.time).where(c.run_id == run_id)
+        if after[0] is not None:
+            query = query.where(
+                or_(
+                    c.name > after[0],
+                    and_(c.name == after[0], or_(c.step > after[1], and_(c.step == after[1], c.id > after[2]))),
+                )
+            )
+        rows = session.execute(query.order_by(c.name, c.step, c.id).limit(chunk)).all()
+        if not rows:
+            return
+        for name, step, _id, value, at in rows:
+            yield step, name, value, at
+        after = (rows[-1][0], rows[-1][1], rows[-1][2])
+
+
+def _log_row(run_id: int, line: LogInput, now: datetime) -> dict[str, Any]:
+    if isinstance(line, str):
+        return {"run_id": run_id, "time": now, "level": "INFO", "message": line}
+    if isinstance(line, Mapping):
+        at = line.get("time")
+        if isinstance(at, int | float):
+            at = datetime.fromtimestamp(at, tz=now.tzinfo)
+        return {
+            "run_id": run_id,
+            "time": at or now,
+            "level": str(line.get("level", "INFO")),
+            "message": str(line["message"]),
+        }
+    level, message = line[0], line[1]
+    return {"run_id": run_id, "time": now, "level": str(level), "message": str(message)}
+
+
+def insert_logs(*, session: Session, run_id: int, lines: Iterable[LogInput]) -> int:
+    now = utcnow()
+    rows = [_log_row(run_id, line, now) for line in lines]
+    if rows:
+        session.execute(insert(LogLine), rows)
+    return len(rows)
+
+
+def read_logs(*, session: Session, run_id: int, since_id: int = 0, limit: int | None = None) -> list[LogLine]:
+    query = select(LogLine).where(LogLine.run_id == run_id, LogLine.id > since_id).order_by(LogLine.id)
+    if limit:
+        query = query.limit(limit)
+    return list(session.scalars(query))
+
+
+# --------------------------------------------------------------------------- worker side
+
+
+def _retry_locked(fn: Callable[[], T], attempts: int = 5) -> T:
+    """SQLite answers 'database is locked' when busy_timeout runs out under heavy load; try a few more times."""
+    from sqlalchemy.exc import OperationalError
+
+    for i in range(attempts):
+        try:
+            return fn()
+        except OperationalError as exc:
+            if "locked" not in str(exc).lower() or i == attempts - 1:
+                raise
+            time.sleep(0.2 * (i + 1))
+    raise AssertionError("unreachable")
+
+
+def claim_run(run_id: int, worker_host: str, celery_id: str | None, *, session: Session | None = None) -> bool:
+    """queued → running, atomically; False when the run is not queued (cancelled, already claimed, deleted)."""
+
+    def go() -> bool:
+        with _scope(session) as s:
+            now = utcnow()
+            result = s.execute(
+                update(runs)
+                .where(runs.c.id == run_id, runs.c.status == names.QUEUED, runs.c.cancel_requested.is_(False))
+                .values(
+                    status=names.RUNNING,
+                    worker_host=worker_host,
+                    celery_id=celery_id,
+                    started_at=now,
+                    heartbeat_at=now,
+                    error=None,
+                    traceback=None,
+                )
+            )
+            return result.rowcount == 1  # type: ignore[attr-defined]
+
+    return _retry_locked(go)
+
+
+def heartbeat(
+    run_id: int, step: int | None = None, total: int | None = None, *, session: Session | None = None
+) -> bool:
+    """Record liveness and progress; returns whether a cancel was requested (one round trip per step)."""
+
+    def go() -> bool:
+        with _scope(session) as s:
+            values: dict[str, Any] = {"heartbeat_at": utcnow()}
+            if step is not None:
+                values["progress_step"] = step
+            if total is not None:
+                values["progress_total"] = total
+            s.execute(update(runs).where(runs.c.id == run_id).values(**values))
+            return bool(s.scalar(select(runs.c.cancel_requested).where(runs.c.id == run_id)))
+
+    return _retry_locked(go)
+
+
+def append_metrics(run_id: int, points: Iterable[MetricInput], *, session: Session | None = None) -> int:
+    """Points as dicts `{step, name, value, time?}` or tuples `(step, name, value[, time])`; returns how many."""
+    rows = list(points)
+
+    def go() -> int:
+        with _scope(session) as s:
+            return insert_metrics(session=s, run_id=run_id, points=rows)
+
+    return _retry_locked(go)
+
+
+def append_logs(run_id: int, lines: Iterable[LogInput], *, session: Session | None = None) -> int:
+    """Lines as strings, `(level, message)` tuples or dicts `{message, level?, time?}`."""
+    rows = list(lines)
+
+    def go() -> int:
+        with _scope(session) as s:
+            return insert_logs(session=s, run_id=run_id, lines=rows)
+
+    return _retry_locked(go)
+
+
+def finish_run(
+    run_id: int,
+    status: str,
+    error: str | None = None,
+    traceback: str | None = None,
+    summary: dict[str, Any] | None = None,
+    *,
+    session: Session | None = None,
+) -> bool:
+    """running/queued → a final state with its reason; False (and no change) if it already ended."""
+    if status not in names.FINAL_STATES:
+        raise ValueError(f"finish_run needs a final state ({', '.join(names.FINAL_STATES)}), not {status!r}")
+
+    def go() -> bool:
+        with _scope(session) as s:
+            values: dict[str, Any] = {"status": status, "finished_at": utcnow(), "error": error, "traceback": traceback}
+            if summary is not None:
+                current = s.scalar(select(runs.c.summary).where(runs.c.id == run_id)) or {}
+                values["summary"] = {**current, **summary}
+            result = s.execute(
+                update(runs)
+                .where(runs.c.id == run_id, runs.c.status.in_((names.QUEUED, names.RUNNING)))
+                .values(**values)
+            )
+            return result.rowcount == 1  # type: ignore[attr-defined]
+
+    return _retry_locked(go)
+
+
+def update_summary(run_id: int, summary: dict[str, Any], *, session: Session | None = None) -> None:
+    """Merge keys into the run's summary (the engine may write it while training)."""
+
+    def go() -> None:
+        with _scope(session) as s:
+            current = s.scalar(select(runs.c.summary).where(runs.c.id == run_id)) or {}
+            s.execute(update(runs).where(runs.c.id == run_id).values(summary={**current, **summary}))
+
+    _retry_locked(go)
+
+
+def is_cancel_requested(run_id: int, *, session: Session | None = None) -> bool:
+    with _scope(session) as s:
+        return bool(s.scalar(select(runs.c.cancel_requested).where(runs.c.id == run_id)))
+
+
+def run_spec(run_id: int, *, session: Session | None = None) -> dict[str, Any] | None:
+    """The frozen spec a run trains (None if the run is gone)."""
+    with _scope(session) as s:
+        return s.scalar(select(runs.c.spec).where(runs.c.id == run_id))
+
+
+def mark_lost_runs(timeout_s: float, *, session: Session | None = None) -> list[int]:
+    """Running runs with no heartbeat for `timeout_s` → failed "worker lost"; returns their ids."""
+    cutoff = utcnow() - timedelta(seconds=timeout_s)
+
+    def go() -> list[int]:
+        with _scope(session) as s:
+            stale = or_(runs.c.heartbeat_at < cutoff, and_(runs.c.heartbeat_at.is_(None), runs.c.started_at < cutoff))
+            lost = list(s.scalars(select(runs.c.id).where(runs.c.status == names.RUNNING, stale)))
+            if lost:
+                s.execute(
+                    update(runs)
+                    .where(runs.c.id.in_(lost), runs.c.status == names.RUNNING)
+                    .values(
+                        status=names.FAILED,
+                        finished_at=utcnow(),
+                        error=f"worker lost: no heartbeat for more than {timeout_s:g} s",
+                    )
+                )
+            return lost
+
+    return _retry_locked(go)

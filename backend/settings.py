@@ -1,0 +1,65 @@
+"""The service's settings: one `Settings` read from `SLIMPIPE_*` environment variables, safe local defaults."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from slimpipe import names
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SLIMPIPE_", extra="ignore")
+
+    # Embedded default: a SQLite file; production: postgresql+psycopg://user:pass@host/db
+    database_url: str = "sqlite:///./var/slimpipe.db"
+    # Embedded default: Celery's filesystem transport (no server) under broker_dir; production: redis://host:6379/0
+    broker_url: str = "filesystem://"
+    broker_dir: Path = Path("./var/broker")
+    # When set, every /api/v1 call needs `Authorization: Bearer <token>`.
+    api_token: str | None = None
+    # Local data paths in specs (data.options.path / root) must lie inside this folder.
+    data_root: Path = Path("./data")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # A running run whose worker has not written a heartbeat for this long is "worker lost".
+    heartbeat_timeout_s: float = 120.0
+    max_body_bytes: int = 32 * 1024 * 1024
+    # Comma-separated queues this host's worker consumes, e.g. "cpu" or "gpu,cpu".
+    worker_queues: str = names.QUEUE_CPU
+
+    @property
+    def queues(self) -> list[str]:
+        return [q.strip() for q in self.worker_queues.split(",") if q.strip()]
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def is_embedded_broker(self) -> bool:
+        return self.broker_url.startswith("filesystem")
+
+    def broker_transport_options(self) -> dict[str, Any]:
+        """Celery `broker_transport_options`: the folders of the embedded transport; empty for Redis."""
+        if not self.is_embedded_broker:
+            return {}
+        root = self.broker_dir.resolve()
+        for sub in ("queue", "processed"):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+        return {
+            "data_folder_in": str(root / "queue"),
+            "data_folder_out": str(root / "queue"),
+            "processed_folder": str(root / "processed"),
+            "store_processed": False,
+            "polling_interval": 0.1,
+        }
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings; tests that change the environment call `get_settings.cache_clear()`."""
+    return Settings()
