@@ -1,0 +1,60 @@
+"""Runs whose worker died: fail them with "worker lost" so nothing stays `running` forever."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from sqlalchemy import select, update
+
+from backend import crud, db
+from backend.models import runs, utcnow
+from backend.settings import get_settings
+from slimpipe import names
+
+log = logging.getLogger(__name__)
+
+
+def fail_runs_of_worker(worker_host: str) -> list[int]:
+    """At a worker's start: its name still owns `running` runs only if it died mid-run (kill -9, OOM, power)."""
+    with db.session_scope() as session:
+        lost = list(
+            session.scalars(select(runs.c.id).where(runs.c.status == names.RUNNING, runs.c.worker_host == worker_host))
+        )
+        if lost:
+            session.execute(
+                update(runs)
+                .where(runs.c.id.in_(lost), runs.c.status == names.RUNNING)
+                .values(
+                    status=names.FAILED,
+                    finished_at=utcnow(),
+                    error=f"worker lost: {worker_host} restarted while the run was running; retry it",
+                )
+            )
+    return lost
+
+
+def sweep(worker_host: str | None = None) -> list[int]:
+    """One recovery pass: this worker's orphans (if named), then every run past the heartbeat timeout."""
+    lost = fail_runs_of_worker(worker_host) if worker_host else []
+    lost += crud.mark_lost_runs(get_settings().heartbeat_timeout_s)
+    if lost:
+        log.warning("marked runs %s failed: worker lost", lost)
+    return lost
+
+
+def sweep_forever(stop: threading.Event, interval_s: float | None = None) -> None:
+    """Sweep every `interval_s` (half the heartbeat timeout, at most a minute) until `stop` is set."""
+    interval = interval_s or min(60.0, get_settings().heartbeat_timeout_s / 2)
+    while not stop.wait(interval):
+        try:
+            sweep()
+        except Exception:  # a database hiccup must not end the sweeping
+            log.exception("recovery sweep failed")
+
+
+def start_sweeper(interval_s: float | None = None) -> threading.Event:
+    """A daemon thread that sweeps periodically; set the returned event to stop it."""
+    stop = threading.Event()
+    threading.Thread(target=sweep_forever, args=(stop, interval_s), name="slimpipe-sweeper", daemon=True).start()
+    return stop

@@ -1,0 +1,99 @@
+"""The one task, `run_experiment(run_id)`: claim the run, train it in a supervised child, record how it ended."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import traceback
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from celery import signals
+
+from backend import crud
+from backend.settings import get_settings
+from slimpipe import names
+from worker import recovery
+from worker.celery_app import app
+from worker.supervisor import Hooks, Outcome, Supervisor
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: Set when this worker is shutting down (Ctrl-C, SIGTERM): the running child is stopped.
+SHUTDOWN = threading.Event()
+
+
+def _quietly(fn: Callable[..., T], default: T) -> Callable[..., T]:
+    """A hook that logs a database error instead of ending the supervision of a healthy child."""
+
+    def call(*args: Any) -> T:
+        try:
+            return fn(*args)
+        except Exception:
+            log.exception("%s failed", getattr(fn, "__name__", fn))
+            return default
+
+    return call
+
+
+def supervise(run_id: int) -> Outcome:
+    """Train `run_id` in a child process and return its outcome; the row's final state is up to the caller."""
+    settings = get_settings()
+
+    def started(pid: int) -> None:
+        crud.append_logs(run_id, [f"training process {pid} started on {socket.gethostname()}"])
+
+    hooks = Hooks(
+        beat=_quietly(lambda: crud.heartbeat(run_id), None),
+        cancel_requested=_quietly(lambda: crud.is_cancel_requested(run_id), False),
+        output=_quietly(lambda lines: crud.append_logs(run_id, [("OUTPUT", line) for line in lines]), 0),
+        started=_quietly(started, None),
+        shutdown=SHUTDOWN,
+    )
+    heartbeat_s = max(0.5, min(10.0, settings.heartbeat_timeout_s / 4))
+    return Supervisor(run_id, hooks, heartbeat_s=heartbeat_s).run()
+
+
+@app.task(name=names.TASK_RUN_EXPERIMENT, bind=True, acks_late=True, reject_on_worker_lost=True)
+def run_experiment(self: Any, run_id: int) -> str:
+    worker_host = self.request.hostname or socket.gethostname()
+    if not crud.claim_run(run_id, worker_host, self.request.id):
+        # Cancelled while queued, deleted, or a redelivery of a run another worker has: nothing to do.
+        log.info("run %s is not queued any more; skipping", run_id)
+        return "skipped"
+    log.info("run %s claimed by %s", run_id, worker_host)
+    try:
+        outcome = supervise(run_id)
+    except BaseException as exc:
+        crud.finish_run(
+            run_id, names.FAILED, error=f"worker error: {type(exc).__name__}: {exc}", traceback=traceback.format_exc()
+        )
+        raise
+    crud.finish_run(run_id, outcome.status, outcome.error, outcome.traceback, outcome.summary)
+    log.info("run %s %s%s", run_id, outcome.status, f": {outcome.error}" if outcome.error else "")
+    return outcome.status
+
+
+# --------------------------------------------------------------------------- worker lifecycle
+
+_sweeper: threading.Event | None = None
+
+
+@signals.worker_ready.connect
+def _recover_on_start(sender: Any = None, **_: Any) -> None:
+    """A fresh worker owns no running run: fail its name's leftovers, sweep stale ones, keep sweeping."""
+    global _sweeper
+    hostname = getattr(sender, "hostname", None)
+    try:
+        recovery.sweep(hostname)
+    except Exception:
+        log.exception("recovery sweep at worker start failed")
+    if _sweeper is None:
+        _sweeper = recovery.start_sweeper()
+
+
+@signals.worker_shutting_down.connect
+def _stop_training(**_: Any) -> None:
+    SHUTDOWN.set()
