@@ -1,0 +1,148 @@
+// The dashboard's one door to /api/v1: the token, errors, the unreachable banner, SSE, downloads.
+
+const BASE = "/api/v1";
+const TOKEN_KEY = "slimpipe.token";
+
+export class ApiError extends Error {
+  constructor(status, detail) {
+    super(typeof detail === "string" ? detail : `HTTP ${status}`);
+    this.status = status;
+    this.detail = detail;
+  }
+}
+
+export function token() {
+  return localStorage.getItem(TOKEN_KEY) || "";
+}
+
+function authHeaders() {
+  const t = token();
+  return t ? { Authorization: `Bearer ${t}` } : {};
+}
+
+// --- banner: one message for "the API is down", cleared by the next answer.
+let failures = 0;
+export function showBanner(message) {
+  const banner = document.getElementById("api-banner");
+  banner.textContent = message;
+  banner.hidden = false;
+}
+function clearBanner() {
+  failures = 0;
+  const banner = document.getElementById("api-banner");
+  if (banner.dataset.kind !== "sticky") banner.hidden = true;
+}
+function unreachable(status) {
+  failures += 1;
+  const what = status ? `answered HTTP ${status}` : "did not answer";
+  showBanner(
+    `Cannot reach the slimpipe API: ${location.origin}${BASE} ${what}. ` +
+      "Is `slimpipe serve` running? The page retries on its own.",
+  );
+}
+
+// --- token: asked once when the API answers 401, kept in localStorage.
+let tokenPrompt = null;
+function askToken(rejected) {
+  if (tokenPrompt) return tokenPrompt;
+  const dialog = document.getElementById("token-dialog");
+  const input = document.getElementById("token-input");
+  document.getElementById("token-error").hidden = !rejected;
+  tokenPrompt = new Promise((resolve) => {
+    dialog.addEventListener(
+      "close",
+      () => {
+        const value = input.value.trim();
+        if (value) localStorage.setItem(TOKEN_KEY, value);
+        tokenPrompt = null;
+        resolve(value);
+      },
+      { once: true },
+    );
+  });
+  input.value = "";
+  dialog.showModal();
+  return tokenPrompt;
+}
+
+export async function api(path, { method = "GET", body, raw = false, query } = {}) {
+  let url = BASE + path;
+  if (query) {
+    const q = new URLSearchParams();
+    for (const [k, v] of Object.entries(query)) if (v !== undefined && v !== null && v !== "") q.set(k, v);
+    const s = q.toString();
+    if (s) url += (url.includes("?") ? "&" : "?") + s;
+  }
+  for (let attempt = 0; attempt < 4; attempt++) {
+    const headers = { ...authHeaders() };
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    let response;
+    try {
+      response = await fetch(url, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+    } catch (err) {
+      unreachable(0);
+      throw new ApiError(0, "the API is unreachable");
+    }
+    if (response.status === 401) {
+      const given = await askToken(attempt > 0 || !!token());
+      if (!given) throw new ApiError(401, "an API token is required");
+      continue;
+    }
+    if (response.status >= 502 && response.status <= 504) {
+      unreachable(response.status);
+      throw new ApiError(response.status, "the API is unreachable");
+    }
+    clearBanner();
+    if (!response.ok) {
+      let detail = `HTTP ${response.status}`;
+      try {
+        detail = (await response.json()).detail ?? detail;
+      } catch {}
+      throw new ApiError(response.status, detail);
+    }
+    if (raw) return response;
+    if (response.status === 204) return null;
+    return response.json();
+  }
+  throw new ApiError(401, "the API token was rejected");
+}
+
+// Server-Sent Events: EventSource cannot send headers, so the token rides in the query string.
+export function events(path, handlers) {
+  const t = token();
+  const url = BASE + path + (t ? `${path.includes("?") ? "&" : "?"}token=${encodeURIComponent(t)}` : "");
+  const source = new EventSource(url);
+  for (const [name, fn] of Object.entries(handlers)) {
+    source.addEventListener(name, (e) => fn(JSON.parse(e.data)));
+  }
+  return source;
+}
+
+// Downloads go through fetch so the Authorization header is sent; the blob is saved under its name.
+export async function download(path, fallbackName) {
+  const response = await api(path, { raw: true });
+  const disposition = response.headers.get("Content-Disposition") || "";
+  const match = /filename\*?=(?:UTF-8'')?"?([^";]+)"?/i.exec(disposition);
+  const name = match ? decodeURIComponent(match[1]) : fallbackName;
+  const blob = await response.blob();
+  const a = document.createElement("a");
+  a.href = URL.createObjectURL(blob);
+  a.download = name;
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(a.href), 10_000);
+}
+
+// Benchmarks and tests wait for this: the page has drawn its data.
+export function markReady() {
+  if (document.documentElement.dataset.ready) return;
+  window.__slimpipeReady = performance.now();
+  document.documentElement.dataset.ready = "1";
+}
+
+document.getElementById("token-button")?.addEventListener("click", () => askToken(false).then(() => location.reload()));
+if (token()) {
+  const b = document.getElementById("token-button");
+  if (b) b.hidden = false;
+}

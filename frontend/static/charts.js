@@ -1,0 +1,73 @@
+// Plotly helpers: one look for every chart, cheap live updates.
+
+const FONT = { family: "Inter, system-ui, -apple-system, Segoe UI, sans-serif", size: 12, color: "#1f2933" };
+export const COLORS = ["#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#0891b2", "#db2777", "#65a30d", "#475569", "#ea580c"];
+const CONFIG = { displaylogo: false, responsive: true, modeBarButtonsToRemove: ["lasso2d", "select2d", "toImage"] };
+
+export function layout(title, { xTitle = "step", yTitle = "", logY = false, extra = {} } = {}) {
+  return {
+    title: { text: title, font: { size: 14 }, x: 0.02, xanchor: "left" },
+    font: FONT,
+    margin: { l: 56, r: 16, t: 40, b: 44 },
+    xaxis: { title: { text: xTitle }, gridcolor: "#eef1f4", zeroline: false },
+    yaxis: { title: { text: yTitle }, gridcolor: "#eef1f4", zeroline: false, type: logY ? "log" : "linear" },
+    legend: { orientation: "h", y: -0.22, font: { size: 11 } },
+    paper_bgcolor: "#fff",
+    plot_bgcolor: "#fff",
+    hovermode: "x unified",
+    uirevision: "keep",
+    ...extra,
+  };
+}
+
+export function line(name, series, { color, dash, width = 1.6, mode = "lines" } = {}) {
+  return {
+    type: "scatter",
+    mode,
+    name,
+    x: series ? series.step : [],
+    y: series ? series.value : [],
+    line: { color, dash, width },
+    marker: { size: 5 },
+  };
+}
+
+export function draw(div, traces, lay) {
+  const node = typeof div === "string" ? document.getElementById(div) : div;
+  if (!traces.length) {
+    node.classList.add("no-data");
+    node.replaceChildren();
+    const msg = document.createElement("div");
+    msg.className = "chart-empty";
+    msg.innerHTML = `<strong>${lay.title.text}</strong><span>no data recorded</span>`;
+    node.append(msg);
+    return;
+  }
+  if (node.classList.contains("no-data")) {
+    node.classList.remove("no-data");
+    node.replaceChildren();
+  }
+  window.Plotly.react(node, traces, lay, CONFIG);
+}
+
+// Points that are not dominated: no other run has higher acc with fewer bytes.
+export function paretoFront(points) {
+  const sorted = points.filter((p) => Number.isFinite(p.x) && Number.isFinite(p.y)).sort((a, b) => a.x - b.x || b.y - a.y);
+  const front = [];
+  let best = -Infinity;
+  for (const p of sorted) {
+    if (p.y > best) {
+      front.push(p);
+      best = p.y;
+    }
+  }
+  return front;
+}
+
+export function plotlyReady() {
+  if (window.Plotly) return Promise.resolve();
+  return new Promise((resolve) => {
+    const check = () => (window.Plotly ? resolve() : setTimeout(check, 10));
+    check();
+  });
+}

@@ -1,0 +1,114 @@
+// Compare: the table of differing fields and results, overlaid curves, acc-vs-bytes scatter with its Pareto front.
+import { api, download, markReady, showBanner } from "./api.js";
+import { COLORS, draw, layout, line, paretoFront, plotlyReady } from "./charts.js";
+import { badge, el, fmtDelta, fmtMB, fmtPct, fmtRatio, fmtSecs, fmtValue, DASH } from "./format.js";
+
+const head = document.getElementById("compare-head");
+const RUN_IDS = head.dataset.runIds.split(",").filter(Boolean).map(Number);
+const MAX_POINTS = 400;
+const CURVES = ["val/acc", "train/loss", "val/loss"];
+const baselineSelect = document.getElementById("baseline-select");
+let table = null;
+
+const shortPath = (p) => p.replace(/^compression\.default\./, "").replace(/^compression\.boundaries\./, "b");
+
+function renderTable() {
+  const varying = table.varying_fields || [];
+  const thead = document.querySelector("#compare-table thead");
+  const tbody = document.querySelector("#compare-table tbody");
+  thead.replaceChildren(
+    el("tr", {},
+      el("th", { text: "Run" }), el("th", { text: "Status" }),
+      varying.map((f) => el("th", { class: "diff", title: f, text: shortPath(f) })),
+      ["Best val acc", "Final val acc", "Δ vs baseline", "Wire MB/step", "Ratio", "Time/batch", "Speed-up"].map((h) => el("th", { class: "num", text: h })),
+    ),
+  );
+  const best = Math.max(...table.runs.map((r) => r.best_val_acc ?? -Infinity));
+  tbody.replaceChildren(
+    ...table.runs.map((r, i) =>
+      el("tr", { "data-run-id": r.run_id, class: r.run_id === table.baseline_run_id ? "baseline" : "" },
+        el("td", {}, el("span", { class: "swatch", style: `background:${COLORS[i % COLORS.length]}` }), el("a", { href: `/runs/${r.run_id}`, text: r.name }),
+          r.run_id === table.baseline_run_id ? el("span", { class: "tag", text: "baseline" }) : null),
+        el("td", {}, badge(r.status)),
+        varying.map((f) => el("td", { class: "mono diff", "data-field": f, text: fmtValue((r.differences || {})[f]) })),
+        el("td", { class: `num${r.best_val_acc === best ? " best" : ""}`, "data-col": "best_val_acc" }, fmtPct(r.best_val_acc)),
+        el("td", { class: "num", "data-col": "final_val_acc" }, fmtPct(r.final_val_acc)),
+        el("td", { class: `num ${r.delta_val_acc < 0 ? "neg" : r.delta_val_acc > 0 ? "pos" : ""}`, "data-col": "delta_val_acc" }, fmtDelta(r.delta_val_acc)),
+        el("td", { class: "num", "data-col": "wire_bytes_per_step" }, fmtMB(r.wire_bytes_per_step)),
+        el("td", { class: "num", "data-col": "compression_ratio" }, fmtRatio(r.compression_ratio)),
+        el("td", { class: "num", "data-col": "time_per_batch_s" }, fmtSecs(r.time_per_batch_s)),
+        el("td", { class: "num", "data-col": "speedup" }, r.speedup == null ? DASH : `${r.speedup.toFixed(2)}×`),
+      ),
+    ),
+  );
+  const base = table.runs.find((r) => r.run_id === table.baseline_run_id);
+  document.getElementById("compare-sub").textContent =
+    `${table.runs.length} runs · baseline: ${base ? base.name : "none (no uncompressed run of the same experiment; pick one)"}`;
+}
+
+function drawPareto() {
+  const points = table.runs.map((r, i) => ({ x: r.wire_bytes_per_step, y: r.best_val_acc, name: r.name, i }));
+  const valid = points.filter((p) => Number.isFinite(p.x) && Number.isFinite(p.y));
+  const front = paretoFront(valid);
+  const traces = valid.map((p) => ({
+    type: "scatter", mode: "markers+text", name: p.name, x: [p.x], y: [p.y], text: [p.name], textposition: "top center",
+    textfont: { size: 10 }, marker: { size: 11, color: COLORS[p.i % COLORS.length], line: { width: 1, color: "#fff" } },
+    hovertemplate: `${p.name}<br>%{x:.4s}B/step<br>%{y:.2f}%<extra></extra>`, showlegend: false,
+  }));
+  if (front.length) traces.push({ type: "scatter", mode: "lines", name: "Pareto front", x: front.map((p) => p.x), y: front.map((p) => p.y),
+    line: { color: "#111827", dash: "dash", width: 1.5, shape: "hv" }, hoverinfo: "skip" });
+  draw("chart-pareto", traces, layout("Best val acc vs wire bytes per step", { xTitle: "wire bytes per step (log)", yTitle: "best val acc %",
+    extra: { xaxis: { type: "log", title: { text: "wire bytes per step" }, gridcolor: "#eef1f4" }, hovermode: "closest", showlegend: false } }));
+}
+
+async function drawCurves() {
+  const all = await Promise.all(
+    table.runs.map((r) => api(`/runs/${r.run_id}/metrics`, { query: { names: CURVES.join(","), max_points: MAX_POINTS } }).catch(() => null)),
+  );
+  for (const [div, name, title, y] of [["chart-val-acc", "val/acc", "Validation accuracy", "%"], ["chart-train-loss", "train/loss", "Training loss", "loss"], ["chart-val-loss", "val/loss", "Validation loss", "loss"]]) {
+    const traces = [];
+    table.runs.forEach((r, i) => {
+      const s = all[i] && all[i].series[name];
+      if (s) traces.push(line(r.name, s, { color: COLORS[i % COLORS.length], width: r.run_id === table.baseline_run_id ? 2.4 : 1.5 }));
+    });
+    draw(div, traces, layout(title, { yTitle: y }));
+  }
+}
+
+async function load() {
+  try {
+    table = await api("/compare", { query: { run_ids: RUN_IDS.join(","), baseline: baselineSelect.value || head.dataset.baseline } });
+  } catch (err) {
+    if (err.status !== 0) showBanner(`Could not compare runs ${RUN_IDS.join(", ")}: ${typeof err.detail === "string" ? err.detail : err.message}`);
+    else setTimeout(load, 3000);
+    return;
+  }
+  if (baselineSelect.options.length === 1) {
+    for (const r of table.runs) baselineSelect.append(el("option", { value: r.run_id, text: `#${r.run_id} ${r.name}` }));
+    if (head.dataset.baseline) baselineSelect.value = head.dataset.baseline;
+  }
+  renderTable();
+  await plotlyReady();
+  drawPareto();
+  await drawCurves();
+  markReady();
+}
+
+baselineSelect.addEventListener("change", () => {
+  const q = new URLSearchParams(location.search);
+  baselineSelect.value ? q.set("baseline", baselineSelect.value) : q.delete("baseline");
+  history.replaceState(null, "", `?${q}`);
+  head.dataset.baseline = baselineSelect.value;
+  load();
+});
+document.getElementById("export-csv").addEventListener("click", async () => {
+  const q = new URLSearchParams({ run_ids: RUN_IDS.join(",") });
+  if (baselineSelect.value) q.set("baseline", baselineSelect.value);
+  try {
+    await download(`/compare.csv?${q}`, "compare.csv");
+  } catch (err) {
+    showBanner(`Export failed: ${err.message}`);
+  }
+});
+
+load();

@@ -1,0 +1,235 @@
+// Run detail: status, live curves over SSE, log tail, spec, summary, downloads, actions.
+import { api, ApiError, download, events, markReady, showBanner } from "./api.js";
+import { COLORS, draw, layout, line, plotlyReady } from "./charts.js";
+import { badge, el, fmtAgo, fmtBytes, fmtNum, fmtPct, fmtRatio, fmtSecs, progress, fmtDuration, DASH } from "./format.js";
+
+const RUN_ID = Number(document.getElementById("run-head").dataset.runId);
+const FINAL = new Set(["succeeded", "failed", "cancelled"]);
+const MAX_POINTS = 1500;
+const LOG_LINES = 500;
+
+const series = {}; // name -> {step: [], value: []}
+let run = null;
+let source = null;
+let redrawPending = false;
+
+// ---------------------------------------------------------------- charts
+function boundaries() {
+  const found = new Set();
+  for (const name of Object.keys(series)) {
+    const m = /^wire\/b(\d+)\//.exec(name);
+    if (m) found.add(Number(m[1]));
+  }
+  return [...found].sort((a, b) => a - b);
+}
+
+function perBoundary(what, label) {
+  const traces = [];
+  for (const b of boundaries()) {
+    for (const [dir, dash] of [["fwd", undefined], ["bwd", "dot"]]) {
+      const s = series[`wire/b${b}/${what}_${dir}`];
+      if (s) traces.push(line(`${label} b${b} ${dir}`, s, { color: COLORS[b % COLORS.length], dash }));
+    }
+  }
+  return traces;
+}
+
+function present(specs) {
+  return specs.filter(([name]) => series[name]).map(([name, label, opts]) => line(label, series[name], opts));
+}
+
+function drawCharts() {
+  redrawPending = false;
+  draw("chart-loss", present([
+    ["train/loss", "train", { color: COLORS[0] }],
+    ["val/loss", "val", { color: COLORS[1], mode: "lines+markers" }],
+    ["val_dense/loss", "val (dense eval)", { color: COLORS[2], dash: "dash", mode: "lines+markers" }],
+  ]), layout("Loss", { yTitle: "loss" }));
+  draw("chart-acc", present([
+    ["train/acc", "train", { color: COLORS[0] }],
+    ["val/acc", "val", { color: COLORS[1], mode: "lines+markers" }],
+    ["val_dense/acc", "val (dense eval)", { color: COLORS[2], dash: "dash", mode: "lines+markers" }],
+  ]), layout("Accuracy", { yTitle: "%" }));
+  const wire = perBoundary("bytes", "wire");
+  if (!wire.length) wire.push(...present([["wire/bytes_fwd", "forward", { color: COLORS[0] }], ["wire/bytes_bwd", "backward", { color: COLORS[1], dash: "dot" }]]));
+  draw("chart-wire", wire, layout("Wire bytes per step", { yTitle: "bytes", logY: true }));
+  const ratio = perBoundary("ratio", "ratio");
+  ratio.push(...present([["wire/ratio", "overall", { color: "#111827", width: 2.2 }]]));
+  draw("chart-ratio", ratio, layout("Compression ratio (dense fp32 / wire)", { yTitle: "×" }));
+  draw("chart-time", present([
+    ["time/batch_s", "time per batch", { color: COLORS[0] }],
+    ["link/time_s", "link time (modelled)", { color: COLORS[3], dash: "dash" }],
+  ]), layout("Time per batch", { yTitle: "s" }));
+  draw("chart-err", perBoundary("err", "error"), layout("Reconstruction error (relative)", { yTitle: "‖x̂ − x‖ / ‖x‖", logY: true }));
+}
+
+function scheduleRedraw() {
+  if (redrawPending) return;
+  redrawPending = true;
+  setTimeout(drawCharts, 500);
+}
+
+function addPoints(points) {
+  for (const p of points) {
+    const s = (series[p.name] ||= { step: [], value: [] });
+    const last = s.step.length ? s.step[s.step.length - 1] : -Infinity;
+    if (p.step > last) {
+      s.step.push(p.step);
+      s.value.push(p.value);
+    } else if (p.step === last) {
+      s.value[s.value.length - 1] = p.value;
+    }
+  }
+  scheduleRedraw();
+}
+
+// ---------------------------------------------------------------- header, summary, error
+function renderRun(r) {
+  run = { ...(run || {}), ...r };
+  document.title = `${run.name} · slimpipe`;
+  document.getElementById("run-name").textContent = `${run.name}`;
+  document.getElementById("run-status").replaceWith(Object.assign(badge(run.status), { id: "run-status" }));
+  const bits = [`#${run.id}`];
+  if (run.experiment_id) bits.push(`experiment <a href="/experiments/${run.experiment_id}">#${run.experiment_id}</a>`);
+  for (const [k, v] of Object.entries(run.sweep_values || {})) bits.push(`<code>${k}=${JSON.stringify(v)}</code>`);
+  if (run.worker_host) bits.push(`on ${run.worker_host}`);
+  if (run.attempt > 1) bits.push(`attempt ${run.attempt}${run.retry_of ? ` (retry of <a href="/runs/${run.retry_of}">#${run.retry_of}</a>)` : ""}`);
+  bits.push(`created ${fmtAgo(run.created_at)}`);
+  const sub = document.getElementById("run-sub");
+  sub.innerHTML = bits.join(" · ");
+
+  const p = progress(run);
+  document.getElementById("run-progress-bar").style.width = `${(p.frac * 100).toFixed(1)}%`;
+  document.getElementById("run-progress-bar").className = `bar ${run.status}`;
+  document.getElementById("run-progress-text").textContent =
+    (p.total ? `step ${p.step.toLocaleString()} / ${p.total.toLocaleString()}` : "") + (p.eta !== null ? ` · ETA ${fmtDuration(p.eta)}` : "");
+
+  document.getElementById("cancel-button").hidden = FINAL.has(run.status);
+  document.getElementById("retry-button").hidden = !(run.status === "failed" || run.status === "cancelled");
+
+  const panel = document.getElementById("error-panel");
+  panel.hidden = !(run.status === "failed" || (run.status === "cancelled" && run.error));
+  if (!panel.hidden) {
+    panel.querySelector("h2").textContent = run.status === "failed" ? "Run failed" : "Run cancelled";
+    document.getElementById("error-message").textContent = run.error || "no reason was recorded";
+    const tb = document.getElementById("error-traceback");
+    tb.textContent = run.traceback || "";
+    tb.parentElement.hidden = !run.traceback;
+  }
+  if (run.spec) {
+    api("/runs/" + RUN_ID + "/spec.yaml", { raw: true })
+      .then((r) => r.text())
+      .then((t) => (document.getElementById("run-spec").textContent = t))
+      .catch(() => (document.getElementById("run-spec").textContent = JSON.stringify(run.spec, null, 2)));
+  }
+  renderSummary(run.summary || {});
+}
+
+function renderSummary(s) {
+  const cards = [
+    ["Best val acc", fmtPct(s.best_val_acc)],
+    ["Final val acc", fmtPct(s.final_val_acc)],
+    ["Wire / step", fmtBytes(s.wire_bytes_per_step)],
+    ["Compression", fmtRatio(s.compression_ratio)],
+    ["Time / batch", fmtSecs(s.time_per_batch_s)],
+    ["Link time / step", fmtSecs(s.link_time_per_step_s)],
+  ];
+  document.getElementById("summary-cards").replaceChildren(
+    ...cards.map(([k, v]) => el("div", { class: "stat card" }, el("div", { class: "stat-label", text: k }), el("div", { class: "stat-value", text: v }))),
+  );
+  const rows = Object.entries(s).map(([k, v]) => el("tr", {}, el("th", { text: k }), el("td", { class: "num mono", text: typeof v === "number" ? fmtNum(v, 6) : JSON.stringify(v) })));
+  document.getElementById("summary-table").replaceChildren(...(rows.length ? rows : [el("tr", {}, el("td", { class: "muted", text: "written when the run finishes" }))]));
+}
+
+// ---------------------------------------------------------------- log tail
+const logBox = document.getElementById("log-tail");
+let lastLogId = 0;
+function addLogLines(lines) {
+  // The event stream replays from the start; lines already shown are skipped by id.
+  lines = lines.filter((l) => l.id === undefined || l.id > lastLogId);
+  if (!lines.length) return;
+  lastLogId = lines.reduce((m, l) => Math.max(m, l.id || 0), lastLogId);
+  const text = lines.map((l) => `${(l.time || "").slice(11, 19)} ${(l.level || "").padEnd(5)} ${l.message}`).join("\n");
+  logBox.append(document.createTextNode((logBox.textContent ? "\n" : "") + text));
+  // Keep the tail short: drop the oldest text once the box holds many lines.
+  if (logBox.childNodes.length > 100) logBox.textContent = logBox.textContent.split("\n").slice(-LOG_LINES).join("\n");
+  if (document.getElementById("log-follow").checked) logBox.scrollTop = logBox.scrollHeight;
+}
+
+// ---------------------------------------------------------------- live
+function follow() {
+  source = events(`/runs/${RUN_ID}/events`, {
+    metrics: (d) => addPoints(d.points || []),
+    status: (r) => {
+      if (r.status === "deleted") {
+        showBanner(`Run ${RUN_ID} was deleted.`);
+        source.close();
+        return;
+      }
+      renderRun(r);
+      if (FINAL.has(r.status)) refreshFinal();
+    },
+    log: (d) => addLogLines(d.lines || []),
+  });
+  source.onerror = () => {
+    // EventSource reconnects by itself; stop once the run is over.
+    if (run && FINAL.has(run.status)) source.close();
+  };
+}
+
+async function refreshFinal() {
+  // The summary lands with the final status; fetch the full row once more for spec/traceback.
+  try {
+    renderRun(await api(`/runs/${RUN_ID}`));
+  } catch {}
+  if (source) setTimeout(() => source && source.close(), 3000);
+}
+
+async function load() {
+  let r;
+  try {
+    r = await api(`/runs/${RUN_ID}`);
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 404) {
+      document.querySelector("main").replaceChildren(el("div", { class: "card empty-state" }, el("h2", { text: `Run ${RUN_ID} not found` }), el("p", {}, "It may have been deleted. ", el("a", { href: "/" }, "Back to runs."))));
+    } else if (err.status !== 0) showBanner(`Could not load run ${RUN_ID}: ${err.message}`);
+    else setTimeout(load, 3000);
+    return;
+  }
+  renderRun(r);
+  const [metrics, logs] = await Promise.all([
+    api(`/runs/${RUN_ID}/metrics`, { query: { max_points: MAX_POINTS } }).catch(() => null),
+    api(`/runs/${RUN_ID}/logs`, { query: { format: "json" } }).catch(() => null),
+    plotlyReady(),
+  ]);
+  if (metrics) for (const [name, s] of Object.entries(metrics.series)) series[name] = { step: s.step.slice(), value: s.value.slice() };
+  drawCharts();
+  if (logs) addLogLines(logs.lines.slice(-LOG_LINES));
+  markReady();
+  if (!FINAL.has(run.status)) follow();
+}
+
+// ---------------------------------------------------------------- buttons
+const act = (label, fn) => async () => {
+  try {
+    await fn();
+  } catch (err) {
+    showBanner(`${label} failed: ${err.message}`);
+  }
+};
+document.getElementById("cancel-button").addEventListener("click", act("Cancel", async () => renderRun(await api(`/runs/${RUN_ID}/cancel`, { method: "POST" }))));
+document.getElementById("retry-button").addEventListener("click", act("Retry", async () => {
+  const r = await api(`/runs/${RUN_ID}/retry`, { method: "POST" });
+  location.href = `/runs/${r.id}`;
+}));
+document.getElementById("delete-button").addEventListener("click", act("Delete", async () => {
+  if (!confirm(`Delete run ${RUN_ID}? Its metrics and logs go too.`)) return;
+  await api(`/runs/${RUN_ID}`, { method: "DELETE" });
+  location.href = "/";
+}));
+for (const button of document.querySelectorAll("[data-download]")) {
+  const what = button.dataset.download;
+  button.addEventListener("click", act("Download", () => download(`/runs/${RUN_ID}/${what}`, `run-${RUN_ID}-${what}`)));
+}
+
+load();

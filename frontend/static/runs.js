@@ -1,0 +1,158 @@
+// Runs page: the table, filters kept in the URL, polling for live updates, bulk compare, actions.
+import { api, ApiError, markReady, showBanner } from "./api.js";
+import { badge, el, fmtAgo, fmtMB, fmtPct, fmtRatio, fmtSecs, progressBar, DASH } from "./format.js";
+
+const POLL_MS = 2000;
+const PAGE = 50;
+const body = document.getElementById("runs-body");
+const filters = {
+  status: document.getElementById("filter-status"),
+  experiment_id: document.getElementById("filter-experiment"),
+  tag: document.getElementById("filter-tag"),
+};
+const selected = new Set();
+const experiments = new Map();
+let offset = 0;
+let timer = null;
+
+function readUrl() {
+  const q = new URLSearchParams(location.search);
+  filters.status.value = q.get("status") || "";
+  filters.tag.value = q.get("tag") || "";
+  filters.experiment_id.dataset.want = q.get("experiment_id") || "";
+  offset = Number(q.get("offset") || 0);
+}
+function writeUrl() {
+  const q = new URLSearchParams();
+  for (const [k, input] of Object.entries(filters)) if (input.value) q.set(k, input.value);
+  if (offset) q.set("offset", offset);
+  history.replaceState(null, "", q.toString() ? `?${q}` : location.pathname);
+}
+
+async function loadExperiments() {
+  try {
+    const { data } = await api("/experiments");
+    const select = filters.experiment_id;
+    for (const exp of data) {
+      experiments.set(exp.id, exp);
+      select.append(el("option", { value: exp.id, text: `#${exp.id} ${exp.name}` }));
+    }
+    if (select.dataset.want) select.value = select.dataset.want;
+  } catch {}
+}
+
+function actionButtons(run) {
+  const buttons = [];
+  const act = async (label, fn) => {
+    try {
+      await fn();
+    } catch (err) {
+      showBanner(`${label} run ${run.id} failed: ${err.message}`);
+    }
+    refresh();
+  };
+  if (run.status === "queued" || run.status === "running")
+    buttons.push(el("button", { class: "small", "data-action": "cancel", onclick: () => act("Cancel", () => api(`/runs/${run.id}/cancel`, { method: "POST" })) }, "Cancel"));
+  if (run.status === "failed" || run.status === "cancelled")
+    buttons.push(el("button", { class: "small", "data-action": "retry", onclick: () => act("Retry", () => api(`/runs/${run.id}/retry`, { method: "POST" })) }, "Retry"));
+  buttons.push(el("a", { class: "button small", href: `/runs/new?clone=${run.id}`, title: "new run from this spec" }, "Clone"));
+  buttons.push(
+    el("button", {
+      class: "small danger",
+      "data-action": "delete",
+      onclick: () => {
+        if (confirm(`Delete run ${run.id} (${run.name})? Its metrics and logs go too.`)) act("Delete", () => api(`/runs/${run.id}`, { method: "DELETE" }));
+      },
+    }, "Delete"),
+  );
+  return el("div", { class: "row-actions" }, buttons);
+}
+
+function row(run) {
+  const s = run.summary || {};
+  const exp = experiments.get(run.experiment_id);
+  const check = el("input", { type: "checkbox", class: "select-run", value: run.id, checked: selected.has(run.id) });
+  check.addEventListener("change", () => {
+    check.checked ? selected.add(run.id) : selected.delete(run.id);
+    updateSelection();
+  });
+  const sweep = Object.entries(run.sweep_values || {}).map(([k, v]) => `${k.split(".").slice(-2).join(".")}=${JSON.stringify(v)}`).join(" ");
+  return el(
+    "tr",
+    { "data-run-id": run.id, "data-status": run.status, class: selected.has(run.id) ? "selected" : "" },
+    el("td", { class: "check" }, check),
+    el("td", {}, el("a", { href: `/runs/${run.id}`, class: "run-link" }, run.name), el("div", { class: "small muted", text: `#${run.id}${sweep ? " · " + sweep : ""}` }),
+      (run.tags || []).length ? el("div", {}, run.tags.map((t) => el("span", { class: "tag", text: t }))) : null),
+    el("td", {}, run.experiment_id ? el("a", { href: `/experiments/${run.experiment_id}` }, exp ? exp.name : `#${run.experiment_id}`) : DASH),
+    el("td", {}, badge(run.status), run.status === "failed" && run.error ? el("div", { class: "small error-text clip", title: run.error, text: run.error }) : null),
+    el("td", { class: "progress-col" }, progressBar(run)),
+    el("td", { class: "num" }, fmtPct(s.best_val_acc)),
+    el("td", { class: "num" }, fmtMB(s.wire_bytes_per_step)),
+    el("td", { class: "num" }, fmtRatio(s.compression_ratio)),
+    el("td", { class: "num" }, fmtSecs(s.time_per_batch_s)),
+    el("td", { class: "small muted", title: run.created_at }, fmtAgo(run.created_at)),
+    el("td", { class: "actions-col" }, actionButtons(run)),
+  );
+}
+
+function updateSelection() {
+  document.getElementById("selected-count").textContent = `${selected.size} selected`;
+  document.getElementById("compare-selected").disabled = selected.size < 1;
+  for (const tr of body.querySelectorAll("tr[data-run-id]")) tr.classList.toggle("selected", selected.has(Number(tr.dataset.runId)));
+}
+
+function pager(count) {
+  const box = document.getElementById("pager");
+  box.replaceChildren();
+  if (count <= PAGE) return;
+  const go = (o) => () => {
+    offset = Math.max(0, o);
+    writeUrl();
+    refresh();
+  };
+  box.append(
+    el("button", { class: "small", disabled: offset === 0, onclick: go(offset - PAGE) }, "← newer"),
+    el("span", { class: "small muted", text: ` ${offset + 1}–${Math.min(count, offset + PAGE)} of ${count} ` }),
+    el("button", { class: "small", disabled: offset + PAGE >= count, onclick: go(offset + PAGE) }, "older →"),
+  );
+}
+
+async function refresh() {
+  clearTimeout(timer);
+  try {
+    const query = { limit: PAGE, offset };
+    for (const [k, input] of Object.entries(filters)) query[k] = input.value.trim();
+    const { data, count } = await api("/runs", { query });
+    // Keep focus and scroll: rebuild rows only; the browser keeps the rest in place.
+    body.replaceChildren(...(data.length ? data.map(row) : [el("tr", {}, el("td", { colspan: 11, class: "empty" }, "No runs match. ", el("a", { href: "/runs/new" }, "Start one.")))]));
+    document.getElementById("runs-count").textContent = `${count} run${count === 1 ? "" : "s"}`;
+    pager(count);
+    updateSelection();
+    markReady();
+  } catch (err) {
+    if (!(err instanceof ApiError) || err.status !== 0) showBanner(`Could not list runs: ${err.message}`);
+    body.replaceChildren(el("tr", {}, el("td", { colspan: 11, class: "empty" }, "Runs unavailable — see the message above.")));
+  }
+  timer = setTimeout(refresh, POLL_MS);
+}
+
+for (const input of Object.values(filters)) {
+  input.addEventListener(input.tagName === "SELECT" ? "change" : "input", () => {
+    offset = 0;
+    writeUrl();
+    refresh();
+  });
+}
+document.getElementById("select-all").addEventListener("change", (e) => {
+  for (const box of body.querySelectorAll("input.select-run")) {
+    box.checked = e.target.checked;
+    e.target.checked ? selected.add(Number(box.value)) : selected.delete(Number(box.value));
+  }
+  updateSelection();
+});
+document.getElementById("compare-selected").addEventListener("click", () => {
+  location.href = `/compare?run_ids=${[...selected].sort((a, b) => a - b).join(",")}`;
+});
+
+readUrl();
+loadExperiments().then(refresh);
