@@ -1,0 +1,156 @@
+"""Compare runs: what differs in their specs, accuracy, bytes on the wire, and speed-up vs the uncompressed baseline."""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Query, status
+from fastapi.responses import PlainTextResponse
+from sqlalchemy.orm import Session
+
+from backend import crud, specs
+from backend.deps import SessionDep
+from backend.models import Run
+from backend.schemas import ComparePublic, CompareRow
+from slimpipe import names
+
+router = APIRouter(tags=["compare"])
+
+IGNORED_FIELDS = ("name", "tags")
+
+
+def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    """Dotted paths to leaves, as in sweeps; lists (stage lists) are leaves."""
+    if not isinstance(data, dict):
+        return {prefix: data}
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def _mean(values: list[float | None]) -> float | None:
+    finite = [v for v in values if v is not None]
+    return sum(finite) / len(finite) if finite else None
+
+
+def run_figures(session: Session, run: Run) -> dict[str, float | None]:
+    """The summary the engine wrote; anything missing is derived from the metric series (e.g. runs logged over REST)."""
+    summary = dict(run.summary or {})
+
+    def series(name: str) -> list[float | None]:
+        return crud.read_series(session=session, run_id=run.id, name=name)[1]
+
+    if "best_val_acc" not in summary or "final_val_acc" not in summary:
+        acc = [v for v in series(names.VAL_ACC) if v is not None]
+        if acc:
+            summary.setdefault("best_val_acc", max(acc))
+            summary.setdefault("final_val_acc", acc[-1])
+    if "wire_bytes_per_step" not in summary:
+        fwd, bwd = _mean(series(names.WIRE_BYTES_FWD)), _mean(series(names.WIRE_BYTES_BWD))
+        if fwd is not None or bwd is not None:
+            summary["wire_bytes_per_step"] = (fwd or 0.0) + (bwd or 0.0)
+    if "compression_ratio" not in summary:
+        summary["compression_ratio"] = _mean(series(names.WIRE_RATIO))
+    if "time_per_batch_s" not in summary:
+        summary["time_per_batch_s"] = _mean(series(names.TIME_BATCH))
+    if "link_time_per_step_s" not in summary:
+        summary["link_time_per_step_s"] = _mean(series(names.LINK_TIME))
+    keys = (
+        "best_val_acc",
+        "final_val_acc",
+        "wire_bytes_per_step",
+        "compression_ratio",
+        "time_per_batch_s",
+        "link_time_per_step_s",
+    )
+    return {k: summary.get(k) for k in keys}
+
+
+def find_baseline(session: Session, compared: list[Run]) -> Run | None:
+    """Among the compared runs, else in the first run's experiment: the newest finished run with no compression."""
+    candidates = [r for r in compared if specs.is_uncompressed(r.spec)]
+    if not candidates:
+        experiment_runs, _ = crud.list_runs(session=session, experiment_id=compared[0].experiment_id, limit=10_000)
+        candidates = [r for r in experiment_runs if specs.is_uncompressed(r.spec)]
+    succeeded = [r for r in candidates if r.status == names.SUCCEEDED]
+    pool = succeeded or candidates
+    return max(pool, key=lambda r: r.id) if pool else None
+
+
+def _step_time(figures: dict[str, float | None]) -> float | None:
+    if figures["time_per_batch_s"] is None:
+        return None
+    return figures["time_per_batch_s"] + (figures["link_time_per_step_s"] or 0.0)
+
+
+def build_compare(session: Session, run_ids: list[int], baseline_id: int | None) -> ComparePublic:
+    compared = crud.runs_by_ids(session=session, run_ids=run_ids)
+    missing = sorted(set(run_ids) - {r.id for r in compared})
+    if missing:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"runs not found: {', '.join(map(str, missing))}")
+    if baseline_id is not None:
+        baseline = crud.get_run(session=session, run_id=baseline_id)
+        if baseline is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"baseline run {baseline_id} not found")
+    else:
+        baseline = find_baseline(session, compared)
+
+    flat = {r.id: flatten(r.spec) for r in compared}
+    paths = sorted({p for f in flat.values() for p in f} - set(IGNORED_FIELDS))
+    varying = [p for p in paths if len({repr(f.get(p)) for f in flat.values()}) > 1]
+
+    base_figures = run_figures(session, baseline) if baseline is not None else None
+    base_acc = base_figures and (
+        base_figures["final_val_acc"] if base_figures["final_val_acc"] is not None else base_figures["best_val_acc"]
+    )
+    base_time = _step_time(base_figures) if base_figures else None
+    rows = []
+    for run in compared:
+        figures = run_figures(session, run)
+        acc = figures["final_val_acc"] if figures["final_val_acc"] is not None else figures["best_val_acc"]
+        step_time = _step_time(figures)
+        rows.append(
+            CompareRow(
+                run_id=run.id,
+                name=run.name,
+                status=run.status,
+                differences={p: flat[run.id].get(p) for p in varying},
+                delta_val_acc=acc - base_acc if acc is not None and base_acc is not None else None,
+                speedup=base_time / step_time if base_time and step_time else None,
+                **figures,
+            )
+        )
+    return ComparePublic(runs=rows, baseline_run_id=baseline.id if baseline else None, varying_fields=varying)
+
+
+def parse_ids(run_ids: str) -> list[int]:
+    try:
+        ids = [int(x) for x in run_ids.split(",") if x.strip()]
+    except ValueError:
+        ids = []
+    if not ids:
+        raise HTTPException(422, detail=[{"field": "run_ids", "message": "give comma-separated run ids, e.g. 1,2,3"}])
+    return list(dict.fromkeys(ids))
+
+
+@router.get("/compare", response_model=ComparePublic)
+def compare(session: SessionDep, run_ids: str = Query(...), baseline: int | None = None) -> ComparePublic:
+    return build_compare(session, parse_ids(run_ids), baseline)
+
+
+@router.get("/compare.csv", response_class=PlainTextResponse)
+def compare_csv(session: SessionDep, run_ids: str = Query(...), baseline: int | None = None) -> PlainTextResponse:
+    table = build_compare(session, parse_ids(run_ids), baseline)
+    figures = [f for f in CompareRow.model_fields if f not in ("run_id", "name", "status", "differences")]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["run_id", "name", "status", *table.varying_fields, *figures])
+    for row in table.runs:
+        values = [row.differences.get(p) for p in table.varying_fields] + [getattr(row, f) for f in figures]
+        writer.writerow([row.run_id, row.name, row.status, *("" if v is None else v for v in values)])
+    return PlainTextResponse(
+        buffer.getvalue(), media_type="text/csv", headers={"Content-Disposition": 'attachment; filename="compare.csv"'}
+    )

@@ -1,0 +1,74 @@
+"""Experiments: submit a spec (and a sweep) → queued runs; list and read them."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException, status
+
+from backend import crud, specs
+from backend.deps import SessionDep, SettingsDep
+from backend.queue import QueueError, send_run
+from backend.schemas import (
+    ExperimentCreate,
+    ExperimentCreated,
+    ExperimentPublic,
+    ExperimentsPublic,
+    SpecValid,
+    SpecValidate,
+)
+from slimpipe import names
+from slimpipe.spec import SpecError
+
+router = APIRouter(tags=["experiments"])
+
+
+@router.post("/specs/validate", response_model=SpecValid)
+def validate_spec(body: SpecValidate, settings: SettingsDep) -> SpecValid:
+    return SpecValid(runs=len(specs.expand(body.spec, body.sweep, settings.data_root)))
+
+
+@router.post("/experiments", response_model=ExperimentCreated, status_code=status.HTTP_201_CREATED)
+def create_experiment(body: ExperimentCreate, session: SessionDep, settings: SettingsDep) -> ExperimentCreated:
+    points = specs.expand(body.spec, body.sweep, settings.data_root)
+    queue = body.queue or specs.default_queue(body.spec)
+    if queue not in names.QUEUES:
+        raise SpecError(
+            [{"field": "queue", "message": f"unknown queue {queue!r}; use one of {', '.join(names.QUEUES)}"}]
+        )
+    first = points[0][1]
+    tags = list(dict.fromkeys([*body.tags, *first.get("tags", [])]))
+    experiment, runs = crud.create_experiment(
+        session=session,
+        name=first["name"],
+        spec=body.spec,
+        sweep=body.sweep,
+        tags=tags,
+        runs_to_create=points,
+        queue=queue,
+    )
+    session.commit()  # the rows exist before any worker can receive their ids
+    try:
+        for run in runs:
+            crud.set_celery_id(session=session, run_id=run.id, celery_id=send_run(run.id, queue, settings))
+    except QueueError as exc:
+        for run in runs:
+            crud.finish_run(run.id, names.FAILED, error=f"could not queue: {exc}", session=session)
+        session.commit()
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc)) from None
+    session.commit()
+    return ExperimentCreated(experiment_id=experiment.id, run_ids=[r.id for r in runs])
+
+
+@router.get("/experiments", response_model=ExperimentsPublic)
+def list_experiments(session: SessionDep, limit: int = 50, offset: int = 0) -> ExperimentsPublic:
+    rows, count = crud.list_experiments(session=session, limit=min(limit, 500), offset=offset)
+    data = [ExperimentPublic.model_validate(e).model_copy(update={"run_ids": [r.id for r in e.runs]}) for e in rows]
+    return ExperimentsPublic(data=data, count=count)
+
+
+@router.get("/experiments/{experiment_id}", response_model=ExperimentPublic)
+def get_experiment(experiment_id: int, session: SessionDep) -> ExperimentPublic:
+    experiment = crud.get_experiment(session=session, experiment_id=experiment_id)
+    if experiment is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"experiment {experiment_id} not found")
+    run_ids = crud.experiment_run_ids(session=session, experiment_id=experiment_id)
+    return ExperimentPublic.model_validate(experiment).model_copy(update={"run_ids": run_ids})

@@ -1,0 +1,204 @@
+"""Metric series (downsampled reads, batch ingest), logs, downloads and the live event stream of a run."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import yaml
+from fastapi import APIRouter, Header, Query, Request, Response, status
+from fastapi.responses import PlainTextResponse, StreamingResponse
+from sse_starlette import EventSourceResponse
+from starlette.concurrency import run_in_threadpool
+
+from backend import crud
+from backend.api.routes.runs import get_run_or_404
+from backend.deps import SessionDep
+from backend.downsample import keep_indices
+from backend.schemas import (
+    LogLinePublic,
+    LogLinesPublic,
+    MetricsAccepted,
+    MetricsCreate,
+    MetricsPublic,
+    RunSummaryPublic,
+)
+from slimpipe import names
+
+router = APIRouter(tags=["metrics and logs"])
+
+SSE_POLL_S = 0.5
+SSE_BATCH = 5000
+
+
+def attachment(filename: str) -> dict[str, str]:
+    return {"Content-Disposition": f'attachment; filename="{filename}"'}
+
+
+@router.get("/runs/{run_id}/metrics", response_model=MetricsPublic)
+def read_metrics(
+    run_id: int,
+    session: SessionDep,
+    names_: str | None = Query(None, alias="names", description="comma-separated series names; default all"),
+    since_step: int | None = Query(None, description="only points with step > since_step"),
+    max_points: int = Query(2000, ge=8, le=1_000_000),
+) -> Response:
+    get_run_or_404(session, run_id)
+    wanted = [n for n in (names_ or "").split(",") if n] or crud.metric_names(session=session, run_id=run_id)
+    series: dict[str, Any] = {}
+    for name in wanted:
+        steps, values, times = crud.read_series(session=session, run_id=run_id, name=name, since_step=since_step)
+        if len(steps) > max_points:
+            keep = keep_indices(steps, values, max_points)
+            steps, values, times = [steps[i] for i in keep], [values[i] for i in keep], [times[i] for i in keep]
+        series[name] = {"step": steps, "value": values, "time": times}
+    body = {"run_id": run_id, "series": series, "last_step": crud.last_step(session=session, run_id=run_id)}
+    # Built by hand: validating 10,000-point lists through the response model would cost more than the query.
+    return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
+
+
+@router.get("/runs/{run_id}/metric-names", response_model=list[str])
+def read_metric_names(run_id: int, session: SessionDep) -> list[str]:
+    get_run_or_404(session, run_id)
+    return crud.metric_names(session=session, run_id=run_id)
+
+
+@router.post("/runs/{run_id}/metrics", response_model=MetricsAccepted, status_code=status.HTTP_202_ACCEPTED)
+def ingest_metrics(run_id: int, body: MetricsCreate, session: SessionDep) -> MetricsAccepted:
+    get_run_or_404(session, run_id)
+    accepted = crud.insert_metrics(session=session, run_id=run_id, points=[p.model_dump() for p in body.points])
+    session.commit()
+    return MetricsAccepted(accepted=accepted)
+
+
+@router.get("/runs/{run_id}/logs", response_model=LogLinesPublic)
+def read_logs(
+    run_id: int,
+    session: SessionDep,
+    since_id: int = 0,
+    format: str = Query("text", pattern="^(text|json)$"),
+) -> Any:
+    get_run_or_404(session, run_id)
+    lines = crud.read_logs(session=session, run_id=run_id, since_id=since_id)
+    if format == "json":
+        return LogLinesPublic(lines=[LogLinePublic.model_validate(line) for line in lines])
+    text = "".join(f"{line.time.isoformat()} {line.level} {line.message}\n" for line in lines)
+    return PlainTextResponse(text, headers=attachment(f"run-{run_id}.log"))
+
+
+def _stream_metrics(request: Request, run_id: int, row: Any) -> Iterator[str]:
+    with request.app.state.session_factory() as session:
+        for step, name, value, at in crud.iter_metrics(session=session, run_id=run_id):
+            yield row(step, name, value, at)
+
+
+@router.get("/runs/{run_id}/metrics.csv", response_class=StreamingResponse)
+def download_csv(run_id: int, request: Request, session: SessionDep) -> StreamingResponse:
+    get_run_or_404(session, run_id)
+
+    def row(*fields: Any) -> str:
+        buffer = io.StringIO()
+        csv.writer(buffer, lineterminator="\n").writerow(["" if f is None else f for f in fields])
+        return buffer.getvalue()
+
+    def body() -> Iterator[str]:
+        yield "step,name,value,time\n"
+        yield from _stream_metrics(request, run_id, row)
+
+    return StreamingResponse(body(), media_type="text/csv", headers=attachment(f"run-{run_id}-metrics.csv"))
+
+
+@router.get("/runs/{run_id}/metrics.jsonl", response_class=StreamingResponse)
+def download_jsonl(run_id: int, request: Request, session: SessionDep) -> StreamingResponse:
+    get_run_or_404(session, run_id)
+
+    def row(step: int, name: str, value: float | None, at: float) -> str:
+        return json.dumps({"step": step, "name": name, "value": value, "time": at}) + "\n"
+
+    return StreamingResponse(
+        _stream_metrics(request, run_id, row),
+        media_type="application/x-ndjson",
+        headers=attachment(f"run-{run_id}-metrics.jsonl"),
+    )
+
+
+@router.get("/runs/{run_id}/spec.yaml", response_class=PlainTextResponse)
+def download_spec(run_id: int, session: SessionDep) -> PlainTextResponse:
+    run = get_run_or_404(session, run_id)
+    text = yaml.safe_dump(run.spec, sort_keys=False)
+    return PlainTextResponse(text, media_type="application/yaml", headers=attachment(f"run-{run_id}-spec.yaml"))
+
+
+# --------------------------------------------------------------------------- live events
+
+
+def _status_key(run: Any) -> tuple[Any, ...]:
+    return (run.status, run.progress_step, run.progress_total, run.error, run.finished_at, json.dumps(run.summary))
+
+
+def _poll(request: Request, run_id: int, after_metric: int, after_log: int) -> tuple[Any, list[Any], list[Any]]:
+    with request.app.state.session_factory() as session:
+        run = crud.get_run(session=session, run_id=run_id)
+        if run is None:
+            return None, [], []
+        status_row = RunSummaryPublic.model_validate(run)
+        points = crud.metrics_after(session=session, run_id=run_id, after_id=after_metric, limit=SSE_BATCH)
+        lines = [
+            LogLinePublic.model_validate(x)
+            for x in crud.read_logs(session=session, run_id=run_id, since_id=after_log, limit=SSE_BATCH)
+        ]
+        return status_row, points, lines
+
+
+def _parse_cursor(value: str | None) -> tuple[int, int]:
+    """Event ids are "<last metric point id>:<last log line id>", so a reconnect resumes where it stopped."""
+    try:
+        metric, log = (value or "0:0").split(":")
+        return int(metric), int(log)
+    except ValueError:
+        return 0, 0
+
+
+@router.get("/runs/{run_id}/events")
+async def stream_events(
+    run_id: int,
+    request: Request,
+    session: SessionDep,
+    last_event_id: str | None = Header(None),
+    cursor: str | None = Query(None, description="resume after this event id, like Last-Event-ID"),
+) -> EventSourceResponse:
+    get_run_or_404(session, run_id)
+    session.close()
+    after_metric, after_log = _parse_cursor(cursor or last_event_id)
+
+    async def events() -> AsyncIterator[dict[str, Any]]:
+        nonlocal after_metric, after_log
+        sent_status: tuple[Any, ...] | None = None
+        while True:
+            run, points, lines = await run_in_threadpool(_poll, request, run_id, after_metric, after_log)
+            if run is None:
+                yield {"event": "status", "data": json.dumps({"id": run_id, "status": "deleted"})}
+                return
+            if points:
+                after_metric = points[-1][0]
+                data = {"points": [{"step": p[1], "name": p[2], "value": p[3]} for p in points]}
+                yield {"event": "metrics", "data": json.dumps(data), "id": f"{after_metric}:{after_log}"}
+            if lines:
+                after_log = lines[-1].id
+                data = {"lines": [json.loads(line.model_dump_json()) for line in lines]}
+                yield {"event": "log", "data": json.dumps(data), "id": f"{after_metric}:{after_log}"}
+            key = _status_key(run)
+            drained = len(points) < SSE_BATCH and len(lines) < SSE_BATCH
+            if key != sent_status and (drained or run.status not in names.FINAL_STATES):
+                sent_status = key
+                yield {"event": "status", "data": run.model_dump_json(), "id": f"{after_metric}:{after_log}"}
+            if run.status in names.FINAL_STATES and drained:
+                return
+            if not points and not lines:
+                await asyncio.sleep(SSE_POLL_S)
+
+    return EventSourceResponse(events(), ping=15)

@@ -1,0 +1,90 @@
+"""Runs: list, read, cancel, retry, delete."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException, Response, status
+
+from backend import crud
+from backend.deps import SessionDep, SettingsDep
+from backend.models import Run
+from backend.queue import QueueError, revoke, send_run
+from backend.schemas import RunPublic, RunsPublic, RunSummaryPublic
+from slimpipe import names
+
+router = APIRouter(tags=["runs"])
+
+
+def get_run_or_404(session: SessionDep, run_id: int) -> Run:
+    run = crud.get_run(session=session, run_id=run_id)
+    if run is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"run {run_id} not found")
+    return run
+
+
+@router.get("/runs", response_model=RunsPublic)
+def list_runs(
+    session: SessionDep,
+    status: str | None = None,
+    experiment_id: int | None = None,
+    tag: str | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> RunsPublic:
+    if status is not None and status not in names.RUN_STATES:
+        raise HTTPException(422, detail=[{"field": "status", "message": f"use one of {', '.join(names.RUN_STATES)}"}])
+    rows, count = crud.list_runs(
+        session=session,
+        status=status,
+        experiment_id=experiment_id,
+        tag=tag,
+        limit=min(max(limit, 1), 500),
+        offset=offset,
+    )
+    return RunsPublic(data=[RunSummaryPublic.model_validate(r) for r in rows], count=count)
+
+
+@router.get("/runs/{run_id}", response_model=RunPublic)
+def get_run(run_id: int, session: SessionDep) -> Run:
+    return get_run_or_404(session, run_id)
+
+
+@router.post("/runs/{run_id}/cancel", response_model=RunPublic)
+def cancel_run(run_id: int, session: SessionDep, settings: SettingsDep) -> Run:
+    run = get_run_or_404(session, run_id)
+    was_queued = run.status == names.QUEUED
+    crud.request_cancel(session=session, run=run)
+    session.commit()
+    if was_queued:
+        revoke(run.celery_id, settings)
+    session.refresh(run)
+    return run
+
+
+@router.post("/runs/{run_id}/retry", response_model=RunPublic, status_code=status.HTTP_201_CREATED)
+def retry_run(run_id: int, session: SessionDep, settings: SettingsDep) -> Run:
+    run = get_run_or_404(session, run_id)
+    if run.status not in names.FINAL_STATES:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=f"run {run_id} is {run.status}; cancel it before retrying")
+    retry = crud.create_retry(session=session, run=run)
+    session.commit()
+    try:
+        crud.set_celery_id(session=session, run_id=retry.id, celery_id=send_run(retry.id, retry.queue, settings))
+    except QueueError as exc:
+        crud.finish_run(retry.id, names.FAILED, error=f"could not queue: {exc}", session=session)
+        session.commit()
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc)) from None
+    session.commit()
+    session.refresh(retry)
+    return retry
+
+
+@router.delete("/runs/{run_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_run(run_id: int, session: SessionDep, settings: SettingsDep) -> Response:
+    run = get_run_or_404(session, run_id)
+    if run.status in (names.QUEUED, names.RUNNING):
+        crud.request_cancel(session=session, run=run)
+        session.commit()
+        revoke(run.celery_id, settings)
+    crud.delete_run(session=session, run_id=run_id)
+    session.commit()
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
