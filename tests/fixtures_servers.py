@@ -1,1 +1,194 @@
-"""Throwaway PostgreSQL and Redis servers on free ports, for the tests that are about them."""
+"""Throwaway PostgreSQL and Redis servers on free ports, for the tests that are about them.
+
+Fixtures (session-scoped):
+- `postgres_server`: a `PostgresServer`; `.new_database()` returns the SQLAlchemy URL of a fresh, empty database.
+- `postgres_url`: one fresh database on it for the session.
+- `redis_server`: a `RedisServer`; `.url(db)`.
+- `redis_url`: `redis://127.0.0.1:<port>/0` on it.
+
+The servers come from the installed binaries (`/usr/lib/postgresql/*/bin`, `redis-server`), run
+as the `postgres` user when the tests run as root, and are removed afterwards. Where no binary is
+installed the fixture fails with a message saying `make test` installs it; nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+INSTALL_HINT = "`make test` installs it (apt-get install -y postgresql redis-server)"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(ready, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            if ready():
+                return
+        except Exception as exc:  # not up yet
+            last = exc
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} did not come up within {timeout} s: {last}")
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+class PostgresServer:
+    """A PostgreSQL server we may create databases on (trust auth, user postgres)."""
+
+    def __init__(self, host: str, port: int):
+        self.host, self.port = host, port
+
+    def url(self, database: str) -> str:
+        return f"postgresql+psycopg://postgres@{self.host}:{self.port}/{database}"
+
+    def _admin(self):
+        import psycopg
+
+        return psycopg.connect(host=self.host, port=self.port, user="postgres", dbname="postgres", autocommit=True)
+
+    def new_database(self, prefix: str = "slimpipe_test") -> str:
+        name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+        with self._admin() as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+    def drop_databases(self, prefix: str) -> None:
+        with self._admin() as conn:
+            rows = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (f"{prefix}%",)).fetchall()
+            for (name,) in rows:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _pg_bin() -> Path | None:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4]))
+    return Path(found[-1]).parent if found else None
+
+
+def _as_postgres(argv: list[str]) -> list[str]:
+    if os.geteuid() != 0:
+        return argv
+    return ["runuser", "-u", "postgres", "--", *argv]
+
+
+@contextlib.contextmanager
+def throwaway_postgres() -> Iterator[PostgresServer]:
+    bin_dir = _pg_bin()
+    if bin_dir is None:
+        pytest.fail(f"PostgreSQL binaries (initdb, pg_ctl) not found under /usr/lib/postgresql/*/bin; {INSTALL_HINT}")
+    if os.geteuid() == 0:
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.fail(f"running as root but there is no 'postgres' user to run initdb as; {INSTALL_HINT}")
+    root = Path(tempfile.mkdtemp(prefix="slimpipe-pg-"))
+    if os.geteuid() == 0:
+        entry = pwd.getpwnam("postgres")
+        os.chown(root, entry.pw_uid, entry.pw_gid)
+    data, port = root / "data", free_port()
+    try:
+        subprocess.run(
+            _as_postgres([str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"]),
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        options = (
+            f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+        )
+        subprocess.run(
+            _as_postgres([str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-o", options, "-w", "-t", "60", "start"]),
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+    except subprocess.CalledProcessError as exc:
+        shutil.rmtree(root, ignore_errors=True)
+        raise RuntimeError(f"could not start a throwaway PostgreSQL: {exc.stderr or exc.stdout}") from None
+    try:
+        yield PostgresServer("127.0.0.1", port)
+    finally:
+        subprocess.run(
+            _as_postgres([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"]),
+            capture_output=True,
+        )
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    with throwaway_postgres() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_server: PostgresServer) -> str:
+    return postgres_server.new_database()
+
+
+# --------------------------------------------------------------------------- Redis
+
+
+class RedisServer:
+    def __init__(self, port: int):
+        self.port = port
+
+    def url(self, db: int = 0) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+
+@contextlib.contextmanager
+def throwaway_redis() -> Iterator[RedisServer]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail(f"redis-server not found on PATH; {INSTALL_HINT}")
+    root = Path(tempfile.mkdtemp(prefix="slimpipe-redis-"))
+    port = free_port()
+    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(root)]
+    with open(root / "log", "wb") as log:
+        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        import redis
+
+        wait_until(lambda: redis.Redis(port=port, socket_timeout=1).ping(), 20, f"redis-server on port {port}")
+        yield RedisServer(port)
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    with throwaway_redis() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_server: RedisServer) -> str:
+    return redis_server.url(0)

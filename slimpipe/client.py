@@ -1,0 +1,246 @@
+"""The REST client: `Client(url, token)` submits specs and sweeps, reads runs, metrics and logs, and compares runs.
+
+    from slimpipe.client import Client
+    client = Client()                       # SLIMPIPE_URL / SLIMPIPE_API_TOKEN, default http://127.0.0.1:8000
+    run_ids = client.submit("examples/digits.yaml", sweep={"compression.default.backward.topk": [1, 0.5]})
+    for run_id in run_ids:
+        client.wait(run_id)
+    print(client.compare(run_ids))
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from slimpipe import names
+from slimpipe.spec import ExperimentSpec, dump_spec, load_spec_text
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+INGEST_BATCH = 5000
+
+
+class ClientError(RuntimeError):
+    """The server said no (its message is kept), or could not be reached."""
+
+    def __init__(self, message: str, status_code: int | None = None, detail: Any = None):
+        super().__init__(message)
+        self.status_code = status_code
+        self.detail = detail
+
+
+def _message(response: httpx.Response) -> tuple[str, Any]:
+    try:
+        detail = response.json().get("detail", response.text)
+    except (ValueError, AttributeError):
+        detail = response.text
+    if isinstance(detail, list):
+        text = "; ".join(f"{d.get('field')}: {d.get('message')}" if isinstance(d, dict) else str(d) for d in detail)
+    else:
+        text = str(detail)
+    return f"{response.status_code} {text}", detail
+
+
+def _spec_data(spec: str | Path | Mapping[str, Any] | ExperimentSpec) -> dict[str, Any]:
+    if isinstance(spec, ExperimentSpec):
+        return dump_spec(spec)
+    if isinstance(spec, Mapping):
+        return dict(spec)
+    return load_spec_text(Path(spec).read_text())
+
+
+class Client:
+    def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 60.0):
+        self.url = (url or os.environ.get("SLIMPIPE_URL") or DEFAULT_URL).rstrip("/")
+        token = token or os.environ.get("SLIMPIPE_API_TOKEN") or None
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.close()
+
+    # ----------------------------------------------------------------------- transport
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise ClientError(
+                f"cannot reach slimpipe at {self.url} ({exc}); start it with `slimpipe serve` or set SLIMPIPE_URL"
+            ) from None
+        if response.status_code >= 400:
+            message, detail = _message(response)
+            raise ClientError(f"{method} {path}: {message}", response.status_code, detail)
+        return response
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._request(method, path, **kwargs)
+        return response.json() if response.content else None
+
+    # ----------------------------------------------------------------------- experiments
+
+    def submit(
+        self,
+        spec: str | Path | Mapping[str, Any] | ExperimentSpec,
+        sweep: Mapping[str, Sequence[Any]] | None = None,
+        queue: str | None = None,
+        tags: Iterable[str] = (),
+    ) -> list[int]:
+        """Queue a spec (a path to YAML/JSON, a mapping or an ExperimentSpec), one run per sweep point; the run ids."""
+        body = {
+            "spec": _spec_data(spec),
+            "sweep": {k: list(v) for k, v in sweep.items()} if sweep else None,
+            "queue": queue,
+            "tags": list(tags),
+        }
+        return list(self._json("POST", "/api/v1/experiments", json=body)["run_ids"])
+
+    def submit_experiment(self, spec: Any, sweep: Mapping[str, Sequence[Any]] | None = None, **kwargs: Any) -> dict:
+        """Like `submit`, but the whole answer: `{"experiment_id", "run_ids"}`."""
+        body = {"spec": _spec_data(spec), "sweep": {k: list(v) for k, v in sweep.items()} if sweep else None, **kwargs}
+        return self._json("POST", "/api/v1/experiments", json=body)
+
+    def validate(self, spec: Any, sweep: Mapping[str, Sequence[Any]] | None = None) -> int:
+        """How many runs the spec and sweep would give; ClientError (422, naming the field) if invalid."""
+        body = {"spec": _spec_data(spec), "sweep": {k: list(v) for k, v in sweep.items()} if sweep else None}
+        return int(self._json("POST", "/api/v1/specs/validate", json=body)["runs"])
+
+    def experiments(self, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
+        return self._json("GET", "/api/v1/experiments", params={"limit": limit, "offset": offset})["data"]
+
+    def experiment(self, experiment_id: int) -> dict[str, Any]:
+        return self._json("GET", f"/api/v1/experiments/{experiment_id}")
+
+    # ----------------------------------------------------------------------- runs
+
+    def runs(
+        self,
+        status: str | None = None,
+        experiment_id: int | None = None,
+        tag: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[dict[str, Any]]:
+        """Newest first, without spec and traceback."""
+        params = {"status": status, "experiment_id": experiment_id, "tag": tag, "limit": limit, "offset": offset}
+        params = {k: v for k, v in params.items() if v is not None}
+        return self._json("GET", "/api/v1/runs", params=params)["data"]
+
+    def run(self, run_id: int) -> dict[str, Any]:
+        return self._json("GET", f"/api/v1/runs/{run_id}")
+
+    def cancel(self, run_id: int) -> dict[str, Any]:
+        return self._json("POST", f"/api/v1/runs/{run_id}/cancel")
+
+    def retry(self, run_id: int) -> dict[str, Any]:
+        """A new run of the same spec; returns it (its `retry_of` is `run_id`)."""
+        return self._json("POST", f"/api/v1/runs/{run_id}/retry")
+
+    def delete(self, run_id: int) -> None:
+        self._request("DELETE", f"/api/v1/runs/{run_id}")
+
+    def wait(self, run_id: int, timeout: float | None = None, poll_s: float = 0.5) -> dict[str, Any]:
+        """Block until the run reaches a final state; returns the run. TimeoutError after `timeout` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            run = self.run(run_id)
+            if run["status"] in names.FINAL_STATES:
+                return run
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"run {run_id} still {run['status']} after {timeout} s")
+            time.sleep(poll_s)
+
+    # ----------------------------------------------------------------------- metrics and logs
+
+    def metrics(
+        self,
+        run_id: int,
+        names: Iterable[str] | None = None,
+        since_step: int | None = None,
+        max_points: int = 2000,
+    ) -> dict[str, dict[str, list[Any]]]:
+        """`{name: {"step": [...], "value": [...], "time": [...]}}`, downsampled on the server past `max_points`."""
+        params: dict[str, Any] = {"max_points": max_points}
+        if names:
+            params["names"] = ",".join(names)
+        if since_step is not None:
+            params["since_step"] = since_step
+        return self._json("GET", f"/api/v1/runs/{run_id}/metrics", params=params)["series"]
+
+    def metric_names(self, run_id: int) -> list[str]:
+        return self._json("GET", f"/api/v1/runs/{run_id}/metric-names")
+
+    def log_metrics(self, run_id: int, points: Iterable[Mapping[str, Any] | Sequence[Any]]) -> int:
+        """Send points (`{"step", "name", "value", "time"?}` or `(step, name, value[, time])`) in batches."""
+        batch: list[dict[str, Any]] = []
+        accepted = 0
+        for point in points:
+            if not isinstance(point, Mapping):
+                point = dict(zip(("step", "name", "value", "time"), point, strict=False))
+            batch.append(dict(point))
+            if len(batch) >= INGEST_BATCH:
+                accepted += self._json("POST", f"/api/v1/runs/{run_id}/metrics", json={"points": batch})["accepted"]
+                batch = []
+        if batch:
+            accepted += self._json("POST", f"/api/v1/runs/{run_id}/metrics", json={"points": batch})["accepted"]
+        return accepted
+
+    def logs(self, run_id: int) -> str:
+        return self._request("GET", f"/api/v1/runs/{run_id}/logs").text
+
+    def log_lines(self, run_id: int, since_id: int = 0) -> list[dict[str, Any]]:
+        params = {"since_id": since_id, "format": "json"}
+        return self._json("GET", f"/api/v1/runs/{run_id}/logs", params=params)["lines"]
+
+    def download(self, run_id: int, what: str = "metrics.csv") -> bytes:
+        """`metrics.csv`, `metrics.jsonl`, `spec.yaml` or `logs`, as the server's attachment bytes."""
+        return self._request("GET", f"/api/v1/runs/{run_id}/{what}").content
+
+    def events(self, run_id: int) -> Iterator[tuple[str, Any]]:
+        """The run's Server-Sent Events as (event, data) until the run ends: metrics, log, status."""
+        try:
+            with self._http.stream("GET", f"/api/v1/runs/{run_id}/events", timeout=None) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    message, detail = _message(response)
+                    raise ClientError(f"GET events: {message}", response.status_code, detail)
+                event, data = "message", []
+                for line in response.iter_lines():
+                    if not line:
+                        if data:
+                            yield event, json.loads("\n".join(data))
+                        event, data = "message", []
+                    elif line.startswith("event:"):
+                        event = line[6:].strip()
+                    elif line.startswith("data:"):
+                        data.append(line[5:].lstrip())
+        except httpx.TransportError as exc:
+            raise ClientError(f"lost the event stream from {self.url}: {exc}") from None
+
+    # ----------------------------------------------------------------------- compare, service
+
+    def compare(self, run_ids: Iterable[int], baseline: int | None = None) -> dict[str, Any]:
+        """`{"runs": [...], "baseline_run_id", "varying_fields"}` (see docs/api.md)."""
+        params: dict[str, Any] = {"run_ids": ",".join(str(i) for i in run_ids)}
+        if baseline is not None:
+            params["baseline"] = baseline
+        return self._json("GET", "/api/v1/compare", params=params)
+
+    def zoo(self) -> dict[str, Any]:
+        return self._json("GET", "/api/v1/zoo")
+
+    def ready(self) -> dict[str, bool]:
+        response = self._http.get("/readyz")
+        return response.json()

@@ -1,0 +1,46 @@
+"""`slimpipe watch RUN`: a progress bar and the latest metrics until the run ends."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from tqdm import tqdm
+
+from slimpipe import names
+from slimpipe.client import ClientError
+from slimpipe.commands.remote import add_service_arguments, client_from
+
+SHOWN = (names.TRAIN_LOSS, names.TRAIN_ACC, names.VAL_ACC, names.WIRE_RATIO)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", type=int, help="run id")
+    add_service_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    client = client_from(args)
+    latest: dict[str, float] = {}
+    status: dict = {}
+    try:
+        with tqdm(desc=f"run {args.run}", unit="step", dynamic_ncols=True) as bar:
+            for event, data in client.events(args.run):
+                if event == "status":
+                    status = data
+                    if data.get("progress_total") and bar.total != data["progress_total"]:
+                        bar.total = data["progress_total"]
+                    step = data.get("progress_step") or 0
+                    bar.update(max(step - bar.n, 0))
+                    bar.set_description(f"run {args.run} {data.get('status')}")
+                elif event == "metrics":
+                    for point in data["points"]:
+                        if point["name"] in SHOWN and point["value"] is not None:
+                            latest[point["name"]] = point["value"]
+                    bar.set_postfix({k.replace("/", "_"): f"{v:.4g}" for k, v in latest.items()}, refresh=True)
+    except ClientError as exc:
+        print(f"slimpipe: {exc}", file=sys.stderr)
+        return 1
+    final = status.get("status", "unknown")
+    print(f"run {args.run} {final}" + (f": {status['error']}" if status.get("error") else ""))
+    return 0 if final == names.SUCCEEDED else 1
