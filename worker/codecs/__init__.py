@@ -1,0 +1,105 @@
+"""Boundary codecs: `make_codec(spec).encode(tensor) -> bytes` and `decode(bytes) -> tensor`.
+
+One `Codec` per boundary and direction on each end. The sender calls `codec.encode(x, keys)`;
+the receiver calls `codec.decode(payload)` on its own Codec built from the same spec. Every
+payload is self-describing (see wire.py), so the module-level `decode(payload)` needs nothing
+but the bytes -- except payloads of `feedback: delta`, which carry per-sample deltas that only
+a receiving Codec holding the references can resolve; `decode` raises CodecError for those.
+`ef` keeps its residual on the sender only, so its payloads decode anywhere. State (`step`,
+the ef residual, delta references, the RNG) survives `state_dict()` / `load_state_dict()`.
+
+For the first `warmup_steps` encode calls a codec sends dense fp32 (with delta, these set
+the references). Backends: "numba" fused CPU kernels, "torch" ops on the tensor's device
+(CUDA tensors are coded on the GPU); "auto" picks by device.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from slimpipe.spec import CompressionSpec
+from worker.codecs import chain
+from worker.codecs.feedback import DeltaReference, ErrorFeedback, check_keys
+from worker.codecs.wire import CodecError, Header
+
+__all__ = ["Codec", "CodecError", "Header", "decode", "make_codec"]
+
+
+class Codec:
+    """One direction of one boundary: encodes on the sending end, decodes on the receiving end."""
+
+    def __init__(self, spec: CompressionSpec, *, backend: str = "auto", seed: int = 0):
+        chain.pick_backend(backend, torch.device("cpu"))  # validate the name early
+        self.spec, self.backend, self.seed = spec, backend, seed
+        self.reset()
+
+    def reset(self) -> None:
+        self.step = 0
+        self.rng = np.random.default_rng(self.seed)
+        self.error_feedback = ErrorFeedback()
+        self.references = DeltaReference()
+
+    def encode(self, tensor: torch.Tensor, keys: torch.Tensor | None = None) -> bytes:
+        dense = self.step < self.spec.warmup_steps
+        self.step += 1
+        options = {"backend": self.backend, "rng": self.rng, "dense": dense}
+        if self.spec.feedback == "ef":
+            sent = self.error_feedback.apply(tensor)
+            payload = chain.encode(sent, self.spec, feedback="ef", dtype=tensor.dtype, **options)
+            self.error_feedback.update(sent, self._decode(payload, sent.device)[0])
+            return payload
+        if self.spec.feedback == "delta":
+            keys = check_keys(keys, tensor)
+            x = tensor.detach().float()
+            if dense:
+                self.references.store(keys, x)
+                return chain.encode(x, self.spec, feedback="delta_base", keys=keys, dtype=tensor.dtype, **options)
+            reference = self.references.lookup(keys, x)
+            payload = chain.encode(x - reference, self.spec, feedback="delta", keys=keys, dtype=tensor.dtype, **options)
+            self.references.store(keys, reference + self._decode(payload, x.device)[0])
+            return payload
+        return chain.encode(tensor, self.spec, **options)
+
+    def _decode(self, payload: bytes, device) -> tuple[torch.Tensor, Header, torch.Tensor | None]:
+        return chain.decode(payload, device=device, backend=self.backend if self.backend != "auto" else "auto")
+
+    def decode(self, payload: bytes, device: torch.device | str | None = None) -> torch.Tensor:
+        """The receiving end: like module-level `decode`, and resolves delta payloads."""
+        value, header, keys = self._decode(payload, device)
+        if header.feedback == "delta_base":
+            self.references.store(keys, value)
+        elif header.feedback == "delta":
+            value = self.references.lookup(keys, value) + value
+            self.references.store(keys, value)
+        return value.to(chain.TORCH_DTYPES[header.dtype])
+
+    def state_dict(self) -> dict:
+        return {
+            "step": self.step,
+            "rng": self.rng.bit_generator.state,
+            "error_feedback": self.error_feedback.state_dict(),
+            "references": self.references.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step = int(state["step"])
+        self.rng.bit_generator.state = state["rng"]
+        self.error_feedback.load_state_dict(state["error_feedback"])
+        self.references.load_state_dict(state["references"])
+
+
+def make_codec(spec: CompressionSpec, *, backend: str = "auto", seed: int = 0) -> Codec:
+    """The codec for one boundary direction; validates `spec` if given as a mapping."""
+    if not isinstance(spec, CompressionSpec):
+        spec = CompressionSpec.model_validate(spec)
+    return Codec(spec, backend=backend, seed=seed)
+
+
+def decode(payload: bytes, device: torch.device | str | None = None, *, backend: str = "auto") -> torch.Tensor:
+    """Payload bytes -> tensor (on CPU unless `device`), in the dtype the encoder was given."""
+    value, header, _ = chain.decode(payload, device=device, backend=backend)
+    if header.feedback == "delta":
+        raise CodecError("payload is a per-sample delta (feedback: delta); decode it with the receiving Codec "
+                         "(codec.decode(payload)), which holds the reference values")
+    return value.to(chain.TORCH_DTYPES[header.dtype])

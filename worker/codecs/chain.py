@@ -1,0 +1,166 @@
+"""The stateless transform chain: top-k -> quantize (or cast) -> bit-pack or entropy-code -> wire.
+
+Two backends compute the same format: "numba" (fused CPU kernels) and "torch" (torch ops on
+the tensor's own device; only finished bytes, or b-bit symbols for the entropy stage, reach
+the host). "auto" picks numba for CPU tensors and torch otherwise.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from worker.codecs import bitpack, entropy, indexset, quantize, topk
+from worker.codecs.wire import CodecError, Header, aligned_words, pack, unpack
+
+TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
+DTYPE_NAMES = {v: k for k, v in TORCH_DTYPES.items()}
+SPEC_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+
+def pick_backend(backend: str, device: torch.device) -> str:
+    if backend == "auto":
+        return "numba" if device.type == "cpu" else "torch"
+    if backend not in ("numba", "torch"):
+        raise ValueError(f"backend must be 'auto', 'numba' or 'torch', not {backend!r}")
+    return backend
+
+
+def _values_bytes(values: torch.Tensor, dtype: str) -> bytes | np.ndarray:
+    cast = values.to(TORCH_DTYPES[dtype])
+    if dtype == "bfloat16":
+        cast = cast.view(torch.int16)
+    return cast.cpu().numpy().view(np.uint8)
+
+
+def encode(x: torch.Tensor, spec, *, backend: str = "auto", rng: np.random.Generator, dense: bool = False,
+           feedback: str | None = None, keys: torch.Tensor | None = None, dtype: torch.dtype | None = None) -> bytes:
+    """One tensor -> payload bytes; `dense` sends fp32 values untouched (warmup); `dtype` is what
+    decode returns (default: x's dtype)."""
+    if x.dtype not in DTYPE_NAMES or (dtype is not None and dtype not in DTYPE_NAMES):
+        raise CodecError(f"codecs encode floating tensors (fp32/fp16/bf16/fp64), not {dtype or x.dtype}")
+    backend = pick_backend(backend, x.device)
+    shape = tuple(x.shape)
+    flat = x.detach().reshape(-1).float()
+    n = flat.numel()
+    header = Header(shape=shape, dtype=DTYPE_NAMES[dtype or x.dtype], block=spec.block, feedback=feedback)
+    sections: dict[str, object] = {}
+    if keys is not None:
+        sections["keys"] = keys.detach().to("cpu", torch.int64).contiguous().numpy()
+    if dense:
+        header.kept = n
+        sections["values"] = _values_bytes(flat, "float32")
+        return pack(header, sections)
+    k = topk.keep_count(spec.topk, n)
+    header.topk, header.kept = k < n, k
+    pos = None
+    if backend == "numba":
+        flat_np = flat.cpu().contiguous().numpy()
+        if header.topk:
+            pos, vals_np = topk.select(flat_np, k, rng)
+            sections["index"] = indexset.encode(pos, n)
+        else:
+            vals_np = flat_np
+    else:
+        if header.topk:
+            pos, vals = topk.select_torch(flat, k)
+            sections["index"] = indexset.encode_torch(pos, n)
+        else:
+            vals = flat
+    if not spec.bits:
+        header.value_dtype = SPEC_DTYPES[spec.dtype]
+        values = torch.from_numpy(vals_np) if backend == "numba" else vals
+        sections["values"] = _values_bytes(values, header.value_dtype)
+        return pack(header, sections)
+    header.bits, header.scale, header.entropy = spec.bits, spec.scale, spec.entropy
+    inner, ngroups, by_pos = quantize.group_layout(spec.scale, shape, k, spec.block, header.topk)
+    stochastic = spec.rounding == "stochastic"
+    if backend == "numba":
+        where = pos if by_pos else None
+        lo, step = quantize.group_scales(vals_np, spec.bits, inner, ngroups, where)
+        seed = int(rng.integers(0, 2**63))
+        if spec.entropy:
+            symbols = quantize.quantize_symbols(vals_np, spec.bits, lo, step, inner, ngroups, where, stochastic, seed)
+        else:
+            sections["values"] = quantize.quantize_packed(vals_np, spec.bits, lo, step, inner, ngroups, where,
+                                                          stochastic, seed)
+    else:
+        where = pos if by_pos else None
+        lo, step = quantize.group_scales_torch(vals, spec.bits, inner, ngroups, where)
+        sym_t = quantize.quantize_torch(vals, spec.bits, lo, step, inner, ngroups, where, stochastic)
+        if spec.entropy:
+            symbols = sym_t.to("cpu", torch.int32).numpy().astype(np.uint16)
+        else:
+            sections["values"] = bitpack.pack_torch(sym_t, spec.bits).cpu().numpy()
+    sections["scales"] = quantize.scales_bytes(lo, step)
+    if spec.entropy:
+        sections["model"], sections["values"] = entropy.encode(symbols, spec.entropy)
+    return pack(header, sections)
+
+
+def _raw_values(section: memoryview, dtype: str, count: int) -> torch.Tensor:
+    itemsize = 2 if dtype in ("float16", "bfloat16") else 4 if dtype == "float32" else 8
+    if section.nbytes != count * itemsize:
+        raise CodecError(f"values section is {section.nbytes} bytes; {count} {dtype} values need {count * itemsize}")
+    if count == 0:
+        return torch.zeros(0)
+    raw = torch.frombuffer(bytearray(section), dtype=torch.uint8)
+    if dtype == "bfloat16":
+        return raw.view(torch.int16).view(torch.bfloat16).float()
+    return raw.view(TORCH_DTYPES[dtype]).float()
+
+
+def decode(payload: bytes, *, device: torch.device | str | None = None, backend: str = "auto"):
+    """Payload -> (fp32 tensor on `device` (CPU default), header, keys or None); header.dtype is the
+    dtype the encoder was given, which callers cast to."""
+    header, sec = unpack(payload)
+    device = torch.device(device or "cpu")
+    backend = pick_backend(backend, device)
+    n, k = header.numel, header.kept
+    keys = None
+    if header.lengths["keys"]:
+        if header.lengths["keys"] % 8:
+            raise CodecError("keys section is not a whole number of int64 keys")
+        keys = torch.frombuffer(bytearray(sec["keys"]), dtype=torch.int64)
+    if header.topk == (k == n) and n:
+        raise CodecError(f"payload header is inconsistent: topk={header.topk} with {k} of {n} values")
+    pos = None
+    if header.topk:
+        pos = indexset.decode(sec["index"], n, k) if backend == "numba" else indexset.decode_torch(sec["index"], n, k, device)
+    elif header.lengths["index"]:
+        raise CodecError("dense payload carries an index section")
+    if not header.bits:
+        values = _raw_values(sec["values"], header.value_dtype, k).to(device)
+        if pos is None:
+            out = values
+        else:
+            out = torch.zeros(n, device=device)
+            out[torch.as_tensor(pos, device=device)] = values
+        return out.reshape(header.shape), header, keys
+    inner, ngroups, by_pos = quantize.group_layout(header.scale, header.shape, k, header.block, header.topk)
+    lo, step = quantize.parse_scales(sec["scales"], ngroups)
+    symbols = entropy.decode(sec["model"], sec["values"], k, header.bits) if header.entropy else None
+    if not header.entropy and sec["values"].nbytes != bitpack.packed_bytes(k, header.bits):
+        raise CodecError(f"values section is {sec['values'].nbytes} bytes; {k} {header.bits}-bit values need "
+                         f"{bitpack.packed_bytes(k, header.bits)}")
+    if backend == "numba":
+        out_np = np.zeros(n, dtype=np.float32) if header.topk else np.empty(n, dtype=np.float32)
+        if symbols is not None:
+            quantize.dequantize_symbols(symbols, lo, step, inner, ngroups, pos, by_pos, out_np)
+        elif k:
+            quantize.dequantize_packed(aligned_words(sec["values"]), header.bits, lo, step, inner, ngroups, pos, by_pos,
+                                       out_np)
+        out = torch.from_numpy(out_np)
+    else:
+        if symbols is not None:
+            sym = torch.from_numpy(symbols.astype(np.int32)).to(device)
+        else:
+            packed = torch.frombuffer(bytearray(sec["values"]), dtype=torch.uint8) if k else torch.zeros(0, dtype=torch.uint8)
+            sym = bitpack.unpack_torch(packed.to(device), header.bits, k)
+        values = quantize.dequantize_torch(sym, lo, step, inner, ngroups, pos, by_pos)
+        if pos is None:
+            out = values
+        else:
+            out = torch.zeros(n, device=device)
+            out[pos] = values
+    return out.reshape(header.shape).to(device), header, keys

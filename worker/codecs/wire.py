@@ -1,0 +1,133 @@
+"""The self-describing payload: a versioned header, five length-prefixed sections, a CRC32."""
+
+from __future__ import annotations
+
+import struct
+import sys
+import zlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+if sys.byteorder != "little":  # the bit layouts below are little-endian words
+    raise ImportError("worker.codecs needs a little-endian machine")
+
+MAGIC = b"SPCW"
+VERSION = 1
+SECTIONS = ("keys", "index", "scales", "values", "model")
+
+DTYPES = ("float32", "float16", "bfloat16", "float64")
+SCALES = ("tensor", "channel", "block")
+ENTROPY = (None, "huffman", "ans")
+FEEDBACK = (None, "ef", "delta", "delta_base")
+
+# magic, version, dtype, value_dtype, ndim, bits, scale, entropy, feedback, topk?, block, kept
+_FIXED = struct.Struct("<4sBBBBBBBBBxxxIQ")
+_LENGTHS = struct.Struct("<5Q")
+_CRC = struct.Struct("<I")
+
+
+class CodecError(ValueError):
+    """A payload that cannot be decoded, or a tensor that the codec cannot encode."""
+
+
+@dataclass
+class Header:
+    """Everything `decode` needs besides the section bytes."""
+
+    shape: tuple[int, ...]
+    dtype: str = "float32"  # dtype of the decoded tensor (the encoder's input dtype)
+    value_dtype: str = "float32"  # how unquantized values travel
+    bits: int = 0  # 0 = values are not quantized
+    scale: str = "block"
+    block: int = 64
+    entropy: str | None = None
+    feedback: str | None = None
+    topk: bool = False
+    kept: int = 0  # number of values sent (n when dense)
+    lengths: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def numel(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) if self.shape else 1
+
+
+def _code(table: tuple, value: object, what: str) -> int:
+    if value not in table:
+        raise CodecError(f"cannot write {what}={value!r}; known: {table}")
+    return table.index(value)
+
+
+def _lookup(table: tuple, code: int, what: str) -> object:
+    if code >= len(table):
+        raise CodecError(f"payload has unknown {what} code {code}; is it from a newer slimpipe?")
+    return table[code]
+
+
+def pack(header: Header, sections: dict[str, object]) -> bytes:
+    """Header, sections (bytes-like or numpy arrays) in SECTIONS order, then CRC32 of all before it."""
+    parts = [memoryview(np.ascontiguousarray(sections[name]).view(np.uint8)) if isinstance(sections.get(name), np.ndarray)
+             else memoryview(sections.get(name, b"")) for name in SECTIONS]
+    lengths = [p.nbytes for p in parts]
+    head = _FIXED.pack(
+        MAGIC, VERSION, _code(DTYPES, header.dtype, "dtype"), _code(DTYPES, header.value_dtype, "value_dtype"),
+        len(header.shape), header.bits, _code(SCALES, header.scale, "scale"), _code(ENTROPY, header.entropy, "entropy"),
+        _code(FEEDBACK, header.feedback, "feedback"), int(header.topk), header.block, header.kept,
+    ) + struct.pack(f"<{len(header.shape)}Q", *header.shape) + _LENGTHS.pack(*lengths)
+    crc = zlib.crc32(head)
+    for p in parts:
+        crc = zlib.crc32(p, crc)
+    return b"".join([head, *parts, _CRC.pack(crc)])
+
+
+def unpack(payload: bytes | bytearray | memoryview) -> tuple[Header, dict[str, memoryview]]:
+    """Parse and verify a payload; raise CodecError for anything foreign, truncated or corrupt."""
+    if not isinstance(payload, bytes | bytearray | memoryview):
+        raise CodecError(f"a payload is bytes, not {type(payload).__name__}")
+    view = memoryview(payload).cast("B")
+    if view.nbytes < _FIXED.size + _LENGTHS.size + _CRC.size:
+        raise CodecError(f"payload of {view.nbytes} bytes is too short to be a slimpipe codec payload")
+    fixed = _FIXED.unpack_from(view, 0)
+    if fixed[0] != MAGIC:
+        raise CodecError(f"payload does not start with {MAGIC!r}; it is not a slimpipe codec payload")
+    if fixed[1] != VERSION:
+        raise CodecError(f"payload is wire format v{fixed[1]}; this slimpipe reads v{VERSION}")
+    ndim = fixed[4]
+    at = _FIXED.size + 8 * ndim
+    if view.nbytes < at + _LENGTHS.size + _CRC.size:
+        raise CodecError("payload is truncated inside its header")
+    shape = struct.unpack_from(f"<{ndim}Q", view, _FIXED.size)
+    lengths = _LENGTHS.unpack_from(view, at)
+    at += _LENGTHS.size
+    if at + sum(lengths) + _CRC.size != view.nbytes:
+        raise CodecError(f"payload is {view.nbytes} bytes but its header describes {at + sum(lengths) + _CRC.size}; "
+                         "it was truncated or extended")
+    (crc,) = _CRC.unpack_from(view, view.nbytes - _CRC.size)
+    if zlib.crc32(view[: view.nbytes - _CRC.size]) != crc:
+        raise CodecError("payload checksum mismatch: the bytes were corrupted in transit")
+    header = Header(
+        shape=tuple(shape), dtype=_lookup(DTYPES, fixed[2], "dtype"), value_dtype=_lookup(DTYPES, fixed[3], "value_dtype"),
+        bits=fixed[5], scale=_lookup(SCALES, fixed[6], "scale"), entropy=_lookup(ENTROPY, fixed[7], "entropy"),
+        feedback=_lookup(FEEDBACK, fixed[8], "feedback"), topk=bool(fixed[9]), block=fixed[10], kept=fixed[11],
+        lengths=dict(zip(SECTIONS, lengths)),
+    )
+    if header.bits > 16 or header.kept > header.numel:
+        raise CodecError(f"payload header is inconsistent (bits={header.bits}, kept={header.kept} of {header.numel})")
+    sections = {}
+    for name, length in zip(SECTIONS, lengths):
+        sections[name] = view[at : at + length]
+        at += length
+    return header, sections
+
+
+def header_bytes(ndim: int) -> int:
+    """Fixed cost of a payload for a tensor of `ndim` dimensions."""
+    return _FIXED.size + 8 * ndim + _LENGTHS.size + _CRC.size
+
+
+def aligned_words(section: memoryview | bytes, extra_words: int = 1) -> np.ndarray:
+    """The section's bytes copied into a zero-padded uint64 array (aligned for the unpack kernels)."""
+    nbytes = memoryview(section).nbytes
+    words = np.zeros((nbytes + 7) // 8 + extra_words, dtype=np.uint64)
+    words.view(np.uint8)[:nbytes] = np.frombuffer(section, dtype=np.uint8)
+    return words
