@@ -1,0 +1,186 @@
+"""The stage boundary: an autograd.Function whose forward sends the activation through the forward
+codec and whose backward sends the gradient through the backward codec, both recording wire bytes
+(= len(payload)), dense fp32 bytes and relative L2 reconstruction error.
+
+With compression off a channel passes the tensor through untouched and counts its raw bytes
+(numel * itemsize: what `torch.distributed.send` would move, no header).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from slimpipe.spec import CompressionConfig, CompressionSpec
+
+# --------------------------------------------------------------------------- identity codec fallback
+
+_DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.uint8, torch.bool, torch.int64]
+_MAGIC = b"SPR1"
+
+
+class RawCodec:
+    """Raw tensor bytes behind an 8-byte-plus-shape header; what runs when no codec package is there."""
+
+    def encode(self, tensor: torch.Tensor, keys: Any = None) -> bytes:
+        t = tensor.detach().contiguous().cpu()
+        header = _MAGIC + struct.pack("<BB", _DTYPES.index(t.dtype), t.dim()) + struct.pack(f"<{t.dim()}q", *t.shape)
+        return header + t.view(torch.uint8).numpy().tobytes() if t.numel() else header
+
+    @staticmethod
+    def decode(payload: bytes) -> torch.Tensor:
+        if payload[:4] != _MAGIC or len(payload) < 6:
+            raise ValueError("payload is not a raw slimpipe tensor (bad magic or truncated header)")
+        code, ndim = struct.unpack_from("<BB", payload, 4)
+        shape = struct.unpack_from(f"<{ndim}q", payload, 6)
+        dtype = _DTYPES[code]
+        body = payload[6 + 8 * ndim :]
+        expected = torch.Size(shape).numel() * torch.empty((), dtype=dtype).element_size()
+        if len(body) != expected:
+            raise ValueError(f"raw payload body has {len(body)} bytes, its header promises {expected}")
+        flat = torch.frombuffer(bytearray(body), dtype=torch.uint8) if body else torch.empty(0, dtype=torch.uint8)
+        return flat.view(dtype).reshape(shape)
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+    def reset(self) -> None:
+        pass
+
+
+def make_channel_codec(spec: CompressionSpec, seed: int = 0) -> Any:
+    """A codec from worker.codecs for a non-identity spec (one for each end of the channel)."""
+    from worker.codecs import make_codec
+
+    return make_codec(spec, seed=seed)
+
+
+# --------------------------------------------------------------------------- channels
+
+
+@dataclass
+class ChannelStats:
+    wire_bytes: int = 0
+    dense_bytes: int = 0
+    err_sq: float = 0.0
+    ref_sq: float = 0.0
+    transfers: list[tuple[int, int]] = field(default_factory=list)  # (micro-batch, wire bytes)
+
+    @property
+    def rel_error(self) -> float:
+        return (self.err_sq / self.ref_sq) ** 0.5 if self.ref_sq > 0 else 0.0
+
+
+class Channel:
+    """One direction of one boundary: the sender's codec encodes, the receiver's decodes, bytes are counted.
+
+    `keys` (per-sample ids, one per row) are what `feedback: delta` codecs key their references by.
+    """
+
+    def __init__(self, spec: CompressionSpec | None, *, seed: int = 0, measure_error: bool = True):
+        self.spec = spec
+        self.dense = spec is None or spec.is_identity
+        self.sender = None if self.dense else make_channel_codec(spec, seed)
+        self.receiver = None if self.dense else make_channel_codec(spec, seed)
+        self.uses_keys = spec is not None and spec.feedback == "delta"
+        self.measure_error = measure_error
+        self.stats = ChannelStats()
+
+    def send(self, x: torch.Tensor, microbatch: int, keys: torch.Tensor | None = None) -> torch.Tensor:
+        dense_bytes = x.numel() * 4
+        if self.dense:
+            wire = x.numel() * x.element_size()
+            out = x
+        else:
+            payload = self.sender.encode(x.detach(), keys if self.uses_keys else None)
+            wire = len(payload)
+            out = self.receiver.decode(payload, device=x.device).to(dtype=x.dtype).reshape(x.shape)
+            if self.measure_error:
+                ref = x.detach().float()
+                self.stats.err_sq += float((out.float() - ref).pow(2).sum())
+                self.stats.ref_sq += float(ref.pow(2).sum())
+        self.stats.wire_bytes += wire
+        self.stats.dense_bytes += dense_bytes
+        self.stats.transfers.append((microbatch, wire))
+        return out
+
+    def count_raw(self, x: torch.Tensor, microbatch: int) -> None:
+        """A side tensor (e.g. an attention mask) that crosses uncompressed."""
+        wire = x.numel() * x.element_size()
+        self.stats.wire_bytes += wire
+        self.stats.dense_bytes += wire
+        self.stats.transfers.append((microbatch, wire))
+
+    def reset_stats(self) -> None:
+        self.stats = ChannelStats()
+
+
+class Boundary:
+    """Boundary i sits between stage i and stage i+1."""
+
+    def __init__(self, index: int, forward: CompressionSpec | None, backward: CompressionSpec | None, seed: int = 0):
+        self.index = index
+        self.forward = Channel(forward, seed=seed * 1009 + 2 * index)
+        self.backward = Channel(backward, seed=seed * 1009 + 2 * index + 1)
+
+    def _codecs(self) -> list[tuple[str, Any]]:
+        return [
+            (f"{direction}.{end}", codec)
+            for direction, ch in (("forward", self.forward), ("backward", self.backward))
+            for end, codec in (("sender", ch.sender), ("receiver", ch.receiver))
+            if codec is not None
+        ]
+
+    def codec_state(self) -> dict[str, Any]:
+        return {name: codec.state_dict() for name, codec in self._codecs()}
+
+    def load_codec_state(self, state: dict[str, Any]) -> None:
+        for name, codec in self._codecs():
+            if name in state:
+                codec.load_state_dict(state[name])
+
+    def reset_codecs(self) -> None:
+        for _, codec in self._codecs():
+            codec.reset()
+
+    def reset_stats(self) -> None:
+        self.forward.reset_stats()
+        self.backward.reset_stats()
+
+
+def make_boundaries(config: CompressionConfig, n_stages: int, seed: int = 0) -> list[Boundary]:
+    return [
+        Boundary(i, config.for_boundary(i).forward, config.for_boundary(i).backward, seed) for i in range(n_stages - 1)
+    ]
+
+
+class BoundaryFunction(torch.autograd.Function):
+    """forward: activation through the forward channel; backward: gradient through the backward channel."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, boundary: Boundary, microbatch: int, keys: Any) -> torch.Tensor:  # type: ignore[override]
+        ctx.boundary, ctx.microbatch, ctx.keys = boundary, microbatch, keys
+        out = boundary.forward.send(x, microbatch, keys)
+        return out.view_as(out) if out is x else out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:  # type: ignore[override]
+        return ctx.boundary.backward.send(grad.contiguous(), ctx.microbatch, ctx.keys), None, None, None
+
+
+def send(carry: Any, boundary: Boundary, microbatch: int, keys: torch.Tensor | None = None) -> Any:
+    """Cross a boundary: floating tensors through the codecs (with gradient), others counted raw."""
+    if isinstance(carry, tuple):
+        return tuple(send(t, boundary, microbatch, keys) for t in carry)
+    if carry.is_floating_point():
+        if torch.is_grad_enabled() and carry.requires_grad:
+            return BoundaryFunction.apply(carry, boundary, microbatch, keys)
+        return boundary.forward.send(carry, microbatch, keys)
+    boundary.forward.count_raw(carry, microbatch)
+    return carry
