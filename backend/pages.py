@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import types
 import typing
-from importlib import resources
+from importlib import metadata, resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,6 +36,8 @@ from slimpipe.spec import (
 FRONTEND = Path(__file__).resolve().parent.parent / "frontend"
 STATIC_DIR = FRONTEND / "static"
 templates = Jinja2Templates(directory=FRONTEND / "templates")
+# The plotly URL carries the package version, so browsers may cache it for good.
+templates.env.globals["plotly_src"] = f"/vendor/plotly.min.js?v={metadata.version('plotly')}"
 router = APIRouter(include_in_schema=False)
 
 # Fields the form draws with an editor of its own instead of one input each.
@@ -160,7 +162,7 @@ def plotly_js() -> Response:
     return Response(
         body,
         media_type="text/javascript",
-        headers={"Cache-Control": "public, max-age=86400"},
+        headers={"Cache-Control": "public, max-age=604800, immutable"},
     )
 
 
@@ -182,6 +184,22 @@ def parse_spec_text(text: str = Body(..., embed=True)) -> dict[str, Any]:
         raise HTTPException(status_code=422, detail=exc.errors) from None
 
 
+class _SpecDumper(yaml.SafeDumper):
+    """Block mappings, but lists of scalars on one line: `stages:` reads as `- [conv1, bn1]` per stage."""
+
+
+def _represent_list(dumper: yaml.SafeDumper, data: list[Any]) -> yaml.Node:
+    flow = all(not isinstance(item, dict | list) for item in data)
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flow)
+
+
+_SpecDumper.add_representer(list, _represent_list)
+
+
+def spec_yaml(spec: dict[str, Any]) -> str:
+    return yaml.dump(spec, Dumper=_SpecDumper, sort_keys=False, default_flow_style=False, width=100)
+
+
 @router.post("/ui/spec/yaml")
 def spec_to_yaml(spec: dict[str, Any] = Body(..., embed=True)) -> Response:
-    return Response(yaml.safe_dump(spec, sort_keys=False, default_flow_style=None, width=100), media_type="text/yaml")
+    return Response(spec_yaml(spec), media_type="text/yaml")

@@ -8,10 +8,10 @@ export function layout(title, { xTitle = "step", yTitle = "", logY = false, extr
   return {
     title: { text: title, font: { size: 14 }, x: 0.02, xanchor: "left" },
     font: FONT,
-    margin: { l: 56, r: 16, t: 40, b: 44 },
+    margin: { l: 60, r: 20, t: 44, b: 46 },
     xaxis: { title: { text: xTitle }, gridcolor: "#eef1f4", zeroline: false },
     yaxis: { title: { text: yTitle }, gridcolor: "#eef1f4", zeroline: false, type: logY ? "log" : "linear" },
-    legend: { orientation: "h", y: -0.22, font: { size: 11 } },
+    legend: { orientation: "h", x: 1, xanchor: "right", y: 1.01, yanchor: "bottom", font: { size: 11 }, bgcolor: "rgba(255,255,255,0)" },
     paper_bgcolor: "#fff",
     plot_bgcolor: "#fff",
     hovermode: "x unified",
@@ -21,6 +21,8 @@ export function layout(title, { xTitle = "step", yTitle = "", logY = false, extr
 }
 
 export function line(name, series, { color, dash, width = 1.6, mode = "lines" } = {}) {
+  // Markers only where they help: sparse series such as validation passes.
+  if (mode === "lines+markers" && series && series.step.length > 120) mode = "lines";
   return {
     type: "scatter",
     mode,

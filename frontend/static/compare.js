@@ -6,11 +6,15 @@ import { badge, el, fmtDelta, fmtMB, fmtPct, fmtRatio, fmtSecs, fmtValue, DASH }
 const head = document.getElementById("compare-head");
 const RUN_IDS = head.dataset.runIds.split(",").filter(Boolean).map(Number);
 const MAX_POINTS = 400;
-const CURVES = ["val/acc", "train/loss", "val/loss"];
 const baselineSelect = document.getElementById("baseline-select");
 let table = null;
 
 const shortPath = (p) => p.replace(/^compression\.default\./, "").replace(/^compression\.boundaries\./, "b");
+// A run's short label: what differs about it (e.g. "backward.topk=0.5"), else its name.
+function label(r) {
+  const parts = (table.varying_fields || []).map((f) => `${shortPath(f)}=${fmtValue((r.differences || {})[f])}`);
+  return parts.length && parts.join(", ").length < 48 ? parts.join(", ") : r.name;
+}
 
 function renderTable() {
   const varying = table.varying_fields || [];
@@ -47,32 +51,47 @@ function renderTable() {
 }
 
 function drawPareto() {
-  const points = table.runs.map((r, i) => ({ x: r.wire_bytes_per_step, y: r.best_val_acc, name: r.name, i }));
+  const varying = table.varying_fields || [];
+  // On the scatter a point is labelled by its differing values alone; the axis names go in the title.
+  const pointLabel = (r) => (varying.length ? varying.map((f) => fmtValue((r.differences || {})[f])).join(", ") : r.name);
+  const points = table.runs.map((r, i) => ({ x: r.wire_bytes_per_step, y: r.best_val_acc, name: pointLabel(r), full: label(r), i }));
   const valid = points.filter((p) => Number.isFinite(p.x) && Number.isFinite(p.y));
   const front = paretoFront(valid);
+  const onFront = new Set(front.map((p) => p.i));
   const traces = valid.map((p) => ({
-    type: "scatter", mode: "markers+text", name: p.name, x: [p.x], y: [p.y], text: [p.name], textposition: "top center",
-    textfont: { size: 10 }, marker: { size: 11, color: COLORS[p.i % COLORS.length], line: { width: 1, color: "#fff" } },
-    hovertemplate: `${p.name}<br>%{x:.4s}B/step<br>%{y:.2f}%<extra></extra>`, showlegend: false,
+    type: "scatter", mode: onFront.has(p.i) ? "markers+text" : "markers", name: p.name, x: [p.x], y: [p.y], text: [p.name], textposition: "top left",
+    textfont: { size: 10 }, cliponaxis: false, marker: { size: 11, color: COLORS[p.i % COLORS.length], line: { width: 1, color: "#fff" } },
+    hovertemplate: `${p.full}<br>%{x:.4s}B/step<br>%{y:.2f}%<extra></extra>`, showlegend: false,
   }));
   if (front.length) traces.push({ type: "scatter", mode: "lines", name: "Pareto front", x: front.map((p) => p.x), y: front.map((p) => p.y),
     line: { color: "#111827", dash: "dash", width: 1.5, shape: "hv" }, hoverinfo: "skip" });
-  draw("chart-pareto", traces, layout("Best val acc vs wire bytes per step", { xTitle: "wire bytes per step (log)", yTitle: "best val acc %",
+  const by = varying.length ? ` · labels: ${varying.map(shortPath).join(", ")}` : "";
+  draw("chart-pareto", traces, layout(`Best val acc vs wire bytes per step${by}`, { xTitle: "wire bytes per step (log)", yTitle: "best val acc %",
     extra: { xaxis: { type: "log", title: { text: "wire bytes per step" }, gridcolor: "#eef1f4" }, hovermode: "closest", showlegend: false } }));
 }
 
+// One overlay chart; its series are fetched per run when first shown and kept.
+const curveCache = new Map(); // "run:name" -> series | null
+const curveSelect = document.getElementById("curve-select");
+const CURVE_TITLES = { "val/acc": ["Validation accuracy", "%"], "train/loss": ["Training loss", "loss"], "val/loss": ["Validation loss", "loss"],
+  "train/acc": ["Training accuracy", "%"], "val_dense/acc": ["Validation accuracy, dense eval", "%"], "time/batch_s": ["Time per batch", "s"], "wire/ratio": ["Compression ratio", "×"] };
+
 async function drawCurves() {
-  const all = await Promise.all(
-    table.runs.map((r) => api(`/runs/${r.run_id}/metrics`, { query: { names: CURVES.join(","), max_points: MAX_POINTS } }).catch(() => null)),
-  );
-  for (const [div, name, title, y] of [["chart-val-acc", "val/acc", "Validation accuracy", "%"], ["chart-train-loss", "train/loss", "Training loss", "loss"], ["chart-val-loss", "val/loss", "Validation loss", "loss"]]) {
-    const traces = [];
-    table.runs.forEach((r, i) => {
-      const s = all[i] && all[i].series[name];
-      if (s) traces.push(line(r.name, s, { color: COLORS[i % COLORS.length], width: r.run_id === table.baseline_run_id ? 2.4 : 1.5 }));
-    });
-    draw(div, traces, layout(title, { yTitle: y }));
-  }
+  const name = curveSelect.value;
+  await Promise.all(table.runs.map(async (r) => {
+    const key = `${r.run_id}:${name}`;
+    if (curveCache.has(key)) return;
+    const m = await api(`/runs/${r.run_id}/metrics`, { query: { names: name, max_points: MAX_POINTS } }).catch(() => null);
+    curveCache.set(key, m ? m.series[name] || null : null);
+  }));
+  const traces = [];
+  table.runs.forEach((r, i) => {
+    const s = curveCache.get(`${r.run_id}:${name}`);
+    if (s) traces.push(line(label(r), s, { color: COLORS[i % COLORS.length], width: r.run_id === table.baseline_run_id ? 2.4 : 1.4 }));
+  });
+  const [, y] = CURVE_TITLES[name] || [name, ""];
+  draw("chart-curves", traces, layout("", { yTitle: y, extra: { hovermode: "closest",
+    legend: { orientation: "v", x: 1.02, xanchor: "left", y: 1, font: { size: 10 } }, margin: { l: 60, r: 10, t: 44, b: 46 } } }));
 }
 
 async function load() {
@@ -94,6 +113,7 @@ async function load() {
   markReady();
 }
 
+curveSelect.addEventListener("change", () => drawCurves());
 baselineSelect.addEventListener("change", () => {
   const q = new URLSearchParams(location.search);
   baselineSelect.value ? q.set("baseline", baselineSelect.value) : q.delete("baseline");

@@ -23,7 +23,9 @@ async function load() {
     `#${exp.id} · ${exp.run_ids.length} run${exp.run_ids.length === 1 ? "" : "s"}` + (axes.length ? ` · sweep over ${axes.join(" × ")}` : "");
   document.getElementById("experiment-compare").href = `/compare?run_ids=${exp.run_ids.join(",")}`;
   document.getElementById("experiment-runs").href = `/?experiment_id=${exp.id}`;
-  document.getElementById("experiment-spec").textContent = JSON.stringify({ spec: exp.spec, sweep: exp.sweep, tags: exp.tags }, null, 2);
+  fetch("/ui/spec/yaml", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ spec: { ...exp.spec, sweep: exp.sweep || undefined } }) })
+    .then((r) => r.text())
+    .then((t) => (document.getElementById("experiment-spec").textContent = t));
 
   // Runs carry their own sweep values; the compare table carries the results.
   const runs = await Promise.all(exp.run_ids.map((id) => api(`/runs/${id}`).catch(() => null)));

@@ -40,6 +40,10 @@ function present(specs) {
 
 function drawCharts() {
   redrawPending = false;
+  if (!window.Plotly) {
+    plotlyReady().then(drawCharts);
+    return;
+  }
   draw("chart-loss", present([
     ["train/loss", "train", { color: COLORS[0] }],
     ["val/loss", "val", { color: COLORS[1], mode: "lines+markers" }],
