@@ -1,0 +1,15 @@
+# One image for the API and the workers. The GPU worker builds it with
+# --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128 (see docker-compose.yml).
+FROM python:3.11-slim
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+WORKDIR /app
+# torch first, pinned, from the chosen index; the project then installs against that pin.
+RUN pip install --index-url "$TORCH_INDEX_URL" torch==2.13.0
+COPY . .
+# Editable, so the backend finds frontend/ and migrations/ beside the code, as in a checkout.
+RUN pip install -e '.[worker]'
+RUN useradd --create-home slimpipe && mkdir -p /app/var /data && chown -R slimpipe /app/var /data
+USER slimpipe
+EXPOSE 8000
+CMD ["slimpipe", "serve", "--host", "0.0.0.0", "--no-worker"]
