@@ -8,10 +8,6 @@ from typing import Any
 Scope = dict[str, Any]
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
 class BodySizeLimit:
     """Pure ASGI middleware: checks Content-Length up front and counts streamed bytes as they arrive."""
 
@@ -28,28 +24,28 @@ class BodySizeLimit:
             await self._refuse(send)
             return
         seen = 0
-        started = False
+        refused = False
 
         async def limited_receive() -> Any:
-            nonlocal seen
+            # Past the limit: answer 413 ourselves and tell the app the client left; whatever the
+            # app sends afterwards (frameworks turn a broken body into a 400) is dropped.
+            nonlocal seen, refused
+            if refused:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
-                    raise BodyTooLarge
+                    refused = True
+                    await self._refuse(send)
+                    return {"type": "http.disconnect"}
             return message
 
-        async def tracked_send(message: Any) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
+        async def guarded_send(message: Any) -> None:
+            if not refused:
+                await send(message)
 
-        try:
-            await self.app(scope, limited_receive, tracked_send)
-        except BodyTooLarge:
-            if not started:
-                await self._refuse(send)
+        await self.app(scope, limited_receive, guarded_send)
 
     async def _refuse(self, send: Any) -> None:
         body = json.dumps({"detail": f"request body larger than {self.max_bytes} bytes (SLIMPIPE_MAX_BODY_BYTES)"})

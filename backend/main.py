@@ -15,6 +15,7 @@ from backend import db
 from backend.api.routes import compare, experiments, health, metrics, runs, zoo
 from backend.deps import require_token
 from backend.limits import BodySizeLimit
+from backend.schemas import MetricsCreate
 from backend.settings import Settings, get_settings
 from slimpipe import __version__
 from slimpipe.spec import SpecError
@@ -93,7 +94,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if STATIC.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC), name="static")
     include_pages(app)
+    app.openapi = lambda: openapi_schema(app)  # type: ignore[method-assign]
     return app
+
+
+def openapi_schema(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema plus the bodies that routes read by hand (metric ingest parses JSON bytes itself)."""
+    if app.openapi_schema is None:
+        from fastapi.openapi.utils import get_openapi
+
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        extra = MetricsCreate.model_json_schema(ref_template="#/components/schemas/{model}")
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components.update(extra.pop("$defs", {}))
+        components["MetricsCreate"] = extra
+        app.openapi_schema = schema
+    return app.openapi_schema
 
 
 app = create_app()

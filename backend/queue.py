@@ -52,7 +52,7 @@ def send_run(run_id: int, queue: str, settings: Any) -> str:
             queue=queue,
             routing_key=queue,
             retry=True,
-            retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1.0},
+            retry_policy={"max_retries": 1, "interval_start": 0.1, "interval_step": 0.2, "interval_max": 0.3},
         )
     except Exception as exc:  # kombu raises many kinds: OperationalError, ConnectionError, OSError
         raise QueueError(f"broker {settings.broker_url} did not take the task: {exc}") from exc

@@ -48,12 +48,14 @@ class Settings(BaseSettings):
         if not self.is_embedded_broker:
             return {}
         root = self.broker_dir.resolve()
-        for sub in ("queue", "processed"):
+        for sub in ("queue", "processed", "control"):
             (root / sub).mkdir(parents=True, exist_ok=True)
         return {
             "data_folder_in": str(root / "queue"),
             "data_folder_out": str(root / "queue"),
             "processed_folder": str(root / "processed"),
+            # Exchange bindings; the transport's default is ./control in whatever the working directory is.
+            "control_folder": str(root / "control"),
             "store_processed": False,
             "polling_interval": 0.1,
         }

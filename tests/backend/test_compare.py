@@ -1,0 +1,90 @@
+import csv
+import io
+
+import pytest
+
+from backend import crud, db
+from slimpipe import names
+from tests.backend.conftest import SPEC
+
+SWEEP = {"compression.default.backward.topk": [1, 0.5, 0.4]}
+
+
+def finish(database_url, run_id, **summary):
+    with db.session_scope(database_url) as session:
+        crud.claim_run(run_id, "host", "c", session=session)
+        crud.finish_run(run_id, names.SUCCEEDED, summary=summary, session=session)
+
+
+@pytest.fixture
+def seed_sweep(api, submit, settings):
+    """The seed's RTE table: keep ratio 1 → 85.7, 0.5 → 69.4; compressed runs are cheaper on the link."""
+    ids = submit(sweep=SWEEP)["run_ids"]
+    figures = [
+        dict(best_val_acc=86.0, final_val_acc=85.7, wire_bytes_per_step=8e6, compression_ratio=1.0, time_per_batch_s=0.2, link_time_per_step_s=0.6),
+        dict(best_val_acc=70.0, final_val_acc=69.4, wire_bytes_per_step=6e6, compression_ratio=4 / 3, time_per_batch_s=0.2, link_time_per_step_s=0.2),
+        dict(best_val_acc=69.9, final_val_acc=69.4, wire_bytes_per_step=5.6e6, compression_ratio=1.43, time_per_batch_s=0.25, link_time_per_step_s=0.15),
+    ]
+    for run_id, summary in zip(ids, figures, strict=True):
+        finish(settings.database_url, run_id, **summary)
+    return ids
+
+
+def test_compare_finds_the_uncompressed_baseline_and_computes_speedup(api, seed_sweep):
+    base, half, forty = seed_sweep
+    table = api.get("/api/v1/compare", params={"run_ids": f"{half},{forty},{base}"}).json()
+    assert table["baseline_run_id"] == base
+    assert table["varying_fields"] == ["compression.default.backward.topk"]
+    rows = {r["run_id"]: r for r in table["runs"]}
+    assert [r["run_id"] for r in table["runs"]] == [half, forty, base]  # the order asked for
+    assert rows[half]["differences"] == {"compression.default.backward.topk": 0.5}
+    assert rows[base]["differences"] == {"compression.default.backward.topk": 1.0}
+    assert rows[half]["delta_val_acc"] == pytest.approx(69.4 - 85.7)
+    assert rows[base]["delta_val_acc"] == 0.0 and rows[base]["speedup"] == pytest.approx(1.0)
+    assert rows[half]["speedup"] == pytest.approx(0.8 / 0.4)
+    assert rows[forty]["speedup"] == pytest.approx(0.8 / 0.4)
+    assert rows[half]["wire_bytes_per_step"] == 6e6 and rows[half]["compression_ratio"] == pytest.approx(4 / 3)
+    assert rows[forty]["best_val_acc"] == 69.9 and rows[forty]["status"] == "succeeded"
+
+
+def test_baseline_is_looked_up_in_the_experiment_when_not_compared(api, seed_sweep):
+    base, half, forty = seed_sweep
+    table = api.get("/api/v1/compare", params={"run_ids": f"{half},{forty}"}).json()
+    assert table["baseline_run_id"] == base
+    assert table["runs"][0]["speedup"] == pytest.approx(2.0)
+
+
+def test_explicit_baseline_wins(api, seed_sweep):
+    base, half, forty = seed_sweep
+    table = api.get("/api/v1/compare", params={"run_ids": f"{base},{forty}", "baseline": half}).json()
+    assert table["baseline_run_id"] == half
+    rows = {r["run_id"]: r for r in table["runs"]}
+    assert rows[base]["speedup"] == pytest.approx(0.4 / 0.8)
+    assert rows[base]["delta_val_acc"] == pytest.approx(85.7 - 69.4)
+
+
+def test_figures_fall_back_to_metric_series(api, submit, settings):
+    compressed = dict(SPEC, compression={"default": {"forward": {"bits": 8}}})
+    run_id = submit(compressed)["run_ids"][0]
+    points = [{"step": s, "name": "val/acc", "value": v} for s, v in [(10, 50.0), (20, 75.0), (30, 70.0)]]
+    points += [{"step": s, "name": "time/batch_s", "value": v} for s, v in [(1, 0.1), (2, 0.3)]]
+    points += [{"step": s, "name": n, "value": 1000.0} for s in (1, 2) for n in ("wire/bytes_fwd", "wire/bytes_bwd")]
+    points += [{"step": 1, "name": "wire/ratio", "value": 4.0}]
+    api.post(f"/api/v1/runs/{run_id}/metrics", json={"points": points})
+    row = api.get("/api/v1/compare", params={"run_ids": str(run_id)}).json()["runs"][0]
+    assert row["best_val_acc"] == 75.0 and row["final_val_acc"] == 70.0
+    assert row["time_per_batch_s"] == pytest.approx(0.2)
+    assert row["wire_bytes_per_step"] == 2000.0 and row["compression_ratio"] == 4.0
+    assert row["speedup"] is None and row["delta_val_acc"] is None
+
+
+def test_compare_csv_and_errors(api, seed_sweep):
+    base, half, _ = seed_sweep
+    response = api.get("/api/v1/compare.csv", params={"run_ids": f"{base},{half}"})
+    rows = list(csv.DictReader(io.StringIO(response.text)))
+    assert [int(r["run_id"]) for r in rows] == [base, half]
+    assert rows[1]["compression.default.backward.topk"] == "0.5"
+    assert float(rows[1]["speedup"]) == pytest.approx(2.0)
+    assert api.get("/api/v1/compare", params={"run_ids": f"{base},999999"}).status_code == 404
+    bad = api.get("/api/v1/compare", params={"run_ids": "a,b"})
+    assert bad.status_code == 422 and bad.json()["detail"][0]["field"] == "run_ids"

@@ -1,0 +1,104 @@
+from backend import crud, db
+from slimpipe import names
+from tests.backend.conftest import SPEC
+
+
+def test_get_run_has_the_contract_fields(api, submit):
+    run_id = submit()["run_ids"][0]
+    run = api.get(f"/api/v1/runs/{run_id}").json()
+    expected = {
+        "id", "experiment_id", "name", "sweep_values", "spec", "status", "queue", "worker_host", "celery_id",
+        "attempt", "retry_of", "heartbeat_at", "created_at", "started_at", "finished_at", "error", "traceback",
+        "progress_step", "progress_total", "summary", "tags",
+    }  # fmt: skip
+    assert set(run) == expected
+    assert run["status"] == "queued" and run["started_at"] is None and run["summary"] is None
+    listed = api.get("/api/v1/runs", params={"experiment_id": run["experiment_id"]}).json()
+    assert listed["count"] == 1
+    assert "spec" not in listed["data"][0] and "traceback" not in listed["data"][0]
+    assert api.get("/api/v1/runs/999999").status_code == 404
+
+
+def test_list_filters_by_status_experiment_and_tag_newest_first_paginated(api, submit, settings):
+    first = submit(sweep={"link.bandwidth_mbps": [1, 2, 3]}, tags=["alpha"])
+    second = submit(tags=["beta"])
+    running = first["run_ids"][1]
+    with db.session_scope(settings.database_url) as session:
+        assert crud.claim_run(running, "host-a", "celery-1", session=session)
+
+    page = api.get("/api/v1/runs", params={"experiment_id": first["experiment_id"], "limit": 2}).json()
+    assert page["count"] == 3
+    assert [r["id"] for r in page["data"]] == sorted(first["run_ids"], reverse=True)[:2]
+    page2 = api.get("/api/v1/runs", params={"experiment_id": first["experiment_id"], "limit": 2, "offset": 2}).json()
+    assert [r["id"] for r in page2["data"]] == [min(first["run_ids"])]
+
+    by_status = api.get("/api/v1/runs", params={"experiment_id": first["experiment_id"], "status": "running"}).json()
+    assert [r["id"] for r in by_status["data"]] == [running]
+    assert by_status["data"][0]["worker_host"] == "host-a"
+
+    tagged = api.get("/api/v1/runs", params={"tag": "beta"}).json()
+    assert second["run_ids"][0] in [r["id"] for r in tagged["data"]]
+    assert not set(first["run_ids"]) & {r["id"] for r in tagged["data"]}
+
+    bad = api.get("/api/v1/runs", params={"status": "sleeping"})
+    assert bad.status_code == 422 and bad.json()["detail"][0]["field"] == "status"
+
+
+def test_cancel_queued_run_is_final_at_once(api, submit, settings):
+    run_id = submit()["run_ids"][0]
+    run = api.post(f"/api/v1/runs/{run_id}/cancel").json()
+    assert run["status"] == names.CANCELLED
+    assert run["finished_at"] is not None
+    # A worker that still gets the message cannot start it.
+    with db.session_scope(settings.database_url) as session:
+        assert crud.claim_run(run_id, "host", "c", session=session) is False
+
+
+def test_cancel_running_run_sets_the_flag_the_child_checks(api, submit, settings):
+    run_id = submit()["run_ids"][0]
+    with db.session_scope(settings.database_url) as session:
+        assert crud.claim_run(run_id, "host", "c1", session=session)
+    run = api.post(f"/api/v1/runs/{run_id}/cancel").json()
+    assert run["status"] == names.RUNNING  # the child stops within a step and writes the final state
+    with db.session_scope(settings.database_url) as session:
+        assert crud.is_cancel_requested(run_id, session=session)
+        assert crud.heartbeat(run_id, 3, 10, session=session) is True
+
+
+def test_retry_makes_a_new_attempt_of_the_same_spec(api, submit, settings):
+    run_id = submit(sweep={"compression.default.backward.topk": [0.5]})["run_ids"][0]
+    assert api.post(f"/api/v1/runs/{run_id}/retry").status_code == 409  # still queued
+    with db.session_scope(settings.database_url) as session:
+        crud.claim_run(run_id, "host", "c1", session=session)
+        crud.finish_run(run_id, names.FAILED, error="worker lost", session=session)
+    response = api.post(f"/api/v1/runs/{run_id}/retry")
+    assert response.status_code == 201
+    retry = response.json()
+    original = api.get(f"/api/v1/runs/{run_id}").json()
+    assert retry["id"] != run_id
+    assert retry["retry_of"] == run_id
+    assert retry["attempt"] == 2
+    assert retry["status"] == names.QUEUED
+    assert retry["spec"] == original["spec"]
+    assert retry["sweep_values"] == {"compression.default.backward.topk": 0.5}
+    assert retry["celery_id"]
+
+
+def test_delete_removes_run_metrics_and_logs(api, submit, settings):
+    run_id = submit()["run_ids"][0]
+    api.post(f"/api/v1/runs/{run_id}/metrics", json={"points": [{"step": 1, "name": "train/loss", "value": 1.0}]})
+    with db.session_scope(settings.database_url) as session:
+        crud.append_logs(run_id, ["hello"], session=session)
+    assert api.delete(f"/api/v1/runs/{run_id}").status_code == 204
+    assert api.get(f"/api/v1/runs/{run_id}").status_code == 404
+    with db.session_scope(settings.database_url) as session:
+        assert crud.read_series(session=session, run_id=run_id, name="train/loss") == ([], [], [])
+        assert crud.read_logs(session=session, run_id=run_id) == []
+        # A training child of a deleted run is told to stop.
+        assert crud.is_cancel_requested(run_id, session=session) is True
+    assert api.delete(f"/api/v1/runs/{run_id}").status_code == 404
+
+
+def test_spec_is_kept_per_run(api, submit):
+    run_id = submit()["run_ids"][0]
+    assert api.get(f"/api/v1/runs/{run_id}").json()["spec"]["model"] == {"name": SPEC["model"]["name"], "options": {}}
