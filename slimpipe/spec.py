@@ -169,6 +169,7 @@ class TrainSpec(_Strict):
     precision: Literal["fp32", "fp16", "bf16"] = "fp32"
     eval_compression: Literal["compressed", "dense", "both"] = "compressed"
     checkpoint_every: int | None = Field(None, ge=1)
+    threads: int | None = Field(None, ge=1, le=512, description="CPU threads for torch; null = torch's default")
 
     @model_validator(mode="after")
     def _length(self) -> TrainSpec:

@@ -66,6 +66,8 @@ class Experiment:
     def __init__(self, spec: ExperimentSpec, device: torch.device | None = None):
         self.spec = spec
         self.device = device or pick_device(spec.train.device)
+        if spec.train.threads is not None:
+            torch.set_num_threads(spec.train.threads)
         torch.manual_seed(spec.train.seed)
         self.zoo_model, self.data = zoo.build(spec.model, spec.data)
         model = self.zoo_model.module

@@ -40,6 +40,11 @@ def _leaf(carry: Any) -> Any:
     return carry
 
 
+def _full(logits: torch.Tensor) -> torch.Tensor:
+    """Autocast's half-precision logits back to fp32 for the loss; fp32/fp64 untouched."""
+    return logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+
+
 def _floats(carry: Any) -> list[torch.Tensor]:
     items = carry if isinstance(carry, tuple) else (carry,)
     return [t for t in items if t.is_floating_point()]
@@ -99,7 +104,7 @@ class InprocRunner:
                 with self._autocast(device):
                     out = self.stages[j](inp)
                 if j == n - 1:
-                    logits = out.float()
+                    logits = _full(out)
                     loss = self.loss_fn(logits, ys[i]) * weights[i]
                     losses[i] = loss
                     loss_sum += float(loss.detach())
@@ -114,7 +119,11 @@ class InprocRunner:
                     (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
                 else:
                     received = _floats(inputs.pop((j + 1, i)))
-                    pairs = [(t, r.grad) for t, r in zip(sent.pop((j, i)), received, strict=True) if r.grad is not None]
+                    pairs = [
+                        (t, r.grad)
+                        for t, r in zip(sent.pop((j, i)), received, strict=True)
+                        if r.grad is not None and t.requires_grad
+                    ]
                     if pairs:
                         torch.autograd.backward([t for t, _ in pairs], [g for _, g in pairs])
             if sync:
@@ -137,7 +146,7 @@ class InprocRunner:
                 carry = stage(carry)
                 if boundaries is not None and j < len(boundaries):
                     carry = wire.send(carry, boundaries[j], 0, keys)
-        return carry.float()
+        return _full(carry)
 
     def wire_stats(self) -> list[tuple[wire.ChannelStats, wire.ChannelStats]]:
         return [(b.forward.stats, b.backward.stats) for b in self.boundaries]
