@@ -10,10 +10,11 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import yaml
-from fastapi import APIRouter, Header, Query, Request, Response, status
+from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import ValidationError
+from pydantic_core import to_json
 from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -49,29 +50,38 @@ def read_metrics(
     since_step: int | None = Query(None, description="only points with step > since_step"),
     max_points: int = Query(2000, ge=8, le=1_000_000),
 ) -> Response:
-    get_run_or_404(session, run_id)
+    """`last_step` is the highest step returned (or `since_step` when nothing is newer): the next `since_step`."""
+    run_exists(session, run_id)
     wanted = [n for n in (names_ or "").split(",") if n] or crud.metric_names(session=session, run_id=run_id)
     series: dict[str, Any] = {}
+    last_step = since_step
     for name in wanted:
         steps, values, times = crud.read_series(session=session, run_id=run_id, name=name, since_step=since_step)
+        if steps:
+            last_step = max(steps[-1], last_step if last_step is not None else steps[-1])
         if len(steps) > max_points:
             keep = keep_indices(steps, values, max_points)
             steps, values, times = [steps[i] for i in keep], [values[i] for i in keep], [times[i] for i in keep]
         series[name] = {"step": steps, "value": values, "time": times}
-    body = {"run_id": run_id, "series": series, "last_step": crud.last_step(session=session, run_id=run_id)}
-    # Built by hand: validating 10,000-point lists through the response model would cost more than the query.
-    return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
+    body = {"run_id": run_id, "series": series, "last_step": last_step}
+    # Serialized by pydantic-core directly: 10,000-point lists through the response model cost more than the query.
+    return Response(to_json(body), media_type="application/json")
+
+
+def run_exists(session: SessionDep, run_id: int) -> None:
+    if crud.run_status(session=session, run_id=run_id) is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"run {run_id} not found")
 
 
 @router.get("/runs/{run_id}/metric-names", response_model=list[str])
 def read_metric_names(run_id: int, session: SessionDep) -> list[str]:
-    get_run_or_404(session, run_id)
+    run_exists(session, run_id)
     return crud.metric_names(session=session, run_id=run_id)
 
 
 def _store_points(request: Request, run_id: int, body: MetricsCreate) -> int:
     with request.app.state.session_factory() as session:
-        get_run_or_404(session, run_id)
+        run_exists(session, run_id)
         points = [(p.step, p.name, p.value, p.time) for p in body.points]
         accepted = crud.insert_metrics(session=session, run_id=run_id, points=points)
         session.commit()

@@ -1,0 +1,235 @@
+"""slimpipe.client and the REST CLI verbs against a real server: uvicorn on a free port, SQLite, embedded broker."""
+
+from __future__ import annotations
+
+import argparse
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import uvicorn
+import yaml
+
+from backend import crud, db
+from backend.main import create_app
+from backend.settings import Settings
+from slimpipe import names
+from slimpipe.client import Client, ClientError
+from slimpipe.commands import compare as compare_cmd
+from slimpipe.commands import logs as logs_cmd
+from slimpipe.commands import runs as runs_cmd
+from slimpipe.commands import submit as submit_cmd
+from slimpipe.commands import watch as watch_cmd
+from tests.fixtures_servers import free_port
+
+SPEC = {"name": "client-test", "model": {"name": "tiny_mlp"}, "data": {"name": "digits"}, "train": {"max_steps": 5}}
+TOKEN = "client-test-token"
+
+
+class Server:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=self.port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> Server:
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> Iterator[Server]:
+    tmp = tmp_path_factory.mktemp("client")
+    url = f"sqlite:///{tmp / 'slimpipe.db'}"
+    db.migrate(url)
+    settings = Settings(database_url=url, broker_dir=tmp / "broker", data_root=tmp / "data", api_token=TOKEN)
+    with Server(settings) as running:
+        yield running
+
+
+@pytest.fixture
+def client(server: Server) -> Iterator[Client]:
+    with Client(server.url, token=TOKEN) as c:
+        yield c
+
+
+def play_worker(database_url: str, run_id: int, steps: int = 3, delay: float = 0.2, accs=(60.0, 80.0, 75.0)) -> None:
+    """What a worker does for one run, straight to SQL."""
+    with db.session_scope(database_url) as s:
+        assert crud.claim_run(run_id, "test-host", "task", session=s)
+    for step in range(1, steps + 1):
+        time.sleep(delay)
+        with db.session_scope(database_url) as s:
+            crud.append_metrics(run_id, [(step, names.TRAIN_LOSS, 1.0 / step), (step, names.VAL_ACC, accs[step - 1])], session=s)
+            crud.append_logs(run_id, [f"step {step}"], session=s)
+            crud.heartbeat(run_id, step, steps, session=s)
+    with db.session_scope(database_url) as s:
+        crud.finish_run(run_id, names.SUCCEEDED, summary={"time_per_batch_s": 0.1, "link_time_per_step_s": 0.1}, session=s)
+
+
+def test_submit_sweep_wait_metrics_logs_compare(client, server, tmp_path):
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(yaml.safe_dump(SPEC))
+    run_ids = client.submit(spec_file, sweep={"compression.default.backward.topk": [1, 0.5]}, tags=["client"])
+    assert len(run_ids) == 2
+    assert [r["id"] for r in client.runs(tag="client")] == sorted(run_ids, reverse=True)
+    assert client.run(run_ids[1])["sweep_values"] == {"compression.default.backward.topk": 0.5}
+
+    for run_id in run_ids:
+        threading.Thread(target=play_worker, args=(server.settings.database_url, run_id)).start()
+    finals = [client.wait(run_id, timeout=30) for run_id in run_ids]
+    assert [f["status"] for f in finals] == ["succeeded", "succeeded"]
+
+    series = client.metrics(run_ids[0], names=[names.VAL_ACC])
+    assert series[names.VAL_ACC]["value"] == [60.0, 80.0, 75.0]
+    assert client.metric_names(run_ids[0]) == [names.TRAIN_LOSS, names.VAL_ACC]
+    assert client.logs(run_ids[0]).splitlines()[-1].endswith("INFO step 3")
+    assert [line["message"] for line in client.log_lines(run_ids[0])] == ["step 1", "step 2", "step 3"]
+    assert yaml.safe_load(client.download(run_ids[0], "spec.yaml"))["name"] == "client-test"
+
+    table = client.compare(run_ids)
+    assert table["baseline_run_id"] == run_ids[0]
+    assert [r["best_val_acc"] for r in table["runs"]] == [80.0, 80.0]
+    assert [r["final_val_acc"] for r in table["runs"]] == [75.0, 75.0]
+    assert table["runs"][1]["speedup"] == pytest.approx(1.0)
+
+
+def test_log_metrics_for_a_run_trained_elsewhere(client):
+    run_id = client.submit(SPEC)[0]
+    n = client.log_metrics(run_id, [(s, "train/loss", 1.0 / (s + 1)) for s in range(12_000)])
+    assert n == 12_000
+    full = client.metrics(run_id, max_points=20_000)["train/loss"]
+    assert full["step"] == list(range(12_000))
+    small = client.metrics(run_id, max_points=100)["train/loss"]
+    assert len(small["step"]) <= 100 and small["value"][0] == 1.0
+    newer = client.metrics(run_id, since_step=11_997)["train/loss"]
+    assert newer["step"] == [11_998, 11_999]
+
+
+def test_events_cancel_retry_delete(client, server):
+    run_id = client.submit(SPEC)[0]
+    worker = threading.Thread(target=play_worker, args=(server.settings.database_url, run_id))
+    worker.start()
+    events = list(client.events(run_id))
+    worker.join()
+    kinds = [kind for kind, _ in events]
+    assert kinds[-1] == "status" and events[-1][1]["status"] == "succeeded"
+    assert sum(len(data["points"]) for kind, data in events if kind == "metrics") == 6
+
+    queued = client.submit(SPEC)[0]
+    assert client.cancel(queued)["status"] == "cancelled"
+    retry = client.retry(queued)
+    assert (retry["retry_of"], retry["attempt"], retry["status"]) == (queued, 2, "queued")
+    client.delete(retry["id"])
+    with pytest.raises(ClientError) as info:
+        client.run(retry["id"])
+    assert info.value.status_code == 404 and f"run {retry['id']} not found" in str(info.value)
+
+
+def test_errors_carry_the_servers_message(client, server):
+    with pytest.raises(ClientError) as info:
+        client.submit({**SPEC, "model": {"name": "vgg"}})
+    assert info.value.status_code == 422
+    assert "model.name: unknown model 'vgg'" in str(info.value)
+    assert info.value.detail[0]["field"] == "model.name"
+    assert client.validate(SPEC, sweep={"link.bandwidth_mbps": [1, 10, 100]}) == 3
+
+    with pytest.raises(ClientError) as info, Client(server.url, token="wrong") as stranger:
+        stranger.runs()
+    assert info.value.status_code == 401 and "API token" in str(info.value)
+
+    with pytest.raises(ClientError, match="cannot reach slimpipe at http://127.0.0.1:1"), Client("http://127.0.0.1:1") as nowhere:
+        nowhere.runs()
+
+
+def test_client_reads_url_and_token_from_the_environment(server, monkeypatch):
+    monkeypatch.setenv("SLIMPIPE_URL", server.url)
+    monkeypatch.setenv("SLIMPIPE_API_TOKEN", TOKEN)
+    with Client() as c:
+        assert c.url == server.url
+        assert c.zoo()["models"]["tiny_mlp"]["default_stages"][-1] == ["head"]
+
+
+# --------------------------------------------------------------------------- CLI verbs
+
+
+def cli(module, argv: list[str]) -> int:
+    parser = argparse.ArgumentParser()
+    module.add_arguments(parser)
+    return module.run(parser.parse_args(argv))
+
+
+def test_parse_sweep():
+    assert submit_cmd.parse_sweep(["compression.default.backward.topk=1,0.5", "link.bandwidth_mbps=10"]) == {
+        "compression.default.backward.topk": [1, 0.5],
+        "link.bandwidth_mbps": [10],
+    }
+    assert submit_cmd.parse_sweep(["compression.default.forward.entropy=null,huffman"]) == {
+        "compression.default.forward.entropy": [None, "huffman"]
+    }
+    from slimpipe.spec import SpecError
+
+    with pytest.raises(SpecError, match="write path=v1,v2"):
+        submit_cmd.parse_sweep(["topk"])
+
+
+def test_cli_submit_wait_runs_watch_logs_compare(server, tmp_path: Path, capsys):
+    common = ["--url", server.url, "--token", TOKEN]
+    spec_file = tmp_path / "seed.yaml"
+    spec_file.write_text(yaml.safe_dump({**SPEC, "name": "cli-seed"}))
+
+    def worker_for_new_runs(count: int) -> None:
+        deadline = time.monotonic() + 20
+        seen: set[int] = set()
+        while len(seen) < count and time.monotonic() < deadline:
+            with db.session_scope(server.settings.database_url) as s:
+                queued, _ = crud.list_runs(session=s, status=names.QUEUED, tag="cli", limit=10)
+                fresh = [r.id for r in queued if r.id not in seen]
+            for run_id in fresh:
+                seen.add(run_id)
+                threading.Thread(target=play_worker, args=(server.settings.database_url, run_id, 3, 0.1)).start()
+            time.sleep(0.05)
+
+    threading.Thread(target=worker_for_new_runs, args=(2,), daemon=True).start()
+    code = cli(submit_cmd, [str(spec_file), "--sweep", "compression.default.backward.topk=1,0.5", "--tag", "cli", "--wait", *common])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    first_line, *table = out.splitlines()
+    assert first_line.startswith("submitted 2 runs: ")
+    run_ids = [int(x) for x in first_line.split(": ")[1].split()]
+    assert table[0].split()[:3] == ["run", "status", "backward.topk"]
+    assert table[2].split()[:3] == [f"{run_ids[0]}*", "succeeded", "1"]
+    assert table[-1] == f"* baseline (uncompressed): run {run_ids[0]}"
+
+    assert cli(runs_cmd, ["--tag", "cli", *common]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert [int(line.split()[0]) for line in listed[2:]] == sorted(run_ids, reverse=True)
+    assert listed[2].split()[2:4] == ["succeeded", "3/3"]
+
+    assert cli(watch_cmd, [str(run_ids[0]), *common]) == 0
+    captured = capsys.readouterr()
+    assert f"run {run_ids[0]} succeeded" in captured.out
+
+    assert cli(logs_cmd, [str(run_ids[1]), *common]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].endswith("step 3")
+
+    assert cli(compare_cmd, [*map(str, run_ids), "--json", *common]) == 0
+    assert '"baseline_run_id":' in capsys.readouterr().out
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({**SPEC, "pipeline": {"microbatches": 0}}))
+    assert cli(submit_cmd, [str(bad), *common]) == 1
+    assert "pipeline.microbatches: Input should be greater than or equal to 1" in capsys.readouterr().err
