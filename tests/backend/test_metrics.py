@@ -165,3 +165,16 @@ def test_event_stream_of_a_finished_run_replays_and_ends(api, submit, settings):
     steps = [p["step"] for kind, data in events if kind == "metrics" for p in data["points"]]
     assert steps == list(range(12_000))
     assert [e for e, _ in events].count("status") == 1 and events[-1][1]["status"] == "cancelled"
+
+
+def test_event_stream_resumes_after_last_event_id(api, submit):
+    run_id = submit()["run_ids"][0]
+    post_points(api, run_id, [{"step": s, "name": "x", "value": s} for s in range(5)])
+    api.post(f"/api/v1/runs/{run_id}/cancel")
+    with api.stream("GET", f"/api/v1/runs/{run_id}/events") as response:
+        ids = [line[3:].strip() for line in response.iter_lines() if line.startswith("id:")]
+    post_points(api, run_id, [{"step": s, "name": "x", "value": s} for s in range(5, 8)])
+    for resume in ({"headers": {"Last-Event-ID": ids[-1]}}, {"params": {"cursor": ids[-1]}}):
+        with api.stream("GET", f"/api/v1/runs/{run_id}/events", **resume) as response:
+            events = read_events(response)
+        assert [p["step"] for kind, data in events if kind == "metrics" for p in data["points"]] == [5, 6, 7]

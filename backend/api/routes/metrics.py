@@ -218,6 +218,11 @@ async def stream_events(
             if run is None:
                 yield {"event": "status", "data": json.dumps({"id": run_id, "status": "deleted"})}
                 return
+            key = _status_key(run)
+            final = run.status in names.FINAL_STATES
+            if not final and key != sent_status:
+                sent_status = key
+                yield {"event": "status", "data": run.model_dump_json(), "id": f"{after_metric}:{after_log}"}
             if points:
                 after_metric = points[-1][0]
                 data = {"points": [{"step": p[1], "name": p[2], "value": p[3]} for p in points]}
@@ -226,12 +231,9 @@ async def stream_events(
                 after_log = lines[-1].id
                 data = {"lines": [json.loads(line.model_dump_json()) for line in lines]}
                 yield {"event": "log", "data": json.dumps(data), "id": f"{after_metric}:{after_log}"}
-            key = _status_key(run)
-            drained = len(points) < SSE_BATCH and len(lines) < SSE_BATCH
-            if key != sent_status and (drained or run.status not in names.FINAL_STATES):
-                sent_status = key
+            if final and len(points) < SSE_BATCH and len(lines) < SSE_BATCH:
+                # Everything written before the run ended has been sent: the final status closes the stream.
                 yield {"event": "status", "data": run.model_dump_json(), "id": f"{after_metric}:{after_log}"}
-            if run.status in names.FINAL_STATES and drained:
                 return
             if not points and not lines:
                 await asyncio.sleep(SSE_POLL_S)
