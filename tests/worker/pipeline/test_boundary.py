@@ -1,0 +1,111 @@
+"""Boundaries: bytes on the wire are len(payload), compression shrinks them, gradients take the backward codec."""
+
+import pytest
+import torch
+
+from slimpipe.spec import CompressionConfig, CompressionSpec
+from worker.pipeline.boundary import Boundary, BoundaryFunction, Channel, RawCodec, make_boundaries, send
+
+
+def spy_payloads(channel):
+    """Record every payload the channel's sender produces."""
+    payloads = []
+    encode = channel.sender.encode
+
+    def recording(x, keys=None):
+        payload = encode(x, keys)
+        payloads.append(payload)
+        return payload
+
+    channel.sender.encode = recording
+    return payloads
+
+
+def test_dense_channel_passes_the_tensor_and_counts_raw_bytes():
+    channel = Channel(CompressionSpec())
+    x = torch.randn(4, 8)
+    assert channel.send(x, microbatch=0) is x
+    assert (channel.stats.wire_bytes, channel.stats.dense_bytes, channel.stats.rel_error) == (128, 128, 0.0)
+    assert channel.stats.transfers == [(0, 128)]
+
+
+def test_recorded_bytes_equal_len_of_each_payload_both_directions():
+    b = Boundary(0, CompressionSpec(topk=0.25), CompressionSpec(bits=8))
+    fwd, bwd = spy_payloads(b.forward), spy_payloads(b.backward)
+    for mb in range(3):
+        x = torch.randn(16, 32, requires_grad=True)
+        y = BoundaryFunction.apply(x, b, mb, None)
+        y.backward(torch.randn(16, 32))
+    assert b.forward.stats.wire_bytes == sum(len(p) for p in fwd) > 0
+    assert b.backward.stats.wire_bytes == sum(len(p) for p in bwd) > 0
+    assert [n for _, n in b.forward.stats.transfers] == [len(p) for p in fwd]
+    assert b.forward.stats.dense_bytes == b.backward.stats.dense_bytes == 3 * 16 * 32 * 4
+
+
+def test_topk_point_one_cuts_forward_bytes_to_about_a_tenth():
+    dense, sparse = Channel(CompressionSpec()), Channel(CompressionSpec(topk=0.1))
+    x = torch.randn(64, 1024)
+    dense.send(x, 0)
+    out = sparse.send(x, 0)
+    ratio = sparse.stats.wire_bytes / dense.stats.wire_bytes
+    assert 0.1 <= ratio < 0.15  # 10 % of the fp32 values plus a compact index set and a header
+    assert int((out != 0).sum()) == pytest.approx(0.1 * x.numel(), rel=0.05)
+    kept = out != 0
+    assert torch.equal(out[kept], x[kept])
+    expected = float((out - x).norm() / x.norm())
+    assert sparse.stats.rel_error == pytest.approx(expected, rel=1e-5)
+
+
+def test_the_gradient_goes_through_the_backward_codec_only():
+    b = Boundary(0, CompressionSpec(), CompressionSpec(topk=0.1))
+    x = torch.randn(8, 100, requires_grad=True)
+    y = BoundaryFunction.apply(x, b, 0, None)
+    assert torch.equal(y, x)  # forward dense
+    grad = torch.randn(8, 100)
+    y.backward(grad)
+    assert int((x.grad != 0).sum()) == pytest.approx(80, abs=4)
+    assert b.backward.stats.rel_error > 0.5
+    assert b.forward.stats.rel_error == 0.0
+
+
+def test_side_tensors_cross_raw_and_floats_keep_their_gradient():
+    b = Boundary(0, CompressionSpec(), CompressionSpec())
+    hidden = torch.randn(2, 5, 4, requires_grad=True)
+    mask = torch.ones(2, 5, dtype=torch.bool)
+    out_hidden, out_mask = send((hidden, mask), b, 0)
+    assert out_mask is mask and out_hidden.requires_grad
+    assert b.forward.stats.wire_bytes == 2 * 5 * 4 * 4 + 2 * 5
+
+
+def test_per_boundary_overrides_apply_to_their_boundary_only():
+    config = CompressionConfig.model_validate(
+        {"default": {"forward": {"topk": 0.5}}, "boundaries": {1: {"forward": {"bits": 4}}}}
+    )
+    b0, b1, b2 = make_boundaries(config, 4)
+    assert (b0.forward.spec.topk, b1.forward.spec.bits, b2.forward.spec.topk) == (0.5, 4, 0.5)
+    assert b0.backward.dense and b1.backward.dense
+
+
+def test_codec_state_round_trips_through_a_state_dict():
+    spec = CompressionSpec(topk=0.1, feedback="ef")
+    b = Boundary(0, spec, spec)
+    for _ in range(3):
+        b.forward.send(torch.randn(4, 50), 0)
+    state = b.codec_state()
+    assert set(state) == {"forward.sender", "forward.receiver", "backward.sender", "backward.receiver"}
+    clone = Boundary(0, spec, spec)
+    clone.load_codec_state(state)
+    x = torch.randn(4, 50)
+    assert torch.equal(clone.forward.send(x, 0), b.forward.send(x, 0))
+
+
+def test_raw_codec_round_trips_and_refuses_truncated_payloads():
+    codec = RawCodec()
+    for x in (torch.randn(3, 4), torch.randn(2, 2).half(), torch.ones(5, dtype=torch.bool), torch.zeros(0, 3)):
+        payload = codec.encode(x)
+        assert torch.equal(RawCodec.decode(payload), x)
+        assert len(payload) == 6 + 8 * x.dim() + x.numel() * x.element_size()
+    with pytest.raises(ValueError, match="header promises"):
+        RawCodec.decode(codec.encode(torch.randn(3, 4))[:-1])
+    with pytest.raises(ValueError, match="bad magic"):
+        RawCodec.decode(b"nope")

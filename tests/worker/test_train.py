@@ -1,0 +1,221 @@
+"""worker.train.run: the contract with the Celery task and `slimpipe train`."""
+
+import argparse
+import json
+import math
+
+import pytest
+import torch
+
+from slimpipe import names
+from worker import train, train_cli
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_spec(**overrides):
+    spec = {
+        "model": {"name": "tiny_mlp", "options": {"hidden": 16}},
+        "data": {
+            "name": "synthetic_images",
+            "options": {"shape": [1, 4, 4], "num_classes": 3, "n_train": 64, "n_val": 32},
+            "batch_size": 16,
+        },
+        "pipeline": {"microbatches": 2},
+        "train": {"max_steps": 6, "eval_every": 3},
+    }
+    for key, value in overrides.items():
+        section, _, field = key.partition("__")
+        if field:
+            spec.setdefault(section, {})[field] = value
+        else:
+            spec[section] = {**spec.get(section, {}), **value}
+    return spec
+
+
+TOPK_FWD = {"default": {"forward": {"topk": 0.1}}}
+
+
+def test_run_reports_metrics_logs_progress_and_a_summary():
+    points, lines, progress = [], [], []
+    summary = train.run(
+        tiny_spec(), on_metrics=points.extend, on_log=lines.append, on_progress=lambda s, t: progress.append((s, t))
+    )
+    by_name = {}
+    for p in points:
+        assert set(p) == {"step", "name", "value"} and isinstance(p["step"], int) and isinstance(p["value"], float)
+        by_name.setdefault(p["name"], []).append(p)
+    expected = {
+        names.TRAIN_LOSS,
+        names.TRAIN_ACC,
+        names.VAL_LOSS,
+        names.VAL_ACC,
+        names.TIME_BATCH,
+        names.WIRE_BYTES_FWD,
+        names.WIRE_BYTES_BWD,
+        names.WIRE_RATIO,
+        names.LINK_TIME,
+        names.LR,
+    }
+    for b in range(2):
+        expected |= {names.boundary_metric(b, w) for w in ("bytes_fwd", "bytes_bwd", "err_fwd", "err_bwd")}
+    assert set(by_name) == expected
+    assert [p["step"] for p in by_name[names.TRAIN_LOSS]] == [1, 2, 3, 4, 5, 6]
+    assert [p["step"] for p in by_name[names.VAL_ACC]] == [3, 6]
+    assert all(0 <= p["value"] <= 100 for p in by_name[names.VAL_ACC] + by_name[names.TRAIN_ACC])
+    # tiny_mlp's default 3 stages: 16x16 then 16x16 fp32 activations per step, gradients the same.
+    assert by_name[names.WIRE_BYTES_FWD][0]["value"] == 2 * 16 * 16 * 4
+    assert progress[-1] == (6, 6) and len(progress) == 6
+    assert lines[1].startswith("step:1  loss_train:") and "acc1_val:-" in lines[1]
+    assert "time_per_batch:" in lines[3] and "wire_fwd:2048" in lines[3] and "ratio:1.00" in lines[3]
+    for key in (
+        "best_val_acc",
+        "final_val_acc",
+        "final_train_acc",
+        "wire_bytes_fwd_per_step",
+        "wire_bytes_bwd_per_step",
+        "wire_bytes_per_step",
+        "dense_bytes_per_step",
+        "compression_ratio",
+        "time_per_batch_s",
+        "link_time_per_step_s",
+    ):
+        assert isinstance(summary[key], float), key
+    assert summary["steps"] == 6 and summary["cancelled"] is False
+    assert summary["wire_bytes_per_step"] == summary["dense_bytes_per_step"] == 4096
+    assert summary["compression_ratio"] == 1.0
+    # 2 boundaries x 2 directions x 2 micro-batches, 1 ms latency + 512 B at 100 Mbit/s each
+    assert summary["link_time_per_step_s"] == pytest.approx(8 * (1e-3 + 512 * 8 / 100e6))
+    json.dumps(summary)
+
+
+def test_should_stop_ends_the_run_early_with_a_cancelled_summary():
+    calls = []
+
+    def should_stop():
+        calls.append(1)
+        return len(calls) > 2
+
+    summary = train.run(tiny_spec(), should_stop=should_stop)
+    assert summary["cancelled"] is True and summary["steps"] == 2
+
+
+def test_a_diverging_loss_raises_with_the_step():
+    spec = tiny_spec(optim__lr=1e12, optim__momentum=0.0, train__max_steps=20)
+    with pytest.raises(train.TrainingDiverged, match=r"at step \d+"):
+        train.run(spec)
+
+
+def test_compression_shrinks_the_wire_and_reports_error():
+    model = {"name": "tiny_mlp", "options": {"hidden": 256}}
+    dense = train.run(tiny_spec(model=model))
+    sparse = train.run(tiny_spec(model=model, compression=TOPK_FWD))
+    # 2 boundaries x 2 micro-batches x 8 samples x 256 fp32 activations
+    assert dense["wire_bytes_fwd_per_step"] == sparse["wire_bytes_bwd_per_step"] == 32768
+    assert 0.1 < sparse["wire_bytes_fwd_per_step"] / 32768 < 0.15
+    assert sparse["compression_ratio"] == pytest.approx(65536 / sparse["wire_bytes_per_step"])
+
+
+def test_eval_compression_changes_only_evaluation():
+    runs = {}
+    for mode in ("compressed", "dense", "both"):
+        points = []
+        torch.manual_seed(123)  # the run must not depend on the caller's RNG either
+        summary = train.run(tiny_spec(compression=TOPK_FWD, train__eval_compression=mode), on_metrics=points.extend)
+        runs[mode] = (points, summary)
+    series = {m: {(p["name"], p["step"]): p["value"] for p in pts} for m, (pts, _) in runs.items()}
+    train_names = [names.TRAIN_LOSS, names.TRAIN_ACC, names.WIRE_BYTES_FWD, names.boundary_metric(0, "err_fwd")]
+    for name in train_names:
+        for step in range(1, 7):
+            assert series["compressed"][(name, step)] == series["dense"][(name, step)] == series["both"][(name, step)]
+    assert series["both"][(names.VAL_LOSS, 6)] == series["compressed"][(names.VAL_LOSS, 6)]
+    assert series["both"][(names.VAL_LOSS_DENSE, 6)] == series["dense"][(names.VAL_LOSS, 6)]
+    assert series["compressed"][(names.VAL_LOSS, 6)] != series["dense"][(names.VAL_LOSS, 6)]
+    assert (names.VAL_ACC_DENSE, 6) not in series["compressed"]
+
+
+def test_checkpoint_resume_continues_exactly(tmp_path):
+    spec = tiny_spec(
+        compression={"default": {"forward": {"topk": 0.2, "feedback": "ef"}, "backward": {"bits": 6}}},
+        train__checkpoint_every=3,
+    )
+    straight = []
+    train.run(spec, on_metrics=straight.extend, out_dir=tmp_path / "a")
+    calls = []
+    first = train.run(spec, out_dir=tmp_path / "b", should_stop=lambda: len(calls.append(1) or calls) > 3)
+    assert first["steps"] == 3 and (tmp_path / "b" / "checkpoint.pt").exists()
+    resumed = []
+    summary = train.run(spec, on_metrics=resumed.extend, out_dir=tmp_path / "b", resume=True)
+    assert summary["steps"] == 6
+
+    def losses(points):
+        return {p["step"]: p["value"] for p in points if p["name"] == names.TRAIN_LOSS}
+
+    assert losses(resumed) == {s: v for s, v in losses(straight).items() if s > 3}
+    state = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
+    assert state["step"] == 6 and set(state) >= {"model", "optimizer", "codecs", "step"}
+    assert "forward.sender" in state["codecs"][0]
+
+
+def test_out_dir_gets_metrics_log_and_summary(tmp_path):
+    summary = train.run(tiny_spec(), out_dir=tmp_path)
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert {"step": 1, "name": names.WIRE_BYTES_FWD, "value": 2048.0} in rows
+    log = (tmp_path / "log.txt").read_text().splitlines()
+    assert sum(line.startswith("step:") for line in log) == 6
+    assert json.loads((tmp_path / "summary.json").read_text())["final_val_acc"] == summary["final_val_acc"]
+
+
+def test_real_digits_learn_in_a_few_steps():
+    spec = {
+        "model": {"name": "tiny_cnn", "options": {"width": 8}},
+        "data": {"name": "digits", "batch_size": 64},
+        "pipeline": {"microbatches": 4, "schedule": "1f1b"},
+        "optim": {"lr": 0.05},
+        "train": {"max_steps": 40, "eval_every": 40},
+    }
+    summary = train.run(spec)
+    assert summary["final_val_acc"] > 60 and math.isfinite(summary["final_val_loss"])
+
+
+def cli(argv):
+    parser = argparse.ArgumentParser()
+    train_cli.add_arguments(parser)
+    return train_cli.run(parser.parse_args(argv))
+
+
+def test_cli_trains_a_spec_file_with_overrides(tmp_path, capsys):
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(json.dumps(tiny_spec()))
+    assert (
+        cli(
+            [
+                str(spec_file),
+                "--out",
+                str(tmp_path / "out"),
+                "--set",
+                "train.max_steps=4",
+                "--set",
+                "pipeline.schedule=1f1b",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert out.count("step:") == 4 and "done: 4 steps" in out
+    assert (tmp_path / "out" / "summary.json").exists()
+
+
+def test_cli_reports_user_errors_in_one_line(tmp_path, capsys):
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(json.dumps(tiny_spec(pipeline={"stages": [["flatten", "fc1", "act1"], ["fc9"]]})))
+    assert cli([str(spec_file)]) == 2
+    err = capsys.readouterr().err
+    assert "no module 'fc9'" in err and "valid children: flatten, fc1, act1, fc2, act2, head" in err
+    assert cli([str(tmp_path / "missing.yaml")]) == 2
