@@ -431,7 +431,7 @@ async function start() {
       document.getElementById("form-title").textContent = "New run";
       document.getElementById("clone-note").innerHTML = `cloned from <a href="/runs/${run.id}">#${run.id} ${run.name}</a>`;
     } catch (err) {
-      showBanner(`Could not load run ${clone} to clone: ${err.message}`);
+      if (err.status !== 0) showBanner(`Could not load run ${clone} to clone: ${err.message}`);
     }
   }
   await renderText(readForm());

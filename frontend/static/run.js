@@ -131,15 +131,15 @@ function renderRun(r) {
 
 function renderSummary(s) {
   const cards = [
-    ["Best val acc", fmtPct(s.best_val_acc)],
-    ["Final val acc", fmtPct(s.final_val_acc)],
-    ["Wire / step", fmtBytes(s.wire_bytes_per_step)],
-    ["Compression", fmtRatio(s.compression_ratio)],
-    ["Time / batch", fmtSecs(s.time_per_batch_s)],
-    ["Link time / step", fmtSecs(s.link_time_per_step_s)],
+    ["best_val_acc", "Best val acc", fmtPct(s.best_val_acc)],
+    ["final_val_acc", "Final val acc", fmtPct(s.final_val_acc)],
+    ["wire_bytes_per_step", "Wire / step", fmtBytes(s.wire_bytes_per_step)],
+    ["compression_ratio", "Compression", fmtRatio(s.compression_ratio)],
+    ["time_per_batch_s", "Time / batch", fmtSecs(s.time_per_batch_s)],
+    ["link_time_per_step_s", "Link time / step", fmtSecs(s.link_time_per_step_s)],
   ];
   document.getElementById("summary-cards").replaceChildren(
-    ...cards.map(([k, v]) => el("div", { class: "stat card" }, el("div", { class: "stat-label", text: k }), el("div", { class: "stat-value", text: v }))),
+    ...cards.map(([key, k, v]) => el("div", { class: "stat card", "data-stat": key }, el("div", { class: "stat-label", text: k }), el("div", { class: "stat-value", text: v }))),
   );
   const rows = Object.entries(s).map(([k, v]) => el("tr", {}, el("th", { text: k }), el("td", { class: "num mono", text: typeof v === "number" ? fmtNum(v, 6) : JSON.stringify(v) })));
   document.getElementById("summary-table").replaceChildren(...(rows.length ? rows : [el("tr", {}, el("td", { class: "muted", text: "written when the run finishes" }))]));

@@ -1,0 +1,253 @@
+"""The dashboard in real headless Chromium against `slimpipe serve`: submit, watch, sweep, cancel, compare, download.
+
+Tests share one server and run in file order: the form's runs train on the real worker while the
+next tests go on, and the compare test uses them.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+STEPS = 30
+STATE: dict[str, Any] = {}
+
+
+def api(server: str, path: str) -> Any:
+    response = httpx.get(f"{server}/api/v1{path}", timeout=10)
+    response.raise_for_status()
+    return response.json()
+
+
+def wait_runs(server: str, run_ids: list[int], timeout_s: float = 150) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        runs = [api(server, f"/runs/{i}") for i in run_ids]
+        if all(r["status"] in ("succeeded", "failed", "cancelled") for r in runs):
+            return runs
+        if time.monotonic() > deadline:
+            raise AssertionError(f"runs did not finish: {[(r['id'], r['status']) for r in runs]}")
+        time.sleep(0.5)
+
+
+def ready(page) -> None:
+    page.wait_for_function("document.documentElement.dataset.ready === '1'")
+
+
+def fill_small_run(page, name: str) -> None:
+    page.goto("/runs/new")
+    ready(page)
+    page.fill('[data-path="name"]', name)
+    page.select_option('[data-path="model.name"]', "tiny_mlp")
+    page.select_option('[data-path="data.name"]', "digits")
+    page.fill('[data-path="train.max_steps"]', str(STEPS))
+    page.fill('[data-path="train.eval_every"]', "10")
+
+
+def test_every_page_says_when_the_api_is_unreachable(page, server: str) -> None:
+    page.route("**/api/v1/**", lambda route: route.abort())
+    for url in ["/", "/runs/1", "/compare?run_ids=1,2", "/experiments/1", "/runs/new?clone=1"]:
+        page.goto(url)
+        banner = page.locator("#api-banner")
+        banner.wait_for(state="visible")
+        assert "Cannot reach the slimpipe API" in banner.inner_text()
+
+
+def test_token_is_asked_once_and_sent_as_bearer(page, server: str) -> None:
+    seen: list[str | None] = []
+
+    def guard(route) -> None:
+        auth = route.request.headers.get("authorization")
+        seen.append(auth)
+        if auth != "Bearer s3cret":
+            route.fulfill(status=401, json={"detail": "missing or wrong API token"})
+        else:
+            route.continue_()
+
+    page.route("**/api/v1/**", guard)
+    page.goto("/")
+    page.locator("#token-dialog").wait_for(state="visible")
+    page.fill("#token-input", "s3cret")
+    page.click("#token-save")
+    ready(page)
+    assert page.evaluate("localStorage.getItem('slimpipe.token')") == "s3cret"
+    assert seen[-1] == "Bearer s3cret"
+    page.reload()
+    ready(page)
+    assert page.locator("#token-dialog").is_visible() is False
+
+
+def test_bad_field_shows_the_servers_error_next_to_it(page, server: str, shots) -> None:
+    fill_small_run(page, "e2e-bad")
+    page.fill('[data-path="compression.default.forward.bits"]', "40")
+    error = page.locator('[data-field="compression.default.forward.bits"] .field-error')
+    error.wait_for(state="visible")
+    assert "16" in error.inner_text()
+    assert "compression.default.forward.bits" in page.locator("#form-errors").inner_text()
+    page.screenshot(path=shots / "new-run-validation.png", full_page=True)
+    # Submitting does not go through while the field is wrong.
+    page.click("#submit-button")
+    page.wait_for_timeout(500)
+    assert page.url.endswith("/runs/new")
+    page.fill('[data-path="compression.default.forward.bits"]', "8")
+    page.locator("#validate-status", has_text="valid").wait_for()
+    assert error.is_hidden()
+
+
+def test_yaml_view_and_form_stay_in_sync(page, server: str) -> None:
+    fill_small_run(page, "e2e-sync")
+    page.fill('[data-path="optim.lr"]', "0.125")
+    page.wait_for_function("document.getElementById('spec-text').value.includes('lr: 0.125')")
+    text = page.locator("#spec-text")
+    text.fill(text.input_value().replace("microbatches: 4", "microbatches: 3"))
+    page.wait_for_function("document.querySelector('[data-path=\"pipeline.microbatches\"]').value === '3'")
+
+
+def test_submit_a_sweep_through_the_form(page, server: str, shots) -> None:
+    fill_small_run(page, "e2e-sweep")
+    page.fill('[data-path="train.max_steps"]', "20")
+    page.click("#sweep-add")
+    page.fill(".sweep-path", "compression.default.backward.topk")
+    page.fill(".sweep-values", "0.5, 0.1")
+    page.locator("#sweep-count", has_text="→ 2 runs").wait_for()
+    page.locator("#submit-button", has_text="Submit 2 runs").wait_for()
+    page.click("#submit-button")
+    page.wait_for_url(re.compile(r"/experiments/\d+$"))
+    experiment_id = int(page.url.rsplit("/", 1)[1])
+    ready(page)
+    experiment = api(server, f"/experiments/{experiment_id}")
+    assert experiment["sweep"] == {"compression.default.backward.topk": [0.5, 0.1]}
+    assert len(experiment["run_ids"]) == 2
+    rows = page.locator("#sweep-table tbody tr")
+    assert rows.count() == 2
+    assert sorted(rows.locator("td:first-child").all_inner_texts()) == ["0.1", "0.5"]
+    STATE["sweep"] = experiment["run_ids"]
+    STATE["experiment"] = experiment_id
+
+
+def test_submit_a_run_through_the_form_and_watch_it_succeed(page, server: str, shots) -> None:
+    fill_small_run(page, "e2e-form")
+    page.screenshot(path=shots / "new-run.png", full_page=True)
+    page.click("#submit-button")
+    page.wait_for_url(re.compile(r"/runs/\d+$"))
+    run_id = int(page.url.rsplit("/", 1)[1])
+    STATE["form"] = run_id
+    run = api(server, f"/runs/{run_id}")
+    assert run["spec"]["train"]["max_steps"] == STEPS and run["spec"]["model"]["name"] == "tiny_mlp"
+    # Live: the badge turns to succeeded without a reload, and the curves are drawn.
+    page.locator("#run-status", has_text="succeeded").wait_for(timeout=150_000)
+    page.wait_for_function("document.querySelectorAll('#chart-loss .scatterlayer .trace').length > 0")
+    page.wait_for_function("document.querySelectorAll('#chart-acc .scatterlayer .trace').length > 0")
+    assert page.locator("#log-tail").inner_text().strip() != ""
+    best = api(server, f"/runs/{run_id}")["summary"]["best_val_acc"]
+    page.locator('[data-stat="best_val_acc"] .stat-value', has_text=f"{best:.2f}%").wait_for()
+    page.wait_for_timeout(600)
+    page.screenshot(path=shots / "run-detail.png", full_page=True)
+
+
+def test_downloads_of_log_and_metrics_csv(page, server: str) -> None:
+    run_id = STATE.get("form")
+    if run_id is None:
+        pytest.skip("needs the run submitted through the form")
+    page.goto(f"/runs/{run_id}")
+    ready(page)
+    with page.expect_download() as log_download:
+        page.click("#download-log")
+    assert log_download.value.suggested_filename == f"run-{run_id}.log"
+    log_text = open(log_download.value.path()).read()
+    served = httpx.get(f"{server}/api/v1/runs/{run_id}/logs").text
+    assert log_text == served and log_text.strip()
+    with page.expect_download() as csv_download:
+        page.click("#download-csv")
+    assert csv_download.value.suggested_filename == f"run-{run_id}-metrics.csv"
+    rows = list(csv.DictReader(io.StringIO(open(csv_download.value.path()).read())))
+    assert list(rows[0]) == ["step", "name", "value", "time"]
+    steps = {int(r["step"]) for r in rows if r["name"] == "train/loss"}
+    assert max(steps) == STEPS
+    assert {"train/loss", "val/acc"} <= {r["name"] for r in rows}
+
+
+def test_cancel_a_run_from_the_runs_page(page, server: str, shots) -> None:
+    body = {
+        "spec": {"name": "e2e-cancel", "model": {"name": "tiny_mlp"}, "data": {"name": "digits"}, "train": {"max_steps": 100_000}},
+        "tags": ["e2e"],
+    }
+    run_id = httpx.post(f"{server}/api/v1/experiments", json=body, timeout=10).json()["run_ids"][0]
+    page.goto("/?tag=e2e")
+    ready(page)
+    row = page.locator(f'tr[data-run-id="{run_id}"]')
+    row.locator('[data-action="cancel"]').click()
+    row.locator(".badge.cancelled").wait_for(timeout=60_000)
+    assert wait_runs(server, [run_id], 60)[0]["status"] == "cancelled"
+    # Retry brings a new queued run with retry_of set; delete removes it again.
+    page.locator(f'tr[data-run-id="{run_id}"] [data-action="retry"]').click()
+    page.wait_for_function(f"[...document.querySelectorAll('#runs-body tr')].some(r => +r.dataset.runId > {run_id})")
+    retry = api(server, "/runs?tag=e2e")["data"][0]
+    assert retry["retry_of"] == run_id and retry["attempt"] == 2
+    page.locator(f'tr[data-run-id="{retry["id"]}"] [data-action="delete"]').click()
+    page.locator(f'tr[data-run-id="{retry["id"]}"]').wait_for(state="detached")
+    assert httpx.get(f"{server}/api/v1/runs/{retry['id']}").status_code == 404
+
+
+def test_compare_three_runs_matches_the_api(page, server: str, shots) -> None:
+    if "form" not in STATE or "sweep" not in STATE:
+        pytest.skip("needs the runs submitted through the form")
+    run_ids = sorted([STATE["form"], *STATE["sweep"]])
+    runs = wait_runs(server, run_ids)
+    assert [r["status"] for r in runs] == ["succeeded"] * 3, [(r["id"], r["status"], r["error"]) for r in runs]
+    page.goto("/")
+    ready(page)
+    for run_id in run_ids:
+        page.locator(f'tr[data-run-id="{run_id}"] input.select-run').check()
+    page.click("#compare-selected")
+    page.wait_for_url(re.compile(r"/compare\?run_ids="))
+    ready(page)
+    table = api(server, f"/compare?run_ids={','.join(map(str, run_ids))}")
+    assert page.locator("#compare-table tbody tr").count() == 3
+    for row in table["runs"]:
+        tr = page.locator(f'#compare-table tr[data-run-id="{row["run_id"]}"]')
+        assert tr.locator('[data-col="best_val_acc"]').inner_text() == f"{row['best_val_acc']:.2f}%"
+        assert tr.locator('[data-col="final_val_acc"]').inner_text() == f"{row['final_val_acc']:.2f}%"
+        mb = tr.locator('[data-col="wire_bytes_per_step"]').inner_text()
+        assert abs(float(mb) - row["wire_bytes_per_step"] / 1e6) <= 0.0051 * max(1.0, row["wire_bytes_per_step"] / 1e6)
+        if row["speedup"] is not None:
+            assert tr.locator('[data-col="speedup"]').inner_text() == f"{row['speedup']:.2f}×"
+        for field in table["varying_fields"]:
+            cell = tr.locator(f'td[data-field="{field}"]').inner_text()
+            value = row["differences"].get(field)
+            assert cell == ("none" if value is None else str(value))
+    assert "compression.default.backward.topk" in table["varying_fields"]
+    page.wait_for_function("document.querySelectorAll('#chart-pareto .scatterlayer .trace').length >= 3")
+    page.wait_for_function("document.querySelectorAll('#chart-curves .scatterlayer .trace').length === 3")
+    page.wait_for_timeout(500)
+    page.screenshot(path=shots / "compare.png", full_page=True)
+    with page.expect_download() as export:
+        page.click("#export-csv")
+    exported = list(csv.reader(io.StringIO(open(export.value.path()).read())))
+    assert len(exported) == 4
+
+
+def test_sweep_view_and_runs_page_screenshots(page, server: str, shots) -> None:
+    if "experiment" not in STATE:
+        pytest.skip("needs the sweep submitted through the form")
+    wait_runs(server, STATE["sweep"])
+    page.goto(f"/experiments/{STATE['experiment']}")
+    ready(page)
+    table = api(server, f"/compare?run_ids={','.join(map(str, STATE['sweep']))}")
+    cells = page.locator('#sweep-table [data-col="best_val_acc"]').all_inner_texts()
+    assert sorted(cells) == sorted(f"{r['best_val_acc']:.2f}%" for r in table["runs"])
+    page.wait_for_function("document.querySelectorAll('#chart-sweep .scatterlayer .trace').length > 0")
+    page.screenshot(path=shots / "experiment.png", full_page=True)
+    page.goto("/")
+    ready(page)
+    page.screenshot(path=shots / "runs.png", full_page=True)
+    page.goto(f"/runs/new?clone={STATE['form']}")
+    page.wait_for_function("document.getElementById('clone-note').textContent.includes('cloned from')")
+    assert page.input_value('[data-path="train.max_steps"]') == str(STEPS)
+    print(f"\nscreenshots: {shots}")
