@@ -1,4 +1,4 @@
-"""The training child: `python -m worker.child RUN_ID OUTCOME_PATH`.
+"""The training child: `python -m worker.child RUN_ID OUTCOME_PATH [SUPERVISOR_PID]`, or `forked_main`.
 
 Loads the run's frozen spec from SQL, trains it with `worker.train.run`, reports metrics,
 logs and progress through a `Reporter`, and writes how it ended to OUTCOME_PATH as JSON.
@@ -7,10 +7,13 @@ A death that leaves no outcome file is explained by the supervisor from the exit
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import signal
 import sys
+import threading
+import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -50,11 +53,7 @@ def train_run(run_id: int) -> dict[str, Any]:
             "traceback": traceback.format_exc(),
         }
     reporter = Reporter(run_id)
-    parent = os.getppid()
-
-    def should_stop() -> bool:
-        # The worker died (and its pdeathsig did not reach us): stop, nobody is supervising.
-        return os.getppid() != parent or reporter.should_stop()
+    should_stop = reporter.should_stop
 
     try:
         spec = parse_spec(spec_data)
@@ -83,15 +82,68 @@ def train_run(run_id: int) -> dict[str, Any]:
         reporter.flush()
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(") ", 1)[-1][:1] != "Z"
+    except (ProcessLookupError, FileNotFoundError):
+        return False
+    except (PermissionError, OSError):
+        return True
+
+
+def _watch_supervisor(pid: int, interval_s: float = 0.5) -> None:
+    """End this child (through the SIGTERM handler, so buffers flush) once the supervising worker is gone.
+
+    Also PR_SET_PDEATHSIG on Linux; the thread covers a forkserver parent and other platforms.
+    """
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+    def watch() -> None:
+        while _alive(pid):
+            time.sleep(interval_s)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="slimpipe-watch-supervisor", daemon=True).start()
+
+
+def forked_main(run_id: int, outcome_path: str, output_path: str, supervisor_pid: int) -> None:
+    """Entry of a child forked from the forkserver: own session, output to a file, then `main`."""
+    os.setsid()  # a process group of its own: the supervisor stops it and whatever it started at once
+    # The forkserver hands every child its "alive" pipe; holding it would keep the forkserver (and
+    # so this child, through pdeathsig) alive after the worker died. Training never forks from it.
+    from multiprocessing import forkserver
+
+    server = getattr(forkserver, "_forkserver", None)
+    alive_fd = getattr(server, "_forkserver_alive_fd", None)
+    if alive_fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(alive_fd)
+        server._forkserver_alive_fd = None  # type: ignore[union-attr]
+    fd = os.open(output_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    raise SystemExit(main([str(run_id), outcome_path, str(supervisor_pid)]))
+
+
 def main(argv: list[str] | None = None) -> int:
     import json
 
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 2:
-        print("usage: python -m worker.child RUN_ID OUTCOME_PATH", file=sys.stderr)
+    if len(args) not in (2, 3):
+        print("usage: python -m worker.child RUN_ID OUTCOME_PATH [SUPERVISOR_PID]", file=sys.stderr)
         return 2
     run_id, outcome_path = int(args[0]), Path(args[1])
+    supervisor = int(args[2]) if len(args) == 3 else os.getppid()
     signal.signal(signal.SIGTERM, _on_sigterm)
+    _watch_supervisor(supervisor)
     outcome = train_run(run_id)
     tmp = outcome_path.with_suffix(".tmp")
     tmp.write_text(json.dumps(outcome, default=str))

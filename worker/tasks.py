@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import threading
 import traceback
@@ -16,11 +17,20 @@ from backend.settings import get_settings
 from slimpipe import names
 from worker import recovery
 from worker.celery_app import app
-from worker.supervisor import Hooks, Outcome, Supervisor
+from worker.supervisor import (
+    Hooks,
+    Launcher,
+    Outcome,
+    Supervisor,
+    forkserver_launcher,
+    subprocess_launcher,
+    warm_forkserver,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+START_ENV = "SLIMPIPE_WORKER_START"
 #: Set when this worker is shutting down (Ctrl-C, SIGTERM): the running child is stopped.
 SHUTDOWN = threading.Event()
 
@@ -53,7 +63,14 @@ def supervise(run_id: int) -> Outcome:
         shutdown=SHUTDOWN,
     )
     heartbeat_s = max(0.5, min(10.0, settings.heartbeat_timeout_s / 4))
-    return Supervisor(run_id, hooks, heartbeat_s=heartbeat_s).run()
+    return Supervisor(run_id, hooks, launcher=launcher(), heartbeat_s=heartbeat_s).run()
+
+
+def launcher() -> Launcher:
+    """Fork runs from the preloaded forkserver; `SLIMPIPE_WORKER_START=subprocess` starts a fresh interpreter each."""
+    if os.environ.get(START_ENV) == "subprocess":
+        return subprocess_launcher()
+    return forkserver_launcher()
 
 
 @app.task(name=names.TASK_RUN_EXPERIMENT, bind=True, acks_late=True, reject_on_worker_lost=True)
@@ -92,6 +109,11 @@ def _recover_on_start(sender: Any = None, **_: Any) -> None:
         log.exception("recovery sweep at worker start failed")
     if _sweeper is None:
         _sweeper = recovery.start_sweeper()
+    if os.environ.get(START_ENV) != "subprocess":
+        try:
+            warm_forkserver()  # imports torch and the engine in the background, once
+        except Exception:
+            log.exception("could not start the forkserver; runs will start it on demand")
 
 
 @signals.worker_shutting_down.connect
