@@ -58,6 +58,7 @@ def encode(x: torch.Tensor, spec, *, backend: str = "auto", rng: np.random.Gener
         flat_np = flat.cpu().contiguous().numpy()
         if header.topk:
             pos, vals_np = topk.select(flat_np, k, rng)
+            header.kept = k = pos.size
             sections["index"] = indexset.encode(pos, n)
         else:
             vals_np = flat_np
@@ -77,13 +78,21 @@ def encode(x: torch.Tensor, spec, *, backend: str = "auto", rng: np.random.Gener
     stochastic = spec.rounding == "stochastic"
     if backend == "numba":
         where = pos if by_pos else None
-        lo, step = quantize.group_scales(vals_np, spec.bits, inner, ngroups, where)
         seed = int(rng.integers(0, 2**63))
-        if spec.entropy:
+        if spec.scale == "block" and spec.block % 64 == 0:
+            lo, step, out = quantize.block_quantize(vals_np, spec.bits, spec.block, stochastic, seed, not spec.entropy)
+            if spec.entropy:
+                symbols = out
+            else:
+                sections["values"] = out
+        elif spec.entropy:
+            lo, step = quantize.group_scales(vals_np, spec.bits, inner, ngroups, where)
             symbols = quantize.quantize_symbols(vals_np, spec.bits, lo, step, inner, ngroups, where, stochastic, seed)
         else:
-            sections["values"] = quantize.quantize_packed(vals_np, spec.bits, lo, step, inner, ngroups, where,
-                                                          stochastic, seed)
+            lo, step = quantize.group_scales(vals_np, spec.bits, inner, ngroups, where)
+            sections["values"] = quantize.quantize_packed(
+                vals_np, spec.bits, lo, step, inner, ngroups, where, stochastic, seed
+            )
     else:
         where = pos if by_pos else None
         lo, step = quantize.group_scales_torch(vals, spec.bits, inner, ngroups, where)

@@ -60,7 +60,7 @@ class DeltaReference:
         return torch.stack(rows) if rows else torch.zeros_like(like, dtype=torch.float32)
 
     def store(self, keys: torch.Tensor, values: torch.Tensor) -> None:
-        for key, row in zip(keys.tolist(), values.detach().float()):
+        for key, row in zip(keys.tolist(), values.detach().float(), strict=True):
             self.refs[key] = row.clone()
 
     def state_dict(self) -> dict:
@@ -68,7 +68,7 @@ class DeltaReference:
         return {"keys": keys, "values": [self.refs[k].cpu() for k in keys]}
 
     def load_state_dict(self, state: dict) -> None:
-        self.refs = dict(zip(state.get("keys", []), state.get("values", [])))
+        self.refs = dict(zip(state.get("keys", []), state.get("values", []), strict=True))
 
     def reset(self) -> None:
         self.refs = {}

@@ -10,13 +10,11 @@ half-step bound holds up to one fp32 rounding of the result.
 
 from __future__ import annotations
 
-import numba as nb
 import numpy as np
 import torch
 
+from worker.codecs import fused
 from worker.codecs.wire import CodecError
-
-CHUNK = 64  # values per packed chunk: 64*b bits = b whole words
 
 
 def channel_layout(shape: tuple[int, ...]) -> tuple[int, int]:
@@ -40,49 +38,10 @@ def group_layout(scale: str, shape: tuple[int, ...], count: int, block: int, spa
 # --------------------------------------------------------------------------- scales
 
 
-@nb.njit(parallel=True, cache=True)
-def _minmax(x, inner, ngroups, pos, by_pos, lo, hi):  # pragma: no cover - compiled
-    """Per-group min/max, returns 1 if any value is NaN/inf (v - v is then NaN)."""
-    n = x.size
-    if not by_pos and ngroups > 1 and inner * ngroups >= n:  # contiguous groups: parallel over groups
-        nonfinite = np.zeros(ngroups, dtype=np.uint8)
-        for g in nb.prange(ngroups):
-            a, b, z = np.inf, -np.inf, 0.0
-            for i in range(g * inner, min(g * inner + inner, n)):
-                v = np.float64(x[i])
-                a = min(a, v)
-                b = max(b, v)
-                z += v - v
-            lo[g], hi[g] = a, b
-            nonfinite[g] = z != 0.0 or z != z
-        return nonfinite.max()
-    nchunks = min(64, max(1, n // 65536))
-    part_lo = np.full((nchunks, ngroups), np.inf)
-    part_hi = np.full((nchunks, ngroups), -np.inf)
-    nonfinite = np.zeros(nchunks, dtype=np.uint8)
-    per = -(-n // nchunks)
-    for c in nb.prange(nchunks):
-        z = 0.0
-        for i in range(c * per, min(c * per + per, n)):
-            p = pos[i] if by_pos else i
-            g = (p // inner) % ngroups
-            v = np.float64(x[i])
-            part_lo[c, g] = min(part_lo[c, g], v)
-            part_hi[c, g] = max(part_hi[c, g], v)
-            z += v - v
-        nonfinite[c] = z != 0.0 or z != z
-    for g in range(ngroups):
-        a, b = np.inf, -np.inf
-        for c in range(nchunks):
-            a = min(a, part_lo[c, g])
-            b = max(b, part_hi[c, g])
-        lo[g], hi[g] = a, b
-    return nonfinite.max()
-
-
 def bf16_up(values: np.ndarray) -> np.ndarray:
-    """Smallest bf16 >= each non-negative float64 value, as uint16 bit patterns."""
-    f32 = values.astype(np.float32)
+    """Smallest bf16 >= each non-negative float64 value, as uint16 bit patterns (inf past bf16's range)."""
+    with np.errstate(over="ignore"):
+        f32 = values.astype(np.float32)
     f32 = np.where(f32.astype(np.float64) < values, np.nextafter(f32, np.float32(np.inf)), f32)
     u = f32.view(np.uint32).astype(np.uint64)
     u = np.where(u & 0xFFFF, u + 0x10000, u) >> 16
@@ -123,170 +82,129 @@ def inverse(step: np.ndarray) -> np.ndarray:
         return np.where(step > 0, 1.0 / np.where(step > 0, step, 1.0), 0.0)
 
 
-# --------------------------------------------------------------------------- fused kernels
-
-
-@nb.njit(inline="always")
-def _uniform(seed, i):  # pragma: no cover - compiled; splitmix64 of the position
-    z = np.uint64(seed) + np.uint64(i) * np.uint64(0x9E3779B97F4A7C15)
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    z = z ^ (z >> np.uint64(31))
-    return np.float64(z >> np.uint64(11)) * (1.0 / 9007199254740992.0)
-
-
-@nb.njit(inline="always")
-def _symbol(v, lo, inv, maxq, stochastic, seed, i):  # pragma: no cover - compiled
-    t = (v - lo) * inv + (_uniform(seed, i) if stochastic else 0.5)
-    q = np.int64(t) if t > 0 else np.int64(0)
-    return min(q, maxq)
-
-
-@nb.njit(parallel=True, cache=True)
-def _quant_pack(x, lo, inv, bits, inner, ngroups, pos, by_pos, stochastic, seed, words):  # pragma: no cover
-    n = x.size
-    maxq = (np.int64(1) << bits) - 1
-    for c in nb.prange((n + CHUNK - 1) // CHUNK):
-        i0 = c * CHUNK
-        g = (i0 // inner) % ngroups
-        rem = i0 % inner
-        w = c * bits
-        acc = np.uint64(0)
-        nacc = 0
-        for i in range(i0, min(i0 + CHUNK, n)):
-            if by_pos:
-                g = (pos[i] // inner) % ngroups
-            v = np.uint64(_symbol(np.float64(x[i]), lo[g], inv[g], maxq, stochastic, seed, i))
-            acc |= v << np.uint64(nacc)
-            nacc += bits
-            if nacc >= 64:
-                words[w] = acc
-                w += 1
-                nacc -= 64
-                acc = (v >> np.uint64(bits - nacc)) if nacc > 0 else np.uint64(0)
-            rem += 1
-            if rem == inner:
-                rem = 0
-                g = g + 1 if g + 1 < ngroups else 0
-        if nacc > 0:
-            words[w] = acc
-
-
-@nb.njit(parallel=True, cache=True)
-def _unpack_dequant(words, bits, lo, step, inner, ngroups, pos, by_pos, scatter, out):  # pragma: no cover
-    n = pos.size if scatter else out.size
-    mask = (np.uint64(1) << np.uint64(bits)) - np.uint64(1)
-    for c in nb.prange((n + CHUNK - 1) // CHUNK):
-        i0 = c * CHUNK
-        g = (i0 // inner) % ngroups
-        rem = i0 % inner
-        w = c * bits
-        acc = words[w]
-        avail = 64
-        for i in range(i0, min(i0 + CHUNK, n)):
-            if avail >= bits:
-                q = acc & mask
-                acc >>= np.uint64(bits)
-                avail -= bits
-            else:
-                w += 1
-                nxt = words[w]
-                q = (acc | (nxt << np.uint64(avail))) & mask
-                acc = nxt >> np.uint64(bits - avail)
-                avail = 64 - (bits - avail)
-            if by_pos:
-                g = (pos[i] // inner) % ngroups
-            value = lo[g] + np.float64(q) * step[g]
-            if scatter:
-                out[pos[i]] = value
-            else:
-                out[i] = value
-            rem += 1
-            if rem == inner:
-                rem = 0
-                g = g + 1 if g + 1 < ngroups else 0
-
-
-@nb.njit(parallel=True, cache=True)
-def _quant_symbols(x, lo, inv, bits, inner, ngroups, pos, by_pos, stochastic, seed, out):  # pragma: no cover
-    n = x.size
-    maxq = (np.int64(1) << bits) - 1
-    for c in nb.prange((n + CHUNK - 1) // CHUNK):
-        i0 = c * CHUNK
-        g = (i0 // inner) % ngroups
-        rem = i0 % inner
-        for i in range(i0, min(i0 + CHUNK, n)):
-            if by_pos:
-                g = (pos[i] // inner) % ngroups
-            out[i] = _symbol(np.float64(x[i]), lo[g], inv[g], maxq, stochastic, seed, i)
-            rem += 1
-            if rem == inner:
-                rem = 0
-                g = g + 1 if g + 1 < ngroups else 0
-
-
-@nb.njit(parallel=True, cache=True)
-def _dequant_symbols(sym, lo, step, inner, ngroups, pos, by_pos, scatter, out):  # pragma: no cover
-    n = sym.size
-    for c in nb.prange((n + CHUNK - 1) // CHUNK):
-        i0 = c * CHUNK
-        g = (i0 // inner) % ngroups
-        rem = i0 % inner
-        for i in range(i0, min(i0 + CHUNK, n)):
-            if by_pos:
-                g = (pos[i] // inner) % ngroups
-            value = lo[g] + np.float64(sym[i]) * step[g]
-            if scatter:
-                out[pos[i]] = value
-            else:
-                out[i] = value
-            rem += 1
-            if rem == inner:
-                rem = 0
-                g = g + 1 if g + 1 < ngroups else 0
-
-
-# --------------------------------------------------------------------------- numpy entry points
+# --------------------------------------------------------------------------- numba entry points
 
 _NO_POS = np.zeros(0, dtype=np.int64)
+_NOT_FINITE = "tensor has NaN or inf values; quantization needs finite values (use bits: null)"
 
 
-def group_scales(x: np.ndarray, bits: int, inner: int, ngroups: int, pos: np.ndarray | None):
+def _minmax(x: np.ndarray, inner: int, ngroups: int, pos: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    n = x.size
+    if pos is not None:
+        lo, hi = np.full(ngroups, np.inf), np.full(ngroups, -np.inf)
+        if fused.minmax_by_position(x, pos, inner, ngroups, lo, hi) != 0:
+            raise CodecError(_NOT_FINITE)
+        return lo, hi
+    if inner == 1 and ngroups > 1:  # channels along the last dim
+        rows = x.reshape(-1, ngroups)
+        lo, hi = rows.min(axis=0).astype(np.float64), rows.max(axis=0).astype(np.float64)
+        if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
+            raise CodecError(_NOT_FINITE)
+        return lo, hi
+    run = 1 << 16 if ngroups == 1 else inner
+    runs = -(-n // run)
+    lo, hi, sums = np.empty(runs, np.float32), np.empty(runs, np.float32), np.empty(runs, np.float64)
+    fused.run_minmax(x, run, lo, hi, sums)
+    if not np.isfinite(sums).all():
+        raise CodecError(_NOT_FINITE)
+    if runs != ngroups:  # tensor scale, or channel runs of `inner` values repeating every ngroups runs
+        lo, hi = lo.reshape(-1, ngroups).min(axis=0), hi.reshape(-1, ngroups).max(axis=0)
+    return lo.astype(np.float64), hi.astype(np.float64)
+
+
+def group_scales(x, bits: int, inner: int, ngroups: int, pos: np.ndarray | None):
     """(lo fp32, step bf16 bits) for fp32 values `x`; raises CodecError on NaN/inf."""
-    lo = np.empty(ngroups, dtype=np.float64)
-    hi = np.empty(ngroups, dtype=np.float64)
     if x.size == 0:
-        lo[:], hi[:] = np.inf, -np.inf
-    elif _minmax(x, inner, ngroups, _NO_POS if pos is None else pos, pos is not None, lo, hi):
-        raise CodecError("tensor has NaN or inf values; quantization needs finite values (use bits: null)")
-    return scales(lo, hi, bits)
+        return scales(np.full(ngroups, np.inf), np.full(ngroups, -np.inf), bits)
+    return scales(*_minmax(x, inner, ngroups, pos), bits)
+
+
+def _quantize(x, bits, lo32, step, inner, ngroups, pos, stochastic, seed, packed):
+    words = np.zeros((x.size * bits + 63) // 64 + 1 if packed else 1, dtype=np.uint64)
+    symbols = np.empty(0 if packed else x.size, dtype=np.uint16)
+    if x.size:
+        fused.quant_pack(
+            x,
+            lo32.astype(np.float64),
+            inverse(bf16_to_float(step).astype(np.float64)),
+            bits,
+            inner,
+            ngroups,
+            _NO_POS if pos is None else pos,
+            pos is not None,
+            stochastic,
+            seed,
+            packed,
+            words,
+            symbols,
+        )
+    return words.view(np.uint8)[: (x.size * bits + 7) // 8] if packed else symbols
+
+
+def block_quantize(x, bits: int, block: int, stochastic: bool, seed: int, packed: bool):
+    """Block scales in the same pass as quantization (block % 64 == 0): (lo32, step bits, bytes or symbols)."""
+    nblocks = max(1, -(-x.size // block))
+    lo = np.zeros(nblocks, dtype=np.float32)
+    step = np.zeros(nblocks, dtype=np.float32)
+    bad = np.zeros(-(-nblocks // max(1, (1 << 16) // block)), dtype=np.uint8)
+    words = np.zeros((x.size * bits + 63) // 64 + 1 if packed else 1, dtype=np.uint64)
+    symbols = np.empty(0 if packed else x.size, dtype=np.uint16)
+    if x.size:
+        fused.block_quant_pack(x, block, bits, stochastic, seed, packed, lo, step, bad, words, symbols)
+    if bad.any():
+        raise CodecError(_NOT_FINITE)
+    if np.isinf(step).any():
+        raise CodecError("value range overflows float32 steps; cannot quantize values spanning more than ~3e38")
+    out = words.view(np.uint8)[: (x.size * bits + 7) // 8] if packed else symbols
+    return lo, (step.view(np.uint32) >> 16).astype(np.uint16), out
 
 
 def quantize_packed(x, bits, lo32, step, inner, ngroups, pos, stochastic, seed) -> np.ndarray:
     """Quantize fp32 `x` and bit-pack in one pass: uint8 array of ceil(n*bits/8) bytes."""
-    words = np.zeros((x.size * bits + 63) // 64 + 1, dtype=np.uint64)
-    if x.size:
-        _quant_pack(x, lo32.astype(np.float64), inverse(bf16_to_float(step).astype(np.float64)), bits, inner, ngroups,
-                    _NO_POS if pos is None else pos, pos is not None, stochastic, seed, words)
-    return words.view(np.uint8)[: (x.size * bits + 7) // 8]
+    return _quantize(x, bits, lo32, step, inner, ngroups, pos, stochastic, seed, True)
 
 
 def quantize_symbols(x, bits, lo32, step, inner, ngroups, pos, stochastic, seed) -> np.ndarray:
-    out = np.empty(x.size, dtype=np.uint16)
-    if x.size:
-        _quant_symbols(x, lo32.astype(np.float64), inverse(bf16_to_float(step).astype(np.float64)), bits, inner,
-                       ngroups, _NO_POS if pos is None else pos, pos is not None, stochastic, seed, out)
-    return out
+    """Quantize fp32 `x` to uint16 symbols (for the entropy stage)."""
+    return _quantize(x, bits, lo32, step, inner, ngroups, pos, stochastic, seed, False)
 
 
 def dequantize_packed(words, bits, lo, step, inner, ngroups, pos, by_pos, out) -> None:
     """Unpack + dequantize into `out` (fp32); with `pos`, scatter value i to out[pos[i]]."""
-    scatter = pos is not None
-    _unpack_dequant(words, bits, lo, step, inner, ngroups, _NO_POS if pos is None else pos, by_pos, scatter, out)
+    count = out.size if pos is None else pos.size
+    fused.unpack_dequant(
+        words,
+        np.zeros(0, np.uint16),
+        True,
+        bits,
+        lo,
+        step,
+        inner,
+        ngroups,
+        _NO_POS if pos is None else pos,
+        by_pos,
+        pos is not None,
+        count,
+        out,
+    )
 
 
 def dequantize_symbols(sym, lo, step, inner, ngroups, pos, by_pos, out) -> None:
-    _dequant_symbols(sym, lo, step, inner, ngroups, _NO_POS if pos is None else pos, by_pos, pos is not None, out)
+    fused.unpack_dequant(
+        np.zeros(1, np.uint64),
+        sym,
+        False,
+        1,
+        lo,
+        step,
+        inner,
+        ngroups,
+        _NO_POS if pos is None else pos,
+        by_pos,
+        pos is not None,
+        sym.size,
+        out,
+    )
 
 
 # --------------------------------------------------------------------------- torch (any device)

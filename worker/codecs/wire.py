@@ -106,15 +106,22 @@ def unpack(payload: bytes | bytearray | memoryview) -> tuple[Header, dict[str, m
     if zlib.crc32(view[: view.nbytes - _CRC.size]) != crc:
         raise CodecError("payload checksum mismatch: the bytes were corrupted in transit")
     header = Header(
-        shape=tuple(shape), dtype=_lookup(DTYPES, fixed[2], "dtype"), value_dtype=_lookup(DTYPES, fixed[3], "value_dtype"),
-        bits=fixed[5], scale=_lookup(SCALES, fixed[6], "scale"), entropy=_lookup(ENTROPY, fixed[7], "entropy"),
-        feedback=_lookup(FEEDBACK, fixed[8], "feedback"), topk=bool(fixed[9]), block=fixed[10], kept=fixed[11],
-        lengths=dict(zip(SECTIONS, lengths)),
+        shape=tuple(shape),
+        dtype=_lookup(DTYPES, fixed[2], "dtype"),
+        value_dtype=_lookup(DTYPES, fixed[3], "value_dtype"),
+        bits=fixed[5],
+        scale=_lookup(SCALES, fixed[6], "scale"),
+        entropy=_lookup(ENTROPY, fixed[7], "entropy"),
+        feedback=_lookup(FEEDBACK, fixed[8], "feedback"),
+        topk=bool(fixed[9]),
+        block=fixed[10],
+        kept=fixed[11],
+        lengths=dict(zip(SECTIONS, lengths, strict=True)),
     )
     if header.bits > 16 or header.kept > header.numel:
         raise CodecError(f"payload header is inconsistent (bits={header.bits}, kept={header.kept} of {header.numel})")
     sections = {}
-    for name, length in zip(SECTIONS, lengths):
+    for name, length in zip(SECTIONS, lengths, strict=True):
         sections[name] = view[at : at + length]
         at += length
     return header, sections

@@ -1,0 +1,138 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from slimpipe.spec import CompressionSpec
+from worker.codecs import CodecError, decode, make_codec, quantize, wire
+
+
+def _step_bound(x: torch.Tensor, y: torch.Tensor, step: float) -> bool:
+    """|x - y| <= step/2, up to one fp32 rounding of the decoded value."""
+    slack = 2.0 * torch.finfo(torch.float32).eps * x.abs().max().item()
+    return bool(((x - y).abs() <= step / 2 * (1 + 1e-9) + slack).all())
+
+
+@pytest.mark.parametrize("bits", range(1, 17))
+def test_per_tensor_nearest_error_is_at_most_half_a_step(bits):
+    x = torch.randn(4000) * 3
+    payload = make_codec(CompressionSpec(bits=bits, scale="tensor")).encode(x)
+    step = quantize.bf16_to_float(quantize.bf16_up(np.array([(x.max() - x.min()).item() / ((1 << bits) - 1)])))[0]
+    assert step >= (x.max() - x.min()).item() / ((1 << bits) - 1)
+    assert _step_bound(x, decode(payload), float(step))
+
+
+@pytest.mark.parametrize("bits", range(1, 17))
+@pytest.mark.parametrize("scale,block,groups", [("tensor", 64, 1), ("block", 64, 63), ("block", 100, 40), ("channel", 64, 125)])
+def test_payload_is_exactly_packed_bits_plus_scales_plus_header(bits, scale, block, groups):
+    x = torch.randn(32, 125)  # 4000 values
+    payload = make_codec(CompressionSpec(bits=bits, scale=scale, block=block)).encode(x)
+    assert len(payload) == math.ceil(4000 * bits / 8) + 6 * groups + wire.header_bytes(2)
+
+
+@pytest.mark.parametrize("backend", ["numba", "torch"])
+@pytest.mark.parametrize("scale", ["tensor", "channel", "block"])
+def test_block_and_channel_errors_stay_within_their_own_step(backend, scale):
+    from tests.worker.codecs.conftest import transformer_like
+
+    x = transformer_like(16, 96)
+    spec = CompressionSpec(bits=4, scale=scale, block=64)
+    y = decode(make_codec(spec, backend=backend).encode(x))
+    err = (x - y).abs()
+    if scale == "channel":  # each column is a channel: error bounded by its own range / 15 / 2
+        bound = (x.amax(0) - x.amin(0)) / 15 / 2 * 1.01 + 1e-6
+        assert bool((err <= bound).all())
+    if scale == "block":
+        blocks = x.reshape(-1, 64)
+        bound = ((blocks.amax(1) - blocks.amin(1)) / 15 / 2 * 1.01 + 1e-6)[:, None]
+        assert bool((err.reshape(-1, 64) <= bound).all())
+    rel = float((x - y).norm() / x.norm())
+    assert rel < {"tensor": 1.0, "channel": 0.15, "block": 0.25}[scale]
+
+
+def test_channel_scales_beat_tensor_scales_on_outlier_channels():
+    from tests.worker.codecs.conftest import transformer_like
+
+    x = transformer_like(64, 128)
+    errors = {}
+    for scale in ("tensor", "channel"):
+        y = decode(make_codec(CompressionSpec(bits=4, scale=scale)).encode(x))
+        errors[scale] = float(((x - y)[:, 1:32]).norm())  # the ordinary channels
+    assert errors["channel"] < errors["tensor"] / 5
+
+
+def test_nchw_scales_per_dim_one():
+    assert quantize.channel_layout((8, 16, 5, 5)) == (25, 16)
+    assert quantize.channel_layout((8, 10, 768)) == (1, 768)
+    assert quantize.channel_layout((7,)) == (1, 1)
+
+
+def test_stochastic_rounding_is_unbiased():
+    x = torch.full((20000,), 0.3)
+    x[0], x[1] = 0.0, 1.0  # per-tensor grid 0, 1/3, 2/3, 1 with 2 bits: 0.3 sits between 0 and 1/3
+    y = decode(make_codec(CompressionSpec(bits=2, scale="tensor", rounding="stochastic")).encode(x))
+    step = float(quantize.bf16_to_float(quantize.bf16_up(np.array([1 / 3])))[0])  # 0.333984375
+    assert set(np.unique(y[2:].numpy()).tolist()) == {0.0, step}
+    assert abs(y[2:].mean().item() - 0.3) < 0.005
+    nearest = decode(make_codec(CompressionSpec(bits=2, scale="tensor")).encode(x))
+    assert torch.equal(nearest[2:], torch.full((19998,), step))
+
+
+@pytest.mark.parametrize("value", [0.0, 1.0, -7.25, 1e-30, 3e38, -3e38])
+def test_constant_tensors_decode_exactly(value):
+    x = torch.full((300,), value)
+    for scale in ("tensor", "block", "channel"):
+        assert torch.equal(decode(make_codec(CompressionSpec(bits=3, scale=scale)).encode(x)), x)
+
+
+def test_huge_and_tiny_values_keep_relative_precision():
+    x = torch.cat([torch.randn(128) * 1e30, torch.randn(128) * 1e-30])
+    y = decode(make_codec(CompressionSpec(bits=8, block=64)).encode(x))
+    x, y = x.double(), y.double()
+    assert float((x[:128] - y[:128]).norm() / x[:128].norm()) < 0.01
+    assert float((x[128:] - y[128:]).norm() / x[128:].norm()) < 0.01
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("scale", ["tensor", "channel", "block"])
+def test_non_finite_values_are_refused(bad, scale):
+    x = torch.randn(4, 64)
+    x[2, 5] = bad
+    with pytest.raises(CodecError, match="NaN or inf"):
+        make_codec(CompressionSpec(bits=4, scale=scale)).encode(x)
+
+
+def test_range_beyond_float32_is_refused():
+    x = torch.tensor([-3.4e38, 3.4e38])
+    with pytest.raises(CodecError, match="range"):
+        make_codec(CompressionSpec(bits=1, scale="tensor")).encode(x)
+
+
+def test_bf16_up_is_the_smallest_bf16_not_below():
+    values = np.array([0.0, 1.0, 1.0 + 1e-9, 3.0, 1e-45, 1e-40, 123.456, 2.0**-133])
+    up = quantize.bf16_to_float(quantize.bf16_up(values)).astype(np.float64)
+    assert np.all(up >= values)
+    below = quantize.bf16_to_float(quantize.bf16_up(values) - (up > 0)).astype(np.float64)
+    assert np.all((below < values) | (up == 0))
+
+
+@settings(max_examples=30, deadline=None)
+@given(bits=st.integers(1, 16), n=st.integers(0, 700), block=st.sampled_from([2, 3, 64, 128, 100]),
+       scale=st.sampled_from(["tensor", "channel", "block"]), seed=st.integers(0, 2**16))
+def test_round_trip_and_size_property(bits, n, block, scale, seed):
+    x = torch.randn(n, generator=torch.Generator().manual_seed(seed)) * 10
+    spec = CompressionSpec(bits=bits, scale=scale, block=block)
+    payload = make_codec(spec).encode(x)
+    groups = max(1, -(-n // block)) if scale == "block" else 1
+    assert len(payload) == math.ceil(n * bits / 8) + 6 * groups + wire.header_bytes(1)
+    y = decode(payload)
+    assert y.shape == x.shape
+    if n:
+        lo = x.min().item() if scale != "block" else None
+        if lo is not None:
+            step = ((x.max() - x.min()).item() / ((1 << bits) - 1)) * (1 + 2**-7)
+            assert _step_bound(x, y, step)
+    assert payload == make_codec(spec, backend="torch").encode(x)

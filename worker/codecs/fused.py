@@ -1,0 +1,303 @@
+"""Fused numba kernels: per-group min/max, quantize+bit-pack, unpack+dequantize (+scatter).
+
+Work is cut into sub-chunks of 64 values (64*b bits = b whole words, see bitpack.py) and
+tasks of TASK sub-chunks run in parallel. Within a sub-chunk the arithmetic runs over small
+buffers so LLVM can vectorize it; when the sub-chunk lies in one scale group (block sizes
+that are multiples of 64, per-tensor scales) the scale is a scalar.
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+SUB = 64
+TASK = 1024
+
+
+@nb.njit(parallel=True, fastmath=True, cache=True)
+def run_minmax(x, run, lo, hi, sums):  # pragma: no cover - compiled
+    """min, max and sum of each contiguous run of `run` values (sum exposes NaN/inf)."""
+    n = x.size
+    for r in nb.prange(lo.size):
+        a, b, s = np.float32(np.inf), np.float32(-np.inf), 0.0
+        for i in range(r * run, min(r * run + run, n)):
+            v = x[i]
+            a = min(a, v)
+            b = max(b, v)
+            s += v
+        lo[r], hi[r], sums[r] = a, b, s
+
+
+@nb.njit(fastmath=True, cache=True)
+def _range_minmax(x, i0, i1):  # pragma: no cover - compiled; fixed 64-wide steps vectorize
+    a, b, s = np.float32(np.inf), np.float32(-np.inf), np.float32(0.0)
+    full = i0 + (i1 - i0) // SUB * SUB
+    for base in range(i0, full, SUB):
+        for j in range(SUB):
+            v = x[base + j]
+            a = v if v < a else a
+            b = v if v > b else b
+            s += v
+    for i in range(full, i1):
+        v = x[i]
+        a = v if v < a else a
+        b = v if v > b else b
+        s += v
+    return a, b, s  # s is NaN/inf if a value is (or, rarely, if huge values overflow the sum)
+
+
+@nb.njit(inline="always")
+def bf16_up(v, f32, u32):  # pragma: no cover - compiled; smallest bf16 >= v >= 0, via a 1-slot bit view
+    f32[0] = np.float32(v)
+    if np.float64(f32[0]) < v:
+        u32[0] += np.uint32(1)
+    if u32[0] & np.uint32(0xFFFF):
+        u32[0] = (u32[0] + np.uint32(0x10000)) & np.uint32(0xFFFF0000)
+    return np.float64(f32[0])
+
+
+@nb.njit(cache=True)
+def minmax_by_position(x, pos, inner, ngroups, lo, hi):  # pragma: no cover - compiled
+    """Per-group min/max of values grouped by their original position (channel scales after top-k)."""
+    s = 0.0
+    for i in range(x.size):
+        g = (pos[i] // inner) % ngroups
+        v = np.float64(x[i])
+        lo[g] = min(lo[g], v)
+        hi[g] = max(hi[g], v)
+        s += v - v
+    return s
+
+
+@nb.njit(inline="always")
+def _uniform(seed, i):  # pragma: no cover - compiled; splitmix64 of the position, in [0, 1)
+    z = np.uint64(seed) + np.uint64(i) * np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z = z ^ (z >> np.uint64(31))
+    return np.float64(z >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+
+
+@nb.njit(inline="always")
+def _params(i0, m, inner, ngroups, pos, by_pos, a, b, a_buf, b_buf):  # pragma: no cover - compiled
+    """Scale pair per value of the sub-chunk; True (and only slot 0 filled) if it is one group."""
+    if by_pos:
+        for j in range(m):
+            g = (pos[i0 + j] // inner) % ngroups
+            a_buf[j], b_buf[j] = a[g], b[g]
+        return False
+    g = (i0 // inner) % ngroups
+    rem = i0 % inner
+    if rem + m <= inner:
+        a_buf[0], b_buf[0] = a[g], b[g]
+        return True
+    for j in range(m):
+        a_buf[j], b_buf[j] = a[g], b[g]
+        rem += 1
+        if rem == inner:
+            rem = 0
+            g = g + 1 if g + 1 < ngroups else 0
+    return False
+
+
+@nb.njit(inline="always")
+def _symbol(t, maxq):  # pragma: no cover - compiled; clamp and truncate (ternaries vectorize, min/max do not)
+    t = t if t > 0.0 else 0.0
+    return np.int32(t if t < maxq else maxq)
+
+
+@nb.njit(inline="always")
+def _symbols(x, i0, m, one, lo_buf, inv_buf, maxq, stochastic, seed, q):  # pragma: no cover - compiled
+    if one and not stochastic:
+        lo, inv = lo_buf[0], inv_buf[0]
+        for j in range(m):
+            q[j] = _symbol((np.float64(x[i0 + j]) - lo) * inv + 0.5, maxq)
+    else:
+        for j in range(m):
+            k = 0 if one else j
+            t = (np.float64(x[i0 + j]) - lo_buf[k]) * inv_buf[k]
+            q[j] = _symbol(t + (_uniform(seed, i0 + j) if stochastic else 0.5), maxq)
+
+
+@nb.njit(inline="always")
+def _pack_fixed(q, m, bits, words, w):  # pragma: no cover - compiled; 64 % bits == 0, bits a literal
+    per = 64 // bits
+    for k in range((m + per - 1) // per):
+        acc = np.uint64(0)
+        for j in range(min(per, m - k * per)):
+            acc |= np.uint64(q[k * per + j]) << np.uint64(j * bits)
+        words[w + k] = acc
+
+
+@nb.njit(inline="always")
+def _pack_any(q, m, bits, words, w):  # pragma: no cover - compiled
+    acc = np.uint64(0)
+    nacc = 0
+    for j in range(m):
+        v = np.uint64(q[j])
+        acc |= v << np.uint64(nacc)
+        nacc += bits
+        if nacc >= 64:
+            words[w] = acc
+            w += 1
+            nacc -= 64
+            acc = (v >> np.uint64(bits - nacc)) if nacc > 0 else np.uint64(0)
+    if nacc > 0:
+        words[w] = acc
+
+
+@nb.njit(inline="always")
+def _pack(q, m, bits, words, w):  # pragma: no cover - compiled; literal widths unroll
+    if bits == 1:
+        _pack_fixed(q, m, 1, words, w)
+    elif bits == 2:
+        _pack_fixed(q, m, 2, words, w)
+    elif bits == 4:
+        _pack_fixed(q, m, 4, words, w)
+    elif bits == 8:
+        _pack_fixed(q, m, 8, words, w)
+    elif bits == 16:
+        _pack_fixed(q, m, 16, words, w)
+    else:
+        _pack_any(q, m, bits, words, w)
+
+
+@nb.njit(inline="always")
+def _unpack_fixed(words, w, bits, m, q):  # pragma: no cover - compiled
+    mask = (np.uint64(1) << np.uint64(bits)) - np.uint64(1)
+    per = 64 // bits
+    for k in range((m + per - 1) // per):
+        acc = words[w + k]
+        for j in range(min(per, m - k * per)):
+            q[k * per + j] = np.int32((acc >> np.uint64(j * bits)) & mask)
+
+
+@nb.njit(inline="always")
+def _unpack_any(words, w, bits, m, q):  # pragma: no cover - compiled
+    mask = (np.uint64(1) << np.uint64(bits)) - np.uint64(1)
+    acc = words[w]
+    avail = 64
+    for j in range(m):
+        if avail >= bits:
+            q[j] = np.int32(acc & mask)
+            acc >>= np.uint64(bits)
+            avail -= bits
+        else:
+            w += 1
+            nxt = words[w]
+            q[j] = np.int32((acc | (nxt << np.uint64(avail))) & mask)
+            acc = nxt >> np.uint64(bits - avail)
+            avail = 64 - (bits - avail)
+
+
+@nb.njit(inline="always")
+def _unpack(words, w, bits, m, q):  # pragma: no cover - compiled
+    if bits == 1:
+        _unpack_fixed(words, w, 1, m, q)
+    elif bits == 2:
+        _unpack_fixed(words, w, 2, m, q)
+    elif bits == 4:
+        _unpack_fixed(words, w, 4, m, q)
+    elif bits == 8:
+        _unpack_fixed(words, w, 8, m, q)
+    elif bits == 16:
+        _unpack_fixed(words, w, 16, m, q)
+    else:
+        _unpack_any(words, w, bits, m, q)
+
+
+@nb.njit(inline="always")
+def _dequant(q, m, one, lo_buf, step_buf, pos, scatter, i0, out):  # pragma: no cover - compiled
+    if one and not scatter:
+        lo, step = lo_buf[0], step_buf[0]
+        for j in range(m):
+            out[i0 + j] = lo + np.float64(q[j]) * step
+    else:
+        for j in range(m):
+            k = 0 if one else j
+            value = lo_buf[k] + np.float64(q[j]) * step_buf[k]
+            if scatter:
+                out[pos[i0 + j]] = value
+            else:
+                out[i0 + j] = value
+
+
+@nb.njit(parallel=True, cache=True)
+def quant_pack(
+    x, lo, inv, bits, inner, ngroups, pos, by_pos, stochastic, seed, packed, words, symbols
+):  # pragma: no cover
+    """Quantize x; bit-pack into `words` if `packed`, else write uint16 `symbols`."""
+    n = x.size
+    maxq = np.float64((1 << bits) - 1)
+    nsub = (n + SUB - 1) // SUB
+    for t in nb.prange((nsub + TASK - 1) // TASK):
+        q = np.empty(SUB, dtype=np.int32)
+        lo_buf = np.empty(SUB, dtype=np.float64)
+        inv_buf = np.empty(SUB, dtype=np.float64)
+        for s in range(t * TASK, min(t * TASK + TASK, nsub)):
+            i0 = s * SUB
+            m = min(SUB, n - i0)
+            one = _params(i0, m, inner, ngroups, pos, by_pos, lo, inv, lo_buf, inv_buf)
+            _symbols(x, i0, m, one, lo_buf, inv_buf, maxq, stochastic, seed, q)
+            if packed:
+                _pack(q, m, bits, words, s * bits)
+            else:
+                for j in range(m):
+                    symbols[i0 + j] = q[j]
+
+
+@nb.njit(parallel=True, cache=True)
+def unpack_dequant(
+    words, symbols, packed, bits, lo, step, inner, ngroups, pos, by_pos, scatter, n, out
+):  # pragma: no cover
+    """Inverse of quant_pack; with `scatter`, value i lands at out[pos[i]]."""
+    nsub = (n + SUB - 1) // SUB
+    for t in nb.prange((nsub + TASK - 1) // TASK):
+        q = np.empty(SUB, dtype=np.int32)
+        lo_buf = np.empty(SUB, dtype=np.float64)
+        step_buf = np.empty(SUB, dtype=np.float64)
+        for s in range(t * TASK, min(t * TASK + TASK, nsub)):
+            i0 = s * SUB
+            m = min(SUB, n - i0)
+            if packed:
+                _unpack(words, s * bits, bits, m, q)
+            else:
+                for j in range(m):
+                    q[j] = symbols[i0 + j]
+            one = _params(i0, m, inner, ngroups, pos, by_pos, lo, step, lo_buf, step_buf)
+            _dequant(q, m, one, lo_buf, step_buf, pos, scatter, i0, out)
+
+
+@nb.njit(parallel=True, cache=True)
+def block_quant_pack(
+    x, block, bits, stochastic, seed, packed, lo_out, step_out, bad, words, symbols
+):  # pragma: no cover
+    """One pass for block scales (block % 64 == 0): min/max, scale, quantize, pack, block by block."""
+    n = x.size
+    maxq = np.float64((1 << bits) - 1)
+    per_task = max(1, (1 << 16) // block)
+    for t in nb.prange(bad.size):
+        q = np.empty(SUB, dtype=np.int32)
+        lo_buf = np.empty(1, dtype=np.float64)
+        inv_buf = np.empty(1, dtype=np.float64)
+        f32 = np.empty(1, dtype=np.float32)
+        u32 = f32.view(np.uint32)
+        for g in range(t * per_task, min(t * per_task + per_task, lo_out.size)):
+            i0, i1 = g * block, min(g * block + block, n)
+            lo, hi, total = _range_minmax(x, i0, i1)
+            if total - total != 0.0:  # NaN or inf in the block, or a sum overflow: check exactly
+                for i in range(i0, i1):
+                    if not np.isfinite(x[i]):
+                        bad[t] = 1
+            step = bf16_up((np.float64(hi) - np.float64(lo)) / maxq, f32, u32)
+            lo_out[g], step_out[g] = lo, step
+            lo_buf[0], inv_buf[0] = lo, 1.0 / step if step > 0.0 else 0.0
+            for i in range(i0, i1, SUB):
+                m = min(SUB, i1 - i)
+                _symbols(x, i, m, True, lo_buf, inv_buf, maxq, stochastic, seed, q)
+                if packed:
+                    _pack(q, m, bits, words, (i // SUB) * bits)
+                else:
+                    for j in range(m):
+                        symbols[i + j] = q[j]
