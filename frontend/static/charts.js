@@ -34,6 +34,19 @@ export function line(name, series, { color, dash, width = 1.6, mode = "lines" } 
   };
 }
 
+// A log axis only where it helps: positive values spanning more than ~20x.
+export function wantsLog(traces) {
+  let lo = Infinity, hi = -Infinity;
+  for (const t of traces) for (const v of t.y) {
+    if (v === null || v === undefined) continue;
+    if (v <= 0) return false;
+    if (v < lo) lo = v;
+    if (v > hi) hi = v;
+  }
+  return hi / lo > 20;
+}
+
+let revision = 0;
 export function draw(div, traces, lay) {
   const node = typeof div === "string" ? document.getElementById(div) : div;
   if (!traces.length) {
@@ -49,6 +62,8 @@ export function draw(div, traces, lay) {
     node.classList.remove("no-data");
     node.replaceChildren();
   }
+  // Live series grow in place, so tell Plotly the data changed even when the arrays are the same objects.
+  lay.datarevision = ++revision;
   window.Plotly.react(node, traces, lay, CONFIG);
 }
 

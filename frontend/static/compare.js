@@ -1,7 +1,7 @@
 // Compare: the table of differing fields and results, overlaid curves, acc-vs-bytes scatter with its Pareto front.
 import { api, download, markReady, showBanner } from "./api.js";
 import { COLORS, draw, layout, line, paretoFront, plotlyReady } from "./charts.js";
-import { badge, el, fmtDelta, fmtMB, fmtPct, fmtRatio, fmtSecs, fmtValue, DASH } from "./format.js";
+import { badge, el, fmtBytes, fmtDelta, fmtPct, fmtRatio, fmtSecs, fmtValue, DASH } from "./format.js";
 
 const head = document.getElementById("compare-head");
 const RUN_IDS = head.dataset.runIds.split(",").filter(Boolean).map(Number);
@@ -24,7 +24,7 @@ function renderTable() {
     el("tr", {},
       el("th", { text: "Run" }), el("th", { text: "Status" }),
       varying.map((f) => el("th", { class: "diff", title: f, text: shortPath(f) })),
-      ["Best val acc", "Final val acc", "Δ vs baseline", "Wire MB/step", "Ratio", "Time/batch", "Speed-up"].map((h) => el("th", { class: "num", text: h })),
+      ["Best val acc", "Final val acc", "Δ vs baseline", "Wire/step", "Ratio", "Time/batch", "Speed-up"].map((h) => el("th", { class: "num", text: h })),
     ),
   );
   const best = Math.max(...table.runs.map((r) => r.best_val_acc ?? -Infinity));
@@ -38,7 +38,7 @@ function renderTable() {
         el("td", { class: `num${r.best_val_acc === best ? " best" : ""}`, "data-col": "best_val_acc" }, fmtPct(r.best_val_acc)),
         el("td", { class: "num", "data-col": "final_val_acc" }, fmtPct(r.final_val_acc)),
         el("td", { class: `num ${r.delta_val_acc < 0 ? "neg" : r.delta_val_acc > 0 ? "pos" : ""}`, "data-col": "delta_val_acc" }, fmtDelta(r.delta_val_acc)),
-        el("td", { class: "num", "data-col": "wire_bytes_per_step" }, fmtMB(r.wire_bytes_per_step)),
+        el("td", { class: "num", "data-col": "wire_bytes_per_step", title: r.wire_bytes_per_step == null ? null : `${Math.round(r.wire_bytes_per_step).toLocaleString("en-US")} bytes` }, fmtBytes(r.wire_bytes_per_step)),
         el("td", { class: "num", "data-col": "compression_ratio" }, fmtRatio(r.compression_ratio)),
         el("td", { class: "num", "data-col": "time_per_batch_s" }, fmtSecs(r.time_per_batch_s)),
         el("td", { class: "num", "data-col": "speedup" }, r.speedup == null ? DASH : `${r.speedup.toFixed(2)}×`),

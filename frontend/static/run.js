@@ -1,6 +1,6 @@
 // Run detail: status, live curves over SSE, log tail, spec, summary, downloads, actions.
 import { api, ApiError, download, events, markReady, showBanner } from "./api.js";
-import { COLORS, draw, layout, line, plotlyReady } from "./charts.js";
+import { COLORS, draw, layout, line, plotlyReady, wantsLog } from "./charts.js";
 import { badge, el, fmtAgo, fmtBytes, fmtNum, fmtPct, fmtRatio, fmtSecs, progress, fmtDuration, DASH } from "./format.js";
 
 const RUN_ID = Number(document.getElementById("run-head").dataset.runId);
@@ -56,7 +56,7 @@ function drawCharts() {
   ]), layout("Accuracy", { yTitle: "%" }));
   const wire = perBoundary("bytes", "wire");
   if (!wire.length) wire.push(...present([["wire/bytes_fwd", "forward", { color: COLORS[0] }], ["wire/bytes_bwd", "backward", { color: COLORS[1], dash: "dot" }]]));
-  draw("chart-wire", wire, layout("Wire bytes per step", { yTitle: "bytes", logY: true }));
+  draw("chart-wire", wire, layout("Wire bytes per step", { yTitle: "bytes", logY: wantsLog(wire) }));
   const ratio = perBoundary("ratio", "ratio");
   ratio.push(...present([["wire/ratio", "overall", { color: "#111827", width: 2.2 }]]));
   draw("chart-ratio", ratio, layout("Compression ratio (dense fp32 / wire)", { yTitle: "×" }));
@@ -64,7 +64,8 @@ function drawCharts() {
     ["time/batch_s", "time per batch", { color: COLORS[0] }],
     ["link/time_s", "link time (modelled)", { color: COLORS[3], dash: "dash" }],
   ]), layout("Time per batch", { yTitle: "s" }));
-  draw("chart-err", perBoundary("err", "error"), layout("Reconstruction error (relative)", { yTitle: "‖x̂ − x‖ / ‖x‖", logY: true }));
+  const err = perBoundary("err", "error");
+  draw("chart-err", err, layout("Reconstruction error (relative)", { yTitle: "‖x̂ − x‖ / ‖x‖", logY: wantsLog(err) }));
 }
 
 function scheduleRedraw() {
@@ -141,7 +142,10 @@ function renderSummary(s) {
   document.getElementById("summary-cards").replaceChildren(
     ...cards.map(([key, k, v]) => el("div", { class: "stat card", "data-stat": key }, el("div", { class: "stat-label", text: k }), el("div", { class: "stat-value", text: v }))),
   );
-  const rows = Object.entries(s).map(([k, v]) => el("tr", {}, el("th", { text: k }), el("td", { class: "num mono", text: typeof v === "number" ? fmtNum(v, 6) : JSON.stringify(v) })));
+  // The engine may add its own keys (stages, device, the frozen spec); the spec has its own panel.
+  const rows = Object.entries(s)
+    .filter(([k]) => k !== "spec")
+    .map(([k, v]) => el("tr", {}, el("th", { text: k }), el("td", { class: typeof v === "number" ? "num mono" : "mono wrap", text: typeof v === "number" ? fmtNum(v, 6) : JSON.stringify(v) })));
   document.getElementById("summary-table").replaceChildren(...(rows.length ? rows : [el("tr", {}, el("td", { class: "muted", text: "written when the run finishes" }))]));
 }
 
@@ -182,11 +186,18 @@ function follow() {
 }
 
 async function refreshFinal() {
-  // The summary lands with the final status; fetch the full row once more for spec/traceback.
+  // The summary lands with the final status; fetch the full row (spec, traceback) and the series once more.
   try {
     renderRun(await api(`/runs/${RUN_ID}`));
+    await loadSeries();
+    drawCharts();
   } catch {}
   if (source) setTimeout(() => source && source.close(), 3000);
+}
+
+async function loadSeries() {
+  const metrics = await api(`/runs/${RUN_ID}/metrics`, { query: { max_points: MAX_POINTS } }).catch(() => null);
+  if (metrics) for (const [name, s] of Object.entries(metrics.series)) series[name] = { step: s.step.slice(), value: s.value.slice() };
 }
 
 async function load() {
@@ -201,12 +212,11 @@ async function load() {
     return;
   }
   renderRun(r);
-  const [metrics, logs] = await Promise.all([
-    api(`/runs/${RUN_ID}/metrics`, { query: { max_points: MAX_POINTS } }).catch(() => null),
+  const [, logs] = await Promise.all([
+    loadSeries(),
     api(`/runs/${RUN_ID}/logs`, { query: { format: "json" } }).catch(() => null),
     plotlyReady(),
   ]);
-  if (metrics) for (const [name, s] of Object.entries(metrics.series)) series[name] = { step: s.step.slice(), value: s.value.slice() };
   drawCharts();
   if (logs) addLogLines(logs.lines.slice(-LOG_LINES));
   markReady();
