@@ -74,9 +74,13 @@ class Cluster:
     # ------------------------------------------------------------------ runs
 
     def submit(
-        self, spec: dict[str, Any], sweep: dict[str, list[Any]] | None = None, queue: str = names.QUEUE_CPU
+        self,
+        spec: dict[str, Any],
+        sweep: dict[str, list[Any]] | None = None,
+        queue: str = names.QUEUE_CPU,
+        send: bool = True,
     ) -> list[int]:
-        """What POST /experiments does: commit the rows, then send one task per run by name."""
+        """What POST /experiments does: commit the rows, then (if `send`) one task per run by name."""
         from backend import crud, db
         from backend.queue import send_run
         from backend.settings import get_settings
@@ -92,7 +96,7 @@ class Cluster:
                 queue=queue,
             )
             run_ids = [r.id for r in runs]
-        for run_id in run_ids:
+        for run_id in run_ids if send else []:
             send_run(run_id, queue, get_settings())
         return run_ids
 

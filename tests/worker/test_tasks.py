@@ -1,0 +1,312 @@
+"""The task, its supervisor, reporter and recovery, without a broker: faults injected by a stand-in engine."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from slimpipe import names
+from tests.worker.celery_harness import ROOT, cluster_env, wait_for
+from worker.supervisor import Hooks, Supervisor, subprocess_launcher
+
+FAKE = {"model": {"name": "tiny_mlp"}, "data": {"name": "digits"}, "train": {"max_steps": 5}}
+
+
+def fake(name: str = "ok", steps: int = 5) -> dict:
+    return {**FAKE, "name": name, "train": {"max_steps": steps}}
+
+
+@pytest.fixture
+def embedded(tmp_path, monkeypatch):
+    """SQLite in tmp, no worker: the tests call the task in-process; its child trains the stand-in engine."""
+    monkeypatch.setenv("SLIMPIPE_TRAIN_MODULE", "tests.worker.fake_engine")
+    monkeypatch.setenv("SLIMPIPE_WORKER_START", "subprocess")  # the stand-in needs no preloaded torch
+    with cluster_env(tmp_path, f"sqlite:///{tmp_path / 'slimpipe.db'}", "filesystem://") as cluster:
+        yield cluster
+
+
+def run_task(run_id: int) -> str:
+    from worker.tasks import run_experiment
+
+    return run_experiment.apply(args=[run_id]).get()
+
+
+# --------------------------------------------------------------------------- the task
+
+
+def test_task_trains_a_queued_run_and_records_how_it_went(embedded):
+    (run_id,) = embedded.submit(fake("ok", 5), send=False)
+    assert run_task(run_id) == names.SUCCEEDED
+    run = embedded.run(run_id)
+    assert (run.status, run.error, run.worker_host) == (names.SUCCEEDED, None, socket.gethostname())
+    assert (run.progress_step, run.progress_total) == (5, 5)
+    assert run.started_at <= run.finished_at
+    assert run.summary == {"steps": 5, "final_val_acc": 50.0}
+    assert embedded.series(run_id, names.TRAIN_LOSS) == ([1, 2, 3, 4, 5], [1.0, 1 / 2, 1 / 3, 1 / 4, 1 / 5])
+    logs = embedded.logs(run_id)
+    assert logs[0].startswith("training process ") and logs[0].endswith(f" started on {socket.gethostname()}")
+    assert logs[1:] == [f"step {i}" for i in range(1, 6)]
+
+
+def test_task_skips_a_run_that_is_no_longer_queued(embedded):
+    (run_id,) = embedded.submit(fake(), send=False)
+    embedded.cancel(run_id)
+    assert run_task(run_id) == "skipped"
+    run = embedded.run(run_id)
+    assert (run.status, run.started_at, run.error) == (names.CANCELLED, None, "cancelled before it started")
+
+
+def test_engine_exception_fails_the_run_with_its_traceback_and_keeps_earlier_metrics(embedded):
+    (run_id,) = embedded.submit(fake("raise", 10), send=False)
+    assert run_task(run_id) == names.FAILED
+    run = embedded.run(run_id)
+    assert run.error == "RuntimeError: the engine broke at step 3"
+    assert "fake_engine.py" in run.traceback and "RuntimeError" in run.traceback
+    assert embedded.series(run_id, names.TRAIN_LOSS)[0] == [1, 2]
+
+
+def test_nan_loss_fails_the_run_as_diverged(embedded):
+    (run_id,) = embedded.submit(fake("nan"), send=False)
+    assert run_task(run_id) == names.FAILED
+    assert embedded.run(run_id).error == "training diverged: loss is nan at step 2"
+
+
+def test_child_that_exits_without_an_outcome_fails_with_its_exit_code_and_output(embedded):
+    (run_id,) = embedded.submit(fake("exit"), send=False)
+    assert run_task(run_id) == names.FAILED
+    run = embedded.run(run_id)
+    assert run.error == "training process exited with code 7 before reporting a result"
+    assert run.traceback == "dying without a word"
+    assert "dying without a word" in embedded.logs(run_id)  # forwarded to the run's log as OUTPUT
+
+
+def test_missing_engine_fails_the_run_and_says_so(embedded, monkeypatch):
+    monkeypatch.setenv("SLIMPIPE_TRAIN_MODULE", "tests.worker.no_such_engine")
+    (run_id,) = embedded.submit(fake(), send=False)
+    assert run_task(run_id) == names.FAILED
+    assert (
+        embedded.run(run_id).error == "cannot load the training engine: No module named 'tests.worker.no_such_engine'"
+    )
+
+
+def test_cancel_is_seen_at_the_next_step(embedded):
+    from backend import crud
+    from worker.reporter import Reporter
+
+    (run_id,) = embedded.submit(fake(), send=False)
+    assert crud.claim_run(run_id, "w@h", "c1")
+    reporter = Reporter(run_id)
+    assert reporter.should_stop() is False
+    embedded.cancel(run_id)
+    assert reporter.should_stop() is True
+
+
+# --------------------------------------------------------------------------- supervisor
+
+
+def supervise(code: str, hooks: Hooks | None = None, **kwargs) -> tuple[Supervisor, object]:
+    """Supervise `python -c code RUN_ID OUTCOME_PATH`."""
+    supervisor = Supervisor(1, hooks, launcher=subprocess_launcher([sys.executable, "-c", code]), poll_s=0.05, **kwargs)
+    return supervisor, supervisor.run()
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_supervisor_reads_the_outcome_file():
+    code = (
+        "import json, sys; open(sys.argv[2], 'w').write(json.dumps({'status': 'succeeded', 'summary': {'steps': 3}}))"
+    )
+    _, outcome = supervise(code)
+    assert (outcome.status, outcome.error, outcome.summary) == (names.SUCCEEDED, None, {"steps": 3})
+
+
+@pytest.mark.parametrize(
+    ("sig", "reason"),
+    [
+        (signal.SIGKILL, "training process was killed by SIGKILL (the out-of-memory killer, or kill -9)"),
+        (signal.SIGSEGV, "training process was killed by SIGSEGV (a crash in native code)"),
+    ],
+)
+def test_supervisor_names_the_signal_that_killed_the_child(sig, reason):
+    _, outcome = supervise(f"import os; print('last words', flush=True); os.kill(os.getpid(), {int(sig)})")
+    assert (outcome.status, outcome.error, outcome.traceback) == (names.FAILED, reason, "last words")
+
+
+def test_supervisor_kills_a_child_stuck_after_cancel_once_the_grace_is_over():
+    started = []
+    hooks = Hooks(cancel_requested=lambda: True, started=started.append)
+    t0 = time.monotonic()
+    _, outcome = supervise(
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)",
+        hooks,
+        cancel_grace_s=0.3,
+        stop_grace_s=0.3,
+    )
+    assert outcome.status == names.CANCELLED
+    assert outcome.error == "cancelled; the training process did not stop within 0.3 s and was killed"
+    assert time.monotonic() - t0 < 10
+    assert _gone(started[0])
+
+
+def test_supervisor_stops_the_child_when_the_worker_shuts_down():
+    shutdown = threading.Event()
+    started = []
+    hooks = Hooks(shutdown=shutdown, started=lambda pid: (started.append(pid), shutdown.set()))
+    _, outcome = supervise("import time; time.sleep(60)", hooks)
+    assert (outcome.status, outcome.error) == (names.FAILED, "worker shut down while the run was running; retry it")
+    assert _gone(started[0])
+
+
+def test_supervisor_heartbeats_and_forwards_output_while_the_child_runs():
+    beats, lines = [], []
+    hooks = Hooks(beat=lambda: beats.append(time.monotonic()), output=lines.extend)
+    code = "import time\nfor i in range(4):\n    print('line', i, flush=True); time.sleep(0.2)"
+    _, outcome = supervise(code, hooks, heartbeat_s=0.1, output_flush_s=0.1)
+    assert lines == ["line 0", "line 1", "line 2", "line 3"]
+    assert len(beats) >= 4
+    assert outcome.error == "training process exited with code 0 before reporting a result"
+
+
+# --------------------------------------------------------------------------- reporter
+
+
+def test_reporter_writes_in_batches_of_points_or_seconds(embedded, monkeypatch):
+    from backend import crud
+    from worker.reporter import Reporter
+
+    (run_id,) = embedded.submit(fake(), send=False)
+    writes = []
+    real = crud.append_metrics
+    monkeypatch.setattr(crud, "append_metrics", lambda rid, pts: writes.append(len(pts)) or real(rid, pts))
+    now = [0.0]
+    reporter = Reporter(run_id, flush_s=1.0, max_points=500, clock=lambda: now[0])
+    for step in range(1, 251):  # two points a step: a write every 250 steps
+        reporter.on_metrics([{"step": step, "name": "a", "value": 1.0}, {"step": step, "name": "b", "value": 2.0}])
+        reporter.maybe_flush()
+    assert writes == [500]
+    reporter.on_metrics([{"step": 251, "name": "a", "value": 1.0}])
+    reporter.maybe_flush()
+    assert writes == [500]
+    now[0] = 1.5
+    reporter.maybe_flush()
+    assert writes == [500, 1]
+    assert len(embedded.series(run_id, "a")[0]) == 251
+
+
+# --------------------------------------------------------------------------- recovery
+
+
+def test_a_restarted_worker_fails_only_its_own_running_runs(embedded):
+    from backend import crud
+    from worker import recovery
+
+    mine, other, queued = embedded.submit(fake(), sweep={"train.max_steps": [1, 2, 3]}, send=False)
+    assert crud.claim_run(mine, "cpu1@host", "c1") and crud.claim_run(other, "cpu2@host", "c2")
+    assert recovery.sweep("cpu1@host") == [mine]
+    assert embedded.run(mine).error == "worker lost: cpu1@host restarted while the run was running; retry it"
+    assert [embedded.run(i).status for i in (mine, other, queued)] == [names.FAILED, names.RUNNING, names.QUEUED]
+
+
+def test_the_sweeper_thread_fails_runs_past_the_heartbeat_timeout(embedded, monkeypatch):
+    from backend import crud
+    from backend.settings import get_settings
+    from worker import recovery
+
+    monkeypatch.setenv("SLIMPIPE_HEARTBEAT_TIMEOUT_S", "0.5")
+    get_settings.cache_clear()
+    (run_id,) = embedded.submit(fake(), send=False)
+    assert crud.claim_run(run_id, "gone@host", "c1")
+    stop = recovery.start_sweeper(interval_s=0.1)
+    try:
+        run = embedded.wait_final(run_id, timeout=10)
+    finally:
+        stop.set()
+    assert (run.status, run.error) == (names.FAILED, "worker lost: no heartbeat for more than 0.5 s")
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+def test_celery_config_has_explicit_queues_late_acks_and_one_message_at_a_time(tmp_path):
+    from backend.settings import Settings
+    from worker.celery_app import celery_config
+
+    config = celery_config(Settings(broker_url="filesystem://", broker_dir=tmp_path / "broker"))
+    assert [(q.name, q.routing_key) for q in config["task_queues"]] == [("cpu", "cpu"), ("gpu", "gpu")]
+    assert config["task_create_missing_queues"] is False
+    assert config["task_acks_late"] is True and config["task_reject_on_worker_lost"] is True
+    assert config["worker_prefetch_multiplier"] == 1
+    assert config["result_backend"] is None
+    options = config["broker_transport_options"]
+    assert options["polling_interval"] == 0.1
+    assert options["data_folder_in"] == options["data_folder_out"] == str((tmp_path / "broker" / "queue").resolve())
+    assert options["control_folder"] == str((tmp_path / "broker" / "control").resolve())
+    redis = celery_config(Settings(broker_url="redis://127.0.0.1:6379/0"))
+    assert redis["broker_transport_options"] == {"visibility_timeout": 6 * 3600}
+
+
+def test_a_task_for_an_undeclared_queue_is_refused(tmp_path):
+    from celery.exceptions import QueueNotFound
+
+    from backend.settings import Settings
+    from worker.celery_app import make_app
+
+    app = make_app(Settings(broker_url="filesystem://", broker_dir=tmp_path / "broker"))
+    with pytest.raises(QueueNotFound):
+        app.send_task(names.TASK_RUN_EXPERIMENT, args=[1], queue="tpu")
+    assert list((tmp_path / "broker" / "queue").iterdir()) == []
+
+
+def test_worker_entry_point_takes_queues_from_the_environment_and_refuses_unknown_ones(monkeypatch, capsys):
+    from backend.settings import get_settings
+    from worker import __main__ as entry
+
+    assert entry.main(["--queues", "cpu,tpu"]) == 2
+    assert "unknown queue tpu; choose from cpu, gpu" in capsys.readouterr().err
+    argv = entry.celery_argv(["gpu", "cpu"], "gpu-cpu@%h", "INFO")
+    assert argv[argv.index("--queues") + 1] == "gpu,cpu" and argv[argv.index("--pool") + 1] == "solo"
+    monkeypatch.setenv("SLIMPIPE_WORKER_QUEUES", "gpu")
+    get_settings.cache_clear()
+    try:
+        assert get_settings().queues == ["gpu"]
+    finally:
+        get_settings.cache_clear()
+
+
+def test_docker_compose_has_postgres_redis_api_and_gpu_and_cpu_workers():
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert set(services) == {"postgres", "redis", "api", "worker-gpu", "worker-cpu"}
+    gpu = services["worker-gpu"]
+    devices = gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert devices == [{"driver": "nvidia", "device_ids": ["0"], "capabilities": ["gpu"]}]
+    assert gpu["environment"]["SLIMPIPE_WORKER_QUEUES"] == "gpu"
+    assert services["worker-cpu"]["environment"]["SLIMPIPE_WORKER_QUEUES"] == "cpu"
+    for name in ("api", "worker-gpu", "worker-cpu"):
+        env = services[name]["environment"]
+        assert env["SLIMPIPE_DATABASE_URL"].startswith("postgresql+psycopg://")
+        assert env["SLIMPIPE_BROKER_URL"] == "redis://redis:6379/0"
+    assert services["worker-gpu"]["command"][:3] == ["python", "-m", "worker"]
+    assert "--no-worker" in services["api"]["command"]
+    assert (ROOT / "Dockerfile").exists()
+    assert Path(ROOT / ".dockerignore").read_text().splitlines()[0] == ".venv"
+
+
+def test_wait_for_reports_what_it_waited_for():
+    with pytest.raises(AssertionError, match="timed out after 0.1 s waiting for godot"):
+        wait_for(lambda: False, 0.1, "godot")
+    assert wait_for(lambda: 5, 1, "five") == 5
