@@ -40,12 +40,21 @@ DATASETS: dict[str, Callable[..., DataBundle]] = {
 }
 
 
+TEXT_DATASETS = ("synthetic_text", "glue", "text_file")
+
+
 def build(model_spec: ModelSpec, data_spec: DataSpec) -> tuple[ZooModel, DataBundle]:
     """Tokenizer (from the model), then data, then the model sized to the data."""
     entry = MODELS[model_spec.name]
+    kind = "text" if data_spec.name in TEXT_DATASETS else "image"
+    if kind != entry.takes:
+        raise ValueError(
+            f"model {model_spec.name!r} takes {entry.takes} input but dataset {data_spec.name!r} gives {kind}; "
+            "pick a matching model or dataset"
+        )
     tokenizer = entry.tokenizer(model_spec.options) if entry.tokenizer else None
     data = DATASETS[data_spec.name](data_spec.options, tokenizer=tokenizer, max_length=data_spec.max_length)
-    if data.kind != entry.takes:
+    if data.kind != entry.takes:  # pragma: no cover - a dataset registered with the wrong kind
         raise ValueError(
             f"model {model_spec.name!r} takes {entry.takes} input but dataset {data_spec.name!r} gives {data.kind}; "
             "pick a matching model or dataset"
