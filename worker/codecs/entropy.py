@@ -176,6 +176,8 @@ def encode(symbols: np.ndarray, kind: str) -> tuple[bytes, bytes]:
     """uint16 symbols -> (model section, values section)."""
     offset, counts = _model(symbols)
     shifted = (symbols - offset).astype(np.uint16) if offset else symbols
+    if counts.size == 1:  # one distinct symbol (or none): the model says it all
+        return _HEAD.pack(HUFFMAN if kind == "huffman" else ANS, 0, offset, 1, 0) + zlib.compress(b"", 1), b""
     if kind == "ans":
         values = _ans_encode(shifted, counts)
         head = _HEAD.pack(ANS, 0, offset, counts.size, 0)
@@ -206,6 +208,10 @@ def decode(model: memoryview, values: memoryview, n: int, bits: int) -> np.ndarr
         raw = zlib.decompress(model[_HEAD.size : table_end])
     except zlib.error as exc:
         raise CodecError(f"entropy model does not decompress: {exc}") from None
+    if alphabet == 1:
+        if values.nbytes or nchunks:
+            raise CodecError("entropy stream is not empty for a one-symbol alphabet")
+        return np.full(n, offset, dtype=np.uint16)
     if kind == ANS:
         counts = np.frombuffer(raw, dtype=np.uint32)
         if counts.size != alphabet:
@@ -255,6 +261,10 @@ def _ans_decode(values: memoryview, counts: np.ndarray, n: int) -> np.ndarray:
     try:
         coder = constriction.stream.stack.AnsCoder(np.frombuffer(values, dtype=np.uint32).copy())
         symbols = coder.decode(_ans_model(counts), n)
+        if not coder.is_empty():
+            raise CodecError("ANS stream does not end where its symbols do")
+    except CodecError:
+        raise
     except Exception as exc:  # constriction raises its own error types on malformed streams
         raise CodecError(f"ANS stream is corrupt: {exc}") from None
     if symbols.size != n or (symbols.size and int(symbols.max()) >= counts.size):

@@ -1,0 +1,64 @@
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from worker.codecs import entropy
+from worker.codecs.wire import CodecError
+
+
+def _gaussian_symbols(n: int, bits: int, seed: int = 0) -> np.ndarray:
+    levels = (1 << bits) - 1
+    x = np.random.default_rng(seed).standard_normal(n)
+    return np.clip(np.round((x + 4) / 8 * levels), 0, levels).astype(np.uint16)
+
+
+@pytest.mark.parametrize("kind", ["huffman", "ans"])
+@pytest.mark.parametrize("bits", [1, 2, 4, 8])
+def test_round_trip_close_to_the_empirical_entropy(kind, bits):
+    symbols = _gaussian_symbols(100_000, bits)
+    model, values = entropy.encode(symbols, kind)
+    assert np.array_equal(entropy.decode(memoryview(model), memoryview(bytes(values)), symbols.size, bits), symbols)
+    bound = entropy.empirical_entropy_bits(symbols)
+    if kind == "ans":
+        assert len(values) * 8 <= 1.01 * bound + 64
+    elif bits >= 4:
+        assert len(values) * 8 <= 1.05 * bound + 64
+    else:  # Huffman spends >= 1 bit per symbol, so skewed small alphabets sit up to 1 bit above
+        assert len(values) * 8 <= bound + symbols.size + 64
+
+
+def test_huffman_lengths_satisfy_kraft_and_limit():
+    counts = np.concatenate([[10**9], np.ones(1 << 16 - 1, dtype=np.int64)])  # very skewed, 32768 symbols
+    lengths = entropy.code_lengths(counts)
+    assert lengths.max() <= entropy.MAX_LEN
+    assert np.sum(2.0 ** -lengths[lengths > 0].astype(float)) <= 1.0
+
+
+@pytest.mark.parametrize("kind", ["huffman", "ans"])
+def test_all_sixteen_bit_symbols_and_single_symbol(kind):
+    every = np.arange(1 << 16, dtype=np.uint16)
+    model, values = entropy.encode(every, kind)
+    assert np.array_equal(entropy.decode(memoryview(model), memoryview(bytes(values)), every.size, 16), every)
+    one = np.full(1000, 7, dtype=np.uint16)
+    model, values = entropy.encode(one, kind)
+    assert np.array_equal(entropy.decode(memoryview(model), memoryview(bytes(values)), 1000, 4), one)
+
+
+@pytest.mark.parametrize("kind", ["huffman", "ans"])
+def test_corrupt_model_or_stream_is_refused(kind):
+    symbols = _gaussian_symbols(5000, 4)
+    model, values = entropy.encode(symbols, kind)
+    with pytest.raises(CodecError):
+        entropy.decode(memoryview(model[:10]), memoryview(bytes(values)), symbols.size, 4)
+    with pytest.raises(CodecError):
+        entropy.decode(memoryview(model), memoryview(bytes(values)[: len(values) // 2 // 4 * 4]), symbols.size, 4)
+
+
+@settings(max_examples=30, deadline=None)
+@given(kind=st.sampled_from(["huffman", "ans"]), bits=st.integers(1, 12), data=st.data())
+def test_round_trip_property(kind, bits, data):
+    values = data.draw(st.lists(st.integers(0, (1 << bits) - 1), max_size=400))
+    symbols = np.array(values, dtype=np.uint16)
+    model, stream = entropy.encode(symbols, kind)
+    assert np.array_equal(entropy.decode(memoryview(model), memoryview(bytes(stream)), symbols.size, bits), symbols)

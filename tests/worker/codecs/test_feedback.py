@@ -1,0 +1,89 @@
+"""Stateful codecs: error feedback on the sender, per-sample delta references on both ends."""
+
+import io
+
+import pytest
+import torch
+
+from slimpipe.spec import CompressionSpec
+from worker.codecs import CodecError, decode, make_codec
+
+
+def test_error_feedback_carries_what_was_lost_into_the_next_step():
+    spec = CompressionSpec(topk=0.1, bits=2, feedback="ef")
+    sender = make_codec(spec)
+    x = torch.randn(400)
+    sent_total = torch.zeros(400)
+    for _ in range(30):
+        sent_total += decode(sender.encode(x))  # ef payloads decode without state
+    # sum of what arrived = sum of inputs - final residual, so the average converges on x
+    assert torch.allclose(sent_total + sender.error_feedback.residual, 30 * x, atol=1e-3)
+    one_shot = float((decode(make_codec(spec).encode(x)) - x).norm() / x.norm())
+    assert float((sent_total / 30 - x).norm() / x.norm()) < one_shot / 4
+
+
+def test_error_feedback_restarts_on_a_new_shape():
+    sender = make_codec(CompressionSpec(bits=2, feedback="ef"))
+    sender.encode(torch.randn(8, 4))
+    assert decode(sender.encode(torch.randn(3, 4))).shape == (3, 4)
+
+
+def test_delta_receiver_tracks_the_sender_and_needs_its_state():
+    spec = CompressionSpec(bits=4, feedback="delta", warmup_steps=1)
+    sender, receiver = make_codec(spec), make_codec(spec)
+    keys = torch.tensor([5, 9, 11])
+    base = torch.randn(3, 50)
+    first = receiver.decode(sender.encode(base, keys=keys))
+    assert torch.equal(first, base)  # warmup: dense, sets the references
+    drifted = base + 0.01 * torch.randn(3, 50)
+    payload = sender.encode(drifted, keys=keys)
+    with pytest.raises(CodecError, match="receiving Codec"):
+        decode(payload)
+    got = receiver.decode(payload)
+    assert float((got - drifted).abs().max()) < 0.01 * 0.1  # 4-bit of a small delta
+    for key in keys.tolist():
+        assert torch.equal(sender.references.refs[key], receiver.references.refs[key])
+
+
+def test_delta_on_permuted_and_new_keys():
+    spec = CompressionSpec(bits=8, feedback="delta")
+    sender, receiver = make_codec(spec), make_codec(spec)
+    x = torch.randn(4, 10)
+    receiver.decode(sender.encode(x, keys=torch.tensor([0, 1, 2, 3])))
+    y = torch.stack([x[2], x[0], torch.randn(10)])
+    got = receiver.decode(sender.encode(y, keys=torch.tensor([2, 0, 7])))
+    assert float((got - y).abs().max()) < 0.05
+
+
+@pytest.mark.parametrize("keys,match", [(None, "needs keys"), (torch.tensor([1, 2]), "one id per row"),
+                                        (torch.tensor([1, 1, 2]), "unique"), (torch.tensor([[1, 2, 3]]), "1-D")])
+def test_delta_keys_are_validated(keys, match):
+    with pytest.raises(CodecError, match=match):
+        make_codec(CompressionSpec(feedback="delta")).encode(torch.randn(3, 4), keys=keys)
+
+
+@pytest.mark.parametrize("feedback", ["ef", "delta"])
+def test_state_dict_restores_the_exact_stream(feedback):
+    spec = CompressionSpec(topk=0.3, bits=3, rounding="stochastic", feedback=feedback, warmup_steps=1)
+    keys = torch.arange(6)
+    inputs = [torch.randn(6, 20) for _ in range(4)]
+    codec = make_codec(spec)
+    for x in inputs[:2]:
+        codec.encode(x, keys=keys)
+    buffer = io.BytesIO()
+    torch.save(codec.state_dict(), buffer)
+    expected = [codec.encode(x, keys=keys) for x in inputs[2:]]
+    restored = make_codec(spec)
+    restored.load_state_dict(torch.load(io.BytesIO(buffer.getvalue()), weights_only=False))
+    assert restored.step == 2
+    assert [restored.encode(x, keys=keys) for x in inputs[2:]] == expected
+
+
+def test_reset_forgets_state_and_restarts_warmup():
+    codec = make_codec(CompressionSpec(bits=2, feedback="ef", warmup_steps=1))
+    x = torch.randn(100)
+    dense = codec.encode(x)
+    codec.encode(x)
+    codec.reset()
+    assert codec.step == 0 and codec.error_feedback.residual is None
+    assert codec.encode(x) == dense

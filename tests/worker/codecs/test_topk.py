@@ -1,0 +1,56 @@
+import numpy as np
+import pytest
+import torch
+
+from worker.codecs import topk
+
+
+def _check_selection(x: np.ndarray, idx: np.ndarray, vals: np.ndarray, k: int, tolerance: float) -> None:
+    assert abs(idx.size - k) <= tolerance * k
+    assert np.all(np.diff(idx) > 0)
+    assert np.array_equal(vals, x[idx])
+    dropped = np.ones(x.size, dtype=bool)
+    dropped[idx] = False
+    if dropped.any() and idx.size:
+        assert np.abs(vals).min() >= np.abs(x[dropped]).max()  # every kept |x| >= every dropped |x|
+
+
+@pytest.mark.parametrize("ratio", [0.001, 0.01, 0.1, 0.5, 0.9])
+@pytest.mark.parametrize("kind", ["gaussian", "heavy", "outliers"])
+def test_sampled_threshold_keeps_the_largest_within_one_percent(ratio, kind):
+    rng = np.random.default_rng(3)
+    n = 1 << 18  # above EXACT_BELOW, so the sampled path runs
+    x = {"gaussian": rng.standard_normal(n), "heavy": rng.standard_t(2, n),
+         "outliers": rng.standard_normal(n) * np.where(np.arange(n) % 512 < 4, 40.0, 1.0)}[kind].astype(np.float32)
+    k = topk.keep_count(ratio, n)
+    idx, vals = topk.select(x, k, np.random.default_rng(0))
+    _check_selection(x, idx, vals, k, 0.01)
+
+
+def test_ties_fall_back_to_an_exact_selection():
+    n = 1 << 18
+    x = np.ones(n, dtype=np.float32)
+    x[::7] = -1.0
+    idx, vals = topk.select(x, 1000, np.random.default_rng(0))
+    _check_selection(x, idx, vals, 1000, 0.0)
+
+
+@pytest.mark.parametrize("n,k", [(1, 1), (10, 3), (1000, 1), (5000, 4999)])
+def test_small_tensors_select_exactly(n, k):
+    x = np.random.default_rng(n).standard_normal(n).astype(np.float32)
+    idx, vals = topk.select(x, k, np.random.default_rng(0))
+    _check_selection(x, idx, vals, k, 0.0)
+
+
+def test_keep_count_rounds_and_keeps_at_least_one():
+    assert topk.keep_count(0.1, 1000) == 100
+    assert topk.keep_count(0.001, 10) == 1
+    assert topk.keep_count(None, 10) == 10
+    assert topk.keep_count(0.5, 0) == 0
+    assert topk.keep_count(1.0, 7) == 7
+
+
+def test_torch_selection_is_exact_and_sorted():
+    x = torch.randn(5000)
+    idx, vals = topk.select_torch(x, 500)
+    _check_selection(x.numpy(), idx.numpy(), vals.numpy(), 500, 0.0)
