@@ -40,7 +40,7 @@ def test_delta_receiver_tracks_the_sender_and_needs_its_state():
     with pytest.raises(CodecError, match="receiving Codec"):
         decode(payload)
     got = receiver.decode(payload)
-    assert float((got - drifted).abs().max()) < 0.01 * 0.1  # 4-bit of a small delta
+    assert float((got - drifted).abs().max()) < 0.003  # 4-bit of a 0.01-sized delta; x itself would err ~0.1
     for key in keys.tolist():
         assert torch.equal(sender.references.refs[key], receiver.references.refs[key])
 
