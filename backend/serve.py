@@ -82,11 +82,15 @@ def run(args: argparse.Namespace) -> int:
     if worker is not None:
         print(f"slimpipe: worker pid {worker.pid} on queues {','.join(queues)}", flush=True)
     try:
+        # uvicorn handles Ctrl-C itself, then re-raises it once the server is down.
         uvicorn.Server(uvicorn.Config("backend.main:app", host=host, port=port, log_level="info")).run()
+    except KeyboardInterrupt:
+        pass
     finally:
         stop.set()
         if worker is not None:
             stop_worker(worker)
+    print("slimpipe: stopped", flush=True)
     return 0
 
 

@@ -132,25 +132,6 @@ def test_kill9_of_the_training_child_fails_the_run_and_keeps_its_metrics(cluster
     assert cluster.wait_final(next_id).status == names.SUCCEEDED
 
 
-def test_worker_killed_and_restarted_fails_its_run_as_worker_lost(cluster: Cluster):
-    worker = cluster.workers[0]
-    (run_id,) = cluster.submit(LONG)
-    pid = cluster.child_pid(run_id)
-    written = _wait_training(cluster, run_id)
-    worker.kill9()
-    wait_for(lambda: not _alive(pid), 10, "the orphaned training child to die with its worker")
-    assert cluster.run(run_id).status == names.RUNNING  # nobody has noticed yet
-
-    worker.start()  # same node name: it knows it cannot still be running anything
-    run = cluster.wait_final(run_id, timeout=10)
-    assert run.status == names.FAILED
-    assert run.error.startswith("worker lost: cpu1@test restarted")
-    assert len(cluster.series(run_id, names.TRAIN_LOSS)[0]) >= written
-
-    (next_id,) = cluster.submit(spec_with(**{"train.max_steps": 3}))
-    assert cluster.wait_final(next_id).status == names.SUCCEEDED
-
-
 def test_worker_killed_for_good_is_swept_by_heartbeat_timeout(cluster: Cluster):
     from backend import crud
 
@@ -165,3 +146,19 @@ def test_worker_killed_for_good_is_swept_by_heartbeat_timeout(cluster: Cluster):
     run = cluster.run(run_id)
     assert run.status == names.FAILED and run.error == "worker lost: no heartbeat for more than 2 s"
     worker.start()
+
+
+def test_worker_killed_and_restarted_fails_its_run_as_worker_lost(cluster: Cluster):
+    worker = cluster.workers[0]
+    (run_id,) = cluster.submit(LONG)
+    pid = cluster.child_pid(run_id)
+    written = _wait_training(cluster, run_id)
+    worker.kill9()
+    wait_for(lambda: not _alive(pid), 10, "the orphaned training child to die with its worker")
+    assert cluster.run(run_id).status == names.RUNNING  # nobody has noticed yet
+
+    worker.start()  # same node name: it knows it cannot still be running anything
+    run = cluster.wait_final(run_id, timeout=10)
+    assert run.status == names.FAILED
+    assert run.error.startswith("worker lost: cpu1@test restarted")
+    assert len(cluster.series(run_id, names.TRAIN_LOSS)[0]) >= written

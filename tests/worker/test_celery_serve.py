@@ -1,0 +1,96 @@
+"""`slimpipe serve`: API and one local Celery worker from one command, both gone cleanly after Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from slimpipe import names
+from tests.fixtures_servers import free_port
+from tests.worker.celery_harness import ROOT, spec_with, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+def test_serve_runs_a_submitted_run_and_stops_api_worker_and_training_on_ctrl_c(tmp_path):
+    port = free_port()
+    env = {
+        **os.environ,
+        "SLIMPIPE_DATABASE_URL": f"sqlite:///{tmp_path / 'slimpipe.db'}",
+        "SLIMPIPE_BROKER_URL": "filesystem://",
+        "SLIMPIPE_BROKER_DIR": str(tmp_path / "broker"),
+        "SLIMPIPE_RUNS_DIR": str(tmp_path / "runs"),
+        "SLIMPIPE_API_TOKEN": "",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(ROOT),
+    }
+    env.pop("SLIMPIPE_API_TOKEN")
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        serve = subprocess.Popen(
+            [sys.executable, "-m", "backend.serve", "--port", str(port)],
+            cwd=tmp_path,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        api = httpx.Client(base_url=url, timeout=10)
+
+        def up() -> bool:
+            try:
+                return api.get("/healthz").json() == {"ok": True}
+            except httpx.HTTPError:
+                assert serve.poll() is None, log.read_text()
+                return False
+
+        wait_for(up, 60, "slimpipe serve to answer /healthz")
+        printed = log.read_text()
+        assert f"slimpipe: http://127.0.0.1:{port}" in printed
+        worker_pid = int(re.search(r"worker pid (\d+) on queues cpu", printed).group(1))
+        assert api.get("/readyz").json() == {"database": True, "broker": True}
+
+        # A run goes through the local worker.
+        created = api.post("/api/v1/experiments", json={"spec": spec_with(**{"train.max_steps": 6})})
+        assert created.status_code == 201, created.text
+        (run_id,) = created.json()["run_ids"]
+        run = wait_for(
+            lambda: (r := api.get(f"/api/v1/runs/{run_id}").json())["status"] in names.FINAL_STATES and r,
+            120,
+            "the run",
+        )
+        assert run["status"] == names.SUCCEEDED, run["error"]
+        assert run["worker_host"].startswith(f"serve{port}@")
+        series = api.get(f"/api/v1/runs/{run_id}/metrics", params={"names": names.TRAIN_LOSS}).json()["series"]
+        assert series[names.TRAIN_LOSS]["step"] == list(range(1, 7))
+
+        # Ctrl-C while a run trains: the run ends failed with the reason, nothing is left running.
+        long = api.post("/api/v1/experiments", json={"spec": spec_with(**{"train.max_steps": 100_000})}).json()
+        (long_id,) = long["run_ids"]
+        wait_for(
+            lambda: (api.get(f"/api/v1/runs/{long_id}").json()["progress_step"] or 0) >= 2, 60, "the long run to train"
+        )
+        serve.send_signal(signal.SIGINT)
+        assert serve.wait(timeout=60) == 0
+    finally:
+        if serve.poll() is None:
+            serve.kill()
+            serve.wait()
+    with pytest.raises(ProcessLookupError):
+        os.kill(worker_pid, 0)
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{url}/healthz", timeout=2)
+
+    from backend import crud, db
+
+    with db.session_scope(env["SLIMPIPE_DATABASE_URL"]) as session:
+        run = crud.get_run(session=session, run_id=long_id)
+        assert (run.status, run.error) == (names.FAILED, "worker shut down while the run was running; retry it")
+    db.dispose_engines()
