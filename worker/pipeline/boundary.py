@@ -110,6 +110,13 @@ class Channel:
         self.stats.transfers.append((microbatch, wire))
         return out
 
+    def count_dense(self, x: torch.Tensor, microbatch: int) -> None:
+        """What `send` records for a dense channel, without the call (the runner's fast path)."""
+        wire = x.numel() * x.element_size()
+        self.stats.wire_bytes += wire
+        self.stats.dense_bytes += x.numel() * 4
+        self.stats.transfers.append((microbatch, wire))
+
     def count_raw(self, x: torch.Tensor, microbatch: int) -> None:
         """A side tensor (e.g. an attention mask) that crosses uncompressed."""
         wire = x.numel() * x.element_size()
@@ -149,6 +156,11 @@ class Boundary:
         for _, codec in self._codecs():
             codec.reset()
 
+    @property
+    def passthrough(self) -> bool:
+        """Dense both ways: nothing to encode, so no autograd node is needed; bytes are still counted."""
+        return self.forward.dense and self.backward.dense
+
     def reset_stats(self) -> None:
         self.forward.reset_stats()
         self.backward.reset_stats()
@@ -180,6 +192,9 @@ def send(carry: Any, boundary: Boundary, microbatch: int, keys: torch.Tensor | N
         return tuple(send(t, boundary, microbatch, keys) for t in carry)
     if carry.is_floating_point():
         if torch.is_grad_enabled() and carry.requires_grad:
+            if boundary.passthrough:  # the runner counts the gradient's bytes when it passes it back
+                boundary.forward.count_dense(carry, microbatch)
+                return carry
             return BoundaryFunction.apply(carry, boundary, microbatch, keys)
         return boundary.forward.send(carry, microbatch, keys)
     boundary.forward.count_raw(carry, microbatch)

@@ -94,7 +94,8 @@ class InprocRunner:
         inputs: dict[tuple[int, int], Any] = {}  # (stage, mb) -> leaf input of stage > 0
         sent: dict[tuple[int, int], list[torch.Tensor]] = {}  # (stage, mb) -> tensors past boundary
         losses: dict[int, torch.Tensor] = {}
-        loss_sum, correct = 0.0, 0
+        loss_parts: list[torch.Tensor] = []  # kept on the device: no host sync per micro-batch
+        correct_parts: list[torch.Tensor] = []
         compute: dict[tuple[int, str, int], float] = {}
         for a in self.actions:
             j, i = a.stage, a.microbatch
@@ -107,8 +108,8 @@ class InprocRunner:
                     logits = _full(out)
                     loss = self.loss_fn(logits, ys[i]) * weights[i]
                     losses[i] = loss
-                    loss_sum += float(loss.detach())
-                    correct += int((logits.detach().argmax(-1) == ys[i]).sum())
+                    loss_parts.append(loss.detach())
+                    correct_parts.append((logits.detach().argmax(-1) == ys[i]).sum())
                 else:
                     crossed = wire.send(out, self.boundaries[j], i, ks[i])
                     sent[(j, i)] = _floats(crossed)
@@ -125,11 +126,16 @@ class InprocRunner:
                         if r.grad is not None and t.requires_grad
                     ]
                     if pairs:
+                        boundary = self.boundaries[j]
+                        if boundary.passthrough:
+                            for _, g in pairs:
+                                boundary.backward.count_dense(g, i)
                         torch.autograd.backward([t for t, _ in pairs], [g for _, g in pairs])
             if sync:
                 torch.cuda.synchronize(device)
             compute[(j, a.op, i)] = time.perf_counter() - t0
-        return StepResult(loss=loss_sum, correct=correct, count=len(y), compute_s=compute)
+        loss_sum, correct = torch.stack(loss_parts).sum(), torch.stack(correct_parts).sum()
+        return StepResult(loss=float(loss_sum), correct=int(correct), count=len(y), compute_s=compute)
 
     @torch.no_grad()
     def predict(

@@ -1,0 +1,184 @@
+"""`slimpipe bench pipeline`: time per batch per schedule, engine overhead against a plain PyTorch loop,
+and modelled time per batch over 10 Mbit/s .. 1 Gbit/s links for dense fp32 and compressed boundaries.
+
+Timings interleave the contenders round by round and report medians, so a busy machine slows all alike.
+Modelled time replays the gpipe table with this machine's measured per-action compute times (codec
+work included) on one device per stage, plus latency + bytes/bandwidth per transfer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+DEFAULT_SPEC = Path(__file__).resolve().parent.parent / "examples" / "digits_cnn_topk.yaml"
+BANDWIDTHS_MBPS = (10, 100, 1000)
+COMPRESSION = {
+    "dense fp32": {},
+    "fp16": {"forward": {"dtype": "fp16"}, "backward": {"dtype": "fp16"}},
+    "topk 0.5": {"forward": {"topk": 0.5}, "backward": {"topk": 0.5}},
+    "topk 0.1": {"forward": {"topk": 0.1}, "backward": {"topk": 0.1}},
+    "8-bit": {"forward": {"bits": 8}, "backward": {"bits": 8}},
+    "topk 0.1 + 4-bit + huffman": {
+        "forward": {"topk": 0.1, "bits": 4, "entropy": "huffman"},
+        "backward": {"topk": 0.1, "bits": 4, "entropy": "huffman"},
+    },
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--spec", default=str(DEFAULT_SPEC), help="spec to benchmark (default: the offline digits example)"
+    )
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per contender per round")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads (1 is steadiest on a busy 2-core box)"
+    )
+    parser.add_argument("--json", dest="json_path", help="also write the results as JSON here")
+
+
+def _experiment(spec_data: dict[str, Any], **changes: Any):
+    from slimpipe.spec import parse_spec
+    from worker.train import Experiment
+
+    data = copy.deepcopy(spec_data)
+    for dotted, value in changes.items():
+        node = data
+        *parents, leaf = dotted.split("__")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return Experiment(parse_spec(data))
+
+
+def _plain_step(model, optimizer, x, y, microbatches: int) -> None:
+    """The baseline: an ordinary PyTorch loop (gradient accumulation when microbatches > 1)."""
+    import torch
+
+    optimizer.zero_grad(set_to_none=True)
+    for xs, ys in zip(torch.tensor_split(x, microbatches), torch.tensor_split(y, microbatches), strict=True):
+        loss = torch.nn.functional.cross_entropy(model(xs), ys) * (len(ys) / len(y))
+        loss.backward()
+    optimizer.step()
+
+
+def _engine_step(exp, x, y, ids) -> Any:
+    exp.optimizer.zero_grad(set_to_none=True)
+    exp.runner.reset_stats()
+    result = exp.runner.train_step(x, y, ids)
+    exp.optimizer.step()
+    return result
+
+
+def _interleaved(contenders: dict[str, Any], batches: list, steps: int, rounds: int) -> dict[str, float]:
+    """Median seconds per step for each contender, measured round-robin."""
+    samples: dict[str, list[float]] = {name: [] for name in contenders}
+    for step in contenders.values():  # warm-up (numba compiles, allocator settles)
+        for k in range(3):
+            step(*batches[k % len(batches)])
+    for _ in range(rounds):
+        for name, step in contenders.items():
+            for k in range(steps):
+                t0 = time.perf_counter()
+                step(*batches[k % len(batches)])
+                samples[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from slimpipe.spec import load_spec_text
+    from worker.pipeline.timeline import makespan, transfer_seconds
+    from worker.train import set_threads
+
+    set_threads(args.threads)
+    spec_data = load_spec_text(Path(args.spec).read_text())
+    m = spec_data.get("pipeline", {}).get("microbatches", 4)
+    dense = {"default": {}}
+    results: dict[str, Any] = {"spec": args.spec, "threads": args.threads, "microbatches": m}
+
+    # ---- schedules and engine overhead (compression off)
+    base = _experiment(spec_data, compression=dense, pipeline__schedule="sequential", pipeline__microbatches=1)
+    batches = [base.get_batch(k) for k in range(8)]
+    plain_model = copy.deepcopy(base.model)
+    plain_opt = torch.optim.SGD(plain_model.parameters(), lr=1e-3, momentum=0.9)
+    contenders: dict[str, Any] = {
+        "plain loop, full batch": lambda x, y, ids: _plain_step(plain_model, plain_opt, x, y, 1),
+        f"plain loop, {m} accumulated micro-batches": lambda x, y, ids: _plain_step(plain_model, plain_opt, x, y, m),
+        "engine sequential, m=1": lambda x, y, ids, e=base: _engine_step(e, x, y, ids),
+    }
+    experiments = {}
+    for schedule in ("sequential", "gpipe", "1f1b"):
+        exp = _experiment(spec_data, compression=dense, pipeline__schedule=schedule, pipeline__microbatches=m)
+        experiments[schedule] = exp
+        contenders[f"engine {schedule}, m={m}"] = lambda x, y, ids, e=exp: _engine_step(e, x, y, ids)
+    compressed = _experiment(spec_data, pipeline__schedule="gpipe")
+    contenders[f"engine gpipe, m={m}, spec compression"] = lambda x, y, ids, e=compressed: _engine_step(e, x, y, ids)
+    times = _interleaved(contenders, batches, args.steps, args.rounds)
+    plain1 = times["plain loop, full batch"]
+    plain_m = times[f"plain loop, {m} accumulated micro-batches"]
+    print(f"time per batch ({args.spec}, {args.threads} thread(s), median of {args.steps * args.rounds} steps)")
+    print(f"{'contender':46} {'ms/batch':>9} {'vs plain':>9}")
+    for name, seconds in times.items():
+        ref = plain1 if ("m=1" in name or "full batch" in name) else plain_m
+        print(f"{name:46} {seconds * 1e3:9.2f} {seconds / ref - 1:+9.1%}")
+    overhead = times["engine sequential, m=1"] / plain1 - 1
+    overhead_m = times[f"engine sequential, m={m}"] / plain_m - 1
+    print(
+        f"engine overhead, inproc sequential, compression off: {overhead:+.1%} (m=1), {overhead_m:+.1%} (m={m}); target within 10%"
+    )
+    results["time_per_batch_s"] = times
+    results["overhead_sequential_m1"] = overhead
+    results[f"overhead_sequential_m{m}"] = overhead_m
+
+    # ---- modelled time per batch over slow links
+    print(
+        f"\nmodelled time per batch, gpipe over {len(base.stages)} stages (one device each), m={m}; ms (speed-up vs 1 device)"
+    )
+    print(
+        f"{'compression':28} {'bytes/step':>11} {'ratio':>6} "
+        + " ".join(f"{bw:>15}" for bw in ("10 Mbit/s", "100 Mbit/s", "1 Gbit/s"))
+    )
+    latency_ms = float(spec_data.get("link", {}).get("latency_ms", 1.0))
+    modelled: dict[str, Any] = {}
+    for label, default in COMPRESSION.items():
+        exp = _experiment(
+            spec_data, compression={"default": default}, pipeline__schedule="gpipe", pipeline__microbatches=m
+        )
+        per_action: dict[tuple, list[float]] = {}
+        for k in range(3 + args.steps):
+            result = _engine_step(exp, *batches[k % len(batches)])
+            if k >= 3:
+                for key, seconds in result.compute_s.items():
+                    per_action.setdefault(key, []).append(seconds)
+        compute = {key: statistics.median(v) for key, v in per_action.items()}
+        stats = exp.runner.wire_stats()
+        wire = sum(f.wire_bytes + b.wire_bytes for f, b in stats)
+        dense_bytes = sum(f.dense_bytes + b.dense_bytes for f, b in stats)
+        one_device = makespan(exp.runner.actions, compute, {}, serial=True)
+        row = {"wire_bytes": wire, "ratio": dense_bytes / wire, "one_device_s": one_device}
+        cells = []
+        for bw in BANDWIDTHS_MBPS:
+            transfers: dict[tuple, float] = {}
+            for i, (f, b) in enumerate(stats):
+                for op, channel in (("F", f), ("B", b)):
+                    for mb, nbytes in channel.transfers:
+                        transfers[(i, op, mb)] = transfers.get((i, op, mb), 0.0) + transfer_seconds(
+                            nbytes, bw, latency_ms
+                        )
+            seconds = makespan(exp.runner.actions, compute, transfers)
+            row[f"{bw}mbps_s"] = seconds
+            cells.append(f"{seconds * 1e3:8.1f} (x{one_device / seconds:.2f})")
+        modelled[label] = row
+        print(f"{label:28} {wire:11d} {dense_bytes / wire:6.2f} " + " ".join(f"{c:>15}" for c in cells))
+    results["modelled"] = modelled
+    if args.json_path:
+        Path(args.json_path).write_text(json.dumps(results, indent=2, default=str))
+    return 0
