@@ -8,7 +8,7 @@ import threading
 from sqlalchemy import select, update
 
 from backend import crud, db
-from backend.models import runs, utcnow
+from backend.models import Run, utcnow
 from backend.settings import get_settings
 from slimpipe import names
 
@@ -18,13 +18,11 @@ log = logging.getLogger(__name__)
 def fail_runs_of_worker(worker_host: str) -> list[int]:
     """At a worker's start: its name still owns `running` runs only if it died mid-run (kill -9, OOM, power)."""
     with db.session_scope() as session:
-        lost = list(
-            session.scalars(select(runs.c.id).where(runs.c.status == names.RUNNING, runs.c.worker_host == worker_host))
-        )
+        lost = list(session.scalars(select(Run.id).where(Run.status == names.RUNNING, Run.worker_host == worker_host)))
         if lost:
             session.execute(
-                update(runs)
-                .where(runs.c.id.in_(lost), runs.c.status == names.RUNNING)
+                update(Run)
+                .where(Run.id.in_(lost), Run.status == names.RUNNING)
                 .values(
                     status=names.FAILED,
                     finished_at=utcnow(),

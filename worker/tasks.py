@@ -8,7 +8,7 @@ import socket
 import threading
 import traceback
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from celery import signals
 
@@ -28,17 +28,16 @@ from worker.supervisor import (
 )
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 START_ENV = "SLIMPIPE_WORKER_START"
 #: Set when this worker is shutting down (Ctrl-C, SIGTERM): the running child is stopped.
 SHUTDOWN = threading.Event()
 
 
-def _quietly(fn: Callable[..., T], default: T) -> Callable[..., T]:
+def _quietly(fn: Callable[..., Any], default: Any) -> Callable[..., Any]:
     """A hook that logs a database error instead of ending the supervision of a healthy child."""
 
-    def call(*args: Any) -> T:
+    def call(*args: Any) -> Any:
         try:
             return fn(*args)
         except Exception:
