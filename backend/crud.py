@@ -186,17 +186,29 @@ def _metric_row(run_id: int, point: MetricInput, now: float) -> tuple[int, int, 
     return (run_id, int(step), str(name), value, float(at or now))
 
 
+def _metric_rows(
+    run_id: int, points: Iterable[MetricInput], now: float, validated: bool
+) -> list[tuple[int, int, str, float | None, float]]:
+    if validated:
+        # (step, name, value, time) tuples already typed by the API's schema: only NaN/inf and missing times need work.
+        isfinite = math.isfinite
+        return [
+            (run_id, step, name, value if value is None or isfinite(value) else None, at or now)
+            for step, name, value, at in points  # type: ignore[misc]
+        ]
+    return [_metric_row(run_id, p, now) for p in points]
+
+
 _METRIC_COLUMNS = ("run_id", "step", "name", "value", "time")
 
 
-def insert_metrics(*, session: Session, run_id: int, points: Iterable[MetricInput]) -> int:
+def insert_metrics(*, session: Session, run_id: int, points: Iterable[MetricInput], validated: bool = False) -> int:
     """Batch insert as one DB-API executemany of plain tuples (no ORM objects); NaN/inf stored as NULL.
 
     This is the ingest hot path: a 1,000-point batch costs ~4 ms on SQLite this way, ~6 ms through
     `insert(table)` with dicts and far more through ORM objects.
     """
-    now = time.time()
-    rows = [_metric_row(run_id, p, now) for p in points]
+    rows = _metric_rows(run_id, points, time.time(), validated)
     if rows:
         connection = session.connection()
         mark = "?" if connection.dialect.paramstyle == "qmark" else "%s"

@@ -273,12 +273,15 @@ def run(args: argparse.Namespace) -> int:
                 label = f"MLflow {version}"
                 theirs = bench_mlflow(python, args.points, args.repeats, workdir)
         print(render(ours, theirs, label, args.points))
+        load = os.getloadavg()
+        print(f"machine: {os.cpu_count()} CPUs, load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} while measuring")
         for note in notes:
             print(f"note: {note}")
         if not args.skip_mlflow and theirs is None:
             print("MLflow not measured.")
         result: dict[str, Any] = {"points": args.points, "batch": BATCH, "slimpipe": ours, "mlflow": theirs}
         result["mlflow_version"] = version
+        result["load_average"] = list(os.getloadavg())
         if theirs:
             result["ingest_ratio"] = ours["ingest_points_per_s"] / theirs["ingest_points_per_s"]
             result["read_ratio"] = theirs["read_median_s"] / ours["read_median_s"]

@@ -136,3 +136,24 @@ def test_runs_are_committed_before_their_task_is_sent(api, submit, settings):
         for message in queued_messages(settings.broker_dir):
             assert session.scalar(select(Run.status).where(Run.id == message["args"][0])) == names.QUEUED
     assert len(created["run_ids"]) == 2
+
+
+def test_submit_over_redis_puts_the_task_on_the_cpu_list(make_settings, redis_server):
+    import json as jsonlib
+
+    import redis
+    from fastapi.testclient import TestClient
+
+    from backend.main import create_app
+
+    settings = make_settings(broker_url=redis_server.url(5))
+    broker = redis.Redis.from_url(redis_server.url(5))
+    broker.flushdb()
+    with TestClient(create_app(settings)) as api:
+        assert api.get("/readyz").json() == {"database": True, "broker": True}
+        run_ids = api.post("/api/v1/experiments", json={"spec": SPEC, "sweep": {"link.latency_ms": [1, 5]}}).json()["run_ids"]
+        messages = [jsonlib.loads(m) for m in broker.lrange("cpu", 0, -1)]
+        assert sorted(m["headers"]["argsrepr"] for m in messages) == sorted(f"[{i}]" for i in run_ids)
+        assert {m["headers"]["task"] for m in messages} == {names.TASK_RUN_EXPERIMENT}
+        # Cancelling a queued run revokes its task (a broadcast on Redis) and ends the run at once.
+        assert api.post(f"/api/v1/runs/{run_ids[0]}/cancel").json()["status"] == names.CANCELLED
