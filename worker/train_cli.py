@@ -17,6 +17,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="PATH=VALUE",
         help="override a field, e.g. --set train.max_steps=20 --set compression.default.forward.topk=0.1",
     )
+    parser.add_argument(
+        "--sweep",
+        action="append",
+        default=[],
+        metavar="PATH=V1,V2",
+        help="one run per value, one after another (repeat for a grid), e.g. compression.default.backward.topk=1,0.5",
+    )
+    parser.add_argument(
+        "--sweep-file", help="a YAML mapping of dotted path -> list of values (e.g. examples/*.sweep.yaml)"
+    )
     parser.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pt if it exists")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
 
@@ -34,17 +44,53 @@ def _overrides(data: dict[str, Any], settings: list[str]) -> dict[str, Any]:
     return data
 
 
+def _sweep(args: argparse.Namespace) -> dict[str, list[Any]]:
+    import yaml
+
+    from slimpipe.commands.submit import parse_sweep
+    from slimpipe.spec import SpecError
+
+    sweep: dict[str, list[Any]] = {}
+    if args.sweep_file:
+        from pathlib import Path
+
+        loaded = yaml.safe_load(Path(args.sweep_file).read_text())
+        if not isinstance(loaded, dict):
+            raise SpecError(
+                [{"field": "sweep", "message": f"{args.sweep_file} must map dotted paths to lists of values"}]
+            )
+        sweep.update(loaded)
+    sweep.update(parse_sweep(args.sweep))
+    return sweep
+
+
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from slimpipe.spec import load_spec_text, parse_spec
+    from slimpipe.spec import expand_sweep, load_spec_text
 
     spec_path = Path(args.spec)
     if not spec_path.exists():
         print(f"slimpipe: spec file {spec_path} does not exist", file=sys.stderr)
         return 2
-    spec = parse_spec(_overrides(load_spec_text(spec_path.read_text()), args.set))
+    points = expand_sweep(_overrides(load_spec_text(spec_path.read_text()), args.set), _sweep(args) or None)
+    results = []
+    for k, (values, spec) in enumerate(points):
+        out = args.out
+        if len(points) > 1:
+            label = ",".join(f"{path.rsplit('.', 2)[-2]}.{path.rsplit('.', 1)[-1]}={v}" for path, v in values.items())
+            print(f"== run {k + 1}/{len(points)}: {label}")
+            out = str(Path(args.out) / f"{k:02d}") if args.out else None
+        code, summary = _train_one(spec, out, args)
+        if code:
+            return code
+        results.append((values, summary))
+    if len(points) > 1:
+        print(_table(results))
+    return 0
 
+
+def _train_one(spec: Any, out: str | None, args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     from tqdm import tqdm
 
     from worker.pipeline.partition import PartitionError
@@ -63,21 +109,32 @@ def run(args: argparse.Namespace) -> int:
             bar.refresh()
 
     try:
-        summary = train(spec, on_log=on_log, on_progress=on_progress, out_dir=args.out, resume=args.resume)
+        summary = train(spec, on_log=on_log, on_progress=on_progress, out_dir=out, resume=args.resume)
     except (PartitionError, ValueError) as exc:
         if isinstance(exc, TrainingDiverged):
             print(f"slimpipe: training diverged: {exc}", file=sys.stderr)
-            return 1
+            return 1, {}
         print(f"slimpipe: {exc}", file=sys.stderr)
-        return 2
+        return 2, {}
     finally:
         if bar is not None:
             bar.close()
-    ratio = summary["compression_ratio"]
     print(
         f"done: {summary['steps']} steps, best val acc {summary['best_val_acc']:.2f}%, "
         f"final val acc {summary['final_val_acc']:.2f}%, {summary['wire_bytes_per_step'] / 1e3:.1f} kB/step on the wire "
-        f"(x{ratio:.2f} smaller than fp32), {summary['time_per_batch_s'] * 1e3:.1f} ms/batch, {summary['wall_s']:.1f} s"
-        + (f"; files in {args.out}" if args.out else "")
+        f"(x{summary['compression_ratio']:.2f} smaller than fp32), {summary['time_per_batch_s'] * 1e3:.1f} ms/batch, "
+        f"{summary['wall_s']:.1f} s" + (f"; files in {out}" if out else "")
     )
-    return 0
+    return 0, summary
+
+
+def _table(results: list[tuple[dict[str, Any], dict[str, Any]]]) -> str:
+    header = f"{'sweep point':40} {'best val':>9} {'final val':>9} {'kB/step':>9} {'ratio':>7} {'ms/batch':>9}"
+    rows = [header]
+    for values, s in results:
+        label = ", ".join(f"{path.rsplit('.', 1)[-1]}={v}" for path, v in values.items())
+        rows.append(
+            f"{label:40} {s['best_val_acc']:9.2f} {s['final_val_acc']:9.2f} {s['wire_bytes_per_step'] / 1e3:9.1f} "
+            f"{s['compression_ratio']:7.2f} {s['time_per_batch_s'] * 1e3:9.1f}"
+        )
+    return "\n".join(rows)

@@ -219,3 +219,16 @@ def test_cli_reports_user_errors_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "no module 'fc9'" in err and "valid children: flatten, fc1, act1, fc2, act2, head" in err
     assert cli([str(tmp_path / "missing.yaml")]) == 2
+
+
+def test_cli_runs_a_sweep_one_point_after_another(tmp_path, capsys):
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(json.dumps(tiny_spec(train__max_steps=2, train__eval_every=2)))
+    sweep_file = tmp_path / "topk.sweep.yaml"
+    sweep_file.write_text("compression.default.forward.topk: [1.0, 0.5]\n")
+    assert cli([str(spec_file), "--sweep-file", str(sweep_file), "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "== run 2/2: forward.topk=0.5" in out and out.count("done: 2 steps") == 2
+    table = out[out.index("sweep point") :].splitlines()
+    assert table[1].startswith("topk=1.0") and table[2].startswith("topk=0.5")
+    assert json.loads((tmp_path / "out" / "01" / "summary.json").read_text())["compression_ratio"] > 1.0
