@@ -115,7 +115,7 @@ def form_schema() -> dict[str, Any]:
 
 
 def default_spec() -> dict[str, Any]:
-    return dump_spec(ExperimentSpec(model=ModelSpec(name="tiny_mlp"), data=DataSpec(name="digits")))
+    return dump_spec(ExperimentSpec.model_validate({"model": {"name": "tiny_mlp"}, "data": {"name": "digits"}}))
 
 
 def _page(request: Request, template: str, **context: Any) -> HTMLResponse:

@@ -76,25 +76,35 @@ const curveSelect = document.getElementById("curve-select");
 const CURVE_TITLES = { "val/acc": ["Validation accuracy", "%"], "train/loss": ["Training loss", "loss"], "val/loss": ["Validation loss", "loss"],
   "train/acc": ["Training accuracy", "%"], "val_dense/acc": ["Validation accuracy, dense eval", "%"], "time/batch_s": ["Time per batch", "s"], "wire/ratio": ["Compression ratio", "×"] };
 
+// Runs' series arrive one request each; the chart is redrawn as they come (at most every 250 ms).
 async function drawCurves() {
   const name = curveSelect.value;
+  const [, y] = CURVE_TITLES[name] || [name, ""];
+  const render = () => {
+    const traces = [];
+    table.runs.forEach((r, i) => {
+      const s = curveCache.get(`${r.run_id}:${name}`);
+      if (s) traces.push(line(label(r), s, { color: COLORS[i % COLORS.length], width: r.run_id === table.baseline_run_id ? 2.4 : 1.4 }));
+    });
+    draw("chart-curves", traces, layout("", { yTitle: y, extra: { hovermode: "closest",
+      legend: { orientation: "v", x: 1.02, xanchor: "left", y: 1, font: { size: 10 } }, margin: { l: 60, r: 10, t: 44, b: 46 } } }));
+  };
+  let pending = null;
+  const soon = () => (pending ??= setTimeout(() => { pending = null; render(); }, 250));
   await Promise.all(table.runs.map(async (r) => {
     const key = `${r.run_id}:${name}`;
     if (curveCache.has(key)) return;
     const m = await api(`/runs/${r.run_id}/metrics`, { query: { names: name, max_points: MAX_POINTS } }).catch(() => null);
     curveCache.set(key, m ? m.series[name] || null : null);
+    soon();
   }));
-  const traces = [];
-  table.runs.forEach((r, i) => {
-    const s = curveCache.get(`${r.run_id}:${name}`);
-    if (s) traces.push(line(label(r), s, { color: COLORS[i % COLORS.length], width: r.run_id === table.baseline_run_id ? 2.4 : 1.4 }));
-  });
-  const [, y] = CURVE_TITLES[name] || [name, ""];
-  draw("chart-curves", traces, layout("", { yTitle: y, extra: { hovermode: "closest",
-    legend: { orientation: "v", x: 1.02, xanchor: "left", y: 1, font: { size: 10 } }, margin: { l: 60, r: 10, t: 44, b: 46 } } }));
+  clearTimeout(pending);
+  pending = null;
+  render();
 }
 
 async function load() {
+  plotlyReady().catch(() => {});
   try {
     table = await api("/compare", { query: { run_ids: RUN_IDS.join(","), baseline: baselineSelect.value || head.dataset.baseline } });
   } catch (err) {
@@ -109,8 +119,10 @@ async function load() {
   renderTable();
   await plotlyReady();
   drawPareto();
-  await drawCurves();
+  // Interactive once the table and the scatter are up; the overlaid curves stream in after.
   markReady();
+  await drawCurves();
+  window.__slimpipeCurvesReady = performance.now();
 }
 
 curveSelect.addEventListener("change", () => drawCurves());

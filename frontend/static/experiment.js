@@ -6,6 +6,7 @@ import { badge, el, fmtDelta, fmtMB, fmtPct, fmtRatio, fmtValue } from "./format
 const EXP_ID = Number(document.getElementById("experiment-head").dataset.experimentId);
 
 async function load() {
+  plotlyReady().catch(() => {});
   let exp, table;
   try {
     exp = await api(`/experiments/${EXP_ID}`);

@@ -5,7 +5,7 @@ import { badge, el, fmtAgo, fmtBytes, fmtNum, fmtPct, fmtRatio, fmtSecs, progres
 
 const RUN_ID = Number(document.getElementById("run-head").dataset.runId);
 const FINAL = new Set(["succeeded", "failed", "cancelled"]);
-const MAX_POINTS = 1500;
+const MAX_POINTS = 1000;
 const LOG_LINES = 500;
 
 const series = {}; // name -> {step: [], value: []}
@@ -195,12 +195,33 @@ async function refreshFinal() {
   if (source) setTimeout(() => source && source.close(), 3000);
 }
 
-async function loadSeries() {
-  const metrics = await api(`/runs/${RUN_ID}/metrics`, { query: { max_points: MAX_POINTS } }).catch(() => null);
+// Series in parallel requests, one per chart group, so the server reads them side by side. The loss and
+// accuracy names are known up front; the rest come from metric-names. plotly.js compiles after they are sent.
+const LOSS = ["train/loss", "val/loss", "val_dense/loss"];
+const ACC = ["train/acc", "val/acc", "val_dense/acc"];
+const LATER = [/^wire\/(b\d+\/)?bytes/, /^wire\/(b\d+\/)?ratio/];
+async function fetchSeries(names) {
+  const metrics = await api(`/runs/${RUN_ID}/metrics`, { query: { names: names.join(","), max_points: MAX_POINTS } }).catch(() => null);
   if (metrics) for (const [name, s] of Object.entries(metrics.series)) series[name] = { step: s.step.slice(), value: s.value.slice() };
+}
+async function loadSeries() {
+  const first = [fetchSeries(LOSS), fetchSeries(ACC)];
+  const names = await api(`/runs/${RUN_ID}/metric-names`).catch(() => []);
+  const groups = LATER.map(() => []).concat([[]]); // the last group takes every other series
+  for (const name of names) {
+    if (LOSS.includes(name) || ACC.includes(name)) continue;
+    const i = LATER.findIndex((re) => re.test(name));
+    groups[i === -1 ? LATER.length : i].push(name);
+  }
+  const rest = groups.filter((g) => g.length).map(fetchSeries);
+  plotlyReady();
+  await Promise.all([...first, ...rest]);
 }
 
 async function load() {
+  // Row, series and log in parallel: the series read is the slow one.
+  const seriesLoaded = loadSeries();
+  const logsLoaded = api(`/runs/${RUN_ID}/logs`, { query: { format: "json" } }).catch(() => null);
   let r;
   try {
     r = await api(`/runs/${RUN_ID}`);
@@ -212,11 +233,7 @@ async function load() {
     return;
   }
   renderRun(r);
-  const [, logs] = await Promise.all([
-    loadSeries(),
-    api(`/runs/${RUN_ID}/logs`, { query: { format: "json" } }).catch(() => null),
-    plotlyReady(),
-  ]);
+  const [, logs] = await Promise.all([seriesLoaded, logsLoaded, plotlyReady()]);
   drawCharts();
   if (logs) addLogLines(logs.lines.slice(-LOG_LINES));
   markReady();

@@ -34,7 +34,9 @@ def _leaf_paths(model: type[BaseModel], prefix: str = "") -> list[str]:
     return out
 
 
-@pytest.mark.parametrize("url", ["/", "/runs/new", "/runs/new?clone=3", "/runs/7", "/compare?run_ids=1,2,3", "/compare", "/experiments/2"])
+@pytest.mark.parametrize(
+    "url", ["/", "/runs/new", "/runs/new?clone=3", "/runs/7", "/compare?run_ids=1,2,3", "/compare", "/experiments/2"]
+)
 def test_pages_render_without_token(client: TestClient, url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SLIMPIPE_API_TOKEN", "secret")
     response = client.get(url)
@@ -75,7 +77,11 @@ def test_plotly_is_served_from_the_installed_package(client: TestClient) -> None
 
 
 def test_spec_yaml_round_trip(client: TestClient) -> None:
-    spec = {"model": {"name": "tiny_mlp"}, "pipeline": {"stages": [["fc1"], ["fc2"]]}, "compression": {"default": {"forward": {"bits": 8}}}}
+    spec = {
+        "model": {"name": "tiny_mlp"},
+        "pipeline": {"stages": [["fc1"], ["fc2"]]},
+        "compression": {"default": {"forward": {"bits": 8}}},
+    }
     text = client.post("/ui/spec/yaml", json={"spec": spec}).text
     assert "bits: 8" in text
     assert client.post("/ui/spec/parse", json={"text": text}).json() == {"spec": spec}

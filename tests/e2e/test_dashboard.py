@@ -162,13 +162,13 @@ def test_downloads_of_log_and_metrics_csv(page, server: str) -> None:
     with page.expect_download() as log_download:
         page.click("#download-log")
     assert log_download.value.suggested_filename == f"run-{run_id}.log"
-    log_text = open(log_download.value.path()).read()
+    log_text = log_download.value.path().read_text()
     served = httpx.get(f"{server}/api/v1/runs/{run_id}/logs").text
     assert log_text == served and log_text.strip()
     with page.expect_download() as csv_download:
         page.click("#download-csv")
     assert csv_download.value.suggested_filename == f"run-{run_id}-metrics.csv"
-    rows = list(csv.DictReader(io.StringIO(open(csv_download.value.path()).read())))
+    rows = list(csv.DictReader(io.StringIO(csv_download.value.path().read_text())))
     assert list(rows[0]) == ["step", "name", "value", "time"]
     steps = {int(r["step"]) for r in rows if r["name"] == "train/loss"}
     assert max(steps) == STEPS
@@ -177,7 +177,12 @@ def test_downloads_of_log_and_metrics_csv(page, server: str) -> None:
 
 def test_cancel_a_run_from_the_runs_page(page, server: str, shots) -> None:
     body = {
-        "spec": {"name": "e2e-cancel", "model": {"name": "tiny_mlp"}, "data": {"name": "digits"}, "train": {"max_steps": 100_000}},
+        "spec": {
+            "name": "e2e-cancel",
+            "model": {"name": "tiny_mlp"},
+            "data": {"name": "digits"},
+            "train": {"max_steps": 100_000},
+        },
         "tags": ["e2e"],
     }
     run_id = httpx.post(f"{server}/api/v1/experiments", json=body, timeout=10).json()["run_ids"][0]
@@ -231,7 +236,7 @@ def test_compare_three_runs_matches_the_api(page, server: str, shots) -> None:
     page.screenshot(path=shots / "compare.png", full_page=True)
     with page.expect_download() as export:
         page.click("#export-csv")
-    exported = list(csv.reader(io.StringIO(open(export.value.path()).read())))
+    exported = list(csv.reader(io.StringIO(export.value.path().read_text())))
     assert len(exported) == 4
 
 
