@@ -223,81 +223,96 @@ def _dequant(q, m, one, lo_buf, step_buf, pos, scatter, i0, out):  # pragma: no 
                 out[i0 + j] = value
 
 
-@nb.njit(parallel=True, cache=True)
-def quant_pack(
-    x, lo, inv, bits, inner, ngroups, pos, by_pos, stochastic, seed, packed, words, symbols
-):  # pragma: no cover
-    """Quantize x; bit-pack into `words` if `packed`, else write uint16 `symbols`."""
+@nb.njit(cache=True)
+def _quant_task(x, lo, inv, bits, inner, ngroups, pos, by_pos, stochastic, seed, packed, words, symbols, s0, s1):  # pragma: no cover
     n = x.size
     maxq = np.float64((1 << bits) - 1)
-    nsub = (n + SUB - 1) // SUB
-    for t in nb.prange((nsub + TASK - 1) // TASK):
-        q = np.empty(SUB, dtype=np.int32)
-        lo_buf = np.empty(SUB, dtype=np.float64)
-        inv_buf = np.empty(SUB, dtype=np.float64)
-        for s in range(t * TASK, min(t * TASK + TASK, nsub)):
-            i0 = s * SUB
-            m = min(SUB, n - i0)
-            one = _params(i0, m, inner, ngroups, pos, by_pos, lo, inv, lo_buf, inv_buf)
-            _symbols(x, i0, m, one, lo_buf, inv_buf, maxq, stochastic, seed, q)
-            if packed:
-                _pack(q, m, bits, words, s * bits)
-            else:
-                for j in range(m):
-                    symbols[i0 + j] = q[j]
+    q = np.empty(SUB, dtype=np.int32)
+    lo_buf = np.empty(SUB, dtype=np.float64)
+    inv_buf = np.empty(SUB, dtype=np.float64)
+    for s in range(s0, s1):
+        i0 = s * SUB
+        m = min(SUB, n - i0)
+        one = _params(i0, m, inner, ngroups, pos, by_pos, lo, inv, lo_buf, inv_buf)
+        _symbols(x, i0, m, one, lo_buf, inv_buf, maxq, stochastic, seed, q)
+        if packed:
+            _pack(q, m, bits, words, s * bits)
+        else:
+            for j in range(m):
+                symbols[i0 + j] = q[j]
 
 
 @nb.njit(parallel=True, cache=True)
-def unpack_dequant(
-    words, symbols, packed, bits, lo, step, inner, ngroups, pos, by_pos, scatter, n, out
-):  # pragma: no cover
+def quant_pack(x, lo, inv, bits, inner, ngroups, pos, by_pos, stochastic, seed, packed, words, symbols):  # pragma: no cover
+    """Quantize x; bit-pack into `words` if `packed`, else write uint16 `symbols`."""
+    nsub = (x.size + SUB - 1) // SUB
+    for t in nb.prange((nsub + TASK - 1) // TASK):
+        _quant_task(x, lo, inv, bits, inner, ngroups, pos, by_pos, stochastic, seed, packed, words, symbols,
+                    t * TASK, min(t * TASK + TASK, nsub))
+
+
+@nb.njit(cache=True)
+def _dequant_task(words, symbols, packed, bits, lo, step, inner, ngroups, pos, by_pos, scatter, n, out, s0, s1):  # pragma: no cover
+    q = np.empty(SUB, dtype=np.int32)
+    lo_buf = np.empty(SUB, dtype=np.float64)
+    step_buf = np.empty(SUB, dtype=np.float64)
+    for s in range(s0, s1):
+        i0 = s * SUB
+        m = min(SUB, n - i0)
+        if packed:
+            _unpack(words, s * bits, bits, m, q)
+        else:
+            for j in range(m):
+                q[j] = symbols[i0 + j]
+        one = _params(i0, m, inner, ngroups, pos, by_pos, lo, step, lo_buf, step_buf)
+        _dequant(q, m, one, lo_buf, step_buf, pos, scatter, i0, out)
+
+
+@nb.njit(parallel=True, cache=True)
+def unpack_dequant(words, symbols, packed, bits, lo, step, inner, ngroups, pos, by_pos, scatter, n, out):  # pragma: no cover
     """Inverse of quant_pack; with `scatter`, value i lands at out[pos[i]]."""
     nsub = (n + SUB - 1) // SUB
     for t in nb.prange((nsub + TASK - 1) // TASK):
-        q = np.empty(SUB, dtype=np.int32)
-        lo_buf = np.empty(SUB, dtype=np.float64)
-        step_buf = np.empty(SUB, dtype=np.float64)
-        for s in range(t * TASK, min(t * TASK + TASK, nsub)):
-            i0 = s * SUB
-            m = min(SUB, n - i0)
+        _dequant_task(words, symbols, packed, bits, lo, step, inner, ngroups, pos, by_pos, scatter, n, out,
+                      t * TASK, min(t * TASK + TASK, nsub))
+
+
+@nb.njit(cache=True)
+def _block_task(x, block, bits, stochastic, seed, packed, lo_out, step_out, words, symbols, g0, g1):  # pragma: no cover
+    """Blocks g0..g1: min/max, bf16 step, quantize, pack; returns 1 if a block holds NaN/inf."""
+    n = x.size
+    maxq = np.float64((1 << bits) - 1)
+    q = np.empty(SUB, dtype=np.int32)
+    lo_buf = np.empty(1, dtype=np.float64)
+    inv_buf = np.empty(1, dtype=np.float64)
+    f32 = np.empty(1, dtype=np.float32)
+    u32 = f32.view(np.uint32)
+    bad = 0
+    for g in range(g0, g1):
+        i0, i1 = g * block, min(g * block + block, n)
+        lo, hi, total = _range_minmax(x, i0, i1)
+        if total - total != 0.0:  # NaN or inf in the block, or a sum overflow: check exactly
+            for i in range(i0, i1):
+                if not np.isfinite(x[i]):
+                    bad = 1
+        step = bf16_up((np.float64(hi) - np.float64(lo)) / maxq, f32, u32)
+        lo_out[g], step_out[g] = lo, step
+        lo_buf[0], inv_buf[0] = lo, 1.0 / step if step > 0.0 else 0.0
+        for i in range(i0, i1, SUB):
+            m = min(SUB, i1 - i)
+            _symbols(x, i, m, True, lo_buf, inv_buf, maxq, stochastic, seed, q)
             if packed:
-                _unpack(words, s * bits, bits, m, q)
+                _pack(q, m, bits, words, (i // SUB) * bits)
             else:
                 for j in range(m):
-                    q[j] = symbols[i0 + j]
-            one = _params(i0, m, inner, ngroups, pos, by_pos, lo, step, lo_buf, step_buf)
-            _dequant(q, m, one, lo_buf, step_buf, pos, scatter, i0, out)
+                    symbols[i + j] = q[j]
+    return bad
 
 
 @nb.njit(parallel=True, cache=True)
-def block_quant_pack(
-    x, block, bits, stochastic, seed, packed, lo_out, step_out, bad, words, symbols
-):  # pragma: no cover
+def block_quant_pack(x, block, bits, stochastic, seed, packed, lo_out, step_out, bad, words, symbols):  # pragma: no cover
     """One pass for block scales (block % 64 == 0): min/max, scale, quantize, pack, block by block."""
-    n = x.size
-    maxq = np.float64((1 << bits) - 1)
     per_task = max(1, (1 << 16) // block)
     for t in nb.prange(bad.size):
-        q = np.empty(SUB, dtype=np.int32)
-        lo_buf = np.empty(1, dtype=np.float64)
-        inv_buf = np.empty(1, dtype=np.float64)
-        f32 = np.empty(1, dtype=np.float32)
-        u32 = f32.view(np.uint32)
-        for g in range(t * per_task, min(t * per_task + per_task, lo_out.size)):
-            i0, i1 = g * block, min(g * block + block, n)
-            lo, hi, total = _range_minmax(x, i0, i1)
-            if total - total != 0.0:  # NaN or inf in the block, or a sum overflow: check exactly
-                for i in range(i0, i1):
-                    if not np.isfinite(x[i]):
-                        bad[t] = 1
-            step = bf16_up((np.float64(hi) - np.float64(lo)) / maxq, f32, u32)
-            lo_out[g], step_out[g] = lo, step
-            lo_buf[0], inv_buf[0] = lo, 1.0 / step if step > 0.0 else 0.0
-            for i in range(i0, i1, SUB):
-                m = min(SUB, i1 - i)
-                _symbols(x, i, m, True, lo_buf, inv_buf, maxq, stochastic, seed, q)
-                if packed:
-                    _pack(q, m, bits, words, (i // SUB) * bits)
-                else:
-                    for j in range(m):
-                        symbols[i + j] = q[j]
+        bad[t] = _block_task(x, block, bits, stochastic, seed, packed, lo_out, step_out, words, symbols,
+                             t * per_task, min(t * per_task + per_task, lo_out.size))

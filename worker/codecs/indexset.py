@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import struct
 
+import numba as nb
 import numpy as np
 import torch
+from numba.cpython.unsafe.numbers import trailing_zeros
 
 from worker.codecs import bitpack
 from worker.codecs.wire import CodecError, aligned_words
@@ -28,16 +30,68 @@ def binary_entropy(r: float) -> float:
     return 0.0 if r <= 0 or r >= 1 else float(-r * np.log2(r) - (1 - r) * np.log2(1 - r))
 
 
-def _rice_parameter(gaps: np.ndarray, n: int) -> tuple[int, int]:
+@nb.njit(cache=True)
+def _unary_bits(coded, p):  # pragma: no cover - compiled; sum of (gap >> p) + 1 over the gaps
+    total, prev = 0, -1
+    for i in range(coded.size):
+        total += ((coded[i] - prev - 1) >> p) + 1
+        prev = coded[i]
+    return total
+
+
+@nb.njit(cache=True)
+def _rice_write(coded, p, unary_words, low_words):  # pragma: no cover - compiled
+    mask = (1 << p) - 1
+    prev, pos = -1, 0
+    for i in range(coded.size):
+        gap = coded[i] - prev - 1
+        prev = coded[i]
+        pos += gap >> p
+        unary_words[pos >> 6] |= np.uint64(1) << np.uint64(pos & 63)
+        pos += 1
+        if p:
+            r = np.uint64(gap & mask)
+            bit = i * p
+            off = bit & 63
+            low_words[bit >> 6] |= r << np.uint64(off)
+            if off + p > 64:
+                low_words[(bit >> 6) + 1] |= r >> np.uint64(64 - off)
+
+
+@nb.njit(cache=True)
+def _rice_read(unary_words, unary_bits, low_words, p, out):  # pragma: no cover - compiled
+    """Decode gaps into positions; returns how many ones the unary stream held (must be out.size)."""
+    mask = np.uint64((1 << p) - 1)
+    i, prev, last = 0, -1, -1
+    for w in range(unary_words.size):
+        word = unary_words[w]
+        while word != 0:
+            pos = w * 64 + np.int64(trailing_zeros(word))
+            if pos >= unary_bits or i >= out.size:
+                return -1
+            gap = (pos - last - 1) << p
+            last = pos
+            if p:
+                bit = i * p
+                off = bit & 63
+                r = low_words[bit >> 6] >> np.uint64(off)
+                if off + p > 64:
+                    r |= low_words[(bit >> 6) + 1] << np.uint64(64 - off)
+                gap |= np.int64(r & mask)
+            prev += gap + 1
+            out[i] = prev
+            i += 1
+            word &= word - np.uint64(1)
+    return i
+
+
+def _rice_parameter(coded: np.ndarray, n: int) -> tuple[int, int]:
     """(p, unary_bits) minimising unary_bits + count*p among p near log2(mean gap * ln 2)."""
-    mean = (n - gaps.size) / max(gaps.size, 1)
-    guess = int(np.clip(np.round(np.log2(max(mean * np.log(2), 1.0))), 0, MAX_P))
-    best = None
-    for p in range(max(0, guess - 1), min(MAX_P, guess + 1) + 1):
-        unary = int((gaps >> p).sum()) + gaps.size
-        if best is None or unary + gaps.size * p < best[1] + gaps.size * best[0]:
-            best = (p, unary)
-    return best
+    count = coded.size
+    guess = int(np.clip(np.round(np.log2(max((n - count) / max(count, 1) * np.log(2), 1.0))), 0, MAX_P))
+    costs = {p: _unary_bits(coded, p) for p in range(max(0, guess - 1), min(MAX_P, guess + 1) + 1)}
+    p = min(costs, key=lambda q: costs[q] + count * q)
+    return p, int(costs[p])
 
 
 def encode(idx: np.ndarray, n: int) -> bytes:
@@ -49,18 +103,18 @@ def encode(idx: np.ndarray, n: int) -> bytes:
         mask[idx] = False
         coded = np.flatnonzero(mask)
     else:
-        coded = idx
-    gaps = np.diff(coded, prepend=-1) - 1
-    p, unary = _rice_parameter(gaps, n)
-    if unary + gaps.size * p >= n:  # a bitmap is no larger
+        coded = np.ascontiguousarray(idx, dtype=np.int64)
+    p, unary = _rice_parameter(coded, n)
+    if unary + coded.size * p >= n:  # a bitmap is no larger
         mask = np.zeros(n, dtype=bool)
         mask[idx] = True
         return _HEAD.pack(BITMAP, 0, k, 0) + np.packbits(mask, bitorder="little").tobytes()
-    stream = np.zeros(unary, dtype=np.uint8)
-    stream[np.cumsum((gaps >> p) + 1) - 1] = 1
-    low = bitpack.pack(gaps & ((1 << p) - 1), p) if p else b""
+    unary_words = np.zeros(unary // 64 + 2, dtype=np.uint64)
+    low_words = np.zeros(coded.size * p // 64 + 2, dtype=np.uint64)
+    _rice_write(coded, p, unary_words, low_words)
     mode = RICE_COMPLEMENT if complement else RICE
-    return _HEAD.pack(mode, p, coded.size, unary) + np.packbits(stream, bitorder="little").tobytes() + bytes(low)
+    return b"".join([_HEAD.pack(mode, p, coded.size, unary), unary_words.view(np.uint8)[: (unary + 7) // 8],
+                     low_words.view(np.uint8)[: bitpack.packed_bytes(coded.size, p)]])
 
 
 def _parse(section: memoryview, n: int) -> tuple[int, int, int, int, memoryview, memoryview]:
@@ -92,13 +146,10 @@ def decode(section: memoryview, n: int, k: int) -> np.ndarray:
         idx = np.flatnonzero(np.unpackbits(np.frombuffer(stream, dtype=np.uint8), count=n, bitorder="little"))
         _check(idx, k, n)
         return idx
-    ones = np.flatnonzero(np.unpackbits(np.frombuffer(stream, dtype=np.uint8), count=unary, bitorder="little"))
-    if ones.size != count:
-        raise CodecError(f"index Rice stream holds {ones.size} gaps, header says {count}")
-    gaps = (np.diff(ones, prepend=-1) - 1) << p
-    if p:
-        gaps |= bitpack.unpack(aligned_words(low), p, count, dtype=np.int64)
-    coded = np.cumsum(gaps + 1) - 1
+    coded = np.empty(count, dtype=np.int64)
+    found = _rice_read(aligned_words(stream), unary, aligned_words(low), p, coded)
+    if found != count:
+        raise CodecError(f"index Rice stream holds {'more' if found < 0 else found} gaps, header says {count}")
     if mode == RICE_COMPLEMENT:
         _check(coded, n - k, n)
         mask = np.ones(n, dtype=bool)

@@ -1,9 +1,10 @@
-"""Magnitude top-k: a sampled threshold refined by one histogram pass, then parallel compaction.
+"""Magnitude top-k: a sampled threshold, one candidate-gathering pass, then a cut among candidates.
 
-The sample brackets the k-th largest |x|; one pass counts values above the bracket and bins
-those inside it (4096 bins); the bin edge whose count is closest to k becomes the threshold,
-so every kept |x| >= every dropped |x| and the count is within 0.5% of k. If the bracket
-misses or one bin holds too many ties, an exact selection (argpartition) takes over.
+A random sample brackets the k-th largest |x| in [t_lo, t_hi]. One parallel pass copies every
+value with |x| >= t_lo (about k plus a small bracket) with its position; the candidates are
+binned (4096 bins over the bracket), and the bin edge whose count is closest to k becomes
+the threshold, so every kept |x| >= every dropped |x| and the count is within 0.5% of k.
+If the bracket misses or ties pile up in one bin, an exact selection (argpartition) runs.
 """
 
 from __future__ import annotations
@@ -33,29 +34,44 @@ def _key(a, t_lo, t_hi, inv_w):  # pragma: no cover - compiled; NBINS = above th
     return min(np.int64((np.float64(a) - t_lo) * inv_w), NBINS - 1)
 
 
-@nb.njit(parallel=True, cache=True)
-def _histogram(x, nchunks, t_lo, t_hi, inv_w, hist):  # pragma: no cover - compiled
-    n = x.size
-    per = -(-n // nchunks)
-    for c in nb.prange(nchunks):
-        for i in range(c * per, min(c * per + per, n)):
-            key = _key(abs(x[i]), t_lo, t_hi, inv_w)
-            if key >= 0:
-                hist[c, key] += 1
+@nb.njit(cache=True)
+def _gather_chunk(x, start, stop, t_lo, cap, cand_idx, cand_val, base):  # pragma: no cover - compiled
+    j = 0
+    for i in range(start, stop):
+        v = x[i]
+        slot = base + (j if j < cap else cap)  # branch-free: write always, advance on a hit
+        cand_idx[slot] = i
+        cand_val[slot] = v
+        j += 1 if abs(v) >= t_lo else 0
+    return j
 
 
 @nb.njit(parallel=True, cache=True)
-def _compact(x, nchunks, t_lo, t_hi, inv_w, cut, offsets, idx, vals):  # pragma: no cover - compiled
+def _gather(x, t_lo, nchunks, cap, cand_idx, cand_val, counts):  # pragma: no cover - compiled
+    """Per chunk, positions and values with |x| >= t_lo into slots [c*(cap+1), ...); counts may exceed cap."""
     n = x.size
     per = -(-n // nchunks)
     for c in nb.prange(nchunks):
-        j = offsets[c]
-        for i in range(c * per, min(c * per + per, n)):
-            v = x[i]
+        counts[c] = _gather_chunk(x, c * per, min(c * per + per, n), t_lo, cap, cand_idx, cand_val, c * (cap + 1))
+
+
+@nb.njit(cache=True)
+def _candidate_histogram(cand_val, counts, cap, t_lo, t_hi, inv_w, hist):  # pragma: no cover - compiled
+    for c in range(counts.size):
+        for j in range(c * (cap + 1), c * (cap + 1) + counts[c]):
+            hist[_key(abs(cand_val[j]), t_lo, t_hi, inv_w)] += 1
+
+
+@nb.njit(cache=True)
+def _cut(cand_idx, cand_val, counts, cap, t_lo, t_hi, inv_w, cut, idx, vals):  # pragma: no cover - compiled
+    out = 0
+    for c in range(counts.size):
+        for j in range(c * (cap + 1), c * (cap + 1) + counts[c]):
+            v = cand_val[j]
             if _key(abs(v), t_lo, t_hi, inv_w) >= cut:
-                idx[j] = i
-                vals[j] = v
-                j += 1
+                idx[out] = cand_idx[j]
+                vals[out] = v
+                out += 1
 
 
 def _exact(x: np.ndarray, k: int) -> np.ndarray:
@@ -76,24 +92,29 @@ def select(x: np.ndarray, k: int, rng: np.random.Generator) -> tuple[np.ndarray,
     frac = k / n
     spread = 8.0 * np.sqrt(frac * (1 - frac) * SAMPLE) + 2
     t_hi = float(sample[max(0, int(frac * SAMPLE - spread))])
-    t_lo = float(sample[min(SAMPLE - 1, int(frac * SAMPLE + spread))])
+    low_rank = min(SAMPLE - 1, int(frac * SAMPLE + spread))
+    t_lo = float(sample[low_rank])
     nchunks = 64
-    hist = np.zeros((nchunks, NBINS + 1), dtype=np.int64)
+    cap = int(-(-n // nchunks) * (low_rank + 1) / SAMPLE * 1.25) + 256
+    cand_idx = np.empty(nchunks * (cap + 1), dtype=np.int64)
+    cand_val = np.empty(nchunks * (cap + 1), dtype=np.float32)
+    counts = np.zeros(nchunks, dtype=np.int64)
+    _gather(x, t_lo, nchunks, cap, cand_idx, cand_val, counts)
+    if counts.max() > cap:  # the sample put t_lo far too low: more candidates than room
+        idx = _exact(x, k)
+        return idx, x[idx]
     width = (t_hi - t_lo) / NBINS
     inv_w = 1.0 / width if width > 0 else 0.0
-    _histogram(x, nchunks, t_lo, t_hi, inv_w, hist)
-    above = hist[:, ::-1].cumsum(axis=1)[:, ::-1]  # above[c, j]: chunk c's values with key >= j
-    totals = above.sum(axis=0)
+    hist = np.zeros(NBINS + 1, dtype=np.int64)
+    _candidate_histogram(cand_val, counts, cap, t_lo, t_hi, inv_w, hist)
+    totals = hist[::-1].cumsum()[::-1]  # totals[j]: candidates with key >= j
     cut = int(np.argmin(np.abs(totals - k)))
     if abs(int(totals[cut]) - k) > TOLERANCE * k:  # bracket missed, or ties pile up in one bin
         idx = _exact(x, k)
         return idx, x[idx]
-    counts = above[:, cut]
-    offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
-    total = int(counts.sum())
-    idx = np.empty(total, dtype=np.int64)
-    vals = np.empty(total, dtype=np.float32)
-    _compact(x, nchunks, t_lo, t_hi, inv_w, cut, offsets, idx, vals)
+    idx = np.empty(int(totals[cut]), dtype=np.int64)
+    vals = np.empty(int(totals[cut]), dtype=np.float32)
+    _cut(cand_idx, cand_val, counts, cap, t_lo, t_hi, inv_w, cut, idx, vals)
     return idx, vals
 
 
