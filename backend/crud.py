@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
@@ -192,9 +192,10 @@ def _metric_rows(
     if validated:
         # (step, name, value, time) tuples already typed by the API's schema: only NaN/inf and missing times need work.
         isfinite = math.isfinite
+        typed = cast(list[tuple[int, str, float | None, float | None]], points)
         return [
             (run_id, step, name, value if value is None or isfinite(value) else None, at or now)
-            for step, name, value, at in points  # type: ignore[misc]
+            for step, name, value, at in typed
         ]
     return [_metric_row(run_id, p, now) for p in points]
 
@@ -240,7 +241,7 @@ def _driver_sql(session: Session, sql: str, params: tuple[Any, ...]) -> list[Any
     connection = session.connection()
     if connection.dialect.paramstyle != "qmark":
         sql = sql.replace("?", "%s")
-    return connection.exec_driver_sql(sql, params).fetchall()
+    return list(connection.exec_driver_sql(sql, params).fetchall())
 
 
 def read_series(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     JSON,
@@ -16,6 +16,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Table,
     Text,
     TypeDecorator,
 )
@@ -126,7 +127,8 @@ class LogLine(Base):
     message: Mapped[str] = mapped_column(Text)
 
 
-experiments = Experiment.__table__
-runs = Run.__table__
-metric_points = MetricPoint.__table__
-log_lines = LogLine.__table__
+# The core tables, for the bulk and hot-path statements in crud.
+experiments = cast(Table, Experiment.__table__)
+runs = cast(Table, Run.__table__)
+metric_points = cast(Table, MetricPoint.__table__)
+log_lines = cast(Table, LogLine.__table__)

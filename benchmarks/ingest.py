@@ -127,7 +127,7 @@ def bench_slimpipe(n_points: int, repeats: int, database_url: str | None, workdi
             send([(batch * BATCH + i, "read/series", float(i)) for i in range(BATCH)])
 
         def read() -> int:
-            params = {"names": "read/series", "max_points": READ_POINTS}
+            params: dict[str, Any] = {"names": "read/series", "max_points": READ_POINTS}
             body = http.get(f"/api/v1/runs/{run_id}/metrics", params=params).raise_for_status().json()
             return len(body["series"]["read/series"]["value"])
 
@@ -209,7 +209,8 @@ def bench_mlflow(python: Path, n_points: int, repeats: int, workdir: Path) -> di
             send([(batch * BATCH + i, "read_series", float(i)) for i in range(BATCH)])
 
         def read() -> int:
-            metrics, token = [], None
+            metrics: list[Any] = []
+            token = None
             while True:
                 params: dict[str, Any] = {"run_id": run_id, "metric_key": "read_series", "max_results": 25000}
                 if token:
@@ -228,22 +229,28 @@ def bench_mlflow(python: Path, n_points: int, repeats: int, workdir: Path) -> di
 
 
 def render(ours: dict[str, Any], theirs: dict[str, Any] | None, mlflow_label: str, n_points: int) -> str:
-    def ratio(a: float | None, b: float | None) -> str:
-        return f"{a / b:.1f}x" if a and b else "-"
+    def figure(side: dict[str, Any] | None, key: str, spec: str) -> str:
+        return format(side[key], spec) if side else "-"
+
+    def ratio(key: str, higher_is_better: bool) -> str:
+        if not theirs:
+            return "-"
+        a, b = (ours[key], theirs[key]) if higher_is_better else (theirs[key], ours[key])
+        return f"{a / b:.1f}x"
 
     rows = [
-        ("ingest, points/s", f"{ours['ingest_points_per_s']:,.0f}", theirs and f"{theirs['ingest_points_per_s']:,.0f}",
-         ratio(ours["ingest_points_per_s"], theirs and theirs["ingest_points_per_s"])),
-        ("read 10,000 points, s (median)", f"{ours['read_median_s']:.4f}", theirs and f"{theirs['read_median_s']:.4f}",
-         ratio(theirs and theirs["read_median_s"], ours["read_median_s"])),
-        ("read 10,000 points, s (first)", f"{ours['read_first_s']:.4f}", theirs and f"{theirs['read_first_s']:.4f}",
-         ratio(theirs and theirs["read_first_s"], ours["read_first_s"])),
+        ("ingest, points/s", figure(ours, "ingest_points_per_s", ",.0f"), figure(theirs, "ingest_points_per_s", ",.0f"),
+         ratio("ingest_points_per_s", True)),
+        ("read 10,000 points, s (median)", figure(ours, "read_median_s", ".4f"), figure(theirs, "read_median_s", ".4f"),
+         ratio("read_median_s", False)),
+        ("read 10,000 points, s (first)", figure(ours, "read_first_s", ".4f"), figure(theirs, "read_first_s", ".4f"),
+         ratio("read_first_s", False)),
     ]  # fmt: skip
-    headers = ("", "slimpipe", mlflow_label, "slimpipe vs MLflow")
-    table = [headers, *[(a, b, c or "-", d) for a, b, c, d in rows]]
-    widths = [max(len(str(r[i])) for r in table) for i in range(4)]
+    table = [("", "slimpipe", mlflow_label, "slimpipe vs MLflow"), *rows]
+    widths = [max(len(r[i]) for r in table) for i in range(4)]
     lines = [f"metric ingest over REST: {n_points:,} points in batches of {BATCH:,}; one server process each, SQLite stores"]
-    lines += ["  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))) for r in table]
+    for row in table:
+        lines.append("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))))
     return "\n".join(lines)
 
 
@@ -266,7 +273,8 @@ def run(args: argparse.Namespace) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="slimpipe-bench-ingest-"))
     try:
         ours = bench_slimpipe(args.points, args.repeats, args.database_url, workdir)
-        theirs, label, notes, version = None, "MLflow", [], None
+        theirs: dict[str, Any] | None = None
+        label, notes, version = "MLflow", list[str](), None
         if not args.skip_mlflow:
             python, version, notes = mlflow_python(args.mlflow_venv, not args.no_install, args.mlflow_fallback)
             if python is not None:

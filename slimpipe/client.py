@@ -216,7 +216,7 @@ class Client:
                     response.read()
                     message, detail = _message(response)
                     raise ClientError(f"GET events: {message}", response.status_code, detail)
-                event, data = "message", []
+                event, data = "message", list[str]()
                 for line in response.iter_lines():
                     if not line:
                         if data:

@@ -47,7 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        table = client_from(args).compare(args.runs, baseline=args.baseline)
+        with client_from(args) as client:
+            table = client.compare(args.runs, baseline=args.baseline)
     except ClientError as exc:
         print(f"slimpipe: {exc}", file=sys.stderr)
         return 1

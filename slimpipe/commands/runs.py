@@ -26,7 +26,8 @@ def progress(run: dict) -> str:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        rows = client_from(args).runs(status=args.status, experiment_id=args.experiment, tag=args.tag, limit=args.limit)
+        with client_from(args) as client:
+            rows = client.runs(status=args.status, experiment_id=args.experiment, tag=args.tag, limit=args.limit)
     except ClientError as exc:
         print(f"slimpipe: {exc}", file=sys.stderr)
         return 1

@@ -41,14 +41,14 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"slimpipe: cannot read {args.spec}: {exc.strerror}", file=sys.stderr)
         return 2
-    client = client_from(args)
     try:
-        run_ids = client.submit(spec, sweep=parse_sweep(args.sweep) or None, queue=args.queue, tags=args.tag)
-        print(f"submitted {len(run_ids)} run{'s' * (len(run_ids) != 1)}: {' '.join(map(str, run_ids))}")
-        if not args.wait:
-            return 0
-        final = [client.wait(run_id) for run_id in run_ids]
-        print(compare_command.render(client.compare(run_ids)))
+        with client_from(args) as client:
+            run_ids = client.submit(spec, sweep=parse_sweep(args.sweep) or None, queue=args.queue, tags=args.tag)
+            print(f"submitted {len(run_ids)} run{'s' * (len(run_ids) != 1)}: {' '.join(map(str, run_ids))}")
+            if not args.wait:
+                return 0
+            final = [client.wait(run_id) for run_id in run_ids]
+            print(compare_command.render(client.compare(run_ids)))
     except ClientError as exc:
         print(f"slimpipe: {exc}", file=sys.stderr)
         return 1

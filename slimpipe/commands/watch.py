@@ -20,11 +20,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    client = client_from(args)
     latest: dict[str, float] = {}
     status: dict = {}
     try:
-        with tqdm(desc=f"run {args.run}", unit="step", dynamic_ncols=True) as bar:
+        with client_from(args) as client, tqdm(desc=f"run {args.run}", unit="step", dynamic_ncols=True) as bar:
             for event, data in client.events(args.run):
                 if event == "status":
                     status = data

@@ -65,27 +65,36 @@ import os, sys
 os.environ["SLIMPIPE_DATABASE_URL"] = sys.argv[1]
 from backend import crud
 run_id = int(sys.argv[2])
-for batch in range(40):
+for batch in range(20):
     crud.append_metrics(run_id, [(batch * 500 + i, "worker/x", float(i)) for i in range(500)])
-    crud.heartbeat(run_id, batch, 40)
+    crud.heartbeat(run_id, batch, 20)
 """
 
 
-def test_a_worker_process_and_the_api_write_at_the_same_time(api, submit, settings):
-    run_id = queued_run(submit)
-    # The worker's calls without session= use SLIMPIPE_DATABASE_URL, as in a training child.
-    writer = subprocess.Popen([sys.executable, "-c", WRITER, settings.database_url, str(run_id)])
-    sent = 0
-    while writer.poll() is None or sent < 20_000:
-        points = [{"step": sent + i, "name": "api/y", "value": 1.0} for i in range(1000)]
-        assert api.post(f"/api/v1/runs/{run_id}/metrics", json={"points": points}).status_code == 202
-        sent += 1000
-        assert api.get(f"/api/v1/runs/{run_id}").status_code == 200
-        time.sleep(0.01)
-    assert writer.wait(60) == 0
-    counts = {}
-    with db.session_scope(settings.database_url) as s:
-        for name in ("worker/x", "api/y"):
-            counts[name] = len(crud.read_series(session=s, run_id=run_id, name=name)[0])
-        assert crud.get_run(session=s, run_id=run_id).progress_step == 39
-    assert counts == {"worker/x": 20_000, "api/y": sent}
+def test_a_worker_process_and_the_api_write_to_sqlite_at_the_same_time(tmp_path):
+    """SQLite only: WAL and busy_timeout let a training child and the API write together (PostgreSQL just does)."""
+    from fastapi.testclient import TestClient
+
+    from backend.main import create_app
+    from backend.settings import Settings
+    from tests.backend.conftest import SPEC
+
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    db.migrate(url)
+    settings = Settings(database_url=url, broker_dir=tmp_path / "broker", data_root=tmp_path / "data")
+    with TestClient(create_app(settings)) as api:
+        run_id = api.post("/api/v1/experiments", json={"spec": SPEC}).json()["run_ids"][0]
+        # The worker's calls without session= use SLIMPIPE_DATABASE_URL, as in a training child.
+        writer = subprocess.Popen([sys.executable, "-c", WRITER, url, str(run_id)])
+        sent = 0
+        while writer.poll() is None or sent < 5_000:
+            points = [{"step": sent + i, "name": "api/y", "value": 1.0} for i in range(1000)]
+            assert api.post(f"/api/v1/runs/{run_id}/metrics", json={"points": points}).status_code == 202
+            sent += 1000
+            assert api.get(f"/api/v1/runs/{run_id}").status_code == 200
+            time.sleep(0.05)
+        assert writer.wait(60) == 0
+    with db.session_scope(url) as s:
+        counts = {name: len(crud.read_series(session=s, run_id=run_id, name=name)[0]) for name in ("worker/x", "api/y")}
+        assert crud.get_run(session=s, run_id=run_id).progress_step == 19
+    assert counts == {"worker/x": 10_000, "api/y": sent}

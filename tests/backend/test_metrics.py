@@ -48,10 +48,10 @@ def test_bad_points_are_422_and_unknown_run_404(api, submit):
 
 def test_downsampling_keeps_first_last_and_extremes(api, submit):
     run_id = submit()["run_ids"][0]
-    n = 20_000
+    n = 10_000
     values = [math.sin(s / 300.0) for s in range(n)]
     values[7_777] = 50.0  # a spike LTTB alone could miss
-    values[12_345] = -40.0
+    values[2_345] = -40.0
     post_points(api, run_id, [{"step": s, "name": "train/loss", "value": v} for s, v in enumerate(values)])
     series = api.get(f"/api/v1/runs/{run_id}/metrics", params={"max_points": 500}).json()["series"]["train/loss"]
     assert len(series["step"]) <= 500
@@ -59,7 +59,7 @@ def test_downsampling_keeps_first_last_and_extremes(api, submit):
     assert series["step"][0] == 0 and series["step"][-1] == n - 1
     assert series["step"] == sorted(series["step"])
     assert max(series["value"]) == 50.0 and series["step"][series["value"].index(50.0)] == 7_777
-    assert min(series["value"]) == -40.0 and series["step"][series["value"].index(-40.0)] == 12_345
+    assert min(series["value"]) == -40.0 and series["step"][series["value"].index(-40.0)] == 2_345
     # Kept points are real points, not averages.
     assert all(values[s] == v for s, v in zip(series["step"], series["value"], strict=True))
     full = api.get(f"/api/v1/runs/{run_id}/metrics", params={"max_points": n}).json()["series"]["train/loss"]

@@ -80,6 +80,11 @@ def find_baseline(session: Session, compared: list[Run]) -> Run | None:
     return max(pool, key=lambda r: r.id) if pool else None
 
 
+def _accuracy(figures: dict[str, float | None]) -> float | None:
+    """What Δ accuracy compares: the final validation accuracy, else the best."""
+    return figures["final_val_acc"] if figures["final_val_acc"] is not None else figures["best_val_acc"]
+
+
 def _step_time(figures: dict[str, float | None]) -> float | None:
     if figures["time_per_batch_s"] is None:
         return None
@@ -102,16 +107,14 @@ def build_compare(session: Session, run_ids: list[int], baseline_id: int | None)
     paths = sorted({p for f in flat.values() for p in f} - set(IGNORED_FIELDS))
     varying = [p for p in paths if len({repr(f.get(p)) for f in flat.values()}) > 1]
 
-    base_figures = run_figures(session, baseline) if baseline is not None else None
-    base_acc = base_figures and (
-        base_figures["final_val_acc"] if base_figures["final_val_acc"] is not None else base_figures["best_val_acc"]
-    )
-    base_time = _step_time(base_figures) if base_figures else None
+    base_acc = base_time = None
+    if baseline is not None:
+        base_figures = run_figures(session, baseline)
+        base_acc, base_time = _accuracy(base_figures), _step_time(base_figures)
     rows = []
     for run in compared:
         figures = run_figures(session, run)
-        acc = figures["final_val_acc"] if figures["final_val_acc"] is not None else figures["best_val_acc"]
-        step_time = _step_time(figures)
+        acc, step_time = _accuracy(figures), _step_time(figures)
         rows.append(
             CompareRow(
                 run_id=run.id,
