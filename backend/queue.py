@@ -6,6 +6,7 @@ import logging
 import threading
 from typing import Any
 
+from backend.settings import Settings, get_settings
 from slimpipe import names
 
 log = logging.getLogger(__name__)
@@ -17,7 +18,7 @@ class QueueError(RuntimeError):
     """The broker could not take the task."""
 
 
-def celery_client(settings: Any) -> Any:
+def celery_client(settings: Settings) -> Any:
     """A producer-only Celery app for `settings.broker_url` (cached), configured like the worker's."""
     from celery import Celery
     from kombu import Exchange, Queue
@@ -40,8 +41,9 @@ def celery_client(settings: Any) -> Any:
         return app
 
 
-def send_run(run_id: int, queue: str, settings: Any) -> str:
+def send_run(run_id: int, queue: str, settings: Settings | None = None) -> str:
     """Send `run_experiment(run_id)` to `queue`; the run row must already be committed. Returns the task id."""
+    settings = settings or get_settings()
     if queue not in names.QUEUES:
         raise QueueError(f"unknown queue {queue!r}; use one of {', '.join(names.QUEUES)}")
     app = celery_client(settings)
@@ -59,8 +61,9 @@ def send_run(run_id: int, queue: str, settings: Any) -> str:
     return str(result.id)
 
 
-def revoke(celery_id: str | None, settings: Any) -> None:
+def revoke(celery_id: str | None, settings: Settings | None = None) -> None:
     """Best effort: a revoked task that still reaches a worker finds its run cancelled and does nothing."""
+    settings = settings or get_settings()
     if not celery_id or settings.is_embedded_broker:
         # The embedded transport has no broadcast worth using; the run's row already says cancelled.
         return
@@ -70,7 +73,7 @@ def revoke(celery_id: str | None, settings: Any) -> None:
         log.info("could not revoke %s: %s", celery_id, exc)
 
 
-def broker_reachable(settings: Any) -> bool:
+def broker_reachable(settings: Settings) -> bool:
     try:
         with celery_client(settings).connection_for_write() as connection:
             connection.ensure_connection(max_retries=0, timeout=2)  # one try: readiness must answer fast
