@@ -42,6 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--loads", type=int, default=5, help="page loads per page (median reported)")
     parser.add_argument("--keep", type=Path, help="seed into this folder and keep it (default: a temp folder)")
     parser.add_argument("--json", action="store_true", help="also print the results as JSON")
+    parser.add_argument("--screenshot", type=Path, help="also save the compare page of the first sweep here (PNG)")
 
 
 # --------------------------------------------------------------------------- seeding
@@ -259,6 +260,20 @@ def measure(base_url: str, pages: dict[str, str], loads: int) -> list[dict[str, 
     return results
 
 
+def screenshot(url: str, path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1440, "height": 900})
+        page.goto(url)
+        page.wait_for_function(COMPLETE, timeout=60_000)
+        page.wait_for_timeout(300)
+        page.screenshot(path=path)
+        browser.close()
+
+
 def _load_average() -> str:
     try:
         return ", ".join(f"{x:.1f}" for x in os.getloadavg())
@@ -285,6 +300,10 @@ def run(args: argparse.Namespace) -> int:
         pages = {"compare": f"/compare?run_ids={','.join(map(str, run_ids))}", "run detail": f"/runs/{run_ids[0]}"}
         with serve_api(database_url, workdir) as base_url:
             results = measure(base_url, pages, args.loads)
+            if args.screenshot:
+                first = next(iter(experiments.values()))
+                screenshot(f"{base_url}/compare?run_ids={','.join(map(str, first))}", args.screenshot)
+                print(f"compare page of runs {first} (seeded, synthetic curves) saved to {args.screenshot}")
     print()
     print(
         f"{'page':<11} {'runs':>4} {'interactive cold':>17} {'warm':>7} {'all charts cold':>16} {'warm':>7} {'target':>7}  warm vs target"

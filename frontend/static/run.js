@@ -146,7 +146,7 @@ function renderSummary(s) {
   const rows = Object.entries(s)
     .filter(([k]) => k !== "spec")
     .map(([k, v]) => el("tr", {}, el("th", { text: k }), el("td", { class: typeof v === "number" ? "num mono" : "mono wrap", text: typeof v === "number" ? fmtNum(v, 6) : JSON.stringify(v) })));
-  document.getElementById("summary-table").replaceChildren(...(rows.length ? rows : [el("tr", {}, el("td", { class: "muted", text: "written when the run finishes" }))]));
+  document.getElementById("summary-table").replaceChildren(...(rows.length ? rows : [el("tr", {}, el("td", { class: "muted", text: FINAL.has(run.status) ? "no summary was recorded" : "written when the run finishes" }))]));
 }
 
 // ---------------------------------------------------------------- log tail
@@ -202,7 +202,8 @@ const ACC = ["train/acc", "val/acc", "val_dense/acc"];
 const LATER = [/^wire\/(b\d+\/)?bytes/, /^wire\/(b\d+\/)?ratio/];
 async function fetchSeries(names) {
   const metrics = await api(`/runs/${RUN_ID}/metrics`, { query: { names: names.join(","), max_points: MAX_POINTS } }).catch(() => null);
-  if (metrics) for (const [name, s] of Object.entries(metrics.series)) series[name] = { step: s.step.slice(), value: s.value.slice() };
+  if (!metrics) return;
+  for (const [name, s] of Object.entries(metrics.series)) if (s.step.length) series[name] = { step: s.step.slice(), value: s.value.slice() };
 }
 async function loadSeries() {
   const first = [fetchSeries(LOSS), fetchSeries(ACC)];

@@ -14,6 +14,7 @@ const selected = new Set();
 const experiments = new Map();
 let offset = 0;
 let timer = null;
+let lastSnapshot = "";
 
 function readUrl() {
   const q = new URLSearchParams(location.search);
@@ -123,7 +124,14 @@ async function refresh() {
     const query = { limit: PAGE, offset };
     for (const [k, input] of Object.entries(filters)) query[k] = input.value.trim();
     const { data, count } = await api("/runs", { query });
-    // Keep focus and scroll: rebuild rows only; the browser keeps the rest in place.
+    // Rebuild the rows only when something changed, so hover, focus and clicks are not disturbed.
+    const snapshot = JSON.stringify([data, count, offset]);
+    if (snapshot === lastSnapshot && data.every((r) => r.status !== "running")) {
+      markReady();
+      timer = setTimeout(refresh, POLL_MS);
+      return;
+    }
+    lastSnapshot = snapshot;
     body.replaceChildren(...(data.length ? data.map(row) : [el("tr", {}, el("td", { colspan: 11, class: "empty" }, "No runs match. ", el("a", { href: "/runs/new" }, "Start one.")))]));
     document.getElementById("runs-count").textContent = `${count} run${count === 1 ? "" : "s"}`;
     pager(count);

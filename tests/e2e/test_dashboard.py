@@ -202,6 +202,26 @@ def test_cancel_a_run_from_the_runs_page(page, server: str, shots) -> None:
     assert httpx.get(f"{server}/api/v1/runs/{retry['id']}").status_code == 404
 
 
+def test_failed_run_shows_its_error(page, server: str, shots) -> None:
+    body = {
+        "spec": {
+            "name": "e2e-fail",
+            "model": {"name": "tiny_mlp"},
+            "data": {"name": "digits"},
+            "pipeline": {"stages": [["no_such_layer"], ["head"]]},
+            "train": {"max_steps": 5},
+        }
+    }
+    run_id = httpx.post(f"{server}/api/v1/experiments", json=body, timeout=10).json()["run_ids"][0]
+    page.goto(f"/runs/{run_id}")
+    page.locator("#error-panel").wait_for(state="visible", timeout=90_000)
+    run = api(server, f"/runs/{run_id}")
+    assert run["status"] == "failed" and run["error"]
+    assert page.locator("#error-message").inner_text() == run["error"]
+    assert page.locator("#run-status").inner_text() == "failed"
+    page.screenshot(path=shots / "run-failed.png", full_page=True)
+
+
 def test_compare_three_runs_matches_the_api(page, server: str, shots) -> None:
     if "form" not in STATE or "sweep" not in STATE:
         pytest.skip("needs the runs submitted through the form")
