@@ -277,11 +277,21 @@ function errorTarget(field) {
   return null;
 }
 
+// Whole-spec checks come back as field "spec" with the path at the start of the message
+// ("compression.boundaries has index 7, but ..."): place them by that path.
+function placeField(field, message) {
+  if (field && field !== "spec") return field;
+  const m = /^([a-z_]+(?:\.[a-z_0-9]+)+)/.exec(message);
+  if (!m) return field;
+  const index = /\bindex (\d+)/.exec(message);
+  return m[1] === "compression.boundaries" && index ? `${m[1]}.${index[1]}` : m[1];
+}
+
 function showErrors(errors) {
   clearErrors();
   const list = document.getElementById("form-errors");
   for (const { field, message } of errors) {
-    const target = errorTarget(field);
+    const target = errorTarget(placeField(field, message));
     if (target) {
       let box = target.querySelector(`:scope > .field-error[data-error-for="${field}"]`) || target.querySelector(":scope > .field-error:not([data-error-for])");
       if (!box) {
