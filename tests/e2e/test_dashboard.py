@@ -278,3 +278,17 @@ def test_sweep_view_and_runs_page_screenshots(page, server: str, shots) -> None:
     page.wait_for_function("document.getElementById('clone-note').textContent.includes('cloned from')")
     assert page.input_value('[data-path="train.max_steps"]') == str(STEPS)
     print(f"\nscreenshots: {shots}")
+
+
+def test_pareto_front_keeps_only_undominated_runs(page, server: str) -> None:
+    page.goto("/compare")
+    front = page.evaluate(
+        """async () => {
+        const { paretoFront } = await import('/static/charts.js');
+        const points = [{x: 100, y: 85, i: 0}, {x: 50, y: 84, i: 1}, {x: 60, y: 80, i: 2},
+                        {x: 10, y: 70, i: 3}, {x: 120, y: 85, i: 4}, {x: 30, y: NaN, i: 5}];
+        return paretoFront(points).map(p => p.i);
+    }"""
+    )
+    # Fewer bytes and higher accuracy both win: 2 is beaten by 1, 4 by 0, 5 has no accuracy.
+    assert front == [3, 1, 0]
