@@ -137,17 +137,17 @@ class Cluster:
         with db.session_scope() as session:
             return [line.message for line in crud.read_logs(session=session, run_id=run_id)]
 
-    def wait_status(self, run_id: int, statuses: tuple[str, ...], timeout: float = 60) -> Any:
+    def wait_status(self, run_id: int, statuses: tuple[str, ...], timeout: float = 120) -> Any:
         return wait_for(
             lambda: (r := self.run(run_id)) is not None and r.status in statuses and r,
             timeout,
             f"run {run_id} to reach {statuses} (now {getattr(self.run(run_id), 'status', None)})",
         )
 
-    def wait_final(self, run_id: int, timeout: float = 60) -> Any:
+    def wait_final(self, run_id: int, timeout: float = 120) -> Any:
         return self.wait_status(run_id, names.FINAL_STATES, timeout)
 
-    def child_pid(self, run_id: int, timeout: float = 30) -> int:
+    def child_pid(self, run_id: int, timeout: float = 120) -> int:
         """The training child's pid, from the line the task logs when it starts it."""
 
         def find() -> int | None:
@@ -166,7 +166,7 @@ class Worker:
         self.name, self.queues, self.env, self.log_path = name, queues, env, log_path
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 30) -> None:
+    def start(self, timeout: float = 60) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("ab")
         self._offset = self.log_path.stat().st_size

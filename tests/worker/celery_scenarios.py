@@ -1,7 +1,9 @@
 """Behaviour of a real worker, shared by the embedded-transport and the Redis test modules.
 
-Each module defines a module-scoped `cluster` fixture (database + broker, one worker `cpu1@test`
-on the cpu queue), a `keep_ratios` fixture (the sweep) and imports these tests.
+Each module defines a module-scoped `cluster` fixture (database + broker, worker `cpu1@test` on the
+cpu queue and `gpu1@test` on the gpu queue), a `keep_ratios` fixture (the sweep) and imports these
+tests. Waits are generous: a worker's first run waits for its forkserver to import torch, which
+takes seconds on a quiet machine and can take a minute on a busy one.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ def _wait_training(cluster: Cluster, run_id: int, min_points: int = 3) -> int:
             len(cluster.series(run_id, names.TRAIN_LOSS)[0]) >= min_points
             and len(cluster.series(run_id, names.TRAIN_LOSS)[0])
         ),
-        60,
+        120,
         f"run {run_id} to write {min_points} loss points",
     )
 
@@ -135,17 +137,19 @@ def test_kill9_of_the_training_child_fails_the_run_and_keeps_its_metrics(cluster
 def test_worker_killed_for_good_is_swept_by_heartbeat_timeout(cluster: Cluster):
     from backend import crud
 
-    worker = cluster.workers[0]
-    (run_id,) = cluster.submit(LONG)
+    # gpu1@test has warmed up in the background since the module started; it runs one run and dies.
+    worker = next(w for w in cluster.workers if w.name == "gpu1@test")
+    (run_id,) = cluster.submit(LONG, queue=names.QUEUE_GPU)
+    pid = cluster.child_pid(run_id)
     _wait_training(cluster, run_id)
     assert crud.mark_lost_runs(2.0) == []  # alive: its heartbeat is fresh
     worker.kill9()
+    wait_for(lambda: not _alive(pid), 10, "the orphaned training child to die with its worker")
     time.sleep(2.5)
     # What every worker's sweeper thread and `slimpipe serve` run periodically (here with a 2 s timeout).
     assert crud.mark_lost_runs(2.0) == [run_id]
     run = cluster.run(run_id)
     assert run.status == names.FAILED and run.error == "worker lost: no heartbeat for more than 2 s"
-    worker.start()
 
 
 def test_worker_killed_and_restarted_fails_its_run_as_worker_lost(cluster: Cluster):

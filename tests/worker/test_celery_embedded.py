@@ -15,6 +15,7 @@ def cluster(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("embedded")
     with cluster_env(tmp, f"sqlite:///{tmp / 'slimpipe.db'}", "filesystem://") as c:
         c.start_worker("cpu1@test", "cpu")
+        c.start_worker("gpu1@test", "gpu")
         yield c
 
 

@@ -16,6 +16,7 @@ def cluster(tmp_path_factory, redis_server, postgres_server):
     # A Redis database of its own (db 5), so other tests' queues on the same server never mix in.
     with cluster_env(tmp, postgres_server.new_database("slimpipe_worker"), redis_server.url(5)) as c:
         c.start_worker("cpu1@test", "cpu")
+        c.start_worker("gpu1@test", "gpu")
         yield c
 
 
