@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
+import json
 import signal
 import subprocess
 import sys
 import threading
+from pathlib import Path
+from typing import Any
 
 from slimpipe import names
 
@@ -54,6 +58,45 @@ def sweep_lost_runs(stop: threading.Event, timeout_s: float) -> None:
             return
 
 
+def queued_run_ids_in_embedded_broker(broker_dir: Path) -> set[int]:
+    """Run ids of the run_experiment messages waiting in the filesystem transport's queue folder."""
+    found = set()
+    for path in (broker_dir / "queue").glob("*.msg"):
+        try:
+            message = json.loads(path.read_text())
+            if message["headers"]["task"] == names.TASK_RUN_EXPERIMENT:
+                args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
+                found.add(int(args[0]))
+        except (OSError, ValueError, KeyError, IndexError, TypeError):
+            continue  # taken by a worker meanwhile, or not ours
+    return found
+
+
+def requeue_lost_messages(settings: Any) -> list[int]:
+    """Embedded broker, before the local worker starts: re-send queued runs that have no message.
+
+    A worker killed between taking a message and claiming its run (or a wiped var/broker) leaves a
+    run `queued` forever. Re-sending is always safe: the worker's atomic claim skips duplicates.
+    """
+    from sqlalchemy import select
+
+    from backend import db
+    from backend.models import Run
+    from backend.queue import send_run
+
+    if not settings.is_embedded_broker:
+        return []
+    with db.session_scope() as session:
+        queued = list(session.execute(select(Run.id, Run.queue).where(Run.status == names.QUEUED)))
+    waiting = queued_run_ids_in_embedded_broker(settings.broker_dir.resolve())
+    resent = []
+    for run_id, queue in queued:
+        if run_id not in waiting:
+            send_run(run_id, queue, settings)
+            resent.append(run_id)
+    return resent
+
+
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -73,6 +116,10 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
     db.migrate()
+    if not args.no_worker:
+        resent = requeue_lost_messages(settings)
+        if resent:
+            print(f"slimpipe: re-queued runs {resent}, whose messages were lost", flush=True)
     stop = threading.Event()
     threading.Thread(target=sweep_lost_runs, args=(stop, settings.heartbeat_timeout_s), daemon=True).start()
     # One name per port: a restarted `serve` recognises (and fails) the runs its previous worker left running.

@@ -94,3 +94,23 @@ def test_serve_runs_a_submitted_run_and_stops_api_worker_and_training_on_ctrl_c(
         run = crud.get_run(session=session, run_id=long_id)
         assert (run.status, run.error) == (names.FAILED, "worker shut down while the run was running; retry it")
     db.dispose_engines()
+
+
+def test_serve_re_sends_queued_runs_whose_message_was_lost(tmp_path):
+    from backend import crud
+    from backend.queue import send_run
+    from backend.serve import queued_run_ids_in_embedded_broker, requeue_lost_messages
+    from backend.settings import get_settings
+    from tests.worker.celery_harness import cluster_env
+
+    with cluster_env(tmp_path, f"sqlite:///{tmp_path / 'slimpipe.db'}", "filesystem://") as cluster:
+        waiting, lost, running = cluster.submit(spec_with(), sweep={"train.max_steps": [1, 2, 3]}, send=False)
+        settings = get_settings()
+        send_run(waiting, names.QUEUE_CPU, settings)
+        assert crud.claim_run(running, "cpu1@test", "c1")
+        broker_dir = settings.broker_dir.resolve()
+        assert queued_run_ids_in_embedded_broker(broker_dir) == {waiting}
+
+        assert requeue_lost_messages(settings) == [lost]
+        assert queued_run_ids_in_embedded_broker(broker_dir) == {waiting, lost}
+        assert requeue_lost_messages(settings) == []  # nothing is lost any more
