@@ -30,8 +30,16 @@ def run_dir(run_id: int) -> Path:
     return Path(os.environ.get(RUNS_DIR_ENV, "./var/runs")).resolve() / f"run-{run_id}"
 
 
+#: After SIGTERM, the child unwinds (flushing its buffers) or is ended this many seconds later.
+TERM_GRACE_S = 10.0
+
+
 def _on_sigterm(signum: int, frame: Any) -> None:
-    # Unwind through the `finally` below so buffered points reach SQL before the process ends.
+    # Unwind through the `finally` below so buffered points reach SQL before the process ends. Native
+    # callbacks (numba's compiler, for one) can swallow the SystemExit, so a timer makes sure.
+    timer = threading.Timer(TERM_GRACE_S, os._exit, args=(128 + signum,))
+    timer.daemon = True
+    timer.start()
     raise SystemExit(128 + signum)
 
 

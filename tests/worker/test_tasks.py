@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -310,3 +311,21 @@ def test_wait_for_reports_what_it_waited_for():
     with pytest.raises(AssertionError, match="timed out after 0.1 s waiting for godot"):
         wait_for(lambda: False, 0.1, "godot")
     assert wait_for(lambda: 5, 1, "five") == 5
+
+
+def test_a_child_that_swallows_sigterm_still_ends_after_the_grace():
+    code = (
+        "import os, signal, time, worker.child as child\n"
+        "child.TERM_GRACE_S = 0.3\n"
+        "signal.signal(signal.SIGTERM, child._on_sigterm)\n"
+        "print('ready', flush=True)\n"
+        "while True:\n"
+        "    try:\n"
+        "        time.sleep(0.05)\n"
+        "    except SystemExit:\n"
+        "        pass  # what a native callback does with the exception\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE)
+    assert proc.stdout.readline() == b"ready\n"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10) == 128 + signal.SIGTERM
