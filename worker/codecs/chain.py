@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from worker.codecs import bitpack, entropy, indexset, quantize, topk
-from worker.codecs.wire import CodecError, Header, aligned_words, pack, unpack
+from worker.codecs import bitpack, entropy, fused, indexset, quantize, topk
+from worker.codecs.wire import CodecError, Header, aligned_words, pack, peek_numel, unpack
 
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
 DTYPE_NAMES = {v: k for k, v in TORCH_DTYPES.items()}
@@ -33,7 +33,13 @@ def _values_bytes(values: torch.Tensor, dtype: str) -> bytes | np.ndarray:
     return cast.cpu().numpy().view(np.uint8)
 
 
-def encode(x: torch.Tensor, spec, *, backend: str = "auto", rng: np.random.Generator, dense: bool = False,
+def encode(x: torch.Tensor, spec, **options) -> bytes:
+    """One tensor -> payload bytes (see _encode); small tensors run on the calling thread."""
+    with fused.threads_for(x.numel()):
+        return _encode(x, spec, **options)
+
+
+def _encode(x: torch.Tensor, spec, *, backend: str = "auto", rng: np.random.Generator, dense: bool = False,
            feedback: str | None = None, keys: torch.Tensor | None = None, dtype: torch.dtype | None = None) -> bytes:
     """One tensor -> payload bytes; `dense` sends fp32 values untouched (warmup); `dtype` is what
     decode returns (default: x's dtype)."""
@@ -119,7 +125,13 @@ def _raw_values(section: memoryview, dtype: str, count: int) -> torch.Tensor:
     return raw.view(TORCH_DTYPES[dtype]).float()
 
 
-def decode(payload: bytes, *, device: torch.device | str | None = None, backend: str = "auto"):
+def decode(payload: bytes, **options):
+    """Payload -> (fp32 tensor, header, keys) (see _decode); small payloads run on the calling thread."""
+    with fused.threads_for(peek_numel(payload)):
+        return _decode(payload, **options)
+
+
+def _decode(payload: bytes, *, device: torch.device | str | None = None, backend: str = "auto"):
     """Payload -> (fp32 tensor on `device` (CPU default), header, keys or None); header.dtype is the
     dtype the encoder was given, which callers cast to."""
     header, sec = unpack(payload)

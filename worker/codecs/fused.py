@@ -8,11 +8,28 @@ that are multiples of 64, per-tensor scales) the scale is a scalar.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numba as nb
 import numpy as np
 
 SUB = 64
 TASK = 1024
+PARALLEL_MIN = 1 << 21  # below this many values, waking the thread pool costs more than it saves
+
+
+@contextmanager
+def threads_for(n: int):
+    """Run the parallel kernels inside on the calling thread alone when `n` is small."""
+    if n >= PARALLEL_MIN or nb.get_num_threads() == 1:
+        yield
+        return
+    before = nb.get_num_threads()
+    nb.set_num_threads(1)  # thread-local in numba
+    try:
+        yield
+    finally:
+        nb.set_num_threads(before)
 
 
 @nb.njit(parallel=True, fastmath=True, cache=True)

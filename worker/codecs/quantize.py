@@ -219,12 +219,22 @@ def group_scales_torch(x: torch.Tensor, bits: int, inner: int, ngroups: int, pos
     """Same scales as `group_scales`, reduced with torch ops on x's device; returned as numpy."""
     if x.numel() and not bool(torch.isfinite(x).all()):
         raise CodecError("tensor has NaN or inf values; quantization needs finite values (use bits: null)")
-    groups = _groups_torch(x.numel(), inner, ngroups, pos, x.device)
-    lo = torch.full((ngroups,), float("inf"), device=x.device, dtype=torch.float64)
-    hi = torch.full((ngroups,), float("-inf"), device=x.device, dtype=torch.float64)
-    lo = lo.scatter_reduce(0, groups, x.double(), "amin")
-    hi = hi.scatter_reduce(0, groups, x.double(), "amax")
-    return scales(lo.cpu().numpy(), hi.cpu().numpy(), bits)
+    n = x.numel()
+    if n == 0:
+        lo = hi = None
+    elif pos is None and inner * ngroups >= n:  # contiguous groups (blocks, one tensor, one sample of channels)
+        padded = torch.nn.functional.pad(x, (0, inner * ngroups - n), value=float("nan")).view(ngroups, inner)
+        lo = torch.where(padded.isnan(), float("inf"), padded).amin(dim=1)
+        hi = torch.where(padded.isnan(), float("-inf"), padded).amax(dim=1)
+    elif pos is None:  # channels repeating over leading dims
+        lo, hi = x.view(-1, ngroups, inner).amin(dim=(0, 2)), x.view(-1, ngroups, inner).amax(dim=(0, 2))
+    else:
+        groups = _groups_torch(n, inner, ngroups, pos, x.device)
+        lo = torch.full((ngroups,), float("inf"), device=x.device).scatter_reduce(0, groups, x, "amin")
+        hi = torch.full((ngroups,), float("-inf"), device=x.device).scatter_reduce(0, groups, x, "amax")
+    if lo is None:
+        return scales(np.full(ngroups, np.inf), np.full(ngroups, -np.inf), bits)
+    return scales(lo.double().cpu().numpy(), hi.double().cpu().numpy(), bits)
 
 
 def quantize_torch(x, bits, lo32, step, inner, ngroups, pos, stochastic, generator=None) -> torch.Tensor:

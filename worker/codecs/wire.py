@@ -127,6 +127,15 @@ def unpack(payload: bytes | bytearray | memoryview) -> tuple[Header, dict[str, m
     return header, sections
 
 
+def peek_numel(payload) -> int:
+    """Element count from an unverified header (0 if unreadable); only for sizing work, never trusted."""
+    try:
+        ndim = _FIXED.unpack_from(payload, 0)[4]
+        return int(np.prod(struct.unpack_from(f"<{ndim}Q", payload, _FIXED.size), dtype=np.float64))
+    except (struct.error, TypeError):
+        return 0
+
+
 def header_bytes(ndim: int) -> int:
     """Fixed cost of a payload for a tensor of `ndim` dimensions."""
     return _FIXED.size + 8 * ndim + _LENGTHS.size + _CRC.size
