@@ -4,6 +4,11 @@ the GPU through `Supervisor`, and a child killed with SIGKILL mid-run frees its 
 
     python -m benchmarks.gpu_worker_check                  # on a GPU machine (needs no Celery or broker)
     python -m benchmarks.gpu_worker_check --device cpu     # smoke test anywhere
+
+Seen on one H200 (torch 2.11.0+cu130), 2026-11-26: CUDA not initialised by the preload; tiny_cnn with
+top-k 0.5 + 8-bit boundaries trained 40 steps on cuda in forked children, 15.2 s for the first run
+(the forkserver's imports included) and 3.7 s for the next, val acc 81.06 % both times; a child
+killed with SIGKILL after 37 points was reported as such, kept its 37 points, and left the GPU.
 """
 
 from __future__ import annotations
@@ -122,12 +127,12 @@ def main() -> int:
         "pid_on_gpu_after": supervisor.pid in gpu_pids(),
     }
     print(json.dumps(report, indent=2))
-    device = "cuda:0" if args.device == "cuda" else "cpu"
     kill9 = report["kill9"]
     ok = (
         not report["cuda_initialised_by_preload"]
         and all(
-            report[k]["status"] == names.SUCCEEDED and report[k]["device"] == device for k in ("run_cold", "run_warm")
+            report[k]["status"] == names.SUCCEEDED and str(report[k]["device"]).startswith(args.device)
+            for k in ("run_cold", "run_warm")
         )
         and kill9["status"] == names.FAILED
         and kill9["points_after"] >= kill9.get("points_before", 1 << 30)
