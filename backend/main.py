@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -70,9 +73,18 @@ def include_pages(app: FastAPI) -> None:
     app.include_router(pages.router)
 
 
+@asynccontextmanager
+async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    # Everything imported by now (FastAPI, pydantic, SQLAlchemy: ~10^5 objects) is permanent. Without this,
+    # each full collection rescans it all: 100–150 ms pauses every few 10,000-point reads or ingest batches.
+    gc.freeze()
+    yield
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     app = FastAPI(
+        lifespan=lifespan,
         title="slimpipe",
         version=__version__,
         description="Pipeline-parallel training over slow links with compressed stage boundaries.",
