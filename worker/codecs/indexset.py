@@ -31,12 +31,13 @@ def binary_entropy(r: float) -> float:
 
 
 @nb.njit(cache=True)
-def _unary_bits(coded, p):  # pragma: no cover - compiled; sum of (gap >> p) + 1 over the gaps
-    total, prev = 0, -1
+def _unary_bits(coded, p0, out):  # pragma: no cover - compiled; out[j] = sum of (gap >> (p0 + j)) + 1
+    prev = -1
     for i in range(coded.size):
-        total += ((coded[i] - prev - 1) >> p) + 1
+        gap = coded[i] - prev - 1
         prev = coded[i]
-    return total
+        for j in range(out.size):
+            out[j] += (gap >> (p0 + j)) + 1
 
 
 @nb.njit(cache=True)
@@ -89,9 +90,11 @@ def _rice_parameter(coded: np.ndarray, n: int) -> tuple[int, int]:
     """(p, unary_bits) minimising unary_bits + count*p among p near log2(mean gap * ln 2)."""
     count = coded.size
     guess = int(np.clip(np.round(np.log2(max((n - count) / max(count, 1) * np.log(2), 1.0))), 0, MAX_P))
-    costs = {p: _unary_bits(coded, p) for p in range(max(0, guess - 1), min(MAX_P, guess + 1) + 1)}
-    p = min(costs, key=lambda q: costs[q] + count * q)
-    return p, int(costs[p])
+    p0 = max(0, guess - 1)
+    unary = np.zeros(min(MAX_P, guess + 1) + 1 - p0, dtype=np.int64)
+    _unary_bits(coded, p0, unary)
+    best = int(np.argmin(unary + count * (p0 + np.arange(unary.size))))
+    return p0 + best, int(unary[best])
 
 
 def encode(idx: np.ndarray, n: int) -> bytes:

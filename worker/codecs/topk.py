@@ -55,17 +55,17 @@ def _gather(x, t_lo, nchunks, cap, cand_idx, cand_val, counts):  # pragma: no co
         counts[c] = _gather_chunk(x, c * per, min(c * per + per, n), t_lo, cap, cand_idx, cand_val, c * (cap + 1))
 
 
-@nb.njit(cache=True)
+@nb.njit(parallel=True, cache=True)
 def _candidate_histogram(cand_val, counts, cap, t_lo, t_hi, inv_w, hist):  # pragma: no cover - compiled
-    for c in range(counts.size):
+    for c in nb.prange(counts.size):
         for j in range(c * (cap + 1), c * (cap + 1) + counts[c]):
-            hist[_key(abs(cand_val[j]), t_lo, t_hi, inv_w)] += 1
+            hist[c, _key(abs(cand_val[j]), t_lo, t_hi, inv_w)] += 1
 
 
-@nb.njit(cache=True)
-def _cut(cand_idx, cand_val, counts, cap, t_lo, t_hi, inv_w, cut, idx, vals):  # pragma: no cover - compiled
-    out = 0
-    for c in range(counts.size):
+@nb.njit(parallel=True, cache=True)
+def _cut(cand_idx, cand_val, counts, cap, t_lo, t_hi, inv_w, cut, offsets, idx, vals):  # pragma: no cover - compiled
+    for c in nb.prange(counts.size):
+        out = offsets[c]
         for j in range(c * (cap + 1), c * (cap + 1) + counts[c]):
             v = cand_val[j]
             if _key(abs(v), t_lo, t_hi, inv_w) >= cut:
@@ -105,16 +105,19 @@ def select(x: np.ndarray, k: int, rng: np.random.Generator) -> tuple[np.ndarray,
         return idx, x[idx]
     width = (t_hi - t_lo) / NBINS
     inv_w = 1.0 / width if width > 0 else 0.0
-    hist = np.zeros(NBINS + 1, dtype=np.int64)
+    hist = np.zeros((nchunks, NBINS + 1), dtype=np.int64)
     _candidate_histogram(cand_val, counts, cap, t_lo, t_hi, inv_w, hist)
-    totals = hist[::-1].cumsum()[::-1]  # totals[j]: candidates with key >= j
+    above = hist[:, ::-1].cumsum(axis=1)[:, ::-1]  # above[c, j]: chunk c's candidates with key >= j
+    totals = above.sum(axis=0)
     cut = int(np.argmin(np.abs(totals - k)))
     if abs(int(totals[cut]) - k) > TOLERANCE * k:  # bracket missed, or ties pile up in one bin
         idx = _exact(x, k)
         return idx, x[idx]
+    kept = above[:, cut]
+    offsets = np.concatenate([[0], np.cumsum(kept)[:-1]]).astype(np.int64)
     idx = np.empty(int(totals[cut]), dtype=np.int64)
     vals = np.empty(int(totals[cut]), dtype=np.float32)
-    _cut(cand_idx, cand_val, counts, cap, t_lo, t_hi, inv_w, cut, idx, vals)
+    _cut(cand_idx, cand_val, counts, cap, t_lo, t_hi, inv_w, cut, offsets, idx, vals)
     return idx, vals
 
 
