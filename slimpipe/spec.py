@@ -33,15 +33,25 @@ class _Strict(BaseModel):
 class CompressionSpec(_Strict):
     """One direction of one boundary: top-k, then b-bit quantization, then entropy coding."""
 
-    topk: float | None = Field(None, gt=0, le=1, description="keep ratio of largest |x|; null = dense")
-    bits: int | None = Field(None, ge=1, le=16, description="uniform quantization bits; null = send in dtype")
-    dtype: Literal["fp32", "fp16", "bf16"] = "fp32"
-    scale: Literal["tensor", "channel", "block"] = "block"
-    block: int = Field(64, ge=2, le=1 << 20, description="elements per scale when scale=block")
-    rounding: Literal["nearest", "stochastic"] = "nearest"
-    entropy: Literal["huffman", "ans"] | None = None
-    feedback: Literal["ef", "delta"] | None = None
-    warmup_steps: int = Field(0, ge=0)
+    topk: float | None = Field(None, gt=0, le=1, description="keep ratio of largest |x| (1 = dense); null = dense")
+    bits: int | None = Field(None, ge=1, le=16, description="uniform quantization bits; null = send values in dtype")
+    dtype: Literal["fp32", "fp16", "bf16"] = Field("fp32", description="wire dtype of values when bits is null")
+    scale: Literal["tensor", "channel", "block"] = Field(
+        "block", description="quantization scale per tensor, per channel (dim 1 of NCHW, else the last dim) or per block"
+    )
+    block: int = Field(64, ge=2, le=1 << 20, description="values per scale when scale=block (multiples of 64 are fastest)")
+    rounding: Literal["nearest", "stochastic"] = Field("nearest", description="quantization rounding; stochastic is unbiased")
+    entropy: Literal["huffman", "ans"] | None = Field(None, description="lossless coding of the quantized symbols; needs bits")
+    feedback: Literal["ef", "delta"] | None = Field(
+        None, description="ef: sender carries the residual; delta: per-sample delta vs the last value sent (needs keys)"
+    )
+    warmup_steps: int = Field(0, ge=0, description="encode calls sent as dense fp32 before compression starts")
+
+    @model_validator(mode="after")
+    def _entropy_needs_symbols(self) -> CompressionSpec:
+        if self.entropy is not None and self.bits is None:
+            raise ValueError(f"entropy: {self.entropy} codes quantized symbols; set bits (e.g. 4) or entropy: null")
+        return self
 
     @property
     def is_identity(self) -> bool:

@@ -115,6 +115,8 @@ def test_spec_mapping_is_validated():
     with pytest.raises(ValueError, match="bits"):
         make_codec({"bits": 17})
     assert make_codec({"bits": 3}).spec.bits == 3
+    with pytest.raises(ValueError, match="set bits"):
+        make_codec({"entropy": "ans"})
 
 
 def test_unknown_backend_is_refused():
