@@ -13,10 +13,11 @@ import json
 import statistics
 import sys
 import time
+from typing import Any
 
 import torch
 
-CONFIGS = {
+CONFIGS: dict[str, dict[str, Any]] = {
     "dense fp32": {},
     "fp16 cast": {"forward": {"dtype": "fp16"}, "backward": {"dtype": "fp16"}},
     "topk 0.1": {"forward": {"topk": 0.1}, "backward": {"topk": 0.1}},
@@ -102,7 +103,7 @@ def time_config(data: dict, steps: int) -> dict:
     median_compute = {key: statistics.median(c[key] for c in compute) for key in compute[0]}
     modelled = {}
     for bw in (100, 1000, 10000):
-        transfers = {}
+        transfers: dict[tuple[int, str, int], float] = {}
         for i, (f, b) in enumerate(stats):
             for op, channel in (("F", f), ("B", b)):
                 for mb, nbytes in channel.transfers:
@@ -138,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}")
     delta = check_equivalence(args.device)
     print(f"equivalence (tiny CNN, float64, 3 stages, 1f1b, 4 micro-batches): max |param delta| = {delta:.2e}")
-    results = {"equivalence_max_delta": delta, "runs": {}}
+    results: dict[str, Any] = {"equivalence_max_delta": delta, "runs": {}}
     print(f"{args.model}, synthetic 3x32x32, batch {args.batch}, default stages, 4 micro-batches")
     header = f"{'schedule/compression':34} {'ms/batch':>9} {'MB/step':>8} {'ratio':>6} {'err_fwd':>8} "
     print(header + "modelled ms @100M/1G/10G (one device)")

@@ -18,7 +18,7 @@ from typing import Any
 
 DEFAULT_SPEC = Path(__file__).resolve().parent.parent / "examples" / "digits_cnn_topk.yaml"
 BANDWIDTHS_MBPS = (10, 100, 1000)
-COMPRESSION = {
+COMPRESSION: dict[str, dict[str, Any]] = {
     "dense fp32": {},
     "fp16": {"forward": {"dtype": "fp16"}, "backward": {"dtype": "fp16"}},
     "topk 0.5": {"forward": {"topk": 0.5}, "backward": {"topk": 0.5}},
@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     spec_data = load_spec_text(Path(args.spec).read_text())
     m = spec_data.get("pipeline", {}).get("microbatches", 4)
-    dense = {"default": {}}
+    dense: dict[str, Any] = {"default": {}}
     results: dict[str, Any] = {"spec": args.spec, "threads": args.threads, "microbatches": m}
 
     # ---- schedules and engine overhead (compression off)

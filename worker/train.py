@@ -48,7 +48,7 @@ def set_threads(threads: int) -> None:
     try:
         import numba
 
-        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        numba.set_num_threads(min(threads, int(getattr(numba.config, "NUMBA_NUM_THREADS", threads))))
     except ImportError:  # pragma: no cover - numba ships with the worker extra
         pass
 
@@ -104,9 +104,8 @@ class Experiment:
         self.optimizer = make_optimizer(self.model.parameters(), spec.optim)
         self.steps_per_epoch = steps_per_epoch(self.data.train, spec.data.batch_size)
         t = spec.train
-        self.max_steps = t.max_steps if t.max_steps is not None else t.epochs * self.steps_per_epoch
-        if t.epochs is not None and t.max_steps is not None:
-            self.max_steps = min(t.max_steps, t.epochs * self.steps_per_epoch)
+        by_epochs = t.epochs * self.steps_per_epoch if t.epochs is not None else None
+        self.max_steps: int = min(s for s in (t.max_steps, by_epochs) if s is not None)
         self._epoch_order: tuple[int, list] = (-1, [])
 
     def get_batch(self, step: int) -> tuple[Any, torch.Tensor, torch.Tensor]:
@@ -275,7 +274,7 @@ def _train(spec, out, log, emit, on_progress, should_stop, resume, t_start) -> d
         fwd = sum(f.wire_bytes for f, _ in stats)
         bwd = sum(b.wire_bytes for _, b in stats)
         dense = sum(f.dense_bytes + b.dense_bytes for f, b in stats)
-        transfer = {}
+        transfer: dict[tuple[int, str, int], float] = {}
         for i, (f, b) in enumerate(stats):
             for op, channel in (("F", f), ("B", b)):
                 for mb, nbytes in channel.transfers:
@@ -287,8 +286,8 @@ def _train(spec, out, log, emit, on_progress, should_stop, resume, t_start) -> d
         serial = spec.pipeline.schedule == "sequential"
         modelled = makespan(exp.runner.actions, result.compute_s, {} if serial else transfer, serial=serial)
         train_acc = 100.0 * result.correct / result.count
-        for key, value in (("time", batch_s), ("fwd", fwd), ("bwd", bwd), ("dense", dense), ("link", link_s)):
-            history[key].append(value)
+        for series, value in (("time", batch_s), ("fwd", fwd), ("bwd", bwd), ("dense", dense), ("link", link_s)):
+            history[series].append(value)
         history["model"].append(modelled)
         history["acc"].append(train_acc)
 

@@ -12,8 +12,8 @@ class DeferredBatchNorm(_BatchNorm):
     def __init__(self, *args, chunks: int = 1, **kwargs):
         super().__init__(*args, **kwargs)
         self.chunks = chunks
-        self.register_buffer("sum", torch.zeros_like(self.running_mean), persistent=False)
-        self.register_buffer("sum_squares", torch.zeros_like(self.running_var), persistent=False)
+        self.sum = torch.zeros(self.num_features)
+        self.sum_squares = torch.zeros(self.num_features)
         self.counted = 0
         self.tracked = 0
 
@@ -27,6 +27,8 @@ class DeferredBatchNorm(_BatchNorm):
         dims = [d for d in range(x.dim()) if d != 1]
         with torch.no_grad():
             xf = x.detach().float()
+            if self.sum.device != x.device:
+                self.sum, self.sum_squares = self.sum.to(x.device), self.sum_squares.to(x.device)
             self.sum += xf.sum(dims)
             self.sum_squares += (xf**2).sum(dims)
             self.counted += x.numel() // x.size(1)
@@ -36,13 +38,14 @@ class DeferredBatchNorm(_BatchNorm):
         return nn.functional.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
 
     def _commit(self) -> None:
+        assert self.running_mean is not None and self.running_var is not None and self.num_batches_tracked is not None
         mean = self.sum / self.counted
         var = self.sum_squares / self.counted - mean**2
         var = var * self.counted / max(1, self.counted - 1)  # unbiased, as nn.BatchNorm tracks it
         momentum = 0.1 if self.momentum is None else self.momentum
         self.running_mean.mul_(1 - momentum).add_(mean.to(self.running_mean.dtype), alpha=momentum)
         self.running_var.mul_(1 - momentum).add_(var.to(self.running_var.dtype), alpha=momentum)
-        self.num_batches_tracked += 1
+        self.num_batches_tracked.add_(1)
         self.sum.zero_()
         self.sum_squares.zero_()
         self.counted = self.tracked = 0

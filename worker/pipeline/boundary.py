@@ -86,8 +86,8 @@ class Channel:
     def __init__(self, spec: CompressionSpec | None, *, seed: int = 0, measure_error: bool = True):
         self.spec = spec
         self.dense = spec is None or spec.is_identity
-        self.sender = None if self.dense else make_channel_codec(spec, seed)
-        self.receiver = None if self.dense else make_channel_codec(spec, seed)
+        self.sender: Any = None if spec is None or self.dense else make_channel_codec(spec, seed)
+        self.receiver: Any = None if spec is None or self.dense else make_channel_codec(spec, seed)
         self.uses_keys = spec is not None and spec.feedback == "delta"
         self.measure_error = measure_error
         self.stats = ChannelStats()

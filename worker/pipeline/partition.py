@@ -16,15 +16,15 @@ class PartitionError(ValueError):
 
 class PathPart(NamedTuple):
     name: str
-    index: int | slice | None = None
+    item: int | slice | None = None  # [i] or [a:b]
 
     def __str__(self) -> str:
-        if self.index is None:
+        if self.item is None:
             return self.name
-        if isinstance(self.index, int):
-            return f"{self.name}[{self.index}]"
-        start = "" if self.index.start is None else self.index.start
-        stop = "" if self.index.stop is None else self.index.stop
+        if isinstance(self.item, int):
+            return f"{self.name}[{self.item}]"
+        start = "" if self.item.start is None else self.item.start
+        stop = "" if self.item.stop is None else self.item.stop
         return f"{self.name}[{start}:{stop}]"
 
 
@@ -62,15 +62,16 @@ def _child(module: Any, name: str, where: str) -> Any:
 def _pick(container: Any, part: PathPart, where: str) -> list[tuple[str, Any]]:
     items = list(container.named_children())
     n = len(items)
-    if isinstance(part.index, int):
-        i = part.index + n if part.index < 0 else part.index
+    if isinstance(part.item, int):
+        i = part.item + n if part.item < 0 else part.item
         if not 0 <= i < n:
-            raise PartitionError(f"{where} has {n} entries (0..{n - 1}); index {part.index} is out of range")
+            raise PartitionError(f"{where} has {n} entries (0..{n - 1}); index {part.item} is out of range")
         picked = [items[i]]
     else:
-        picked = items[part.index]
+        assert isinstance(part.item, slice)
+        picked = items[part.item]
         if not picked:
-            raise PartitionError(f"{where}[{part.index.start}:{part.index.stop}] selects none of its {n} entries")
+            raise PartitionError(f"{where}[{part.item.start}:{part.item.stop}] selects none of its {n} entries")
     return [(f"{where}[{name}]", module) for name, module in picked]
 
 
@@ -84,7 +85,7 @@ def resolve_path(model: Any, path: str) -> list[tuple[str, Any]]:
         where, module = current[0]
         child_where = f"{where}.{part.name}" if where else part.name
         child = _child(module, part.name, where)
-        current = [(child_where, child)] if part.index is None else _pick(child, part, child_where)
+        current = [(child_where, child)] if part.item is None else _pick(child, part, child_where)
     return [(p.replace("[", ".").replace("]", ""), m) for p, m in current]
 
 

@@ -86,8 +86,9 @@ class InprocRunner:
         `keys` are per-sample ids (for `feedback: delta` codecs).
         """
         n, m = len(self.stages), self.microbatches
-        xs, ys = scatter(x, m), scatter(y, m)
-        ks = scatter(keys, m) if keys is not None else [None] * m
+        xs = scatter(x, m)
+        ys: list[torch.Tensor] = list(torch.tensor_split(y, m))
+        ks: list[Any] = list(torch.tensor_split(keys, m)) if keys is not None else [None] * m
         weights = loss_weights([len(t) for t in ys])
         device = y.device
         sync = self.time_actions and device.type == "cuda"

@@ -119,7 +119,8 @@ def _folder_items(root: Path, val_fraction: float) -> tuple[list[tuple[Path, int
             line.split() for line in (root / "train_test_split.txt").read_text().splitlines() if line.strip()
         )
         index = {c: k for k, c in enumerate(classes)}
-        train, val = [], []
+        train: list[tuple[Path, int]] = []
+        val: list[tuple[Path, int]] = []
         for image_id, rel in ids.items():
             item = (root / "images" / rel, index[rel.split("/")[0]])
             (train if is_train[image_id] == "1" else val).append(item)
@@ -158,8 +159,8 @@ def image_folder(options: dict[str, Any], **_: Any) -> DataBundle:
         def load(i: int) -> tuple[torch.Tensor, int]:
             path, label = items[i]
             with Image.open(path) as im:
-                im = im.convert("RGB").resize((size, size), Image.BILINEAR)
-                array = np.asarray(im, dtype=np.uint8).copy()
+                rgb = im.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
+                array = np.asarray(rgb, dtype=np.uint8).copy()
             return torch.from_numpy(array).permute(2, 0, 1), label
 
         return load

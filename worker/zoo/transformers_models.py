@@ -85,14 +85,13 @@ def _role(path: str) -> str:
 
 
 def _wrap(model: nn.Module, tokenizer: Any, options: dict[str, Any]) -> ZooModel:
-    config = model.config
+    config: Any = model.config
     if getattr(config, "_attn_implementation", None) not in (None, "eager", "sdpa"):
         config._attn_implementation = "eager"
-    base = model.base_model_prefix
-    n_layers = config.num_hidden_layers
-    head = (
-        [f"{base}.pooler", "dropout", "classifier"] if getattr(getattr(model, base), "pooler", None) else ["classifier"]
-    )
+    base = str(model.base_model_prefix)
+    n_layers = int(config.num_hidden_layers)
+    base_model: Any = getattr(model, base)
+    head = [f"{base}.pooler", "dropout", "classifier"] if getattr(base_model, "pooler", None) else ["classifier"]
     n_stages = int(options.get("stages", 5))
     middle = [[path] for path in even_slices(f"{base}.encoder.layer", n_layers, max(1, min(n_layers, n_stages - 2)))]
     stages = [[f"{base}.embeddings"], *middle, head]
