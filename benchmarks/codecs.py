@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 import warnings
@@ -60,13 +61,15 @@ def make_tensor(kind: str, n: int, seed: int = 0):
 
 
 def _timed(fn, repeats: int):
+    """(median wall seconds, median process CPU seconds over all threads, last result)."""
     fn()  # warm: JIT, page faults, allocator
-    times, out = [], None
+    walls, cpus, out = [], [], None
     for _ in range(repeats):
-        start = time.perf_counter()
+        wall, cpu = time.perf_counter(), time.process_time()
         out = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), out
+        cpus.append(time.process_time() - cpu)
+        walls.append(time.perf_counter() - wall)
+    return statistics.median(walls), statistics.median(cpus), out
 
 
 def information_bound_bits(payload: bytes) -> float:
@@ -89,8 +92,8 @@ def information_bound_bits(payload: bytes) -> float:
 
 def _row(name, kind, x, encode, decode, repeats, bound_bits=None, size=len):
     n = x.numel()
-    t_enc, payload = _timed(encode, repeats)
-    t_dec, y = _timed(lambda: decode(payload), repeats)
+    t_enc, cpu_enc, payload = _timed(encode, repeats)
+    t_dec, cpu_dec, y = _timed(lambda: decode(payload), repeats)
     err = (x.reshape(-1).double() - y.reshape(-1).double())
     nbytes = size(payload)
     gb = n * 4 / 1e9
@@ -98,6 +101,7 @@ def _row(name, kind, x, encode, decode, repeats, bound_bits=None, size=len):
         "config": name, "tensor": kind, "bits_per_element": 8 * nbytes / n, "ratio": 4 * n / nbytes,
         "max_error": float(err.abs().max()), "rel_l2_error": float(err.norm() / x.double().norm()),
         "encode_gbps": gb / t_enc, "decode_gbps": gb / t_dec, "round_trip_gbps": gb / (t_enc + t_dec),
+        "round_trip_cpu_gbps": gb / max(cpu_enc + cpu_dec, 1e-9),  # per core-second: robust to a busy machine
         "bound_bits_per_element": None if bound_bits is None else bound_bits(payload) / n,
     }
 
@@ -156,15 +160,16 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"elements": n, "threads": torch.get_num_threads(), "rows": rows}, indent=1))
         return 0
-    print(f"codecs on {n:,} fp32 elements, {torch.get_num_threads()} threads, median of {repeats}; "
-          "GB/s of fp32 input; bound = n*H(k/n) + symbol entropy + scales (header excluded)")
+    print(f"codecs on {n:,} fp32 elements, {torch.get_num_threads()} threads, median of {repeats}, load average "
+          f"{os.getloadavg()[0]:.1f}; GB/s of fp32 input (rt/cpu: per CPU-second of this process, all threads); "
+          "bound = n*H(k/n) + symbol entropy + scales, in bits/el (header excluded)")
     head = (f"{'config':22} {'tensor':11} {'bits/el':>8} {'ratio':>7} {'bound':>7} {'max err':>9} {'rel L2':>8} "
-            f"{'enc GB/s':>8} {'dec GB/s':>8} {'rt GB/s':>8}")
+            f"{'enc GB/s':>8} {'dec GB/s':>8} {'rt GB/s':>8} {'rt/cpu':>7}")
     print(head)
     print("-" * len(head))
     for r in rows:
         bound = "" if r["bound_bits_per_element"] is None else f"{r['bound_bits_per_element']:.3f}"
         print(f"{r['config']:22} {r['tensor']:11} {r['bits_per_element']:8.3f} {r['ratio']:7.2f} {bound:>7} "
               f"{r['max_error']:9.3g} {r['rel_l2_error']:8.4f} {r['encode_gbps']:8.2f} {r['decode_gbps']:8.2f} "
-              f"{r['round_trip_gbps']:8.2f}")
+              f"{r['round_trip_gbps']:8.2f} {r['round_trip_cpu_gbps']:7.2f}")
     return 0
