@@ -82,8 +82,8 @@ def measure_ingest(send: Callable[[list[tuple[int, str, float]]], None], batches
     return sum(len(b) for b in batches) / (time.perf_counter() - start)
 
 
-def measure_read(read: Callable[[], int], repeats: int) -> tuple[float, float]:
-    """(first, median) seconds to read the whole series; checks every point came back."""
+def measure_read(read: Callable[[], int], repeats: int) -> list[float]:
+    """Seconds per read of the whole series, in order; checks every point came back."""
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -91,7 +91,11 @@ def measure_read(read: Callable[[], int], repeats: int) -> tuple[float, float]:
         times.append(time.perf_counter() - start)
         if n != READ_POINTS:
             raise RuntimeError(f"read back {n} points, expected {READ_POINTS}")
-    return times[0], statistics.median(times)
+    return times
+
+
+def read_figures(reads: list[float]) -> dict[str, Any]:
+    return {"read_first_s": reads[0], "read_median_s": statistics.median(reads), "read_times_s": reads}
 
 
 # --------------------------------------------------------------------------- slimpipe
@@ -131,8 +135,8 @@ def bench_slimpipe(n_points: int, repeats: int, database_url: str | None, workdi
             body = http.get(f"/api/v1/runs/{run_id}/metrics", params=params).raise_for_status().json()
             return len(body["series"]["read/series"]["value"])
 
-        first, median = measure_read(read, repeats)
-    return {"ingest_points_per_s": ingest, "read_first_s": first, "read_median_s": median, "store": url.split(":")[0]}
+        reads = measure_read(read, repeats)
+    return {"ingest_points_per_s": ingest, **read_figures(reads), "store": url.split(":")[0]}
 
 
 # --------------------------------------------------------------------------- MLflow
@@ -221,8 +225,8 @@ def bench_mlflow(python: Path, n_points: int, repeats: int, workdir: Path) -> di
                 if not token:
                     return len(metrics)
 
-        first, median = measure_read(read, repeats)
-    return {"ingest_points_per_s": ingest, "read_first_s": first, "read_median_s": median, "store": "sqlite"}
+        reads = measure_read(read, repeats)
+    return {"ingest_points_per_s": ingest, **read_figures(reads), "store": "sqlite"}
 
 
 # --------------------------------------------------------------------------- report
@@ -256,7 +260,7 @@ def render(ours: dict[str, Any], theirs: dict[str, Any] | None, mlflow_label: st
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--points", type=int, default=100_000, help="points to ingest (default 100,000)")
-    parser.add_argument("--repeats", type=int, default=5, help="reads of the 10,000-point series (median reported)")
+    parser.add_argument("--repeats", type=int, default=7, help="reads of the 10,000-point series (median reported)")
     parser.add_argument("--database-url", help="slimpipe's store (default: a SQLite file in a temp folder)")
     parser.add_argument("--mlflow-venv", type=Path, default=Path("/tmp/mlflow-venv"))
     parser.add_argument("--no-install", action="store_true", help="do not install MLflow when the venv lacks it")
