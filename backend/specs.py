@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 from slimpipe import names
 from slimpipe.spec import ExperimentSpec, SpecError, dump_spec, expand_sweep
+
+MAX_RUNS_PER_SUBMIT = 1000
 
 # Spec options that name local files or folders.
 DATA_PATH_OPTIONS = ("path", "root", "train_path", "val_path", "test_path")
@@ -44,6 +47,10 @@ def expand(
     spec: dict[str, Any], sweep: dict[str, list[Any]] | None, data_root: Path
 ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """(sweep values, validated spec as JSON) per grid point; `SpecError` names the field otherwise."""
+    grid = math.prod(len(v) if isinstance(v, list) else 1 for v in (sweep or {}).values())
+    if grid > MAX_RUNS_PER_SUBMIT:
+        message = f"gives {grid} runs; at most {MAX_RUNS_PER_SUBMIT} per submission, so split the sweep"
+        raise SpecError([{"field": "sweep", "message": message}])
     points = expand_sweep(spec, sweep)
     for values, parsed in points:
         errors = check_paths(parsed, data_root)

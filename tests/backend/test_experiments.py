@@ -66,6 +66,7 @@ def test_cuda_specs_go_to_the_gpu_queue_and_queue_can_be_chosen(api, submit, set
         ({"spec": SPEC, "sweep": {"compression.default.backward.topk": [0.5, 0]}}, "compression.default.backward.topk", "greater than 0"),
         ({"spec": SPEC, "sweep": {"compression.default.backward.topk": []}}, "compression.default.backward.topk", "non-empty list"),
         ({"spec": SPEC, "queue": "tpu"}, "queue", "use one of cpu, gpu"),
+        ({"spec": SPEC, "sweep": {"link.latency_ms": list(range(40)), "optim.lr": [0.1] * 40}}, "sweep", "at most 1000"),
         ({"sweep": None}, "spec", "is required"),
         ({"spec": set_path(SPEC, "data.options.root", "/etc")}, "data.options.root", "outside SLIMPIPE_DATA_ROOT"),
         ({"spec": set_path(SPEC, "data.options.path", "../../secrets.csv")}, "data.options.path", "outside SLIMPIPE_DATA_ROOT"),
