@@ -1,11 +1,11 @@
-"""Lossless coding of quantized symbols: canonical Huffman (numba) or rANS (constriction).
+"""Lossless coding of quantized symbols: canonical Huffman (numba) or rANS (constriction, ans.py).
 
 Both code symbols minus the smallest symbol present, with a model built from the counts.
 Huffman: lengths by Moffat-Katajainen, limited to 16 bits by flattening counts; codes are
 written bit-reversed LSB-first so decoding is one table lookup per symbol; the stream is cut
 into word-aligned chunks of CHUNK symbols that encode and decode in parallel.
 Model section: kind u8, max length u8, 2 pad, offset u32, alphabet u32, chunks u32, then
-zlib(lengths u8 | counts u32) and, for Huffman, the chunk start words (u64 each).
+zlib(lengths u8 | counts u32), then per chunk a u64: Huffman start word, or ANS stream words.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import zlib
 import numba as nb
 import numpy as np
 
+from worker.codecs import ans
 from worker.codecs.wire import CodecError, aligned_words
 
 HUFFMAN, ANS = 1, 2
@@ -179,9 +180,9 @@ def encode(symbols: np.ndarray, kind: str) -> tuple[bytes, bytes]:
     if counts.size == 1:  # one distinct symbol (or none): the model says it all
         return _HEAD.pack(HUFFMAN if kind == "huffman" else ANS, 0, offset, 1, 0) + zlib.compress(b"", 1), b""
     if kind == "ans":
-        values = _ans_encode(shifted, counts)
-        head = _HEAD.pack(ANS, 0, offset, counts.size, 0)
-        return head + zlib.compress(counts.astype(np.uint32).tobytes(), 1), values
+        sizes, values = ans.encode(shifted, counts)
+        head = _HEAD.pack(ANS, 0, offset, counts.size, sizes.size)
+        return head + zlib.compress(counts.astype(np.uint32).tobytes(), 1) + sizes.tobytes(), values
     lengths = code_lengths(counts)
     codes = canonical_codes(lengths)
     nchunks = -(-symbols.size // CHUNK)
@@ -204,6 +205,8 @@ def decode(model: memoryview, values: memoryview, n: int, bits: int) -> np.ndarr
     if kind not in (HUFFMAN, ANS) or max_len > MAX_LEN or alphabet == 0 or offset + alphabet > (1 << bits):
         raise CodecError(f"entropy model header is invalid (kind={kind}, alphabet={alphabet}, offset={offset})")
     table_end = model.nbytes - 8 * nchunks
+    if table_end < _HEAD.size:
+        raise CodecError("entropy model section is shorter than its chunk table")
     try:
         raw = zlib.decompress(model[_HEAD.size : table_end])
     except zlib.error as exc:
@@ -216,7 +219,7 @@ def decode(model: memoryview, values: memoryview, n: int, bits: int) -> np.ndarr
         counts = np.frombuffer(raw, dtype=np.uint32)
         if counts.size != alphabet:
             raise CodecError("entropy model count table has the wrong size")
-        symbols = _ans_decode(values, counts, n)
+        symbols = ans.decode(values, np.frombuffer(model[table_end:], dtype=np.uint64), counts, n)
     else:
         lengths = np.frombuffer(raw, dtype=np.uint8)
         if lengths.size != alphabet or nchunks != -(-n // CHUNK) or int(lengths.max(initial=0)) != max_len:
@@ -233,40 +236,3 @@ def decode(model: memoryview, values: memoryview, n: int, bits: int) -> np.ndarr
         if n and _huffman_decode(words, table, max(max_len, 1), starts, limits, n, symbols):
             raise CodecError("Huffman stream is corrupt")
     return symbols + np.uint16(offset) if offset else symbols
-
-
-def _ans_model(counts: np.ndarray):
-    import constriction
-
-    probabilities = counts.astype(np.float64) / max(int(counts.sum()), 1)
-    return constriction.stream.model.Categorical(probabilities, perfect=False)
-
-
-def _ans_encode(symbols: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    import constriction
-
-    coder = constriction.stream.stack.AnsCoder()
-    if symbols.size:
-        coder.encode_reverse(symbols.astype(np.int32), _ans_model(counts))
-    return coder.get_compressed()
-
-
-def _ans_decode(values: memoryview, counts: np.ndarray, n: int) -> np.ndarray:
-    import constriction
-
-    if values.nbytes % 4:
-        raise CodecError("ANS stream is not a whole number of 32-bit words")
-    if n == 0:
-        return np.zeros(0, dtype=np.uint16)
-    try:
-        coder = constriction.stream.stack.AnsCoder(np.frombuffer(values, dtype=np.uint32).copy())
-        symbols = coder.decode(_ans_model(counts), n)
-        if not coder.is_empty():
-            raise CodecError("ANS stream does not end where its symbols do")
-    except CodecError:
-        raise
-    except Exception as exc:  # constriction raises its own error types on malformed streams
-        raise CodecError(f"ANS stream is corrupt: {exc}") from None
-    if symbols.size != n or (symbols.size and int(symbols.max()) >= counts.size):
-        raise CodecError("ANS stream decodes to symbols outside the model")
-    return symbols.astype(np.uint16)

@@ -64,10 +64,15 @@ def _lookup(table: tuple, code: int, what: str) -> object:
     return table[code]
 
 
+def _as_bytes(section: object) -> memoryview:
+    if isinstance(section, np.ndarray):
+        return memoryview(np.ascontiguousarray(section).view(np.uint8).reshape(-1))
+    return memoryview(section).cast("B")
+
+
 def pack(header: Header, sections: dict[str, object]) -> bytes:
     """Header, sections (bytes-like or numpy arrays) in SECTIONS order, then CRC32 of all before it."""
-    parts = [memoryview(np.ascontiguousarray(sections[name]).view(np.uint8)) if isinstance(sections.get(name), np.ndarray)
-             else memoryview(sections.get(name, b"")) for name in SECTIONS]
+    parts = [_as_bytes(sections.get(name, b"")) for name in SECTIONS]
     lengths = [p.nbytes for p in parts]
     head = _FIXED.pack(
         MAGIC, VERSION, _code(DTYPES, header.dtype, "dtype"), _code(DTYPES, header.value_dtype, "value_dtype"),
