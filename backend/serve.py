@@ -6,10 +6,12 @@ import argparse
 import base64
 import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +27,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--queues", help="queues the local worker consumes (default: $SLIMPIPE_WORKER_QUEUES or cpu)")
 
 
+def _worker_dies_with(parent: int) -> Callable[[], None]:
+    """For the worker, before exec: SIGTERM (a warm shutdown) when `serve` dies, even by kill -9 (Linux)."""
+
+    def preexec() -> None:
+        if sys.platform.startswith("linux"):
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+            if os.getppid() != parent:  # serve died before prctl took effect
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    return preexec
+
+
 def start_worker(queues: list[str], name: str) -> subprocess.Popen[bytes]:
     """The local Celery worker, a child of this process, with the same settings (environment)."""
-    return subprocess.Popen([sys.executable, "-m", "worker", "--queues", ",".join(queues), "--name", name])
+    return subprocess.Popen(
+        [sys.executable, "-m", "worker", "--queues", ",".join(queues), "--name", name],
+        preexec_fn=_worker_dies_with(os.getpid()),
+    )
 
 
 def stop_worker(worker: subprocess.Popen[bytes]) -> None:

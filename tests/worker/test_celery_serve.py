@@ -18,8 +18,7 @@ from tests.worker.celery_harness import ROOT, spec_with, wait_for
 pytestmark = pytest.mark.slow
 
 
-def test_serve_runs_a_submitted_run_and_stops_api_worker_and_training_on_ctrl_c(tmp_path):
-    port = free_port()
+def serve_env(tmp_path) -> dict[str, str]:
     env = {
         **os.environ,
         "SLIMPIPE_DATABASE_URL": f"sqlite:///{tmp_path / 'slimpipe.db'}",
@@ -31,6 +30,12 @@ def test_serve_runs_a_submitted_run_and_stops_api_worker_and_training_on_ctrl_c(
         "PYTHONPATH": str(ROOT),
     }
     env.pop("SLIMPIPE_API_TOKEN")
+    return env
+
+
+def test_serve_runs_a_submitted_run_and_stops_api_worker_and_training_on_ctrl_c(tmp_path):
+    port = free_port()
+    env = serve_env(tmp_path)
     log = tmp_path / "serve.log"
     with log.open("wb") as out:
         serve = subprocess.Popen(
@@ -114,3 +119,25 @@ def test_serve_re_sends_queued_runs_whose_message_was_lost(tmp_path):
         assert requeue_lost_messages(settings) == [lost]
         assert queued_run_ids_in_embedded_broker(broker_dir) == {waiting, lost}
         assert requeue_lost_messages(settings) == []  # nothing is lost any more
+
+
+def test_the_local_worker_does_not_outlive_a_killed_serve(tmp_path):
+    from tests.worker.celery_scenarios import _alive
+
+    port, log = free_port(), tmp_path / "serve.log"
+    with log.open("wb") as out:
+        serve = subprocess.Popen(
+            [sys.executable, "-m", "backend.serve", "--port", str(port)],
+            cwd=tmp_path,
+            env=serve_env(tmp_path),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        match = wait_for(lambda: re.search(r"worker pid (\d+)", log.read_text()), 60, "serve to start its worker")
+        worker_pid = int(match.group(1))
+        wait_for(lambda: "ready." in log.read_text(), 60, "the worker to be ready")
+    finally:
+        serve.kill()  # no Ctrl-C, no cleanup: kill -9
+        serve.wait()
+    wait_for(lambda: not _alive(worker_pid), 60, "the orphaned worker to shut down")
