@@ -151,6 +151,9 @@ def _huffman_decode(words, table, max_len, starts, limits, n, out):  # pragma: n
         pos = np.int64(starts[c]) * 64
         limit = np.int64(limits[c]) * 64
         for i in range(c * CHUNK, min(c * CHUNK + CHUNK, n)):
+            if pos >= limit:  # a code must start inside its chunk; this also keeps words[w + 1] in bounds
+                bad[c] = 1
+                break
             w = pos >> 6
             off = np.uint64(pos & 63)
             peek = words[w] >> off

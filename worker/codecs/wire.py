@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import struct
 import sys
 import zlib
@@ -14,6 +15,7 @@ if sys.byteorder != "little":  # the bit layouts below are little-endian words
 
 MAGIC = b"SPCW"
 VERSION = 1
+MAX_NUMEL = 1 << 36
 SECTIONS = ("keys", "index", "scales", "values", "model")
 
 DTYPES = ("float32", "float16", "bfloat16", "float64")
@@ -49,7 +51,7 @@ class Header:
 
     @property
     def numel(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) if self.shape else 1
+        return math.prod(self.shape)
 
 
 def _code(table: tuple, value: object, what: str) -> int:
@@ -123,6 +125,8 @@ def unpack(payload: bytes | bytearray | memoryview) -> tuple[Header, dict[str, m
         kept=fixed[11],
         lengths=dict(zip(SECTIONS, lengths, strict=True)),
     )
+    if any(d > MAX_NUMEL for d in shape) or header.numel > MAX_NUMEL:
+        raise CodecError(f"payload claims a tensor of shape {tuple(shape)}, beyond {MAX_NUMEL} elements")
     if header.bits > 16 or header.kept > header.numel:
         raise CodecError(f"payload header is inconsistent (bits={header.bits}, kept={header.kept} of {header.numel})")
     sections = {}

@@ -62,3 +62,9 @@ def test_non_bytes_raise():
 def test_unknown_enum_is_rejected_at_write():
     with pytest.raises(CodecError, match="scale"):
         wire.pack(Header(shape=(1,), scale="row"), {})
+
+
+def test_absurd_shapes_are_refused_before_any_allocation():
+    payload = wire.pack(Header(shape=(1 << 30, 1 << 30, 1 << 30), kept=0), {})
+    with pytest.raises(CodecError, match="beyond"):
+        wire.unpack(payload)
