@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from backend.serve import _worker_dies_with
 from slimpipe import names
 from slimpipe.spec import dump_spec, expand_sweep
 
@@ -176,6 +177,7 @@ class Worker:
             env=self.env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
+            preexec_fn=_worker_dies_with(os.getpid()),  # a killed pytest leaves no worker behind
         )
         wait_for(
             lambda: f"{self.name} ready." in self.output() or self.proc.poll() is not None, timeout, "worker ready"
