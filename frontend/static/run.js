@@ -12,6 +12,7 @@ const series = {}; // name -> {step: [], value: []}
 let run = null;
 let source = null;
 let redrawPending = false;
+let specShown = false;
 
 // ---------------------------------------------------------------- charts
 function boundaries() {
@@ -40,6 +41,7 @@ function present(specs) {
 
 function drawCharts() {
   redrawPending = false;
+  if (run && !run.summary) renderCards(liveSummary(), true);
   if (!window.Plotly) {
     plotlyReady().then(drawCharts);
     return;
@@ -66,6 +68,25 @@ function drawCharts() {
   ]), layout("Time per batch", { yTitle: "s" }));
   const err = perBoundary("err", "error");
   draw("chart-err", err, layout("Reconstruction error (relative)", { yTitle: "‖x̂ − x‖ / ‖x‖", logY: wantsLog(err) }));
+}
+
+// Until the engine writes the summary, the cards show the same figures read off the live series.
+function liveSummary() {
+  const last = (name) => (series[name] ? series[name].value[series[name].value.length - 1] : undefined);
+  const mean = (name, n) => {
+    const v = series[name] ? series[name].value.slice(-n).filter((x) => x != null) : [];
+    return v.length ? v.reduce((a, b) => a + b, 0) / v.length : undefined;
+  };
+  const acc = series["val/acc"] ? series["val/acc"].value.filter((x) => x != null) : [];
+  const fwd = last("wire/bytes_fwd"), bwd = last("wire/bytes_bwd");
+  return {
+    best_val_acc: acc.length ? acc.reduce((a, b) => Math.max(a, b)) : undefined,
+    final_val_acc: last("val/acc"),
+    wire_bytes_per_step: fwd !== undefined || bwd !== undefined ? (fwd || 0) + (bwd || 0) : undefined,
+    compression_ratio: last("wire/ratio"),
+    time_per_batch_s: mean("time/batch_s", 20),
+    link_time_per_step_s: last("link/time_s"),
+  };
 }
 
 function scheduleRedraw() {
@@ -121,7 +142,8 @@ function renderRun(r) {
     tb.textContent = run.traceback || "";
     tb.parentElement.hidden = !run.traceback;
   }
-  if (run.spec) {
+  if (run.spec && !specShown) {
+    specShown = true;
     api("/runs/" + RUN_ID + "/spec.yaml", { raw: true })
       .then((r) => r.text())
       .then((t) => (document.getElementById("run-spec").textContent = t))
@@ -131,6 +153,16 @@ function renderRun(r) {
 }
 
 function renderSummary(s) {
+  if (!run.summary && Object.keys(series).length) renderCards(liveSummary(), true);
+  else renderCards(s, false);
+  // The engine may add its own keys (stages, device, the frozen spec); the spec has its own panel.
+  const rows = Object.entries(s)
+    .filter(([k]) => k !== "spec")
+    .map(([k, v]) => el("tr", {}, el("th", { text: k }), el("td", { class: typeof v === "number" ? "num mono" : "mono wrap", text: typeof v === "number" ? fmtNum(v, 6) : JSON.stringify(v) })));
+  document.getElementById("summary-table").replaceChildren(...(rows.length ? rows : [el("tr", {}, el("td", { class: "muted", text: FINAL.has(run.status) ? "no summary was recorded" : "written when the run finishes" }))]));
+}
+
+function renderCards(s, live) {
   const cards = [
     ["best_val_acc", "Best val acc", fmtPct(s.best_val_acc)],
     ["final_val_acc", "Final val acc", fmtPct(s.final_val_acc)],
@@ -140,13 +172,10 @@ function renderSummary(s) {
     ["link_time_per_step_s", "Link time / step", fmtSecs(s.link_time_per_step_s)],
   ];
   document.getElementById("summary-cards").replaceChildren(
-    ...cards.map(([key, k, v]) => el("div", { class: "stat card", "data-stat": key }, el("div", { class: "stat-label", text: k }), el("div", { class: "stat-value", text: v }))),
+    ...cards.map(([key, k, v]) => el("div", { class: "stat card", "data-stat": key },
+      el("div", { class: "stat-label" }, k, live ? el("span", { class: "live", title: "from the live series; the summary replaces it at the end", text: "live" }) : null),
+      el("div", { class: "stat-value", text: v }))),
   );
-  // The engine may add its own keys (stages, device, the frozen spec); the spec has its own panel.
-  const rows = Object.entries(s)
-    .filter(([k]) => k !== "spec")
-    .map(([k, v]) => el("tr", {}, el("th", { text: k }), el("td", { class: typeof v === "number" ? "num mono" : "mono wrap", text: typeof v === "number" ? fmtNum(v, 6) : JSON.stringify(v) })));
-  document.getElementById("summary-table").replaceChildren(...(rows.length ? rows : [el("tr", {}, el("td", { class: "muted", text: FINAL.has(run.status) ? "no summary was recorded" : "written when the run finishes" }))]));
 }
 
 // ---------------------------------------------------------------- log tail
