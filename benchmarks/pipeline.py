@@ -1,9 +1,10 @@
 """`slimpipe bench pipeline`: time per batch per schedule, engine overhead against a plain PyTorch loop,
 and modelled time per batch over 10 Mbit/s .. 1 Gbit/s links for dense fp32 and compressed boundaries.
 
-Timings interleave the contenders round by round and report medians, so a busy machine slows all alike.
-Modelled time replays the gpipe table with this machine's measured per-action compute times (codec
-work included) on one device per stage, plus latency + bytes/bandwidth per transfer.
+Timings interleave the contenders step by step and report medians of wall time and of CPU time (process
+time: what the code itself costs, unaffected by other processes on a busy machine). Modelled time replays
+the gpipe table with measured per-action CPU times (codec work included) on one device per stage, plus
+latency + bytes/bandwidth per transfer.
 """
 
 from __future__ import annotations
@@ -35,8 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--spec", default=str(DEFAULT_SPEC), help="spec to benchmark (default: the offline digits example)"
     )
-    parser.add_argument("--steps", type=int, default=20, help="timed steps per contender per round")
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
+    parser.add_argument("--steps", type=int, default=100, help="timed steps per contender")
     parser.add_argument(
         "--threads", type=int, default=1, help="torch CPU threads (1 is steadiest on a busy 2-core box)"
     )
@@ -57,15 +57,21 @@ def _experiment(spec_data: dict[str, Any], **changes: Any):
     return Experiment(parse_spec(data))
 
 
-def _plain_step(model, optimizer, x, y, microbatches: int) -> None:
-    """The baseline: an ordinary PyTorch loop (gradient accumulation when microbatches > 1)."""
+def _plain_step(model, optimizer, x, y, microbatches: int) -> tuple[float, int]:
+    """The baseline: an ordinary PyTorch loop (gradient accumulation when microbatches > 1) that, like any
+    training loop and like the engine, reports the batch's loss and accuracy."""
     import torch
 
     optimizer.zero_grad(set_to_none=True)
+    loss_sum, correct = 0.0, 0
     for xs, ys in zip(torch.tensor_split(x, microbatches), torch.tensor_split(y, microbatches), strict=True):
-        loss = torch.nn.functional.cross_entropy(model(xs), ys) * (len(ys) / len(y))
+        logits = model(xs)
+        loss = torch.nn.functional.cross_entropy(logits, ys) * (len(ys) / len(y))
         loss.backward()
+        loss_sum += loss.item()
+        correct += int((logits.argmax(-1) == ys).sum())
     optimizer.step()
+    return loss_sum, correct
 
 
 def _engine_step(exp, x, y, ids) -> Any:
@@ -76,19 +82,20 @@ def _engine_step(exp, x, y, ids) -> Any:
     return result
 
 
-def _interleaved(contenders: dict[str, Any], batches: list, steps: int, rounds: int) -> dict[str, float]:
-    """Median seconds per step for each contender, measured round-robin."""
-    samples: dict[str, list[float]] = {name: [] for name in contenders}
+def _interleaved(contenders: dict[str, Any], batches: list, steps: int) -> dict[str, tuple[float, float]]:
+    """(median wall s, median CPU s) per step for each contender, one step of each in turn."""
+    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in contenders}
     for step in contenders.values():  # warm-up (numba compiles, allocator settles)
         for k in range(3):
             step(*batches[k % len(batches)])
-    for _ in range(rounds):
+    for k in range(steps):
         for name, step in contenders.items():
-            for k in range(steps):
-                t0 = time.perf_counter()
-                step(*batches[k % len(batches)])
-                samples[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(values) for name, values in samples.items()}
+            w0, c0 = time.perf_counter(), time.process_time()
+            step(*batches[k % len(batches)])
+            samples[name].append((time.perf_counter() - w0, time.process_time() - c0))
+    return {
+        name: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v)) for name, v in samples.items()
+    }
 
 
 def run(args: argparse.Namespace) -> int:
@@ -121,39 +128,42 @@ def run(args: argparse.Namespace) -> int:
         contenders[f"engine {schedule}, m={m}"] = lambda x, y, ids, e=exp: _engine_step(e, x, y, ids)
     compressed = _experiment(spec_data, pipeline__schedule="gpipe")
     contenders[f"engine gpipe, m={m}, spec compression"] = lambda x, y, ids, e=compressed: _engine_step(e, x, y, ids)
-    times = _interleaved(contenders, batches, args.steps, args.rounds)
+    times = _interleaved(contenders, batches, args.steps)
     plain1 = times["plain loop, full batch"]
     plain_m = times[f"plain loop, {m} accumulated micro-batches"]
-    print(f"time per batch ({args.spec}, {args.threads} thread(s), median of {args.steps * args.rounds} steps)")
-    print(f"{'contender':46} {'ms/batch':>9} {'vs plain':>9}")
-    for name, seconds in times.items():
+    print(f"time per batch ({args.spec}, {args.threads} thread(s), median of {args.steps} interleaved steps)")
+    print(f"{'contender':46} {'wall ms':>8} {'vs plain':>9} {'CPU ms':>8} {'vs plain':>9}")
+    for name, (wall, cpu) in times.items():
         ref = plain1 if ("m=1" in name or "full batch" in name) else plain_m
-        print(f"{name:46} {seconds * 1e3:9.2f} {seconds / ref - 1:+9.1%}")
-    overhead = times["engine sequential, m=1"] / plain1 - 1
-    overhead_m = times[f"engine sequential, m={m}"] / plain_m - 1
+        print(f"{name:46} {wall * 1e3:8.2f} {wall / ref[0] - 1:+9.1%} {cpu * 1e3:8.2f} {cpu / ref[1] - 1:+9.1%}")
+    overhead = [times["engine sequential, m=1"][k] / plain1[k] - 1 for k in (0, 1)]
+    overhead_m = [times[f"engine sequential, m={m}"][k] / plain_m[k] - 1 for k in (0, 1)]
     print(
-        f"engine overhead, inproc sequential, compression off: {overhead:+.1%} (m=1), {overhead_m:+.1%} (m={m}); target within 10%"
+        f"engine overhead, inproc sequential, compression off (wall / CPU): m=1 {overhead[0]:+.1%} / {overhead[1]:+.1%}, "
+        f"m={m} {overhead_m[0]:+.1%} / {overhead_m[1]:+.1%}; target within 10%"
     )
-    results["time_per_batch_s"] = times
-    results["overhead_sequential_m1"] = overhead
-    results[f"overhead_sequential_m{m}"] = overhead_m
+    results["time_per_batch_s"] = {name: {"wall": w, "cpu": c} for name, (w, c) in times.items()}
+    results["overhead_sequential_m1"] = {"wall": overhead[0], "cpu": overhead[1]}
+    results[f"overhead_sequential_m{m}"] = {"wall": overhead_m[0], "cpu": overhead_m[1]}
 
     # ---- modelled time per batch over slow links
+    latency_ms = float(spec_data.get("link", {}).get("latency_ms", 1.0))
     print(
-        f"\nmodelled time per batch, gpipe over {len(base.stages)} stages (one device each), m={m}; ms (speed-up vs 1 device)"
+        f"\nmodelled time per batch, gpipe over {len(base.stages)} stages (one device each), m={m}, "
+        f"{latency_ms:g} ms latency, CPU time per action; ms (speed-up vs 1 device)"
     )
     print(
         f"{'compression':28} {'bytes/step':>11} {'ratio':>6} "
         + " ".join(f"{bw:>15}" for bw in ("10 Mbit/s", "100 Mbit/s", "1 Gbit/s"))
     )
-    latency_ms = float(spec_data.get("link", {}).get("latency_ms", 1.0))
     modelled: dict[str, Any] = {}
     for label, default in COMPRESSION.items():
         exp = _experiment(
             spec_data, compression={"default": default}, pipeline__schedule="gpipe", pipeline__microbatches=m
         )
         per_action: dict[tuple, list[float]] = {}
-        for k in range(3 + args.steps):
+        exp.runner.clock = time.process_time
+        for k in range(3 + min(args.steps, 30)):
             result = _engine_step(exp, *batches[k % len(batches)])
             if k >= 3:
                 for key, seconds in result.compute_s.items():

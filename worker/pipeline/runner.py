@@ -32,6 +32,9 @@ class StepResult:
     compute_s: dict[tuple[int, str, int], float] = field(default_factory=dict)
 
 
+_NO_AUTOCAST = contextlib.nullcontext()
+
+
 def _leaf(carry: Any) -> Any:
     if isinstance(carry, tuple):
         return tuple(_leaf(t) for t in carry)
@@ -62,6 +65,7 @@ class InprocRunner:
         autocast_dtype: torch.dtype | None = None,
         time_actions: bool = True,
         scaler: torch.amp.GradScaler | None = None,
+        clock: Callable[[], float] = time.perf_counter,
     ):
         if len(boundaries) != len(stages) - 1:
             raise ValueError(f"{len(stages)} stages need {len(stages) - 1} boundaries, got {len(boundaries)}")
@@ -74,10 +78,11 @@ class InprocRunner:
         self.autocast_dtype = autocast_dtype
         self.time_actions = time_actions
         self.scaler = scaler  # fp16: the last stage's loss is scaled before its backward
+        self.clock = clock  # time.process_time measures CPU work alone on a busy CPU-only machine
 
     def _autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
         if self.autocast_dtype is None:
-            return contextlib.nullcontext()
+            return _NO_AUTOCAST
         return torch.autocast(device.type, dtype=self.autocast_dtype)
 
     def train_step(self, x: Any, y: torch.Tensor, keys: torch.Tensor | None = None) -> StepResult:
@@ -100,7 +105,7 @@ class InprocRunner:
         compute: dict[tuple[int, str, int], float] = {}
         for a in self.actions:
             j, i = a.stage, a.microbatch
-            t0 = time.perf_counter()
+            t0 = self.clock()
             if a.op == FORWARD:
                 inp = xs[i] if j == 0 else inputs[(j, i)]
                 with self._autocast(device):
@@ -131,10 +136,13 @@ class InprocRunner:
                         if boundary.passthrough:
                             for _, g in pairs:
                                 boundary.backward.count_dense(g, i)
-                        torch.autograd.backward([t for t, _ in pairs], [g for _, g in pairs])
+                        if len(pairs) == 1:
+                            pairs[0][0].backward(pairs[0][1])
+                        else:
+                            torch.autograd.backward([t for t, _ in pairs], [g for _, g in pairs])
             if sync:
                 torch.cuda.synchronize(device)
-            compute[(j, a.op, i)] = time.perf_counter() - t0
+            compute[(j, a.op, i)] = self.clock() - t0
         loss_sum, correct = torch.stack(loss_parts).sum(), torch.stack(correct_parts).sum()
         return StepResult(loss=float(loss_sum), correct=int(correct), count=len(y), compute_s=compute)
 
