@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from slimpipe import names
 
@@ -205,8 +206,10 @@ class ExperimentSpec(_Strict):
         if n_stages is not None:
             for index in self.compression.boundaries:
                 if not 0 <= index < n_stages - 1:
-                    raise ValueError(
-                        f"compression.boundaries has index {index}, but {n_stages} stages have boundaries 0..{n_stages - 2}"
+                    raise PydanticCustomError(
+                        "boundary_range",
+                        "boundary {index} does not exist: {n} stages have boundaries 0..{last}; use one of those indices",
+                        {"index": index, "n": n_stages, "last": n_stages - 2, "field": f"compression.boundaries.{index}"},
                     )
         return self
 
@@ -235,7 +238,10 @@ def _message(error: Any) -> str:
 
 def spec_errors(exc: ValidationError) -> list[dict[str, str]]:
     """Pydantic errors as one sentence per field, paths dotted like the sweep syntax."""
-    return [{"field": _field_path(e["loc"]) or "spec", "message": _message(e)} for e in exc.errors()]
+    return [
+        {"field": (e.get("ctx") or {}).get("field") or _field_path(e["loc"]) or "spec", "message": _message(e)}
+        for e in exc.errors()
+    ]
 
 
 def parse_spec(data: dict[str, Any] | ExperimentSpec) -> ExperimentSpec:
@@ -297,9 +303,9 @@ def expand_sweep(spec: dict[str, Any], sweep: dict[str, list[Any]] | None) -> li
     points = []
     for combo in itertools.product(*(sweep[a] for a in axes)):
         data = spec
-        for path, value in zip(axes, combo):
+        for path, value in zip(axes, combo, strict=True):
             data = set_path(data, path, value)
-        values = dict(zip(axes, combo))
+        values = dict(zip(axes, combo, strict=True))
         try:
             points.append((values, parse_spec(data)))
         except SpecError as exc:

@@ -54,7 +54,8 @@ def test_boundary_override_falls_back_to_default():
 def test_boundary_override_out_of_range():
     with pytest.raises(SpecError) as info:
         parse_spec({**BASE, "pipeline": {"stages": [["a"], ["b"]]}, "compression": {"boundaries": {"3": {}}}})
-    assert "boundaries 0..0" in str(info.value)
+    assert [e["field"] for e in info.value.errors] == ["compression.boundaries.3"]
+    assert "boundaries 0..0" in info.value.errors[0]["message"]
 
 
 def test_sweep_grid_expands_every_combination():
