@@ -296,18 +296,18 @@ def expand_sweep(spec: dict[str, Any], sweep: dict[str, list[Any]] | None) -> li
     """One (sweep values, validated spec) per point of the grid over the sweep's axes."""
     if not sweep:
         return [({}, parse_spec(spec))]
-    for path, values in sweep.items():
-        if not isinstance(values, list) or not values:
+    for path, axis in sweep.items():
+        if not isinstance(axis, list) or not axis:
             raise SpecError([{"field": f"sweep.{path}", "message": "give a non-empty list of values"}])
     axes = list(sweep)
-    points = []
+    points: list[tuple[dict[str, Any], ExperimentSpec]] = []
     for combo in itertools.product(*(sweep[a] for a in axes)):
         data = spec
         for path, value in zip(axes, combo, strict=True):
             data = set_path(data, path, value)
-        values = dict(zip(axes, combo, strict=True))
+        point = dict(zip(axes, combo, strict=True))
         try:
-            points.append((values, parse_spec(data)))
+            points.append((point, parse_spec(data)))
         except SpecError as exc:
-            raise SpecError([{**e, "message": f"{e['message']} (sweep value {values})"} for e in exc.errors]) from None
+            raise SpecError([{**e, "message": f"{e['message']} (sweep value {point})"} for e in exc.errors]) from None
     return points
