@@ -232,3 +232,16 @@ def test_cli_runs_a_sweep_one_point_after_another(tmp_path, capsys):
     table = out[out.index("sweep point") :].splitlines()
     assert table[1].startswith("topk=1.0") and table[2].startswith("topk=0.5")
     assert json.loads((tmp_path / "out" / "01" / "summary.json").read_text())["compression_ratio"] > 1.0
+
+
+def test_bf16_autocast_sends_half_the_bytes_and_still_learns():
+    summary = train.run(tiny_spec(train__precision="bf16"))
+    assert summary["wire_bytes_fwd_per_step"] == 1024  # bf16 activations: 2 bytes each
+    assert summary["compression_ratio"] == pytest.approx(2.0)
+    assert math.isfinite(summary["final_val_loss"])
+
+
+def test_balance_splits_a_model_automatically():
+    summary = train.run(tiny_spec(pipeline={"balance": 2, "microbatches": 2, "schedule": "1f1b"}, train__max_steps=2))
+    assert summary["n_stages"] == 2
+    assert [p for stage in summary["stages"] for p in stage] == ["flatten", "fc1", "act1", "fc2", "act2", "head"]
