@@ -245,10 +245,13 @@ def _train(spec, out, log, emit, on_progress, should_stop, resume, t_start) -> d
     while step < exp.max_steps:
         if should_stop is not None and should_stop():
             log(f"stopped at step {step} on request")
-            return {
+            summary = {
                 **_summary(exp, history, best_val_acc, val_acc, val_loss, dense_val, step, t_start),
                 "cancelled": True,
             }
+            if out is not None:
+                (out / "summary.json").write_text(json.dumps(summary, indent=2))
+            return summary
         x, y, ids = exp.get_batch(step)
         lr = lr_at(step, exp.max_steps, spec.optim)
         for group in exp.optimizer.param_groups:

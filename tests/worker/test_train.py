@@ -150,6 +150,7 @@ def test_checkpoint_resume_continues_exactly(tmp_path):
     calls = []
     first = train.run(spec, out_dir=tmp_path / "b", should_stop=lambda: len(calls.append(1) or calls) > 3)
     assert first["steps"] == 3 and (tmp_path / "b" / "checkpoint.pt").exists()
+    assert json.loads((tmp_path / "b" / "summary.json").read_text())["cancelled"] is True
     resumed = []
     summary = train.run(spec, on_metrics=resumed.extend, out_dir=tmp_path / "b", resume=True)
     assert summary["steps"] == 6
