@@ -40,6 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="fewer configs, 1M elements, 1 repeat")
     parser.add_argument("--kinds", default=",".join(KINDS), help="tensor kinds: gaussian,heavy,transformer")
     parser.add_argument("--only", default="", help="comma-separated config names to run (default: all)")
+    parser.add_argument("--threads", type=int, default=0, help="torch and numba threads (default: all cores)")
     parser.add_argument("--json", action="store_true", help="print rows as JSON instead of a table")
 
 
@@ -145,6 +146,12 @@ def run(args: argparse.Namespace) -> int:
 
     from slimpipe.spec import CompressionSpec
     from worker.codecs import decode, make_codec
+
+    if args.threads:
+        import numba
+
+        torch.set_num_threads(args.threads)
+        numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
 
     n = (1 << 20) if args.quick and args.elements == 16 << 20 else args.elements
     repeats = 1 if args.quick else args.repeats
