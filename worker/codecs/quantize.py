@@ -237,18 +237,26 @@ def group_scales_torch(x: torch.Tensor, bits: int, inner: int, ngroups: int, pos
     return scales(lo.double().cpu().numpy(), hi.double().cpu().numpy(), bits)
 
 
+def _per_value(table: np.ndarray, count: int, inner: int, ngroups: int, pos, device) -> torch.Tensor:
+    """table[group of value i] for every value, as float64 on `device` (no index tensors when groups tile)."""
+    values = torch.from_numpy(np.ascontiguousarray(table, dtype=np.float64)).to(device)
+    if pos is not None:
+        return values[_groups_torch(count, inner, ngroups, pos, device)]
+    tiled = values.repeat_interleave(inner)
+    return tiled[:count] if inner * ngroups >= count else tiled.repeat(count // (inner * ngroups))
+
+
 def quantize_torch(x, bits, lo32, step, inner, ngroups, pos, stochastic, generator=None) -> torch.Tensor:
     """int32 symbols on x's device."""
-    groups = _groups_torch(x.numel(), inner, ngroups, pos, x.device)
-    lo = torch.from_numpy(lo32.astype(np.float64)).to(x.device)[groups]
-    inv = torch.from_numpy(inverse(bf16_to_float(step).astype(np.float64))).to(x.device)[groups]
+    lo = _per_value(lo32, x.numel(), inner, ngroups, pos, x.device)
+    inv = _per_value(inverse(bf16_to_float(step).astype(np.float64)), x.numel(), inner, ngroups, pos, x.device)
     t = (x.double() - lo) * inv
     t = t + (torch.rand(t.shape, generator=generator, device=x.device, dtype=torch.float64) if stochastic else 0.5)
     return t.floor().clamp_(0, (1 << bits) - 1).to(torch.int32)
 
 
 def dequantize_torch(sym, lo, step, inner, ngroups, pos, by_pos) -> torch.Tensor:
-    groups = _groups_torch(sym.numel(), inner, ngroups, pos if by_pos else None, sym.device)
-    lo_t = torch.from_numpy(lo).to(sym.device)[groups]
-    step_t = torch.from_numpy(step).to(sym.device)[groups]
+    where = pos if by_pos else None
+    lo_t = _per_value(lo, sym.numel(), inner, ngroups, where, sym.device)
+    step_t = _per_value(step, sym.numel(), inner, ngroups, where, sym.device)
     return (lo_t + sym.double() * step_t).float()
