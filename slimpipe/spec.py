@@ -129,8 +129,18 @@ class PipelineSpec(_Strict):
     balance: int | None = Field(None, ge=1, description="split automatically into N stages")
     microbatches: int = Field(4, ge=1)
     schedule: Literal["sequential", "gpipe", "1f1b"] = "gpipe"
-    runner: Literal["inproc", "distributed"] = "inproc"
+    runner: Literal["inproc"] = Field("inproc", description="inproc: every stage in one process, link time modelled")
     deferred_bn: bool = False
+
+    @field_validator("runner", mode="before")
+    @classmethod
+    def _runner_built(cls, value: Any) -> Any:
+        if value == "distributed":
+            raise ValueError(
+                "the distributed runner (one process per stage over torch.distributed) is not built yet; "
+                "use runner: inproc, which computes the same maths and models the link time"
+            )
+        return value
 
     @field_validator("stages")
     @classmethod

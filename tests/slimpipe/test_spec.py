@@ -22,6 +22,7 @@ def test_minimal_spec_gets_defaults():
         ("pipeline.stages", [["conv1"], ["layers[0:"]], "pipeline.stages", "layers[0:3]"),
         ("pipeline.microbatches", 0, "pipeline.microbatches", "greater than or equal to 1"),
         ("optim.bogus", 1, "optim.bogus", "not a known field"),
+        ("pipeline.runner", "distributed", "pipeline.runner", "not built yet; use runner: inproc"),
     ],
 )
 def test_invalid_field_names_its_path(path, value, field, words):
