@@ -1,20 +1,24 @@
-"""The self-describing payload: a versioned header, five length-prefixed sections, a CRC32."""
+"""The self-describing payload: a versioned header, five length-prefixed sections, a 32-bit checksum.
+
+The checksum is the low 32 bits of xxh3-64 over everything before it: zlib's CRC32 runs at ~1 GB/s
+here and capped every round trip, xxh3 runs at ~9 GB/s (v1 payloads used CRC32).
+"""
 
 from __future__ import annotations
 
 import math
 import struct
 import sys
-import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
+import xxhash
 
 if sys.byteorder != "little":  # the bit layouts below are little-endian words
     raise ImportError("worker.codecs needs a little-endian machine")
 
 MAGIC = b"SPCW"
-VERSION = 1
+VERSION = 2
 MAX_NUMEL = 1 << 36
 SECTIONS = ("keys", "index", "scales", "values", "model")
 
@@ -73,7 +77,7 @@ def _as_bytes(section: object) -> memoryview:
 
 
 def pack(header: Header, sections: dict[str, object]) -> bytes:
-    """Header, sections (bytes-like or numpy arrays) in SECTIONS order, then CRC32 of all before it."""
+    """Header, sections (bytes-like or numpy arrays) in SECTIONS order, then the checksum of all before it."""
     parts = [_as_bytes(sections.get(name, b"")) for name in SECTIONS]
     lengths = [p.nbytes for p in parts]
     head = _FIXED.pack(
@@ -81,10 +85,10 @@ def pack(header: Header, sections: dict[str, object]) -> bytes:
         len(header.shape), header.bits, _code(SCALES, header.scale, "scale"), _code(ENTROPY, header.entropy, "entropy"),
         _code(FEEDBACK, header.feedback, "feedback"), int(header.topk), header.block, header.kept,
     ) + struct.pack(f"<{len(header.shape)}Q", *header.shape) + _LENGTHS.pack(*lengths)
-    crc = zlib.crc32(head)
+    digest = xxhash.xxh3_64(head)
     for p in parts:
-        crc = zlib.crc32(p, crc)
-    return b"".join([head, *parts, _CRC.pack(crc)])
+        digest.update(p)
+    return b"".join([head, *parts, _CRC.pack(digest.intdigest() & 0xFFFFFFFF)])
 
 
 def unpack(payload: bytes | bytearray | memoryview) -> tuple[Header, dict[str, memoryview]]:
@@ -110,7 +114,7 @@ def unpack(payload: bytes | bytearray | memoryview) -> tuple[Header, dict[str, m
         raise CodecError(f"payload is {view.nbytes} bytes but its header describes {at + sum(lengths) + _CRC.size}; "
                          "it was truncated or extended")
     (crc,) = _CRC.unpack_from(view, view.nbytes - _CRC.size)
-    if zlib.crc32(view[: view.nbytes - _CRC.size]) != crc:
+    if xxhash.xxh3_64_intdigest(view[: view.nbytes - _CRC.size]) & 0xFFFFFFFF != crc:
         raise CodecError("payload checksum mismatch: the bytes were corrupted in transit")
     header = Header(
         shape=tuple(shape),
