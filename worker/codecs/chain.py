@@ -7,6 +7,8 @@ the host). "auto" picks numba for CPU tensors and torch otherwise.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
@@ -113,16 +115,24 @@ def _encode(x: torch.Tensor, spec, *, backend: str = "auto", rng: np.random.Gene
     return pack(header, sections)
 
 
-def _raw_values(section: memoryview, dtype: str, count: int) -> torch.Tensor:
+def _view(section: memoryview, dtype: torch.dtype) -> torch.Tensor:
+    """The payload's bytes as a read-only tensor, without a copy; callers convert or clone before writing."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # torch notes that the buffer is not writable
+        return torch.frombuffer(section, dtype=dtype)
+
+
+def _raw_values(section: memoryview, dtype: str, count: int, device: torch.device) -> torch.Tensor:
+    """Unquantized values as fp32 on `device`; only the wire bytes cross to the device, then they widen there."""
     itemsize = 2 if dtype in ("float16", "bfloat16") else 4 if dtype == "float32" else 8
     if section.nbytes != count * itemsize:
         raise CodecError(f"values section is {section.nbytes} bytes; {count} {dtype} values need {count * itemsize}")
     if count == 0:
-        return torch.zeros(0)
-    raw = torch.frombuffer(bytearray(section), dtype=torch.uint8)
-    if dtype == "bfloat16":
-        return raw.view(torch.int16).view(torch.bfloat16).float()
-    return raw.view(TORCH_DTYPES[dtype]).float()
+        return torch.zeros(0, device=device)
+    values = _view(section, torch.uint8).to(device).view(TORCH_DTYPES[dtype])
+    if values.dtype == torch.float32:
+        return values.clone() if values.device.type == "cpu" else values
+    return values.float()
 
 
 def decode(payload: bytes, **options):
@@ -142,7 +152,7 @@ def _decode(payload: bytes, *, device: torch.device | str | None = None, backend
     if header.lengths["keys"]:
         if header.lengths["keys"] % 8:
             raise CodecError("keys section is not a whole number of int64 keys")
-        keys = torch.frombuffer(bytearray(sec["keys"]), dtype=torch.int64)
+        keys = _view(sec["keys"], torch.int64).clone()
     if header.topk == (k == n) and n:
         raise CodecError(f"payload header is inconsistent: topk={header.topk} with {k} of {n} values")
     pos = None
@@ -151,7 +161,7 @@ def _decode(payload: bytes, *, device: torch.device | str | None = None, backend
     elif header.lengths["index"]:
         raise CodecError("dense payload carries an index section")
     if not header.bits:
-        values = _raw_values(sec["values"], header.value_dtype, k).to(device)
+        values = _raw_values(sec["values"], header.value_dtype, k, device)
         if pos is None:
             out = values
         else:
@@ -176,7 +186,7 @@ def _decode(payload: bytes, *, device: torch.device | str | None = None, backend
         if symbols is not None:
             sym = torch.from_numpy(symbols.astype(np.int32)).to(device)
         else:
-            packed = torch.frombuffer(bytearray(sec["values"]), dtype=torch.uint8) if k else torch.zeros(0, dtype=torch.uint8)
+            packed = _view(sec["values"], torch.uint8) if k else torch.zeros(0, dtype=torch.uint8)
             sym = bitpack.unpack_torch(packed.to(device), header.bits, k)
         values = quantize.dequantize_torch(sym, lo, step, inner, ngroups, pos, by_pos)
         if pos is None:
