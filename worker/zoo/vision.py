@@ -8,6 +8,7 @@ from typing import Any
 import torch.nn.functional as F
 from torch import nn
 
+from slimpipe.presets import MOBILENETV2_STAGES  # the seed's 5-stage split (ReLUs/pool made modules)
 from worker.zoo.common import Chain, Flatten, ZooModel
 
 
@@ -92,14 +93,6 @@ MOBILENETV2_CFG = [
     (6, 320, 1, 1),
 ]
 
-# The seed's 5-stage split, with the ReLUs/pool it applied functionally made explicit modules.
-MOBILENETV2_STAGES = [
-    ["conv1", "bn1", "act1"],
-    ["layers[0:3]"],
-    ["layers[3:7]"],
-    ["layers[7:]", "conv2"],
-    ["bn2", "act2", "pool", "flatten", "linear"],
-]
 
 
 def mobilenetv2_cifar(options: dict[str, Any], *, num_classes: int, input_shape: tuple[int, ...], **_: Any) -> ZooModel:
