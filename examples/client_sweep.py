@@ -28,6 +28,7 @@ def main() -> int:
     args = parser.parse_args()
 
     spec = load_spec_text(args.spec.read_text())
+    spec = set_path(spec, "name", "digits-cnn-3stage backward-topk-sweep")
     spec = set_path(spec, "compression.default", {"forward": {}, "backward": {}})  # the sweep sets the backward top-k
     spec = set_path(spec, "train.epochs", None)
     spec = set_path(spec, "train.max_steps", args.steps)

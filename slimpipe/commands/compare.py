@@ -14,12 +14,16 @@ FIGURES = [
     ("best_val_acc", "best val%"),
     ("final_val_acc", "final val%"),
     ("delta_val_acc", "Δ val"),
-    ("wire_bytes_per_step", "wire B/step"),
+    ("wire_bytes_per_step", "wire kB/step"),
     ("compression_ratio", "ratio"),
     ("time_per_batch_s", "s/batch"),
     ("link_time_per_step_s", "link s/step"),
     ("speedup", "speed-up"),
 ]
+
+
+def _kilo(value: float | None) -> float | None:
+    return None if value is None else round(value / 1e3, 1)
 
 
 def render(table: dict[str, Any]) -> str:
@@ -30,7 +34,8 @@ def render(table: dict[str, Any]) -> str:
     rows = []
     for row in table["runs"]:
         mark = "*" if row["run_id"] == table.get("baseline_run_id") else ""
-        values = [row["differences"].get(p) for p in varying] + [row.get(key) for key, _ in FIGURES]
+        figures = {**row, "wire_bytes_per_step": _kilo(row.get("wire_bytes_per_step"))}
+        values = [row["differences"].get(p) for p in varying] + [figures.get(key) for key, _ in FIGURES]
         rows.append([f"{row['run_id']}{mark}", row["status"], *values])
     text = format_table(headers, rows)
     if table.get("baseline_run_id") is not None:
