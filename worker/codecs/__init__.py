@@ -67,10 +67,11 @@ class Codec:
     def decode(self, payload: bytes, device: torch.device | str | None = None) -> torch.Tensor:
         """The receiving end: like module-level `decode`, and resolves delta payloads."""
         value, header, keys = self._decode(payload, device)
-        if header.feedback == "delta_base":
-            self.references.store(keys, value)
-        elif header.feedback == "delta":
-            value = self.references.lookup(keys, value) + value
+        if header.feedback in ("delta_base", "delta"):
+            if keys is None:
+                raise CodecError("delta payload carries no sample keys; it is corrupt")
+            if header.feedback == "delta":
+                value = self.references.lookup(keys, value) + value
             self.references.store(keys, value)
         return value.to(chain.TORCH_DTYPES[header.dtype])
 

@@ -8,6 +8,7 @@ the host). "auto" picks numba for CPU tensors and torch otherwise.
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import numpy as np
 import torch
@@ -61,7 +62,7 @@ def _encode(x: torch.Tensor, spec, *, backend: str = "auto", rng: np.random.Gene
         return pack(header, sections)
     k = topk.keep_count(spec.topk, n)
     header.topk, header.kept = k < n, k
-    pos = None
+    pos: Any = None  # numpy positions (numba backend) or a tensor (torch backend)
     if backend == "numba":
         flat_np = flat.cpu().contiguous().numpy()
         if header.topk:
@@ -155,7 +156,7 @@ def _decode(payload: bytes, *, device: torch.device | str | None = None, backend
         keys = _view(sec["keys"], torch.int64).clone()
     if header.topk == (k == n) and n:
         raise CodecError(f"payload header is inconsistent: topk={header.topk} with {k} of {n} values")
-    pos = None
+    pos: Any = None  # numpy positions (numba backend) or a tensor (torch backend)
     if header.topk:
         pos = indexset.decode(sec["index"], n, k) if backend == "numba" else indexset.decode_torch(sec["index"], n, k, device)
     elif header.lengths["index"]:

@@ -127,7 +127,7 @@ def _huffman_encode(symbols, lengths, codes, starts, words):  # pragma: no cover
     for c in nb.prange(starts.size):
         w = starts[c]
         acc = np.uint64(0)
-        nacc = 0
+        nacc = np.int64(0)
         for i in range(c * CHUNK, min(c * CHUNK + CHUNK, n)):
             s = symbols[i]
             code = codes[s]
@@ -176,7 +176,7 @@ def _model(symbols: np.ndarray) -> tuple[int, np.ndarray]:
     return offset, np.bincount(symbols - offset)
 
 
-def encode(symbols: np.ndarray, kind: str) -> tuple[bytes, bytes]:
+def encode(symbols: np.ndarray, kind: str) -> tuple[bytes, bytes | np.ndarray]:
     """uint16 symbols -> (model section, values section)."""
     offset, counts = _model(symbols)
     shifted = (symbols - offset).astype(np.uint16) if offset else symbols

@@ -55,8 +55,10 @@ class DeltaReference:
         rows = []
         for key in keys.tolist():  # one step per sample, not per element
             ref = self.refs.get(key)
-            ok = ref is not None and ref.shape == like.shape[1:]
-            rows.append(ref.to(like.device) if ok else torch.zeros(like.shape[1:], device=like.device))
+            if ref is not None and ref.shape == like.shape[1:]:
+                rows.append(ref.to(like.device))
+            else:
+                rows.append(torch.zeros(like.shape[1:], device=like.device))
         return torch.stack(rows) if rows else torch.zeros_like(like, dtype=torch.float32)
 
     def store(self, keys: torch.Tensor, values: torch.Tensor) -> None:

@@ -67,7 +67,7 @@ def _rice_read(unary_words, unary_bits, low_words, p, out):  # pragma: no cover 
     for w in range(unary_words.size):
         word = unary_words[w]
         while word != 0:
-            pos = w * 64 + np.int64(trailing_zeros(word))
+            pos = w * 64 + np.int64(trailing_zeros(word))  # type: ignore[call-arg]  # numba intrinsic: the context arg is implicit
             if pos >= unary_bits or i >= out.size:
                 return -1
             gap = (pos - last - 1) << p
@@ -116,8 +116,8 @@ def encode(idx: np.ndarray, n: int) -> bytes:
     low_words = np.zeros(coded.size * p // 64 + 2, dtype=np.uint64)
     _rice_write(coded, p, unary_words, low_words)
     mode = RICE_COMPLEMENT if complement else RICE
-    return b"".join([_HEAD.pack(mode, p, coded.size, unary), unary_words.view(np.uint8)[: (unary + 7) // 8],
-                     low_words.view(np.uint8)[: bitpack.packed_bytes(coded.size, p)]])
+    return b"".join([_HEAD.pack(mode, p, coded.size, unary), unary_words.view(np.uint8)[: (unary + 7) // 8].tobytes(),
+                     low_words.view(np.uint8)[: bitpack.packed_bytes(coded.size, p)].tobytes()])
 
 
 def _parse(section: memoryview, n: int) -> tuple[int, int, int, int, memoryview, memoryview]:

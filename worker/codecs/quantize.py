@@ -43,7 +43,7 @@ def bf16_up(values: np.ndarray) -> np.ndarray:
     with np.errstate(over="ignore"):
         f32 = values.astype(np.float32)
     f32 = np.where(f32.astype(np.float64) < values, np.nextafter(f32, np.float32(np.inf)), f32)
-    u = f32.view(np.uint32).astype(np.uint64)
+    u: np.ndarray = f32.view(np.uint32).astype(np.uint64)
     u = np.where(u & 0xFFFF, u + 0x10000, u) >> 16
     return u.astype(np.uint16)
 
@@ -232,7 +232,7 @@ def group_scales_torch(x: torch.Tensor, bits: int, inner: int, ngroups: int, pos
         groups = _groups_torch(n, inner, ngroups, pos, x.device)
         lo = torch.full((ngroups,), float("inf"), device=x.device).scatter_reduce(0, groups, x, "amin")
         hi = torch.full((ngroups,), float("-inf"), device=x.device).scatter_reduce(0, groups, x, "amax")
-    if lo is None:
+    if lo is None or hi is None:
         return scales(np.full(ngroups, np.inf), np.full(ngroups, -np.inf), bits)
     return scales(lo.double().cpu().numpy(), hi.double().cpu().numpy(), bits)
 

@@ -10,6 +10,7 @@ import math
 import struct
 import sys
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import xxhash
@@ -64,15 +65,15 @@ def _code(table: tuple, value: object, what: str) -> int:
     return table.index(value)
 
 
-def _lookup(table: tuple, code: int, what: str) -> object:
+def _lookup(table: tuple, code: int, what: str) -> Any:
     if code >= len(table):
         raise CodecError(f"payload has unknown {what} code {code}; is it from a newer slimpipe?")
     return table[code]
 
 
-def _as_bytes(section: object) -> memoryview:
+def _as_bytes(section: Any) -> memoryview:
     if isinstance(section, np.ndarray):
-        return memoryview(np.ascontiguousarray(section).view(np.uint8).reshape(-1))
+        section = np.ascontiguousarray(section).view(np.uint8).reshape(-1)
     return memoryview(section).cast("B")
 
 
