@@ -87,3 +87,15 @@ def test_reset_forgets_state_and_restarts_warmup():
     codec.reset()
     assert codec.step == 0 and codec.error_feedback.residual is None
     assert codec.encode(x) == dense
+
+
+def test_delta_payload_stripped_of_its_keys_is_refused():
+    from worker.codecs import wire
+
+    spec = CompressionSpec(bits=8, feedback="delta")
+    sender, receiver = make_codec(spec), make_codec(spec)
+    header, sections = wire.unpack(sender.encode(torch.randn(3, 10), keys=torch.tensor([0, 1, 2])))
+    assert header.feedback in ("delta", "delta_base") and sections["keys"].nbytes == 3 * 8
+    forged = wire.pack(header, {**sections, "keys": b""})
+    with pytest.raises(CodecError, match="no sample keys"):
+        receiver.decode(forged)
