@@ -2,11 +2,59 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from backend import crud
+from slimpipe import names
+
+
+class LiveSummary:
+    """Running summary figures while a run trains, so lists and compare tables are not empty until
+    the end; the engine's own summary replaces these keys when the run finishes."""
+
+    MEANS = {
+        names.WIRE_BYTES_FWD: "wire_bytes_fwd_per_step",
+        names.WIRE_BYTES_BWD: "wire_bytes_bwd_per_step",
+        names.WIRE_RATIO: "compression_ratio",
+        names.TIME_BATCH: "time_per_batch_s",
+        names.LINK_TIME: "link_time_per_step_s",
+    }
+
+    def __init__(self) -> None:
+        self.figures: dict[str, float] = {}
+        self._sums: dict[str, tuple[float, int]] = {}
+        self._changed = False
+
+    def add(self, name: str, value: float) -> None:
+        if not math.isfinite(value):
+            return
+        if name == names.VAL_ACC:
+            self.figures["final_val_acc"] = value
+            self.figures["best_val_acc"] = max(value, self.figures.get("best_val_acc", value))
+        elif name == names.TRAIN_ACC:
+            self.figures["final_train_acc"] = value
+        elif name in self.MEANS:
+            key = self.MEANS[name]
+            total, count = self._sums.get(key, (0.0, 0))
+            self._sums[key] = (total + value, count + 1)
+            self.figures[key] = (total + value) / (count + 1)
+        else:
+            return
+        self._changed = True
+
+    def take(self) -> dict[str, float] | None:
+        """The figures if they changed since the last take, else None."""
+        if not self._changed:
+            return None
+        self._changed = False
+        figures = dict(self.figures)
+        wire = [figures[k] for k in ("wire_bytes_fwd_per_step", "wire_bytes_bwd_per_step") if k in figures]
+        if wire:
+            figures["wire_bytes_per_step"] = sum(wire)
+        return figures
 
 
 class Reporter:
@@ -39,6 +87,7 @@ class Reporter:
         self.cancelled = False
         self._last_flush = self._last_progress = clock()
         self._progress_dirty = False
+        self.live = LiveSummary()
 
     # ------------------------------------------------------------------ engine callbacks
 
@@ -46,6 +95,7 @@ class Reporter:
         now = time.time()
         for p in points:
             self.points.append({"step": p["step"], "name": p["name"], "value": p["value"], "time": p.get("time", now)})
+            self.live.add(p["name"], p["value"])
         if len(self.points) >= self.max_points:
             self.flush()
 
@@ -76,6 +126,9 @@ class Reporter:
         if self.points:
             self.points_written += crud.append_metrics(self.run_id, self.points)
             self.points = []
+            figures = self.live.take()
+            if figures:
+                crud.update_summary(self.run_id, figures)
         if self.lines:
             crud.append_logs(self.run_id, self.lines)
             self.lines = []

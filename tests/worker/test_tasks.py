@@ -208,6 +208,32 @@ def test_reporter_writes_in_batches_of_points_or_seconds(embedded, monkeypatch):
     assert len(embedded.series(run_id, "a")[0]) == 251
 
 
+def test_reporter_keeps_a_live_summary_until_the_engine_writes_its_own(embedded):
+    from backend import crud
+    from slimpipe import names
+    from worker.reporter import Reporter
+
+    (run_id,) = embedded.submit(fake(), send=False)
+    reporter = Reporter(run_id)
+    for step, (acc, fwd) in enumerate([(50.0, 100.0), (70.0, 300.0), (60.0, float("nan"))], start=1):
+        reporter.on_metrics(
+            [
+                {"step": step, "name": names.VAL_ACC, "value": acc},
+                {"step": step, "name": names.WIRE_BYTES_FWD, "value": fwd},
+                {"step": step, "name": names.WIRE_BYTES_BWD, "value": 50.0},
+                {"step": step, "name": names.TRAIN_LOSS, "value": 1.0},
+            ]
+        )
+    reporter.flush()
+    summary = embedded.run(run_id).summary
+    assert summary["best_val_acc"] == 70.0 and summary["final_val_acc"] == 60.0
+    assert summary["wire_bytes_fwd_per_step"] == 200.0  # the NaN is left out of the mean
+    assert summary["wire_bytes_per_step"] == 250.0
+    crud.finish_run(run_id, names.SUCCEEDED, summary={"best_val_acc": 71.0, "wire_bytes_per_step": 240.0})
+    final = embedded.run(run_id).summary
+    assert final["best_val_acc"] == 71.0 and final["wire_bytes_per_step"] == 240.0
+
+
 # --------------------------------------------------------------------------- recovery
 
 
