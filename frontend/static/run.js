@@ -5,6 +5,8 @@ import { badge, el, fmtAgo, fmtBytes, fmtNum, fmtPct, fmtRatio, fmtSecs, progres
 
 const RUN_ID = Number(document.getElementById("run-head").dataset.runId);
 const FINAL = new Set(["succeeded", "failed", "cancelled"]);
+// While a run trains the worker keeps a partial summary; only a finished run's summary is final.
+const finalSummary = () => (run && FINAL.has(run.status) ? run.summary : null);
 const MAX_POINTS = 1000;
 const LOG_LINES = 500;
 
@@ -41,7 +43,7 @@ function present(specs) {
 
 function drawCharts() {
   redrawPending = false;
-  if (run && !run.summary) renderCards(liveSummary(), true);
+  if (run && !finalSummary()) renderCards(liveSummary(), true);
   if (!window.Plotly) {
     plotlyReady().then(drawCharts);
     return;
@@ -149,11 +151,11 @@ function renderRun(r) {
       .then((t) => (document.getElementById("run-spec").textContent = t))
       .catch(() => (document.getElementById("run-spec").textContent = JSON.stringify(run.spec, null, 2)));
   }
-  renderSummary(run.summary || {});
+  renderSummary(finalSummary() || {});
 }
 
 function renderSummary(s) {
-  if (!run.summary && Object.keys(series).length) renderCards(liveSummary(), true);
+  if (!finalSummary() && Object.keys(series).length) renderCards(liveSummary(), true);
   else renderCards(s, false);
   // The engine may add its own keys (stages, device, the frozen spec); the spec has its own panel.
   const rows = Object.entries(s)
