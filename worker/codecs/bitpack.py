@@ -10,6 +10,8 @@ import numba as nb
 import numpy as np
 import torch
 
+from worker.codecs.fused import _pack_any
+
 CHUNK = 64  # values per independently packed chunk (= b whole words)
 
 
@@ -21,20 +23,8 @@ def packed_bytes(n: int, bits: int) -> int:
 def _pack_words(symbols, bits, words):  # pragma: no cover - compiled
     n = symbols.size
     for c in nb.prange((n + CHUNK - 1) // CHUNK):
-        w = c * bits
-        acc = np.uint64(0)
-        nacc = 0
-        for i in range(c * CHUNK, min(c * CHUNK + CHUNK, n)):
-            v = np.uint64(symbols[i])
-            acc |= v << np.uint64(nacc)
-            nacc += bits
-            if nacc >= 64:
-                words[w] = acc
-                w += 1
-                nacc -= 64
-                acc = (v >> np.uint64(bits - nacc)) if nacc > 0 else np.uint64(0)
-        if nacc > 0:
-            words[w] = acc
+        start = c * CHUNK
+        _pack_any(symbols[start:], min(CHUNK, n - start), bits, words, c * bits)
 
 
 @nb.njit(parallel=True, cache=True)
