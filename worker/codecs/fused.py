@@ -225,6 +225,106 @@ def _unpack(words, w, bits, m, q):  # pragma: no cover - compiled
 
 
 @nb.njit(inline="always")
+def _pack_full_w(q, bits, words, w):  # pragma: no cover - compiled; 64 values, `bits` a literal
+    if 64 % bits == 0:
+        per = 64 // bits
+        for k in range(bits):
+            acc = np.uint64(0)
+            for j in range(per):
+                acc |= np.uint64(q[k * per + j]) << np.uint64(j * bits)
+            words[w + k] = acc
+    else:
+        _pack_any(q, SUB, bits, words, w)
+
+
+@nb.njit(inline="always")
+def _unpack_full_w(words, w, bits, q):  # pragma: no cover - compiled; 64 values, `bits` a literal
+    if 64 % bits == 0:
+        mask = (np.uint64(1) << np.uint64(bits)) - np.uint64(1)
+        per = 64 // bits
+        for k in range(bits):
+            acc = words[w + k]
+            for j in range(per):
+                q[k * per + j] = np.int32((acc >> np.uint64(j * bits)) & mask)
+    else:
+        _unpack_any(words, w, bits, SUB, q)
+
+
+@nb.njit(inline="always")
+def _pack_full(q, bits, words, w):  # pragma: no cover - compiled
+    """Pack one whole sub-chunk. Each branch passes a literal width, so after inlining LLVM sees
+    constant shifts and trip counts and unrolls them: 2-3x faster than the generic loop."""
+    if bits == 1:
+        _pack_full_w(q, 1, words, w)
+    elif bits == 2:
+        _pack_full_w(q, 2, words, w)
+    elif bits == 3:
+        _pack_full_w(q, 3, words, w)
+    elif bits == 4:
+        _pack_full_w(q, 4, words, w)
+    elif bits == 5:
+        _pack_full_w(q, 5, words, w)
+    elif bits == 6:
+        _pack_full_w(q, 6, words, w)
+    elif bits == 7:
+        _pack_full_w(q, 7, words, w)
+    elif bits == 8:
+        _pack_full_w(q, 8, words, w)
+    elif bits == 9:
+        _pack_full_w(q, 9, words, w)
+    elif bits == 10:
+        _pack_full_w(q, 10, words, w)
+    elif bits == 11:
+        _pack_full_w(q, 11, words, w)
+    elif bits == 12:
+        _pack_full_w(q, 12, words, w)
+    elif bits == 13:
+        _pack_full_w(q, 13, words, w)
+    elif bits == 14:
+        _pack_full_w(q, 14, words, w)
+    elif bits == 15:
+        _pack_full_w(q, 15, words, w)
+    else:
+        _pack_full_w(q, 16, words, w)
+
+
+@nb.njit(inline="always")
+def _unpack_full(words, w, bits, q):  # pragma: no cover - compiled; see _pack_full
+    if bits == 1:
+        _unpack_full_w(words, w, 1, q)
+    elif bits == 2:
+        _unpack_full_w(words, w, 2, q)
+    elif bits == 3:
+        _unpack_full_w(words, w, 3, q)
+    elif bits == 4:
+        _unpack_full_w(words, w, 4, q)
+    elif bits == 5:
+        _unpack_full_w(words, w, 5, q)
+    elif bits == 6:
+        _unpack_full_w(words, w, 6, q)
+    elif bits == 7:
+        _unpack_full_w(words, w, 7, q)
+    elif bits == 8:
+        _unpack_full_w(words, w, 8, q)
+    elif bits == 9:
+        _unpack_full_w(words, w, 9, q)
+    elif bits == 10:
+        _unpack_full_w(words, w, 10, q)
+    elif bits == 11:
+        _unpack_full_w(words, w, 11, q)
+    elif bits == 12:
+        _unpack_full_w(words, w, 12, q)
+    elif bits == 13:
+        _unpack_full_w(words, w, 13, q)
+    elif bits == 14:
+        _unpack_full_w(words, w, 14, q)
+    elif bits == 15:
+        _unpack_full_w(words, w, 15, q)
+    else:
+        _unpack_full_w(words, w, 16, q)
+
+
+@nb.njit(inline="always")
 def _dequant(q, m, one, lo_buf, step_buf, pos, scatter, i0, out):  # pragma: no cover - compiled
     if one and not scatter:
         lo, step = lo_buf[0], step_buf[0]
@@ -285,36 +385,98 @@ def _dequant_task(words, symbols, packed, bits, lo, step, inner, ngroups, pos, b
         _dequant(q, m, one, lo_buf, step_buf, pos, scatter, i0, out)
 
 
+@nb.njit(cache=True)
+def _dequant_task_tiled(words, bits, lo, step, inner, ngroups, n, out, s0, s1):  # pragma: no cover
+    """Packed values in groups that tile whole sub-chunks (one group, or inner % 64 == 0): the
+    group advances by counting, and whole sub-chunks take the literal-width unpack."""
+    q = np.empty(SUB, dtype=np.int32)
+    g = (s0 * SUB // inner) % ngroups
+    rem = s0 * SUB % inner
+    for s in range(s0, s1):
+        i0 = s * SUB
+        a, d = lo[g], step[g]
+        o = out[i0 : i0 + SUB]  # a view indexed from 0: no negative-index wraparound, so it vectorizes
+        if o.size == SUB:
+            _unpack_full(words, s * bits, bits, q)
+        else:
+            _unpack(words, s * bits, bits, o.size, q)
+        for j in range(o.size):
+            o[j] = a + np.float64(q[j]) * d
+        rem += SUB
+        if rem >= inner and ngroups > 1:
+            rem = 0
+            g = g + 1 if g + 1 < ngroups else 0
+
+
 @nb.njit(parallel=True, cache=True)
 def unpack_dequant(words, symbols, packed, bits, lo, step, inner, ngroups, pos, by_pos, scatter, n, out):  # pragma: no cover
     """Inverse of quant_pack; with `scatter`, value i lands at out[pos[i]]."""
     nsub = (n + SUB - 1) // SUB
+    tiled = packed and not by_pos and not scatter and (ngroups == 1 or inner % SUB == 0)
     for t in nb.prange((nsub + TASK - 1) // TASK):
-        _dequant_task(words, symbols, packed, bits, lo, step, inner, ngroups, pos, by_pos, scatter, n, out,
-                      t * TASK, min(t * TASK + TASK, nsub))
+        if tiled:
+            _dequant_task_tiled(words, bits, lo, step, inner, ngroups, n, out, t * TASK, min(t * TASK + TASK, nsub))
+        else:
+            _dequant_task(words, symbols, packed, bits, lo, step, inner, ngroups, pos, by_pos, scatter, n, out,
+                          t * TASK, min(t * TASK + TASK, nsub))
 
 
-@nb.njit(cache=True)
-def _block_task(x, block, bits, stochastic, seed, packed, lo_out, step_out, words, symbols, g0, g1):  # pragma: no cover
-    """Blocks g0..g1: min/max, bf16 step, quantize, pack; returns 1 if a block holds NaN/inf."""
+# NaN and inf are ruled out by an integer test on the bit patterns before any float work, so the
+# block kernels may assume finite values: the select-based min/max then vectorizes. Contraction and
+# reassociation stay off, so quantized symbols are bit-identical to the torch backend's.
+FINITE_MATH = {"nnan", "ninf", "nsz"}
+
+
+@nb.njit(inline="always")
+def _ordered(u):  # pragma: no cover - compiled; int32 key whose order is the float order (NaN aside)
+    return u ^ ((u >> np.int32(31)) & np.int32(0x7FFFFFFF))
+
+
+@nb.njit(inline="always")
+def _finite_minmax(bits32, f32, i32):  # pragma: no cover - compiled; (min, max, all finite?) of a block
+    """On the values' int32 bit patterns: integer min/max of order keys and a max of |bits| vectorize
+    where float selects do not (LLVM wants function-level no-NaN attributes numba does not set)."""
+    a, b, top = np.int32(0x7FFFFFFF), np.int32(-0x80000000), np.int32(0)
+    for i in range(bits32.size):
+        u = bits32[i]
+        k, m = _ordered(u), u & np.int32(0x7FFFFFFF)
+        a = k if k < a else a
+        b = k if k > b else b
+        top = m if m > top else top
+    i32[0] = _ordered(a)
+    lo = f32[0]
+    i32[0] = _ordered(b)
+    return lo, f32[0], top < np.int32(0x7F800000)
+
+
+@nb.njit(fastmath=FINITE_MATH, cache=True)
+def _block_task(x, bits32, block, bits, stochastic, seed, packed, lo_out, step_out, words, symbols, g0, g1):  # pragma: no cover
+    """Blocks g0..g1: min/max, bf16 step, quantize, pack; returns 1 if a block holds NaN/inf.
+    Each block is read from memory once; the quantize pass re-reads it from L1."""
     n = x.size
     maxq = np.float64((1 << bits) - 1)
     q = np.empty(SUB, dtype=np.int32)
     lo_buf = np.empty(1, dtype=np.float64)
     inv_buf = np.empty(1, dtype=np.float64)
     f32 = np.empty(1, dtype=np.float32)
-    u32 = f32.view(np.uint32)
-    bad = 0
+    u32, i32 = f32.view(np.uint32), f32.view(np.int32)
     for g in range(g0, g1):
         i0, i1 = g * block, min(g * block + block, n)
-        lo, hi, total = _range_minmax(x, i0, i1)
-        if total - total != 0.0:  # NaN or inf in the block, or a sum overflow: check exactly
-            for i in range(i0, i1):
-                if not np.isfinite(x[i]):
-                    bad = 1
-        step = bf16_up((np.float64(hi) - np.float64(lo)) / maxq, f32, u32)
-        lo_out[g], step_out[g] = lo, step
-        lo_buf[0], inv_buf[0] = lo, 1.0 / step if step > 0.0 else 0.0
+        xb = x[i0:i1]  # indexing a block view from 0 lets LLVM drop negative-index wraparound and vectorize
+        lo32, hi32, finite = _finite_minmax(bits32[i0:i1], f32, i32)
+        if not finite:
+            return 1
+        lo = np.float64(lo32)
+        step = bf16_up((np.float64(hi32) - lo) / maxq, f32, u32)
+        lo_out[g], step_out[g] = lo32, step
+        inv = 1.0 / step if step > 0.0 else 0.0
+        if xb.size == block and packed and not stochastic:  # the common case: literal widths, constant trip counts
+            for c in range(block // SUB):
+                for j in range(SUB):
+                    q[j] = _symbol((np.float64(xb[c * SUB + j]) - lo) * inv + 0.5, maxq)
+                _pack_full(q, bits, words, (i0 // SUB + c) * bits)
+            continue
+        lo_buf[0], inv_buf[0] = lo, inv
         for i in range(i0, i1, SUB):
             m = min(SUB, i1 - i)
             _symbols(x, i, m, True, lo_buf, inv_buf, maxq, stochastic, seed, q)
@@ -323,13 +485,14 @@ def _block_task(x, block, bits, stochastic, seed, packed, lo_out, step_out, word
             else:
                 for j in range(m):
                     symbols[i + j] = q[j]
-    return bad
+    return 0
 
 
 @nb.njit(parallel=True, cache=True)
 def block_quant_pack(x, block, bits, stochastic, seed, packed, lo_out, step_out, bad, words, symbols):  # pragma: no cover
     """One pass for block scales (block % 64 == 0): min/max, scale, quantize, pack, block by block."""
     per_task = max(1, (1 << 16) // block)
+    bits32 = x.view(np.int32)
     for t in nb.prange(bad.size):
-        bad[t] = _block_task(x, block, bits, stochastic, seed, packed, lo_out, step_out, words, symbols,
+        bad[t] = _block_task(x, bits32, block, bits, stochastic, seed, packed, lo_out, step_out, words, symbols,
                              t * per_task, min(t * per_task + per_task, lo_out.size))
