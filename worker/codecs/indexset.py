@@ -31,13 +31,17 @@ def binary_entropy(r: float) -> float:
 
 
 @nb.njit(cache=True)
-def _unary_bits(coded, p0, out):  # pragma: no cover - compiled; out[j] = sum of (gap >> (p0 + j)) + 1
+def _unary_bits(coded, p0):  # pragma: no cover - compiled
+    """Unary-stream length for p = p0, p0+1, p0+2: sum of (gap >> p) + 1 over the gaps."""
+    s0 = s1 = s2 = 0
     prev = -1
     for i in range(coded.size):
         gap = coded[i] - prev - 1
         prev = coded[i]
-        for j in range(out.size):
-            out[j] += (gap >> (p0 + j)) + 1
+        s0 += gap >> p0
+        s1 += gap >> (p0 + 1)
+        s2 += gap >> (p0 + 2)
+    return s0 + coded.size, s1 + coded.size, s2 + coded.size
 
 
 @nb.njit(cache=True)
@@ -91,8 +95,7 @@ def _rice_parameter(coded: np.ndarray, n: int) -> tuple[int, int]:
     count = coded.size
     guess = int(np.clip(np.round(np.log2(max((n - count) / max(count, 1) * np.log(2), 1.0))), 0, MAX_P))
     p0 = max(0, guess - 1)
-    unary = np.zeros(min(MAX_P, guess + 1) + 1 - p0, dtype=np.int64)
-    _unary_bits(coded, p0, unary)
+    unary = np.array(_unary_bits(coded, p0)[: min(MAX_P, guess + 1) + 1 - p0], dtype=np.int64)
     best = int(np.argmin(unary + count * (p0 + np.arange(unary.size))))
     return p0 + best, int(unary[best])
 

@@ -12,8 +12,10 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 import torch
+from numba.cpython.unsafe.numbers import trailing_zeros
 
 NBINS = 4096
+SUB = 64
 SAMPLE = 1 << 16
 EXACT_BELOW = 1 << 17  # small tensors: exact selection is cheap
 TOLERANCE = 0.005  # accepted |count - k| / k for the histogram threshold
@@ -36,13 +38,29 @@ def _key(a, t_lo, t_hi, inv_w):  # pragma: no cover - compiled; NBINS = above th
 
 @nb.njit(cache=True)
 def _gather_chunk(x, start, stop, t_lo, cap, cand_idx, cand_val, base):  # pragma: no cover - compiled
+    """Candidates of x[start:stop] into slots base.. (at most cap written); returns how many there are.
+    Per 64 values a vectorized compare builds a bit mask, then only the hits (~k/n) are visited."""
     j = 0
-    for i in range(start, stop):
-        v = x[i]
-        slot = base + (j if j < cap else cap)  # branch-free: write always, advance on a hit
-        cand_idx[slot] = i
-        cand_val[slot] = v
-        j += 1 if abs(v) >= t_lo else 0
+    xs = x[start:stop]  # views indexed from 0: no negative-index wraparound, so the compare vectorizes
+    whole = xs.size // SUB * SUB
+    for s in range(0, whole, SUB):
+        xb = xs[s : s + SUB]
+        hits = np.uint64(0)
+        for i in range(SUB):
+            hits |= np.uint64(abs(xb[i]) >= t_lo) << np.uint64(i)
+        while hits != 0:
+            i = np.int64(trailing_zeros(hits))  # type: ignore[call-arg]  # numba intrinsic: the context arg is implicit
+            if j < cap:
+                cand_idx[base + j] = start + s + i
+                cand_val[base + j] = xb[i]
+            j += 1
+            hits &= hits - np.uint64(1)
+    for i in range(whole, xs.size):
+        if abs(xs[i]) >= t_lo:
+            if j < cap:
+                cand_idx[base + j] = start + i
+                cand_val[base + j] = xs[i]
+            j += 1
     return j
 
 
@@ -58,19 +76,23 @@ def _gather(x, t_lo, nchunks, cap, cand_idx, cand_val, counts):  # pragma: no co
 @nb.njit(parallel=True, cache=True)
 def _candidate_histogram(cand_val, counts, cap, t_lo, t_hi, inv_w, hist):  # pragma: no cover - compiled
     for c in nb.prange(counts.size):
-        for j in range(c * (cap + 1), c * (cap + 1) + counts[c]):
-            hist[c, _key(abs(cand_val[j]), t_lo, t_hi, inv_w)] += 1
+        vals, h = cand_val[c * (cap + 1) : c * (cap + 1) + counts[c]], hist[c]
+        for j in range(vals.size):
+            h[_key(abs(vals[j]), t_lo, t_hi, inv_w)] += 1
 
 
 @nb.njit(parallel=True, cache=True)
 def _cut(cand_idx, cand_val, counts, cap, t_lo, t_hi, inv_w, cut, offsets, idx, vals):  # pragma: no cover - compiled
     for c in nb.prange(counts.size):
-        out = offsets[c]
-        for j in range(c * (cap + 1), c * (cap + 1) + counts[c]):
-            v = cand_val[j]
+        lo, hi = c * (cap + 1), c * (cap + 1) + counts[c]
+        c_idx, c_val = cand_idx[lo:hi], cand_val[lo:hi]
+        o_idx, o_val = idx[offsets[c] :], vals[offsets[c] :]
+        out = 0
+        for j in range(c_val.size):
+            v = c_val[j]
             if _key(abs(v), t_lo, t_hi, inv_w) >= cut:
-                idx[out] = cand_idx[j]
-                vals[out] = v
+                o_idx[out] = c_idx[j]
+                o_val[out] = v
                 out += 1
 
 
