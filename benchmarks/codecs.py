@@ -41,6 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kinds", default=",".join(KINDS), help="tensor kinds: gaussian,heavy,transformer")
     parser.add_argument("--only", default="", help="comma-separated config names to run (default: all)")
     parser.add_argument("--threads", type=int, default=0, help="torch and numba threads (default: all cores)")
+    parser.add_argument("--system-malloc", action="store_true",
+                        help="leave glibc's malloc as it is (default: keep freed memory, as training workers do)")
     parser.add_argument("--json", action="store_true", help="print rows as JSON instead of a table")
 
 
@@ -146,7 +148,9 @@ def run(args: argparse.Namespace) -> int:
 
     from slimpipe.spec import CompressionSpec
     from worker.codecs import decode, make_codec
+    from worker.memory import keep_freed_memory
 
+    malloc = "glibc default" if args.system_malloc else "keep freed" if keep_freed_memory() else "default"
     if args.threads:
         import numba
 
@@ -165,9 +169,9 @@ def run(args: argparse.Namespace) -> int:
             rows.append(_row(name, kind, x, lambda c=codec, t=x: c.encode(t), decode, repeats, information_bound_bits))
         rows.extend(_baselines(kind, x, repeats))
     if args.json:
-        print(json.dumps({"elements": n, "threads": torch.get_num_threads(), "rows": rows}, indent=1))
+        print(json.dumps({"elements": n, "threads": torch.get_num_threads(), "malloc": malloc, "rows": rows}, indent=1))
         return 0
-    print(f"codecs on {n:,} fp32 elements, {torch.get_num_threads()} threads, median of {repeats}, load average "
+    print(f"codecs on {n:,} fp32 elements, {torch.get_num_threads()} threads, malloc: {malloc}, median of {repeats}, load average "
           f"{os.getloadavg()[0]:.1f}; GB/s of fp32 input (rt/cpu: per CPU-second of this process, all threads); "
           "bound = n*H(k/n) + symbol entropy + scales, in bits/el (header excluded)")
     head = (f"{'config':22} {'tensor':11} {'bits/el':>8} {'ratio':>7} {'bound':>7} {'max err':>9} {'rel L2':>8} "

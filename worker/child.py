@@ -152,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     supervisor = int(args[2]) if len(args) == 3 else os.getppid()
     signal.signal(signal.SIGTERM, _on_sigterm)
     _watch_supervisor(supervisor)
+    from worker.memory import keep_freed_memory
+
+    keep_freed_memory()  # this process only trains: reuse freed tensors instead of page-faulting new ones
     outcome = train_run(run_id)
     tmp = outcome_path.with_suffix(".tmp")
     tmp.write_text(json.dumps(outcome, default=str))

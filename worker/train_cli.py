@@ -68,6 +68,9 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from slimpipe.spec import expand_sweep, load_spec_text
+    from worker.memory import keep_freed_memory
+
+    keep_freed_memory()  # see worker/memory.py: the training process reuses freed tensors
 
     spec_path = Path(args.spec)
     if not spec_path.exists():

@@ -225,103 +225,167 @@ def _unpack(words, w, bits, m, q):  # pragma: no cover - compiled
 
 
 @nb.njit(inline="always")
-def _pack_full_w(q, bits, words, w):  # pragma: no cover - compiled; 64 values, `bits` a literal
+def _pack_groups(q, bits, words, w):  # pragma: no cover - compiled; 64 values, any width, `bits` a literal
+    """Eight groups of 8 values; a group is exactly `bits` bytes, so its offset and every shift are
+    constants once `bits` is, and nothing carries from one value to the next (2-4x the serial loop)."""
+    for g in range(8):
+        lo, hi = np.uint64(0), np.uint64(0)  # the group's 8*bits (<= 128) bits
+        for j in range(8):
+            v, at = np.uint64(q[g * 8 + j]), j * bits
+            if at < 64:
+                lo |= v << np.uint64(at)
+                if at + bits > 64:
+                    hi |= v >> np.uint64(64 - at)
+            else:
+                hi |= v << np.uint64(at - 64)
+        start = g * 8 * bits
+        first, last, sh = start // 64, (start + 8 * bits - 1) // 64, start % 64
+        if sh == 0:
+            words[w + first] = lo
+            if last > first:
+                words[w + first + 1] = hi
+        else:  # the previous group assigned words[w + first]; only this sub-chunk's words are touched
+            words[w + first] |= lo << np.uint64(sh)
+            if last > first:
+                words[w + first + 1] = (lo >> np.uint64(64 - sh)) | (hi << np.uint64(sh))
+            if last > first + 1:
+                words[w + first + 2] = hi >> np.uint64(64 - sh)
+
+
+@nb.njit(inline="always")
+def _unpack_groups(words, w, bits, q):  # pragma: no cover - compiled; inverse of _pack_groups
+    mask = (np.uint64(1) << np.uint64(bits)) - np.uint64(1)
+    for g in range(8):
+        start = g * 8 * bits
+        first, last, sh = start // 64, (start + 8 * bits - 1) // 64, start % 64
+        lo = words[w + first]
+        hi = words[w + first + 1] if last > first else np.uint64(0)
+        if sh:
+            top = words[w + first + 2] if last > first + 1 else np.uint64(0)
+            lo = (lo >> np.uint64(sh)) | (hi << np.uint64(64 - sh))
+            hi = (hi >> np.uint64(sh)) | (top << np.uint64(64 - sh))
+        for j in range(8):
+            at = j * bits
+            if at < 64:
+                v = lo >> np.uint64(at)
+                if at + bits > 64:
+                    v |= hi << np.uint64(64 - at)
+            else:
+                v = hi >> np.uint64(at - 64)
+            q[g * 8 + j] = np.int32(v & mask)
+
+
+def _width_kernels(bits: int):
+    """Pack and unpack of one whole sub-chunk (64 values) at one width. `bits` is a closure constant,
+    so shifts, offsets and trip counts are literals that LLVM unrolls; each width compiles once (and
+    is cached), and every kernel calls it, instead of inlining sixteen copies into each kernel."""
     if 64 % bits == 0:
         per = 64 // bits
-        for k in range(bits):
-            acc = np.uint64(0)
-            for j in range(per):
-                acc |= np.uint64(q[k * per + j]) << np.uint64(j * bits)
-            words[w + k] = acc
-    else:
-        _pack_any(q, SUB, bits, words, w)
+        mask = np.uint64((1 << bits) - 1)
+
+        @nb.njit(cache=True)
+        def pack(q, words, w):  # pragma: no cover - compiled
+            for k in range(bits):
+                acc = np.uint64(0)
+                for j in range(per):
+                    acc |= np.uint64(q[k * per + j]) << np.uint64(j * bits)
+                words[w + k] = acc
+
+        @nb.njit(cache=True)
+        def unpack(words, w, q):  # pragma: no cover - compiled
+            for k in range(bits):
+                acc = words[w + k]
+                for j in range(per):
+                    q[k * per + j] = np.int32((acc >> np.uint64(j * bits)) & mask)
+
+        return pack, unpack
+
+    @nb.njit(cache=True)
+    def pack_groups(q, words, w):  # pragma: no cover - compiled
+        _pack_groups(q, bits, words, w)
+
+    @nb.njit(cache=True)
+    def unpack_groups(words, w, q):  # pragma: no cover - compiled
+        _unpack_groups(words, w, bits, q)
+
+    return pack_groups, unpack_groups
+
+
+(_P1, _U1), (_P2, _U2), (_P3, _U3), (_P4, _U4), (_P5, _U5), (_P6, _U6), (_P7, _U7), (_P8, _U8), \
+    (_P9, _U9), (_P10, _U10), (_P11, _U11), (_P12, _U12), (_P13, _U13), (_P14, _U14), (_P15, _U15), \
+    (_P16, _U16) = (_width_kernels(b) for b in range(1, 17))
 
 
 @nb.njit(inline="always")
-def _unpack_full_w(words, w, bits, q):  # pragma: no cover - compiled; 64 values, `bits` a literal
-    if 64 % bits == 0:
-        mask = (np.uint64(1) << np.uint64(bits)) - np.uint64(1)
-        per = 64 // bits
-        for k in range(bits):
-            acc = words[w + k]
-            for j in range(per):
-                q[k * per + j] = np.int32((acc >> np.uint64(j * bits)) & mask)
-    else:
-        _unpack_any(words, w, bits, SUB, q)
-
-
-@nb.njit(inline="always")
-def _pack_full(q, bits, words, w):  # pragma: no cover - compiled
-    """Pack one whole sub-chunk. Each branch passes a literal width, so after inlining LLVM sees
-    constant shifts and trip counts and unrolls them: 2-3x faster than the generic loop."""
+def _pack_full(q, bits, words, w):  # pragma: no cover - compiled; one whole sub-chunk
     if bits == 1:
-        _pack_full_w(q, 1, words, w)
+        _P1(q, words, w)
     elif bits == 2:
-        _pack_full_w(q, 2, words, w)
+        _P2(q, words, w)
     elif bits == 3:
-        _pack_full_w(q, 3, words, w)
+        _P3(q, words, w)
     elif bits == 4:
-        _pack_full_w(q, 4, words, w)
+        _P4(q, words, w)
     elif bits == 5:
-        _pack_full_w(q, 5, words, w)
+        _P5(q, words, w)
     elif bits == 6:
-        _pack_full_w(q, 6, words, w)
+        _P6(q, words, w)
     elif bits == 7:
-        _pack_full_w(q, 7, words, w)
+        _P7(q, words, w)
     elif bits == 8:
-        _pack_full_w(q, 8, words, w)
+        _P8(q, words, w)
     elif bits == 9:
-        _pack_full_w(q, 9, words, w)
+        _P9(q, words, w)
     elif bits == 10:
-        _pack_full_w(q, 10, words, w)
+        _P10(q, words, w)
     elif bits == 11:
-        _pack_full_w(q, 11, words, w)
+        _P11(q, words, w)
     elif bits == 12:
-        _pack_full_w(q, 12, words, w)
+        _P12(q, words, w)
     elif bits == 13:
-        _pack_full_w(q, 13, words, w)
+        _P13(q, words, w)
     elif bits == 14:
-        _pack_full_w(q, 14, words, w)
+        _P14(q, words, w)
     elif bits == 15:
-        _pack_full_w(q, 15, words, w)
+        _P15(q, words, w)
     else:
-        _pack_full_w(q, 16, words, w)
+        _P16(q, words, w)
 
 
 @nb.njit(inline="always")
-def _unpack_full(words, w, bits, q):  # pragma: no cover - compiled; see _pack_full
+def _unpack_full(words, w, bits, q):  # pragma: no cover - compiled; one whole sub-chunk
     if bits == 1:
-        _unpack_full_w(words, w, 1, q)
+        _U1(words, w, q)
     elif bits == 2:
-        _unpack_full_w(words, w, 2, q)
+        _U2(words, w, q)
     elif bits == 3:
-        _unpack_full_w(words, w, 3, q)
+        _U3(words, w, q)
     elif bits == 4:
-        _unpack_full_w(words, w, 4, q)
+        _U4(words, w, q)
     elif bits == 5:
-        _unpack_full_w(words, w, 5, q)
+        _U5(words, w, q)
     elif bits == 6:
-        _unpack_full_w(words, w, 6, q)
+        _U6(words, w, q)
     elif bits == 7:
-        _unpack_full_w(words, w, 7, q)
+        _U7(words, w, q)
     elif bits == 8:
-        _unpack_full_w(words, w, 8, q)
+        _U8(words, w, q)
     elif bits == 9:
-        _unpack_full_w(words, w, 9, q)
+        _U9(words, w, q)
     elif bits == 10:
-        _unpack_full_w(words, w, 10, q)
+        _U10(words, w, q)
     elif bits == 11:
-        _unpack_full_w(words, w, 11, q)
+        _U11(words, w, q)
     elif bits == 12:
-        _unpack_full_w(words, w, 12, q)
+        _U12(words, w, q)
     elif bits == 13:
-        _unpack_full_w(words, w, 13, q)
+        _U13(words, w, q)
     elif bits == 14:
-        _unpack_full_w(words, w, 14, q)
+        _U14(words, w, q)
     elif bits == 15:
-        _unpack_full_w(words, w, 15, q)
+        _U15(words, w, q)
     else:
-        _unpack_full_w(words, w, 16, q)
+        _U16(words, w, q)
 
 
 @nb.njit(inline="always")
@@ -352,7 +416,9 @@ def _quant_task(x, lo, inv, bits, inner, ngroups, pos, by_pos, stochastic, seed,
         m = min(SUB, n - i0)
         one = _params(i0, m, inner, ngroups, pos, by_pos, lo, inv, lo_buf, inv_buf)
         _symbols(x, i0, m, one, lo_buf, inv_buf, maxq, stochastic, seed, q)
-        if packed:
+        if packed and m == SUB:
+            _pack_full(q, bits, words, s * bits)
+        elif packed:
             _pack(q, m, bits, words, s * bits)
         else:
             for j in range(m):
@@ -376,7 +442,9 @@ def _dequant_task(words, symbols, packed, bits, lo, step, inner, ngroups, pos, b
     for s in range(s0, s1):
         i0 = s * SUB
         m = min(SUB, n - i0)
-        if packed:
+        if packed and m == SUB:
+            _unpack_full(words, s * bits, bits, q)
+        elif packed:
             _unpack(words, s * bits, bits, m, q)
         else:
             for j in range(m):

@@ -49,10 +49,10 @@ def _gather_chunk(x, start, stop, t_lo, cap, cand_idx, cand_val, base):  # pragm
         for i in range(SUB):
             hits |= np.uint64(abs(xb[i]) >= t_lo) << np.uint64(i)
         while hits != 0:
-            i = np.int64(trailing_zeros(hits))  # type: ignore[call-arg]  # numba intrinsic: the context arg is implicit
+            at = np.int64(trailing_zeros(hits))  # type: ignore[call-arg]  # numba intrinsic: the context arg is implicit
             if j < cap:
-                cand_idx[base + j] = start + s + i
-                cand_val[base + j] = xb[i]
+                cand_idx[base + j] = start + s + at
+                cand_val[base + j] = xb[at]
             j += 1
             hits &= hits - np.uint64(1)
     for i in range(whole, xs.size):

@@ -9,7 +9,8 @@ from benchmarks import codecs as bench
 def _run(capsys, *argv):
     parser = argparse.ArgumentParser()
     bench.add_arguments(parser)
-    assert bench.run(parser.parse_args(list(argv))) == 0
+    # --system-malloc: the bench would otherwise switch this pytest process's malloc policy for good
+    assert bench.run(parser.parse_args([*argv, "--system-malloc"])) == 0
     return capsys.readouterr().out
 
 
@@ -17,6 +18,7 @@ def test_json_rows_hold_configs_baselines_and_bounds(capsys):
     out = _run(capsys, "--elements", "65536", "--repeats", "1", "--kinds", "gaussian,transformer",
                "--only", "b4,top0.1 b4 tensor ans", "--json")
     rows = json.loads(out)["rows"]
+    assert json.loads(out)["malloc"] == "glibc default"
     names = [(r["config"], r["tensor"]) for r in rows]
     assert ("b4", "gaussian") in names and ("top0.1 b4 tensor ans", "transformer") in names
     assert {"base fp16 cast", "base torch int8", "base torch.topk 0.1", "base zstd-1 fp32"} <= {r["config"] for r in rows}
