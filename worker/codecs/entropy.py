@@ -1,11 +1,12 @@
-"""Lossless coding of quantized symbols: canonical Huffman (numba) or rANS (constriction, ans.py).
+"""Lossless coding of quantized symbols: canonical Huffman or rANS (ans.py), both numba kernels.
 
 Both code symbols minus the smallest symbol present, with a model built from the counts.
 Huffman: lengths by Moffat-Katajainen, limited to 16 bits by flattening counts; codes are
 written bit-reversed LSB-first so decoding is one table lookup per symbol; the stream is cut
 into word-aligned chunks of CHUNK symbols that encode and decode in parallel.
-Model section: kind u8, max length u8, 2 pad, offset u32, alphabet u32, chunks u32, then
-zlib(lengths u8 | counts u32), then per chunk a u64: Huffman start word, or ANS stream words.
+Model section: kind u8, max length (Huffman) or frequency precision (ANS) u8, 2 pad, offset u32,
+alphabet u32, chunks u32, then zlib(lengths u8 | frequencies u16), then per chunk a u64: Huffman
+start word, or ANS stream words.
 """
 
 from __future__ import annotations
@@ -169,11 +170,25 @@ def _huffman_decode(words, table, max_len, starts, limits, n, out):  # pragma: n
     return bad.max()
 
 
+@nb.njit(parallel=True, cache=True)
+def _histogram(symbols, bins, parts):  # pragma: no cover - compiled; per-part counts, summed by the caller
+    n = symbols.size
+    per = -(-n // parts.shape[0])
+    for p in nb.prange(parts.shape[0]):
+        view, counts = symbols[p * per : min(p * per + per, n)], parts[p]
+        for i in range(view.size):
+            counts[view[i]] += 1
+
+
 def _model(symbols: np.ndarray) -> tuple[int, np.ndarray]:
+    """(smallest symbol present, counts from it to the largest present)."""
     if symbols.size == 0:
         return 0, np.zeros(1, dtype=np.int64)
-    offset = int(symbols.min())
-    return offset, np.bincount(symbols - offset)
+    parts = np.zeros((min(16, -(-symbols.size // CHUNK)), 1 << 16), dtype=np.int64)
+    _histogram(symbols, 1 << 16, parts)
+    counts = parts.sum(axis=0)
+    present = np.flatnonzero(counts)
+    return int(present[0]), counts[present[0] : present[-1] + 1]
 
 
 def encode(symbols: np.ndarray, kind: str) -> tuple[bytes, bytes | np.ndarray]:
@@ -183,9 +198,10 @@ def encode(symbols: np.ndarray, kind: str) -> tuple[bytes, bytes | np.ndarray]:
     if counts.size == 1:  # one distinct symbol (or none): the model says it all
         return _HEAD.pack(HUFFMAN if kind == "huffman" else ANS, 0, offset, 1, 0) + zlib.compress(b"", 1), b""
     if kind == "ans":
-        sizes, values = ans.encode(shifted, counts)
-        head = _HEAD.pack(ANS, 0, offset, counts.size, sizes.size)
-        return head + zlib.compress(counts.astype(np.uint32).tobytes(), 1) + sizes.tobytes(), values
+        precision, freq = ans.choose_precision(counts)
+        sizes, values = ans.encode(shifted, freq, precision)
+        head = _HEAD.pack(ANS, precision, offset, counts.size, sizes.size)
+        return head + zlib.compress(freq.astype(np.uint16).tobytes(), 1) + sizes.tobytes(), values
     lengths = code_lengths(counts)
     codes = canonical_codes(lengths)
     nchunks = -(-symbols.size // CHUNK)
@@ -219,10 +235,10 @@ def decode(model: memoryview, values: memoryview, n: int, bits: int) -> np.ndarr
             raise CodecError("entropy stream is not empty for a one-symbol alphabet")
         return np.full(n, offset, dtype=np.uint16)
     if kind == ANS:
-        counts = np.frombuffer(raw, dtype=np.uint32)
-        if counts.size != alphabet:
-            raise CodecError("entropy model count table has the wrong size")
-        symbols = ans.decode(values, np.frombuffer(model[table_end:], dtype=np.uint64), counts, n)
+        freq = np.frombuffer(raw, dtype=np.uint16)
+        if freq.size != alphabet:
+            raise CodecError("entropy model frequency table has the wrong size")
+        symbols = ans.decode(values, np.frombuffer(model[table_end:], dtype=np.uint64), freq, max_len, n)
     else:
         lengths = np.frombuffer(raw, dtype=np.uint8)
         if lengths.size != alphabet or nchunks != -(-n // CHUNK) or int(lengths.max(initial=0)) != max_len:

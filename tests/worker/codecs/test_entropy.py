@@ -62,3 +62,45 @@ def test_round_trip_property(kind, bits, data):
     symbols = np.array(values, dtype=np.uint16)
     model, stream = entropy.encode(symbols, kind)
     assert np.array_equal(entropy.decode(memoryview(model), memoryview(bytes(stream)), symbols.size, bits), symbols)
+
+
+@settings(max_examples=50, deadline=None)
+@given(counts=st.lists(st.integers(0, 10**9), min_size=2, max_size=300).filter(lambda c: sum(1 for v in c if v) >= 2))
+def test_ans_frequencies_sum_to_the_scale_and_keep_every_present_symbol(counts):
+    from worker.codecs import ans
+
+    counts = np.array(counts, dtype=np.int64)
+    precision, freq = ans.choose_precision(counts)
+    assert 12 <= precision <= 16 and int(freq.sum()) == 1 << precision
+    assert np.array_equal(freq > 0, counts > 0)
+    finest = ans.normalize(counts, 16)
+    assert ans.cross_entropy_bits(counts, freq, precision) <= 1.001 * ans.cross_entropy_bits(counts, finest, 16) + 64
+
+
+def test_ans_takes_a_finer_scale_for_skewed_counts():
+    from worker.codecs import ans
+
+    flat = np.full(16, 1000, dtype=np.int64)
+    skewed = np.concatenate([[10**8], np.ones(200, dtype=np.int64)])  # p(top) > 0.999998
+    assert ans.choose_precision(flat)[0] == 12
+    assert ans.choose_precision(skewed)[0] == 16
+
+
+def test_ans_streams_that_do_not_end_in_the_initial_state_are_refused():
+    from worker.codecs import ans
+
+    symbols = _gaussian_symbols(3 * ans.CHUNK + 123, 4)  # three whole streams and a short one
+    offset, counts = entropy._model(symbols)
+    freq = ans.normalize(counts, 12)
+    sizes, words = ans.encode(symbols - np.uint16(offset), freq, 12)
+    assert sizes.size == 4 and int(sizes.sum()) == words.size
+    decoded = ans.decode(memoryview(words.tobytes()), sizes, freq, 12, symbols.size)
+    assert np.array_equal(decoded + np.uint16(offset), symbols)
+    flipped = words.copy()
+    flipped[int(sizes[0]) + 100] ^= 0x0400  # one bit inside the second stream
+    with pytest.raises(CodecError, match="ANS stream is corrupt"):
+        ans.decode(memoryview(flipped.tobytes()), sizes, freq, 12, symbols.size)
+    with pytest.raises(CodecError, match="length table"):
+        ans.decode(memoryview(words.tobytes()), sizes[:3], freq, 12, symbols.size)
+    with pytest.raises(CodecError, match="sum to"):
+        ans.decode(memoryview(words.tobytes()), sizes, freq * 2, 12, symbols.size)
