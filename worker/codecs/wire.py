@@ -1,7 +1,8 @@
 """The self-describing payload: a versioned header, five length-prefixed sections, a 32-bit checksum.
 
 The checksum is the low 32 bits of xxh3-64 over everything before it: zlib's CRC32 runs at ~1 GB/s
-here and capped every round trip, xxh3 runs at ~9 GB/s (v1 payloads used CRC32).
+here and capped every round trip, xxh3 runs at ~9 GB/s (v1 payloads used CRC32). v3 changed the ANS
+entropy section (16-bit rANS words and a frequency table, see ans.py).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ if sys.byteorder != "little":  # the bit layouts below are little-endian words
     raise ImportError("worker.codecs needs a little-endian machine")
 
 MAGIC = b"SPCW"
-VERSION = 2
+VERSION = 3
 MAX_NUMEL = 1 << 36
 SECTIONS = ("keys", "index", "scales", "values", "model")
 
