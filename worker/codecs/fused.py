@@ -46,24 +46,6 @@ def run_minmax(x, run, lo, hi, sums):  # pragma: no cover - compiled
         lo[r], hi[r], sums[r] = a, b, s
 
 
-@nb.njit(fastmath=True, cache=True)
-def _range_minmax(x, i0, i1):  # pragma: no cover - compiled; fixed 64-wide steps vectorize
-    a, b, s = np.float32(np.inf), np.float32(-np.inf), np.float32(0.0)
-    full = i0 + (i1 - i0) // SUB * SUB
-    for base in range(i0, full, SUB):
-        for j in range(SUB):
-            v = x[base + j]
-            a = v if v < a else a
-            b = v if v > b else b
-            s += v
-    for i in range(full, i1):
-        v = x[i]
-        a = v if v < a else a
-        b = v if v > b else b
-        s += v
-    return a, b, s  # s is NaN/inf if a value is (or, rarely, if huge values overflow the sum)
-
-
 @nb.njit(inline="always")
 def bf16_up(v, f32, u32):  # pragma: no cover - compiled; smallest bf16 >= v >= 0, via a 1-slot bit view
     f32[0] = np.float32(v)
@@ -489,12 +471,6 @@ def unpack_dequant(words, symbols, packed, bits, lo, step, inner, ngroups, pos, 
                           t * TASK, min(t * TASK + TASK, nsub))
 
 
-# NaN and inf are ruled out by an integer test on the bit patterns before any float work, so the
-# block kernels may assume finite values: the select-based min/max then vectorizes. Contraction and
-# reassociation stay off, so quantized symbols are bit-identical to the torch backend's.
-FINITE_MATH = {"nnan", "ninf", "nsz"}
-
-
 @nb.njit(inline="always")
 def _ordered(u):  # pragma: no cover - compiled; int32 key whose order is the float order (NaN aside)
     return u ^ ((u >> np.int32(31)) & np.int32(0x7FFFFFFF))
@@ -517,10 +493,11 @@ def _finite_minmax(bits32, f32, i32):  # pragma: no cover - compiled; (min, max,
     return lo, f32[0], top < np.int32(0x7F800000)
 
 
-@nb.njit(fastmath=FINITE_MATH, cache=True)
+@nb.njit(cache=True)
 def _block_task(x, bits32, block, bits, stochastic, seed, packed, lo_out, step_out, words, symbols, g0, g1):  # pragma: no cover
     """Blocks g0..g1: min/max, bf16 step, quantize, pack; returns 1 if a block holds NaN/inf.
-    Each block is read from memory once; the quantize pass re-reads it from L1."""
+    Each block is read from memory once; the quantize pass re-reads it from L1. No fastmath: without
+    contraction or reassociation the symbols are bit-identical to the torch backend's."""
     n = x.size
     maxq = np.float64((1 << bits) - 1)
     q = np.empty(SUB, dtype=np.int32)
