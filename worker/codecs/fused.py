@@ -108,14 +108,15 @@ def _symbol(t, maxq):  # pragma: no cover - compiled; clamp and truncate (ternar
 
 @nb.njit(inline="always")
 def _symbols(x, i0, m, one, lo_buf, inv_buf, maxq, stochastic, seed, q):  # pragma: no cover - compiled
+    xv = x[i0 : i0 + m]  # a view indexed from 0: no negative-index wraparound, so the loops vectorize
     if one and not stochastic:
         lo, inv = lo_buf[0], inv_buf[0]
         for j in range(m):
-            q[j] = _symbol((np.float64(x[i0 + j]) - lo) * inv + 0.5, maxq)
+            q[j] = _symbol((np.float64(xv[j]) - lo) * inv + 0.5, maxq)
     else:
         for j in range(m):
             k = 0 if one else j
-            t = (np.float64(x[i0 + j]) - lo_buf[k]) * inv_buf[k]
+            t = (np.float64(xv[j]) - lo_buf[k]) * inv_buf[k]
             q[j] = _symbol(t + (_uniform(seed, i0 + j) if stochastic else 0.5), maxq)
 
 
@@ -374,16 +375,18 @@ def _unpack_full(words, w, bits, q):  # pragma: no cover - compiled; one whole s
 def _dequant(q, m, one, lo_buf, step_buf, pos, scatter, i0, out):  # pragma: no cover - compiled
     if one and not scatter:
         lo, step = lo_buf[0], step_buf[0]
+        o = out[i0 : i0 + m]  # views indexed from 0, as in _symbols
         for j in range(m):
-            out[i0 + j] = lo + np.float64(q[j]) * step
-    else:
+            o[j] = lo + np.float64(q[j]) * step
+    elif scatter:
+        where = pos[i0 : i0 + m]
         for j in range(m):
             k = 0 if one else j
-            value = lo_buf[k] + np.float64(q[j]) * step_buf[k]
-            if scatter:
-                out[pos[i0 + j]] = value
-            else:
-                out[i0 + j] = value
+            out[where[j]] = lo_buf[k] + np.float64(q[j]) * step_buf[k]
+    else:
+        o = out[i0 : i0 + m]
+        for j in range(m):
+            o[j] = lo_buf[j] + np.float64(q[j]) * step_buf[j]
 
 
 @nb.njit(cache=True)
