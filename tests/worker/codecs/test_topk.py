@@ -54,3 +54,13 @@ def test_torch_selection_is_exact_and_sorted():
     x = torch.randn(5000)
     idx, vals = topk.select_torch(x, 500)
     _check_selection(x.numpy(), idx.numpy(), vals.numpy(), 500, 0.0)
+
+
+def test_exact_selection_keeps_exactly_k_in_order_with_ties_and_nan():
+    from worker.codecs import topk
+
+    ties = np.array([1, 3, 3, 3, 2, 3, 0, 3], dtype=np.float32)  # five values tie at the 3rd largest
+    assert topk._exact(ties, 3).tolist() == [1, 2, 3]
+    assert topk._exact(-ties, 6).tolist() == [1, 2, 3, 4, 5, 7]
+    with_nan = np.array([0.5, np.nan, 2.0, -3.0], dtype=np.float32)
+    assert sorted(topk._exact(with_nan, 2).tolist()) == [1, 3]  # NaN ranks largest, as in argpartition
