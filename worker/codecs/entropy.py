@@ -171,7 +171,7 @@ def _huffman_decode(words, table, max_len, starts, limits, n, out):  # pragma: n
 
 
 @nb.njit(parallel=True, cache=True)
-def _histogram(symbols, bins, parts):  # pragma: no cover - compiled; per-part counts, summed by the caller
+def _histogram(symbols, parts):  # pragma: no cover - compiled; per-part counts, summed by the caller
     n = symbols.size
     per = -(-n // parts.shape[0])
     for p in nb.prange(parts.shape[0]):
@@ -184,8 +184,8 @@ def _model(symbols: np.ndarray) -> tuple[int, np.ndarray]:
     """(smallest symbol present, counts from it to the largest present)."""
     if symbols.size == 0:
         return 0, np.zeros(1, dtype=np.int64)
-    parts = np.zeros((min(16, -(-symbols.size // CHUNK)), 1 << 16), dtype=np.int64)
-    _histogram(symbols, 1 << 16, parts)
+    parts = np.zeros((max(1, min(nb.get_num_threads(), -(-symbols.size // CHUNK))), int(symbols.max()) + 1), np.int64)
+    _histogram(symbols, parts)
     counts = parts.sum(axis=0)
     present = np.flatnonzero(counts)
     return int(present[0]), counts[present[0] : present[-1] + 1]
