@@ -263,23 +263,14 @@ def _width_kernels(bits: int):
     so shifts, offsets and trip counts are literals that LLVM unrolls; each width compiles once (and
     is cached), and every kernel calls it, instead of inlining sixteen copies into each kernel."""
     if 64 % bits == 0:
-        per = 64 // bits
-        mask = np.uint64((1 << bits) - 1)
 
         @nb.njit(cache=True)
         def pack(q, words, w):  # pragma: no cover - compiled
-            for k in range(bits):
-                acc = np.uint64(0)
-                for j in range(per):
-                    acc |= np.uint64(q[k * per + j]) << np.uint64(j * bits)
-                words[w + k] = acc
+            _pack_fixed(q, SUB, bits, words, w)
 
         @nb.njit(cache=True)
         def unpack(words, w, q):  # pragma: no cover - compiled
-            for k in range(bits):
-                acc = words[w + k]
-                for j in range(per):
-                    q[k * per + j] = np.int32((acc >> np.uint64(j * bits)) & mask)
+            _unpack_fixed(words, w, bits, SUB, q)
 
         return pack, unpack
 
