@@ -61,6 +61,22 @@ def send_run(run_id: int, queue: str, settings: Settings | None = None) -> str:
     return str(result.id)
 
 
+def send_stages(run_id: int, queue: str, ranks: list[int], world: int, host: str, port: int,
+                settings: Settings | None = None) -> str:
+    """Send `run_stages` for a distributed run's stages placed on `queue`, with where to rendezvous."""
+    settings = settings or get_settings()
+    if queue not in names.QUEUES:
+        raise QueueError(f"pipeline.placement: unknown queue {queue!r}; use one of {', '.join(names.QUEUES)}")
+    try:
+        result = celery_client(settings).send_task(
+            names.TASK_RUN_STAGES, args=[run_id, ranks, world, host, port], queue=queue, routing_key=queue, retry=True,
+            retry_policy={"max_retries": 1, "interval_start": 0.1, "interval_step": 0.2, "interval_max": 0.3},
+        )
+    except Exception as exc:
+        raise QueueError(f"broker {settings.broker_url} did not take the stage task: {exc}") from exc
+    return str(result.id)
+
+
 def revoke(celery_id: str | None, settings: Settings | None = None) -> None:
     """Best effort: a revoked task that still reaches a worker finds its run cancelled and does nothing."""
     settings = settings or get_settings()

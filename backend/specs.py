@@ -62,6 +62,10 @@ def expand(
 
 
 def default_queue(spec: dict[str, Any]) -> str:
+    """Stage 0's queue when the spec places stages, else by device."""
+    placement = spec.get("pipeline", {}).get("placement")
+    if placement:
+        return str(placement[0])
     return names.QUEUE_GPU if spec.get("train", {}).get("device") == "cuda" else names.QUEUE_CPU
 
 

@@ -41,6 +41,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--threads", type=int, default=1, help="torch CPU threads (1 is steadiest on a busy 2-core box)"
     )
     parser.add_argument("--json", dest="json_path", help="also write the results as JSON here")
+    parser.add_argument("--runner", choices=("inproc", "distributed"), default="inproc",
+                        help="distributed: measured overlap and emulated links (benchmarks/pipeline_distributed.py)")
+    from benchmarks import pipeline_distributed
+
+    pipeline_distributed.add_arguments(parser)
 
 
 def _experiment(spec_data: dict[str, Any], **changes: Any):
@@ -99,6 +104,10 @@ def _interleaved(contenders: dict[str, Any], batches: list, steps: int) -> dict[
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.runner == "distributed":
+        from benchmarks import pipeline_distributed
+
+        return pipeline_distributed.run(args)
     import torch
 
     from slimpipe.spec import load_spec_text

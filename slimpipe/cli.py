@@ -23,7 +23,7 @@ VERBS = {
 }
 BENCHES = {
     "codecs": ("benchmarks.codecs", "codec ratio, error and GB/s against torch/zstd baselines"),
-    "pipeline": ("benchmarks.pipeline", "engine overhead and modelled link time per schedule"),
+    "pipeline": ("benchmarks.pipeline", "engine overhead and modelled link time; --runner distributed: measured"),
     "ingest": ("benchmarks.ingest", "metric ingest and read-back against MLflow"),
     "dashboard": ("benchmarks.dashboard", "page interactive times in headless Chromium"),
 }

@@ -23,6 +23,8 @@ CODEC_TRANSFORMS = ("topk", "quantize", "cast", "entropy", "feedback")
 
 # Celery.
 TASK_RUN_EXPERIMENT = "slimpipe.run_experiment"
+#: Distributed runs placed on several workers: start some of a run's stages and join its rendezvous.
+TASK_RUN_STAGES = "slimpipe.run_stages"
 QUEUE_CPU = "cpu"
 QUEUE_GPU = "gpu"
 QUEUES = (QUEUE_CPU, QUEUE_GPU)
@@ -45,8 +47,15 @@ WIRE_BYTES_BWD = "wire/bytes_bwd"
 WIRE_RATIO = "wire/ratio"
 LINK_TIME = "link/time_s"
 LR = "optim/lr"
+#: Distributed runner: share of the stages' time in a step spent not computing (GPipe's bubble, measured).
+PIPELINE_BUBBLE = "pipeline/bubble"
 
 
 def boundary_metric(boundary: int, what: str) -> str:
     """`what` is one of bytes_fwd, bytes_bwd, dense_fwd, dense_bwd, ratio_fwd, ratio_bwd, err_fwd, err_bwd."""
     return f"wire/b{boundary}/{what}"
+
+
+def stage_metric(stage: int, what: str) -> str:
+    """Distributed runner, per stage process: `what` is one of compute_s, recv_wait_s, send_s, idle_s."""
+    return f"stage/s{stage}/{what}"

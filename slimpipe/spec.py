@@ -95,6 +95,7 @@ class CompressionConfig(_Strict):
 
 _PATH_PART = r"[A-Za-z_]\w*(\[-?\d*:-?\d*\]|\[-?\d+\])?"
 STAGE_PATH = re.compile(rf"^{_PATH_PART}(\.{_PATH_PART})*$")
+QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
 class ModelSpec(_Strict):
@@ -129,18 +130,26 @@ class PipelineSpec(_Strict):
     balance: int | None = Field(None, ge=1, description="split automatically into N stages")
     microbatches: int = Field(4, ge=1)
     schedule: Literal["sequential", "gpipe", "1f1b"] = "gpipe"
-    runner: Literal["inproc"] = Field("inproc", description="inproc: every stage in one process, link time modelled")
+    runner: Literal["inproc", "distributed"] = Field(
+        "inproc",
+        description="inproc: every stage in one process, link time modelled; "
+        "distributed: one process per stage over torch.distributed, the link emulated and time measured",
+    )
+    placement: list[str] | None = Field(
+        None,
+        description="distributed only: the Celery worker queue of each stage, e.g. ['host-a', 'host-a', 'host-b']; "
+        "null = every stage on the worker that takes the run",
+    )
     deferred_bn: bool = False
 
-    @field_validator("runner", mode="before")
+    @field_validator("placement")
     @classmethod
-    def _runner_built(cls, value: Any) -> Any:
-        if value == "distributed":
-            raise ValueError(
-                "the distributed runner (one process per stage over torch.distributed) is not built yet; "
-                "use runner: inproc, which computes the same maths and models the link time"
-            )
-        return value
+    def _queues(cls, placement: list[str] | None) -> list[str] | None:
+        if placement is not None:
+            for i, queue in enumerate(placement):
+                if not QUEUE_NAME.match(queue):
+                    raise ValueError(f"stage {i} queue {queue!r} is not a queue name; use letters, digits, '.', '-', '_'")
+        return placement
 
     @field_validator("stages")
     @classmethod
@@ -163,12 +172,26 @@ class PipelineSpec(_Strict):
     def _one_way(self) -> PipelineSpec:
         if self.stages is not None and self.balance is not None:
             raise ValueError("give either stages or balance, not both")
+        if self.placement is not None:
+            if self.runner != "distributed":
+                raise ValueError("placement puts stages on workers, which only runner: distributed does; "
+                                 "set runner: distributed or remove placement")
+            n = len(self.stages) if self.stages is not None else self.balance
+            if n is None:
+                raise ValueError("placement needs the stage count: give stages or balance as well")
+            if len(self.placement) != n:
+                raise ValueError(f"placement names {len(self.placement)} queues for {n} stages; give one per stage")
         return self
 
 
 class LinkSpec(_Strict):
     bandwidth_mbps: float = Field(100.0, gt=0, description="link bandwidth in megabits per second")
     latency_ms: float = Field(1.0, ge=0, description="one-way latency per transfer")
+    jitter_ms: float = Field(0.0, ge=0, description="distributed: extra random latency, uniform in [0, jitter_ms]")
+    emulate: bool = Field(
+        True,
+        description="distributed: hold each message at the sender as this link would; false = the real transport only",
+    )
 
 
 class OptimSpec(_Strict):
@@ -187,7 +210,9 @@ class TrainSpec(_Strict):
     log_every: int = Field(1, ge=1)
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["fp32", "fp16", "bf16"] = "fp32"
+    precision: Literal["fp32", "fp16", "bf16", "fp64"] = Field(
+        "fp32", description="fp16/bf16: autocast; fp64: model and inputs in float64 (exactness checks)"
+    )
     eval_compression: Literal["compressed", "dense", "both"] = "compressed"
     checkpoint_every: int | None = Field(None, ge=1)
     threads: int | None = Field(None, ge=1, le=512, description="CPU threads for torch; null = torch's default")
@@ -221,6 +246,17 @@ class ExperimentSpec(_Strict):
                         "boundary {index} does not exist: {n} stages have boundaries 0..{last}; use one of those indices",
                         {"index": index, "n": n_stages, "last": n_stages - 2, "field": f"compression.boundaries.{index}"},
                     )
+        return self
+
+    @model_validator(mode="after")
+    def _distributed_precision(self) -> ExperimentSpec:
+        if self.pipeline.runner == "distributed" and self.train.precision == "fp16":
+            raise PydanticCustomError(
+                "distributed_fp16",
+                "fp16 needs one loss scaler across all stages, which the distributed runner does not keep; "
+                "use bf16 or fp32",
+                {"field": "train.precision"},
+            )
         return self
 
     @property

@@ -63,6 +63,11 @@ def train_run(run_id: int) -> dict[str, Any]:
     reporter = Reporter(run_id)
     should_stop = reporter.should_stop
 
+    def place_stages(queue: str, ranks: list[int], world: int, host: str, port: int) -> None:
+        from backend.queue import send_stages
+
+        send_stages(run_id, queue, ranks, world, host, port)
+
     try:
         spec = parse_spec(spec_data)
         summary = train.run(
@@ -72,6 +77,7 @@ def train_run(run_id: int) -> dict[str, Any]:
             on_progress=reporter.on_progress,
             should_stop=should_stop,
             out_dir=run_dir(run_id),
+            place_stages=place_stages,
         )
         if reporter.cancelled:
             step = "" if reporter.step is None else f" at step {reporter.step}"

@@ -92,6 +92,38 @@ def run_experiment(self: Any, run_id: int) -> str:
     return outcome.status
 
 
+@app.task(name=names.TASK_RUN_STAGES, bind=True, acks_late=True)
+def run_stages(self: Any, run_id: int, ranks: list[int], world: int, host: str, port: int) -> str:
+    """Stages `ranks` of distributed run `run_id`, placed on this worker's queue: start them as processes that
+    join rank 0's rendezvous at host:port, and wait until they end (rank 0 reports the run's metrics)."""
+    from slimpipe.spec import parse_spec
+    from worker.child import run_dir
+    from worker.pipeline.launch import LocalStages
+
+    from backend import db
+
+    with db.session_scope() as session:
+        run = crud.run_status(session=session, run_id=run_id)
+    if run != names.RUNNING:
+        log.info("run %s is %s, not running; its stages %s are not started", run_id, run, ranks)
+        return "skipped"
+    spec_data = crud.run_spec(run_id)
+    threads = parse_spec(spec_data).train.threads if spec_data else None
+    workdir = run_dir(run_id) / f"stages-{'-'.join(map(str, ranks))}"
+    stages = LocalStages(spec_data or {}, ranks, world, host=host, port=port, threads=threads, workdir=workdir,
+                         out_dir=workdir)
+    worker_host = self.request.hostname or socket.gethostname()
+    crud.append_logs(run_id, [f"stages {', '.join(map(str, ranks))} started on {worker_host}"])
+    try:
+        stages.wait(stop=SHUTDOWN.is_set)
+    finally:
+        stages.close(grace_s=0.0 if SHUTDOWN.is_set() else 5.0)
+    if stages.failure is not None:
+        crud.append_logs(run_id, [("ERROR", f"{stages.failure} on {worker_host}")])
+        return "failed"
+    return "done"
+
+
 # --------------------------------------------------------------------------- worker lifecycle
 
 _sweeper: threading.Event | None = None

@@ -6,8 +6,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import statistics
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,14 +23,17 @@ from slimpipe.spec import ExperimentSpec, dump_spec, parse_spec
 from worker import zoo
 from worker.pipeline.batchnorm import convert_deferred_batch_norm
 from worker.pipeline.boundary import make_boundaries
+from worker.pipeline.distributed import bubble_fraction
 from worker.pipeline.microbatch import to_device
 from worker.pipeline.partition import resolve
-from worker.pipeline.runner import InprocRunner
-from worker.pipeline.timeline import makespan, transfer_seconds
+from worker.pipeline.runner import InprocRunner, StepResult
+from worker.pipeline.timeline import makespan, replay, transfer_seconds
 from worker.zoo.common import parameter_sizes
 from worker.zoo.data import batches, steps_per_epoch
 
 CHECKPOINT = "checkpoint.pt"
+#: Starts stages on another worker: (queue, ranks, world size, rendezvous host, port) -> None.
+PlaceStages = Callable[[str, list[int], int, str, int], None]
 
 
 class TrainingDiverged(ValueError):
@@ -40,6 +46,19 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def stage_device(name: str, rank: int) -> torch.device:
+    """A distributed stage's device: `cuda:rank` (round robin over the visible GPUs) or the CPU."""
+    device = pick_device(name)
+    if device.type == "cuda":
+        return torch.device("cuda", rank % torch.cuda.device_count())
+    return device
+
+
+def measure_error_every(spec: ExperimentSpec) -> int:
+    """Distributed stages decode their own payloads to measure reconstruction error on these steps only."""
+    return spec.train.eval_every
 
 
 def set_threads(threads: int) -> None:
@@ -84,14 +103,15 @@ class Experiment:
         model = self.zoo_model.module
         if spec.pipeline.deferred_bn:
             convert_deferred_batch_norm(model, spec.pipeline.microbatches)
-        self.model = model.to(self.device)
+        self.dtype = torch.float64 if spec.train.precision == "fp64" else None
+        self.model = model.to(self.device, dtype=self.dtype) if self.dtype else model.to(self.device)
         self.stage_paths = zoo.stage_paths(self.zoo_model, spec.pipeline, lambda p: parameter_sizes(model, p))
         self.stages = [self.zoo_model.make_stage(items) for items in resolve(model, self.stage_paths)]
         n = len(self.stages)
         self.boundaries = make_boundaries(spec.compression, n, spec.train.seed)
         self.eval_boundaries = make_boundaries(spec.compression, n, spec.train.seed)
         precision = spec.train.precision
-        autocast = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+        autocast = {"fp32": None, "fp64": None, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
         self.runner = InprocRunner(
             self.stages,
             self.boundaries,
@@ -116,7 +136,44 @@ class Experiment:
             bs = min(self.spec.data.batch_size, len(self.data.train))
             self._epoch_order = (epoch, list(batches(self.data.train, bs, shuffle=True, generator=g, drop_last=True)))
         x, y, ids = self._epoch_order[1][k]
-        return to_device(x, self.device), y.to(self.device), ids
+        return self._inputs(x), y.to(self.device), ids
+
+    def _inputs(self, x: Any) -> Any:
+        x = to_device(x, self.device)
+        if self.dtype is None:
+            return x
+        if isinstance(x, tuple):
+            return tuple(t.to(self.dtype) if t.is_floating_point() else t for t in x)
+        return x.to(self.dtype) if x.is_floating_point() else x
+
+    @property
+    def actions(self):
+        return self.runner.actions
+
+    def train_step(self, step: int, lr: float) -> StepResult:
+        """Batch `step` forward and backward through the pipeline, then one optimizer step at `lr`."""
+        x, y, ids = self.get_batch(step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.zero_grad(set_to_none=True)
+        self.runner.reset_stats()
+        result = self.runner.train_step(x, y, ids)
+        if not math.isfinite(result.loss):
+            raise TrainingDiverged(f"loss is {result.loss} at step {step + 1}; lower optim.lr or check the compression")
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return result
+
+    def wire_stats(self):
+        return self.runner.wire_stats()
+
+    def close(self, graceful: bool = True) -> None:
+        pass
 
     @torch.no_grad()
     def evaluate(self, compressed: bool) -> tuple[float, float]:
@@ -127,7 +184,7 @@ class Experiment:
         size = self.spec.data.eval_batch_size or max(self.spec.data.batch_size, 64)
         loss_sum, correct, count = 0.0, 0, 0
         for x, y, ids in batches(self.data.val, size, shuffle=False):
-            x, y = to_device(x, self.device), y.to(self.device)
+            x, y = self._inputs(x), y.to(self.device)
             logits = self.runner.predict(x, self.eval_boundaries if compressed else None, keys=-1 - ids)
             loss_sum += float(torch.nn.functional.cross_entropy(logits, y, reduction="sum"))
             correct += int((logits.argmax(-1) == y).sum())
@@ -160,14 +217,162 @@ class Experiment:
         return int(state["step"])
 
 
+    def save_checkpoint(self, path: Path, step: int) -> None:
+        tmp = path.with_suffix(".tmp")
+        torch.save(self.state_dict(step), tmp)
+        tmp.replace(path)
+
+    def load_checkpoint(self, path: Path) -> int:
+        return self.load_state_dict(torch.load(path, map_location=self.device, weights_only=True))
+
+
+class DistributedExperiment(Experiment):
+    """Rank 0 of a `runner: distributed` run: starts the other stages on this host, runs stage 0, and
+    turns every step into a command for all ranks plus a gather of their figures (worker.pipeline.distributed)."""
+
+    def __init__(self, spec: ExperimentSpec, workdir: Path, place_stages: PlaceStages | None = None,
+                 log: Callable[[str], None] = lambda line: None):
+        from worker.pipeline import launch
+        from worker.pipeline.distributed import StageProgram
+
+        self.stages_started: launch.LocalStages | None = None
+        self.program: StageProgram | None = None
+        n = spec.n_stages
+        if n is None:  # the model's default partition: build first to count the stages
+            super().__init__(spec, device=stage_device(spec.train.device, 0))
+            n = len(self.stages)
+        placement = spec.pipeline.placement
+        if placement is not None and place_stages is None:
+            log("pipeline.placement names worker queues, which only a run through the service uses; "
+                "every stage runs on this machine")
+            placement = None
+        remote: dict[str, list[int]] = {}
+        for rank in range(1, n):
+            if placement is not None and placement[rank] != placement[0]:
+                remote.setdefault(placement[rank], []).append(rank)
+        host = launch.advertised_host() if remote else "127.0.0.1"
+        store = launch.open_store(host)
+        try:
+            local = [r for r in range(1, n) if not any(r in ranks for ranks in remote.values())]
+            self.stages_started = launch.LocalStages(
+                dump_spec(spec), local, n, host=host, port=store.port, threads=spec.train.threads,
+                workdir=workdir, out_dir=workdir,
+            )
+            for queue, ranks in remote.items():
+                place_stages(queue, ranks, n, host, store.port)  # type: ignore[misc]
+                log(f"stages {', '.join(map(str, ranks))} sent to queue {queue!r}; rendezvous at {host}:{store.port}")
+            if not hasattr(self, "stages"):
+                super().__init__(spec, device=stage_device(spec.train.device, 0))
+            self.stages_started.wait_ready(store)
+            for queue, ranks in remote.items():
+                launch.wait_ready(
+                    store, ranks, launch.PLACEMENT_TIMEOUT_S, lambda: self.stages_started.failure,  # type: ignore[union-attr]
+                    lambda rank, q=queue: (
+                        f"stage {rank} placed on queue {q!r} did not join within {launch.PLACEMENT_TIMEOUT_S:.0f} s: "
+                        f"start a worker that consumes {q!r} (python -m worker --queues {q}) or change pipeline.placement"
+                    ),
+                )
+            control = launch.init_group(store, 0, n)
+            self.program = StageProgram(self, 0, n, control=control, measure_error_every=measure_error_every(spec))
+        except BaseException:
+            self.close(graceful=False)
+            raise
+        self._wire: list = []
+
+    @contextlib.contextmanager
+    def _guard(self):
+        try:
+            yield
+        except (RuntimeError, OSError) as exc:
+            if self.stages_started is None:
+                raise
+            self.stages_started.raise_failure(exc)
+
+    def train_step(self, step: int, lr: float) -> StepResult:
+        from worker.pipeline.distributed import TRAIN, step_result
+
+        assert self.program is not None
+        with self._guard():
+            self.program.command(TRAIN, step, lr)
+            vectors = self.program.gather(self.program.train_step(step, lr))
+        result, self._wire = step_result(vectors, self.spec.pipeline.microbatches)  # type: ignore[arg-type]
+        if not math.isfinite(result.loss):
+            raise TrainingDiverged(f"loss is {result.loss} at step {step + 1}; lower optim.lr or check the compression")
+        return result
+
+    def wire_stats(self):
+        return self._wire
+
+    @torch.no_grad()
+    def evaluate(self, compressed: bool) -> tuple[float, float]:
+        from worker.pipeline.distributed import EVAL_COMPRESSED, EVAL_DENSE
+
+        assert self.program is not None
+        with self._guard():
+            self.program.command(EVAL_COMPRESSED if compressed else EVAL_DENSE)
+            vectors = self.program.gather(self.program.evaluate(compressed))
+        loss_sum, correct, count = vectors[-1].tolist()  # type: ignore[index]
+        return loss_sum / count, 100.0 * correct / count
+
+    def save_checkpoint(self, path: Path, step: int) -> None:
+        from worker.pipeline.distributed import SAVE
+
+        assert self.program is not None
+        with self._guard():
+            self.program.command(SAVE, step)
+            self.program.save(path.parent, step)
+            self.program.gather([0.0])
+        tmp = path.with_suffix(".tmp")
+        torch.save({"step": step, "stages": len(self.stages)}, tmp)
+        tmp.replace(path)
+
+    def load_checkpoint(self, path: Path) -> int:
+        from worker.pipeline.distributed import LOAD
+
+        assert self.program is not None
+        with self._guard():
+            self.program.command(LOAD)
+            steps = self.program.gather([float(self.program.load(path.parent))])
+        found = {int(v.item()) for v in steps}  # type: ignore[union-attr]
+        if len(found) != 1:
+            raise ValueError(f"the stages' checkpoints are from different steps {sorted(found)}; start over without resume")
+        return found.pop()
+
+    def close(self, graceful: bool = True) -> None:
+        """Tell every stage to stop and let them exit (graceful), or end their processes at once."""
+        import torch.distributed as dist
+
+        from worker.pipeline.distributed import STOP
+
+        graceful = graceful and self.stages_started is not None and self.stages_started.failure is None
+        if not graceful and self.stages_started is not None:
+            self.stages_started.close(grace_s=0.0)
+        if self.program is not None:
+            with contextlib.suppress(Exception):
+                if graceful:
+                    self.program.command(STOP)
+                self.program.close(flush=graceful)
+            self.program = None
+        if dist.is_initialized():
+            with contextlib.suppress(Exception):
+                dist.destroy_process_group()
+        if self.stages_started is not None:
+            self.stages_started.close()
+
+
+def make_experiment(spec: ExperimentSpec, workdir: Path, place_stages: PlaceStages | None = None,
+                    log: Callable[[str], None] = lambda line: None) -> Experiment:
+    if spec.pipeline.runner == "distributed":
+        return DistributedExperiment(spec, workdir, place_stages, log)
+    return Experiment(spec)
+
+
 def save_checkpoint(exp: Experiment, step: int, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(exp.state_dict(step), tmp)
-    tmp.replace(path)
+    exp.save_checkpoint(path, step)
 
 
 def load_checkpoint(exp: Experiment, path: Path) -> int:
-    return exp.load_state_dict(torch.load(path, map_location=exp.device, weights_only=True))
+    return exp.load_checkpoint(path)
 
 
 def _fmt(value: float | None, digits: int = 4) -> str:
@@ -183,6 +388,7 @@ def run(
     should_stop: Callable[[], bool] | None = None,
     out_dir: str | Path | None = None,
     resume: bool = False,
+    place_stages: PlaceStages | None = None,
 ) -> dict[str, Any]:
     """Train `spec`; report through the callbacks; return the summary (also summary.json in out_dir)."""
     spec = parse_spec(spec)
@@ -209,16 +415,28 @@ def run(
             on_metrics(points)
 
     try:
-        return _train(spec, out, log, emit, on_progress, should_stop, resume, t_start)
+        return _train(spec, out, log, emit, on_progress, should_stop, resume, t_start, place_stages)
     finally:
         for f in (metrics_file, log_file):
             if f:
                 f.close()
 
 
-def _train(spec, out, log, emit, on_progress, should_stop, resume, t_start) -> dict[str, Any]:
+def _train(spec, out, log, emit, on_progress, should_stop, resume, t_start, place_stages) -> dict[str, Any]:
+    with contextlib.ExitStack() as stack:
+        workdir = out if out is not None else Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        exp = make_experiment(spec, workdir, place_stages, log)
+        try:
+            summary = _loop(exp, spec, out, log, emit, on_progress, should_stop, resume, t_start)
+        except BaseException:
+            exp.close(graceful=False)  # the other stages may be mid-step: end them, do not wait on them
+            raise
+        exp.close()
+        return summary
+
+
+def _loop(exp, spec, out, log, emit, on_progress, should_stop, resume, t_start) -> dict[str, Any]:
     # ---- build
-    exp = Experiment(spec)
     n_stages = len(exp.stages)
     link = spec.link
     start_step = 0
@@ -231,12 +449,13 @@ def _train(spec, out, log, emit, on_progress, should_stop, resume, t_start) -> d
         f"model {spec.model.name} ({n_params / 1e6:.2f}M params) on {exp.device}, data {spec.data.name} "
         f"({len(exp.data.train)} train / {len(exp.data.val)} val), {n_stages} stages "
         f"{' | '.join(','.join(s) for s in exp.stage_paths)}, schedule {spec.pipeline.schedule}, "
-        f"{spec.pipeline.microbatches} micro-batches, {exp.max_steps} steps"
+        f"{spec.pipeline.microbatches} micro-batches, {exp.max_steps} steps, runner {spec.pipeline.runner}"
     )
     eval_modes = {"compressed": [True], "dense": [False], "both": [True, False]}[spec.train.eval_compression]
 
     # ---- train
-    history: dict[str, list[float]] = {k: [] for k in ("time", "fwd", "bwd", "dense", "link", "model", "acc")}
+    history: dict[str, list[float]] = {k: [] for k in ("time", "fwd", "bwd", "dense", "link", "model", "acc", "bubble")}
+    timeline: dict[str, Any] | None = None  # the last evaluated step, measured (distributed) and modelled
     val_loss = val_acc = None
     best_val_acc: float | None = None
     dense_val: tuple[float, float] | None = None
@@ -252,28 +471,14 @@ def _train(spec, out, log, emit, on_progress, should_stop, resume, t_start) -> d
             if out is not None:
                 (out / "summary.json").write_text(json.dumps(summary, indent=2))
             return summary
-        x, y, ids = exp.get_batch(step)
         lr = lr_at(step, exp.max_steps, spec.optim)
-        for group in exp.optimizer.param_groups:
-            group["lr"] = lr
         t0 = time.perf_counter()
-        exp.optimizer.zero_grad(set_to_none=True)
-        exp.runner.reset_stats()
-        result = exp.runner.train_step(x, y, ids)
-        if not math.isfinite(result.loss):
-            raise TrainingDiverged(f"loss is {result.loss} at step {step + 1}; lower optim.lr or check the compression")
-        if exp.scaler is not None:
-            exp.scaler.step(exp.optimizer)
-            exp.scaler.update()
-        else:
-            exp.optimizer.step()
-        if exp.device.type == "cuda":
-            torch.cuda.synchronize(exp.device)
+        result = exp.train_step(step, lr)
         batch_s = time.perf_counter() - t0
         step += 1
 
         # ---- wire accounting and the modelled link
-        stats = exp.runner.wire_stats()
+        stats = exp.wire_stats()
         fwd = sum(f.wire_bytes for f, _ in stats)
         bwd = sum(b.wire_bytes for _, b in stats)
         dense = sum(f.dense_bytes + b.dense_bytes for f, b in stats)
@@ -287,17 +492,25 @@ def _train(spec, out, log, emit, on_progress, should_stop, resume, t_start) -> d
                     )
         link_s = sum(transfer.values())
         serial = spec.pipeline.schedule == "sequential"
-        modelled = makespan(exp.runner.actions, result.compute_s, {} if serial else transfer, serial=serial)
+        modelled = makespan(exp.actions, result.compute_s, {} if serial else transfer, serial=serial)
         train_acc = 100.0 * result.correct / result.count
         for series, value in (("time", batch_s), ("fwd", fwd), ("bwd", bwd), ("dense", dense), ("link", link_s)):
             history[series].append(value)
         history["model"].append(modelled)
         history["acc"].append(train_acc)
+        stage_figures = getattr(result, "stages", None)
+        if stage_figures:
+            history["bubble"].append(bubble_fraction(stage_figures, batch_s))
 
         # ---- evaluate
         evaluated = step % spec.train.eval_every == 0 or step == exp.max_steps
         values: dict[str, float] = {}
         if evaluated:
+            timeline = {
+                "step": step,
+                "measured": getattr(result, "timeline", None),
+                "modelled": replay(exp.actions, result.compute_s, {} if serial else transfer, serial=serial),
+            }
             for compressed in eval_modes:
                 loss_v, acc_v = exp.evaluate(compressed)
                 if compressed or spec.train.eval_compression == "dense":
@@ -327,6 +540,13 @@ def _train(spec, out, log, emit, on_progress, should_stop, resume, t_start) -> d
                 values[names.boundary_metric(i, "bytes_bwd")] = b.wire_bytes
                 values[names.boundary_metric(i, "err_fwd")] = f.rel_error
                 values[names.boundary_metric(i, "err_bwd")] = b.rel_error
+            if stage_figures:
+                values[names.PIPELINE_BUBBLE] = history["bubble"][-1]
+                for fig in stage_figures:
+                    values[names.stage_metric(fig.stage, "compute_s")] = fig.compute_s + fig.optimizer_s
+                    values[names.stage_metric(fig.stage, "recv_wait_s")] = fig.recv_wait_s
+                    values[names.stage_metric(fig.stage, "send_s")] = fig.send_s
+                    values[names.stage_metric(fig.stage, "idle_s")] = max(0.0, batch_s - fig.compute_s - fig.optimizer_s)
             emit(step, values)
             log(
                 f"step:{step}  loss_train:{result.loss:.4f}  acc1_train:{train_acc:.2f}  loss_val:{_fmt(val_loss)}  "
@@ -339,6 +559,7 @@ def _train(spec, out, log, emit, on_progress, should_stop, resume, t_start) -> d
             save_checkpoint(exp, step, ckpt)
 
     summary = _summary(exp, history, best_val_acc, val_acc, val_loss, dense_val, step, t_start)
+    summary["timeline"] = timeline
     if out is not None:
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
@@ -348,6 +569,17 @@ def _mean(values: list[float], skip_first: bool = False) -> float:
     if skip_first and len(values) > 1:
         values = values[1:]
     return sum(values) / len(values) if values else 0.0
+
+
+def _quantile(values: list[float], q: float, skip_first: bool = True) -> float | None:
+    """The q-quantile of a series (first step dropped: it pays for warm-up), None when empty."""
+    if skip_first and len(values) > 1:
+        values = values[1:]
+    if not values:
+        return None
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[round(q * 100) - 1] if q < 1 else max(values)
 
 
 def _summary(exp, history, best_val_acc, val_acc, val_loss, dense_val, step, t_start) -> dict[str, Any]:
@@ -364,9 +596,12 @@ def _summary(exp, history, best_val_acc, val_acc, val_loss, dense_val, step, t_s
         "wire_bytes_per_step": fwd + bwd,
         "dense_bytes_per_step": dense,
         "compression_ratio": dense / (fwd + bwd) if fwd + bwd else 1.0,
-        "time_per_batch_s": _mean(history["time"], skip_first=True),
+        "time_per_batch_s": _quantile(history["time"], 0.5) or 0.0,  # median: wall-time spikes skew a mean
+        "time_per_batch_p90_s": _quantile(history["time"], 0.9),
+        "runner": exp.spec.pipeline.runner,
+        "bubble_fraction": _quantile(history["bubble"], 0.5, skip_first=False),
         "link_time_per_step_s": _mean(history["link"]),
-        "modelled_time_per_batch_s": _mean(history["model"], skip_first=True),
+        "modelled_time_per_batch_s": _quantile(history["model"], 0.5) or 0.0,
         "steps": step,
         "max_steps": exp.max_steps,
         "n_stages": len(exp.stages),

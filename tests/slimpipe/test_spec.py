@@ -22,7 +22,9 @@ def test_minimal_spec_gets_defaults():
         ("pipeline.stages", [["conv1"], ["layers[0:"]], "pipeline.stages", "layers[0:3]"),
         ("pipeline.microbatches", 0, "pipeline.microbatches", "greater than or equal to 1"),
         ("optim.bogus", 1, "optim.bogus", "not a known field"),
-        ("pipeline.runner", "distributed", "pipeline.runner", "not built yet; use runner: inproc"),
+        ("pipeline.runner", "mpi", "pipeline.runner", "'inproc' or 'distributed'"),
+        ("pipeline.placement", ["a b"], "pipeline.placement", "not a queue name"),
+        ("link.jitter_ms", -1, "link.jitter_ms", "greater than or equal to 0"),
     ],
 )
 def test_invalid_field_names_its_path(path, value, field, words):
@@ -30,6 +32,27 @@ def test_invalid_field_names_its_path(path, value, field, words):
         parse_spec(set_path(BASE, path, value))
     assert [e["field"] for e in info.value.errors] == [field]
     assert words in info.value.errors[0]["message"]
+
+
+def test_placement_needs_the_distributed_runner_and_one_queue_per_stage():
+    two = {**BASE, "pipeline": {"stages": [["a"], ["b"]], "placement": ["x", "y"]}}
+    with pytest.raises(SpecError) as info:
+        parse_spec(two)
+    assert [e["field"] for e in info.value.errors] == ["pipeline"]
+    assert "set runner: distributed" in info.value.errors[0]["message"]
+    spec = parse_spec(set_path(two, "pipeline.runner", "distributed"))
+    assert spec.pipeline.placement == ["x", "y"]
+    with pytest.raises(SpecError) as info:
+        parse_spec(set_path(set_path(two, "pipeline.runner", "distributed"), "pipeline.placement", ["x"]))
+    assert "names 1 queues for 2 stages" in info.value.errors[0]["message"]
+
+
+def test_distributed_refuses_fp16_naming_the_field():
+    data = set_path(set_path(BASE, "pipeline.runner", "distributed"), "train.precision", "fp16")
+    with pytest.raises(SpecError) as info:
+        parse_spec(data)
+    assert [e["field"] for e in info.value.errors] == ["train.precision"]
+    assert "use bf16 or fp32" in info.value.errors[0]["message"]
 
 
 def test_train_needs_a_length():

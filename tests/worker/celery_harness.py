@@ -219,6 +219,7 @@ def cluster_env(tmp: Path, database_url: str, broker_url: str, **extra: str) -> 
         "SLIMPIPE_BROKER_DIR": str(tmp / "broker"),
         "SLIMPIPE_RUNS_DIR": str(tmp / "runs"),
         "SLIMPIPE_HEARTBEAT_TIMEOUT_S": "120",
+        "SLIMPIPE_PLACEMENT_TIMEOUT_S": "30",
         "SLIMPIPE_WORKER_QUEUES": "cpu",
         # Two workers' children share two cores with the test process: one math thread each, or
         # OpenMP threads spin against each other and a tiny MLP step takes 500 ms instead of 5.

@@ -134,6 +134,29 @@ def test_kill9_of_the_training_child_fails_the_run_and_keeps_its_metrics(cluster
     assert cluster.wait_final(next_id).status == names.SUCCEEDED
 
 
+PLACED = spec_with(**{
+    "pipeline.runner": "distributed",
+    "pipeline.placement": [names.QUEUE_CPU, names.QUEUE_GPU],
+    "train.max_steps": 6,
+    "train.eval_every": 3,
+    "train.threads": 1,
+})
+
+
+def test_distributed_run_placed_on_two_workers_trains_with_metrics_in_sql(cluster: Cluster):
+    (run_id,) = cluster.submit(PLACED, queue=names.QUEUE_CPU)
+    run = cluster.wait_final(run_id, timeout=240)
+    assert run.status == names.SUCCEEDED, (run.error, cluster.logs(run_id)[-20:])
+    steps, losses = cluster.series(run_id, names.TRAIN_LOSS)
+    assert steps == [1, 2, 3, 4, 5, 6] and all(v is not None and v > 0 for v in losses)
+    assert len(cluster.series(run_id, names.VAL_ACC)[0]) == 2
+    assert len(cluster.series(run_id, names.stage_metric(1, "compute_s"))[0]) == 6
+    logs = cluster.logs(run_id)
+    assert any(line.startswith("stages 1 sent to queue 'gpu'; rendezvous at ") for line in logs)
+    assert "stages 1 started on gpu1@test" in logs
+    assert run.summary["runner"] == "distributed" and run.summary["n_stages"] == 2
+
+
 def test_worker_killed_for_good_is_swept_by_heartbeat_timeout(cluster: Cluster):
     from backend import crud
 
@@ -166,3 +189,13 @@ def test_worker_killed_and_restarted_fails_its_run_as_worker_lost(cluster: Clust
     assert run.status == names.FAILED
     assert run.error.startswith("worker lost: cpu1@test restarted")
     assert len(cluster.series(run_id, names.TRAIN_LOSS)[0]) >= written
+
+
+def test_placement_on_a_queue_no_worker_consumes_fails_naming_the_queue(cluster: Cluster):
+    # gpu1@test was killed for good above: nobody consumes the gpu queue now.
+    assert all(w.name != "gpu1@test" or w.proc.poll() is not None for w in cluster.workers)
+    (run_id,) = cluster.submit(PLACED, queue=names.QUEUE_CPU)
+    run = cluster.wait_final(run_id, timeout=180)
+    assert run.status == names.FAILED
+    assert "stage 1 placed on queue 'gpu' did not join within 30 s" in run.error
+    assert "python -m worker --queues gpu" in run.error

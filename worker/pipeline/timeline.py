@@ -30,13 +30,30 @@ def makespan(
     `compute_s[(stage, op, mb)]`; `transfer_s[(boundary, op, mb)]`: boundary b's forward transfer of
     micro-batch mb (op "F", stage b -> b+1) or backward transfer (op "B", stage b+1 -> b).
     """
+    return max((end for *_, end in replay(actions, compute_s, transfer_s, serial=serial)), default=0.0)
+
+
+def replay(
+    actions: Sequence[Action],
+    compute_s: Mapping[tuple[int, str, int], float],
+    transfer_s: Mapping[tuple[int, str, int], float],
+    *,
+    serial: bool = False,
+) -> list[tuple[int, str, int, float, float]]:
+    """The modelled timeline: (stage, op, mb, start, end) of every action, in schedule order."""
     if serial:
-        return sum(compute_s.get((a.stage, a.op, a.microbatch), 0.0) for a in actions)
+        events, t = [], 0.0
+        for a in actions:
+            d = compute_s.get((a.stage, a.op, a.microbatch), 0.0)
+            events.append((a.stage, a.op, a.microbatch, t, t + d))
+            t += d
+        return events
     last_stage = max((a.stage for a in actions), default=0)
     device_free: dict[int, float] = {}
     link_free: dict[tuple[int, str], float] = {}
     arrival: dict[tuple[int, str, int], float] = {}  # input of (stage, op, mb) ready at
     end_of: dict[tuple[int, str, int], float] = {}
+    events = []
     for a in sorted(actions):
         key = (a.stage, a.op, a.microbatch)
         ready = arrival.get(key, 0.0)
@@ -45,6 +62,7 @@ def makespan(
         start = max(device_free.get(a.stage, 0.0), ready)
         end = start + compute_s.get(key, 0.0)
         device_free[a.stage], end_of[key] = end, end
+        events.append((a.stage, a.op, a.microbatch, start, end))
         if a.op == FORWARD:
             boundary, target = a.stage, (a.stage + 1, FORWARD, a.microbatch)
         else:
@@ -56,4 +74,4 @@ def makespan(
         t1 = t0 + transfer_s.get((boundary, a.op, a.microbatch), 0.0)
         link_free[link] = t1
         arrival[target] = t1
-    return max(end_of.values(), default=0.0)
+    return events

@@ -13,22 +13,23 @@ from worker.zoo.common import Chain, Flatten, ZooModel
 
 
 def tiny_mlp(options: dict[str, Any], *, num_classes: int, input_shape: tuple[int, ...], **_: Any) -> ZooModel:
+    """`depth` hidden Linear+ReLU layers of width `hidden`, then a linear head."""
     hidden = int(options.get("hidden", 64))
+    depth = int(options.get("depth", 2))
+    if depth < 2:
+        raise ValueError(f"model.options.depth: tiny_mlp needs at least 2 hidden layers, got {depth}")
     in_features = 1
     for d in input_shape:
         in_features *= d
-    module = Chain(
-        OrderedDict(
-            flatten=Flatten(),
-            fc1=nn.Linear(in_features, hidden),
-            act1=nn.ReLU(),
-            fc2=nn.Linear(hidden, hidden),
-            act2=nn.ReLU(),
-            head=nn.Linear(hidden, num_classes),
-        )
-    )
+    layers: OrderedDict[str, nn.Module] = OrderedDict(flatten=Flatten())
+    for k in range(1, depth + 1):
+        layers[f"fc{k}"] = nn.Linear(in_features if k == 1 else hidden, hidden)
+        layers[f"act{k}"] = nn.ReLU()
+    layers["head"] = nn.Linear(hidden, num_classes)
+    module = Chain(layers)
     blocks = list(module._modules)
-    return ZooModel(module, [["flatten", "fc1", "act1"], ["fc2", "act2"], ["head"]], blocks)
+    middle = blocks[3:-1]
+    return ZooModel(module, [["flatten", "fc1", "act1"], middle, ["head"]], blocks)
 
 
 def tiny_cnn(options: dict[str, Any], *, num_classes: int, input_shape: tuple[int, ...], **_: Any) -> ZooModel:

@@ -1,0 +1,188 @@
+"""The distributed runner (one process per stage over gloo) against the in-process runner, and its faults.
+
+Same spec and seed: every rank builds the same model and batches, the codecs write the same bytes, so the
+per-step losses agree — to 1e-9 in float64 with compression off, and with a deterministic codec on.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from slimpipe import names
+from slimpipe.spec import parse_spec
+from worker import train
+from worker.pipeline.launch import StageFailed
+
+pytestmark = pytest.mark.slow
+
+MLP_3 = [["flatten", "fc1", "act1"], ["fc2", "act2"], ["head"]]
+TINY_ROBERTA = {
+    "config": {
+        "model_type": "roberta",
+        "vocab_size": 1200,
+        "hidden_size": 16,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": 32,
+        "max_position_embeddings": 40,
+        # each stage process draws its own dropout masks, so equality needs dropout off
+        "hidden_dropout_prob": 0.0,
+        "attention_probs_dropout_prob": 0.0,
+    }
+}
+TOPK_8BIT = {"topk": 0.5, "bits": 8}
+
+
+def spec(runner: str, schedule: str = "gpipe", compression: dict | None = None, **train_options) -> dict:
+    return {
+        "model": {"name": "tiny_mlp", "options": {"hidden": 32}},
+        "data": {"name": "digits", "batch_size": 32},
+        "pipeline": {"stages": MLP_3, "microbatches": 4, "schedule": schedule, "runner": runner},
+        "compression": {"default": compression or {}},
+        "link": {"emulate": False},
+        "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.9},
+        "train": {"max_steps": 4, "eval_every": 2, "threads": 1, "seed": 3, **train_options},
+    }
+
+
+def losses(spec_data: dict, tmp_path, **kwargs) -> tuple[list[float], list[float], dict]:
+    points: list[dict] = []
+    summary = train.run(spec_data, on_metrics=points.extend, out_dir=tmp_path, **kwargs)
+    by_name = lambda name: [p["value"] for p in sorted(points, key=lambda p: p["step"]) if p["name"] == name]  # noqa: E731
+    return by_name(names.TRAIN_LOSS), by_name(names.VAL_LOSS), summary
+
+
+@pytest.mark.parametrize("schedule", ["gpipe", "1f1b"])
+def test_same_losses_as_inproc_float64_compression_off(schedule, tmp_path):
+    ref_train, ref_val, _ = losses(spec("inproc", schedule, precision="fp64"), tmp_path / "inproc")
+    got_train, got_val, summary = losses(spec("distributed", schedule, precision="fp64"), tmp_path / "dist")
+    assert len(got_train) == 4 and len(got_val) == 2
+    assert got_train == pytest.approx(ref_train, rel=1e-9, abs=1e-9)
+    assert got_val == pytest.approx(ref_val, rel=1e-9, abs=1e-9)
+    assert summary["runner"] == "distributed" and summary["n_stages"] == 3
+
+
+@pytest.mark.parametrize("schedule", ["gpipe", "1f1b"])
+def test_same_losses_and_bytes_as_inproc_with_topk_and_8_bit(schedule, tmp_path):
+    compression = {"forward": TOPK_8BIT, "backward": TOPK_8BIT}
+    ref_train, ref_val, ref = losses(spec("inproc", schedule, compression), tmp_path / "inproc")
+    got_train, got_val, summary = losses(spec("distributed", schedule, compression), tmp_path / "dist")
+    assert got_train == pytest.approx(ref_train, rel=1e-6)
+    assert got_val == pytest.approx(ref_val, rel=1e-6)
+    # the same payloads cross; the distributed message adds its frame (2 + 4 bytes per tensor)
+    per_step_messages = 2 * 2 * 4  # boundaries x directions x micro-batches
+    assert summary["wire_bytes_per_step"] == ref["wire_bytes_per_step"] + 6 * per_step_messages
+    assert summary["compression_ratio"] > 3
+
+
+def test_transformer_carry_crosses_as_a_tuple(tmp_path):
+    data = {
+        "model": {"name": "hf_classifier", "options": TINY_ROBERTA},
+        "data": {"name": "synthetic_text", "options": {"n_train": 32, "n_val": 8}, "batch_size": 8, "max_length": 16},
+        "pipeline": {"stages": [["roberta.embeddings"], ["roberta.encoder.layer[0:2]", "classifier"]],
+                     "microbatches": 2},
+        "compression": {"default": {"forward": {"bits": 8}, "backward": {"bits": 8}}},
+        "link": {"emulate": False},
+        "optim": {"name": "adamw", "lr": 1e-3},
+        "train": {"max_steps": 3, "eval_every": 3, "threads": 1},
+    }
+    ref_train, ref_val, _ = losses(data, tmp_path / "inproc")
+    data["pipeline"]["runner"] = "distributed"
+    got_train, got_val, _ = losses(data, tmp_path / "dist")
+    assert got_train == pytest.approx(ref_train, rel=1e-5)
+    assert got_val == pytest.approx(ref_val, rel=1e-5)
+
+
+def test_measured_figures_and_timeline_are_reported(tmp_path):
+    points: list[dict] = []
+    summary = train.run(spec("distributed"), on_metrics=points.extend, out_dir=tmp_path)
+    stage_series = {p["name"] for p in points if p["name"].startswith("stage/")}
+    assert stage_series == {names.stage_metric(j, w) for j in range(3)
+                            for w in ("compute_s", "recv_wait_s", "send_s", "idle_s")}
+    assert 0 <= summary["bubble_fraction"] < 1
+    assert summary["time_per_batch_p90_s"] >= summary["time_per_batch_s"] > 0
+    timeline = summary["timeline"]
+    assert timeline["step"] == 4
+    measured = timeline["measured"]
+    assert sorted((s, op, mb) for s, op, mb, _, _ in measured) == sorted(
+        (s, op, mb) for s in range(3) for op in "FB" for mb in range(4)
+    )
+    assert all(end >= start >= 0 for *_, start, end in measured)
+    # a stage's forward of micro-batch i starts after the previous stage's forward of i ended
+    start = {(s, op, mb): (a, b) for s, op, mb, a, b in measured}
+    assert all(start[(1, "F", i)][0] >= start[(0, "F", i)][1] for i in range(4))
+    assert len(timeline["modelled"]) == len(measured)
+
+
+def test_emulated_link_slows_the_step_by_its_latency(tmp_path):
+    fast = train.run(spec("distributed", max_steps=6), out_dir=tmp_path / "fast")
+    slow_spec = spec("distributed", max_steps=6)
+    slow_spec["link"] = {"bandwidth_mbps": 1000, "latency_ms": 25}
+    slow = train.run(slow_spec, out_dir=tmp_path / "slow")
+    # the last micro-batch crosses 4 links on its way (2 forward, 2 backward): 25 ms each, at least
+    assert slow["time_per_batch_s"] > 4 * 0.025
+    assert slow["time_per_batch_s"] > fast["time_per_batch_s"]
+    assert slow["wire_bytes_per_step"] == fast["wire_bytes_per_step"]
+
+
+def _stage_pids(workdir) -> dict[int, int]:
+    """Live stage processes of the run whose files are in `workdir`: pid -> rank (orphans included)."""
+    spec_path = str(workdir / "stage-spec.json").encode()
+    found = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+            with open(f"/proc/{pid}/stat") as f:
+                zombie = f.read().rsplit(") ", 1)[1].startswith("Z")
+        except OSError:
+            continue
+        if b"worker.stage" in argv and spec_path in argv and not zombie:
+            found[int(pid)] = int(argv[argv.index(spec_path) + 1])
+    return found
+
+
+def test_killing_a_stage_fails_the_run_naming_it_and_leaves_no_process(tmp_path):
+    killed: list[int] = []
+
+    def kill_stage_2(step: int, total: int) -> None:
+        if step == 2 and not killed:
+            victims = [pid for pid, rank in _stage_pids(tmp_path).items() if rank == 2]
+            assert len(victims) == 1
+            os.kill(victims[0], signal.SIGKILL)
+            killed.append(victims[0])
+
+    with pytest.raises(StageFailed, match=r"stage 2 \(pid \d+\) was killed by SIGKILL"):
+        train.run(spec("distributed", max_steps=200), on_progress=kill_stage_2, out_dir=tmp_path)
+    assert killed
+    assert _stage_pids(tmp_path) == {}
+
+
+def test_cancel_ends_every_stage_within_5_s(tmp_path):
+    stop = threading.Event()
+    asked_at: list[float] = []
+
+    def on_progress(step: int, total: int) -> None:
+        if step == 3:
+            asked_at.append(time.monotonic())
+            stop.set()
+
+    data = spec("distributed", max_steps=10_000)
+    data["link"] = {"bandwidth_mbps": 100, "latency_ms": 20}
+    summary = train.run(data, on_progress=on_progress, should_stop=stop.is_set, out_dir=tmp_path)
+    assert summary["cancelled"] is True and summary["steps"] == 3
+    assert time.monotonic() - asked_at[0] < 5
+    assert _stage_pids(tmp_path) == {}
+
+
+def test_spec_with_default_partition_runs_distributed(tmp_path):
+    data = spec("distributed", max_steps=2)
+    data["pipeline"].pop("stages")
+    assert parse_spec(data).n_stages is None
+    summary = train.run(data, out_dir=tmp_path)
+    assert summary["steps"] == 2 and summary["n_stages"] == len(summary["stages"]) >= 2
