@@ -13,7 +13,7 @@ import triton
 import triton.language as tl
 
 from worker.codecs import wire
-from worker.codecs.triton_bits import TILE
+from worker.codecs.triton_bits import tile
 from worker.codecs.wire import SECTIONS, CodecError, Header
 
 
@@ -44,7 +44,8 @@ def words_checksum(data: torch.Tensor) -> torch.Tensor:
     acc = torch.zeros(1, dtype=torch.int64, device=data.device)
     nbytes = data.numel()
     if nbytes:
-        _words_kernel[(triton.cdiv(nbytes, 4 * TILE),)](data, nbytes, acc, WORD_STEP=wire.WORD_STEP, N=TILE)
+        n = tile(nbytes // 4)
+        _words_kernel[(triton.cdiv(nbytes, 4 * n),)](data, nbytes, acc, WORD_STEP=wire.WORD_STEP, N=n)
     return acc[0] & 0xFFFFFFFF
 
 

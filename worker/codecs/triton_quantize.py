@@ -13,7 +13,7 @@ import torch
 import triton
 import triton.language as tl
 
-from worker.codecs.triton_bits import OPTIONS, TILE, load_groups, store_groups
+from worker.codecs.triton_bits import OPTIONS, load_groups, store_groups, tile
 from worker.codecs.wire import CodecError
 
 NOT_FINITE = "tensor has NaN or inf values; quantization needs finite values (use bits: null)"
@@ -215,7 +215,7 @@ def quantize(vals: torch.Tensor, bits: int, scale: str, inner: int, ngroups: int
     nbytes = out.numel()
     if scale == "block" and inner % 8 == 0 and inner <= FUSED_MAX_BLOCK:
         bp2 = triton.next_power_of_2(inner)
-        rows = max(1, TILE // bp2)
+        rows = max(1, tile(count) // bp2)
         _block_kernel[(triton.cdiv(ngroups, rows),)](
             vals, count, inner, ngroups, seed, scales_out, out, nbytes, symbols, bad,
             BITS=bits, MAXQ=maxq, BP2=bp2, ROWS=rows, STOCHASTIC=stochastic, PACKED=packed, **OPTIONS)
@@ -223,12 +223,14 @@ def quantize(vals: torch.Tensor, bits: int, scale: str, inner: int, ngroups: int
         lo32, hi32, finite = _minmax(vals, inner, ngroups, pos)
         lo64 = torch.empty(ngroups, dtype=torch.float64, device=device)
         inv = torch.empty(ngroups, dtype=torch.float64, device=device)
-        _scales_kernel[(triton.cdiv(ngroups, TILE),)](lo32.contiguous(), hi32.contiguous(), ngroups, scales_out, lo64, inv,
-                                                      bad, MAXQ=maxq, N=TILE, **OPTIONS)
+        n = tile(ngroups)
+        _scales_kernel[(triton.cdiv(ngroups, n),)](lo32.contiguous(), hi32.contiguous(), ngroups, scales_out, lo64, inv,
+                                                   bad, MAXQ=maxq, N=n, **OPTIONS)
         bad |= (~finite).int()
-        _quant_kernel[(triton.cdiv(count, TILE),)](
+        n = tile(count)
+        _quant_kernel[(triton.cdiv(count, n),)](
             vals, vals if pos is None else pos, count, inner, ngroups, lo64, inv, seed, out, nbytes, symbols,
-            BITS=bits, MAXQ=maxq, BY_POS=pos is not None, STOCHASTIC=stochastic, PACKED=packed, N=TILE, **OPTIONS)
+            BITS=bits, MAXQ=maxq, BY_POS=pos is not None, STOCHASTIC=stochastic, PACKED=packed, N=n, **OPTIONS)
     _raise_if_bad(bad)
     return None if packed else symbols
 
@@ -242,6 +244,7 @@ def dequantize(values: torch.Tensor | None, symbols: torch.Tensor | None, bits: 
     src = values if values is not None else symbols
     if src is None:
         raise ValueError("dequantize needs packed values or symbols")
-    _dequant_kernel[(triton.cdiv(count, TILE),)](
+    n = tile(count)
+    _dequant_kernel[(triton.cdiv(count, n),)](
         src, src.numel(), src, scales, ngroups, inner, out if pos is None else pos, count, out,
-        BITS=bits, PACKED=packed, BY_POS=by_pos, SCATTER=pos is not None, N=TILE, **OPTIONS)
+        BITS=bits, PACKED=packed, BY_POS=by_pos, SCATTER=pos is not None, N=n, **OPTIONS)

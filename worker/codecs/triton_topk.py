@@ -16,7 +16,7 @@ import triton
 import triton.language as tl
 
 from worker.codecs import indexset, topk
-from worker.codecs.triton_bits import OPTIONS, TILE, pack, unpack
+from worker.codecs.triton_bits import OPTIONS, pack, tile, unpack
 from worker.codecs.wire import CodecError
 
 NCHUNKS = 64  # topk.select's candidate chunks; their counts decide its fallback to the exact selection
@@ -69,7 +69,8 @@ def select(flat: torch.Tensor, k: int, rng: np.random.Generator) -> torch.Tensor
     inv_w = 1.0 / width if width > 0 else 0.0
     bracket = torch.tensor([t_lo, t_hi, inv_w], dtype=torch.float64, device=flat.device)
     keys = torch.empty(n, dtype=torch.int16, device=flat.device)
-    _keys_kernel[(triton.cdiv(n, TILE),)](flat, n, bracket, keys, NBINS=topk.NBINS, N=TILE, **OPTIONS)
+    size = tile(n)
+    _keys_kernel[(triton.cdiv(n, size),)](flat, n, bracket, keys, NBINS=topk.NBINS, N=size, **OPTIONS)
     candidates = torch.nn.functional.pad(keys > 0, (0, NCHUNKS * per - n)).view(NCHUNKS, per).sum(1)
     hist = torch.bincount(keys.int(), minlength=topk.NBINS + 2)
     counts, hist_np = torch.stack([candidates.max(), hist[0]]).tolist(), hist.cpu().numpy()[1:]
