@@ -14,6 +14,7 @@ from slimpipe.spec import CompressionSpec  # noqa: E402
 from worker.codecs import CodecError, chain, decode, device_wire, make_codec, wire  # noqa: E402
 from worker.codecs import triton_quantize as quantize_errors  # noqa: E402
 
+
 def _device_payload(x: torch.Tensor, seed: int = 0, **fields) -> tuple[bytes, torch.Tensor]:
     """(numba payload, triton device payload) for one spec and tensor."""
     spec = CompressionSpec(**fields)
