@@ -39,14 +39,20 @@ def _words_kernel(data_ptr, nbytes, acc_ptr, WORD_STEP: tl.constexpr, N: tl.cons
     tl.atomic_add(acc_ptr, tl.sum(mixed.to(tl.int64), axis=0) & 0xFFFFFFFF)
 
 
-def words_checksum(data: torch.Tensor) -> torch.Tensor:
-    """wire.words_checksum of a uint8 tensor, as an int64 0-d tensor on its device (no host sync)."""
+def words_checksum_bytes(data: torch.Tensor) -> torch.Tensor:
+    """wire.words_checksum of a uint8 tensor as its 4 little-endian bytes, on its device (no host sync):
+    the low 4 bytes of the int64 sum, which are the sum mod 2^32."""
     acc = torch.zeros(1, dtype=torch.int64, device=data.device)
     nbytes = data.numel()
     if nbytes:
         n = tile(nbytes // 4)
         _words_kernel[(triton.cdiv(nbytes, 4 * n),)](data, nbytes, acc, WORD_STEP=wire.WORD_STEP, N=n)
-    return acc[0] & 0xFFFFFFFF
+    return acc.view(torch.uint8)[:4]
+
+
+def words_checksum(data: torch.Tensor) -> int:
+    """wire.words_checksum of a uint8 tensor, summed on its device."""
+    return int.from_bytes(bytes(words_checksum_bytes(data).cpu().numpy()), "little")
 
 
 class DevicePayload:
@@ -84,8 +90,7 @@ class DevicePayload:
         """The payload as a device tensor, its checksum written."""
         body = self.data[:-4]
         if self.checksum == "words":
-            crc = words_checksum(body)
-            self.data[-4:].copy_(torch.stack([(crc >> (8 * i)) & 0xFF for i in range(4)]).to(torch.uint8))
+            self.data[-4:].copy_(words_checksum_bytes(body))
         else:
             crc_bytes = (wire.xxhash.xxh3_64_intdigest(body.cpu().numpy().tobytes()) & 0xFFFFFFFF).to_bytes(4, "little")
             self.data[-4:].copy_(torch.frombuffer(bytearray(crc_bytes), dtype=torch.uint8))
@@ -108,10 +113,11 @@ def unpack(payload: torch.Tensor) -> tuple[Header, dict[str, torch.Tensor]]:
     header, checksum, at = wire.read_head(memoryview(head), total)
     body = payload[: total - 4]
     if checksum == "words":
-        expected = int(words_checksum(body))
+        same = bool(torch.equal(words_checksum_bytes(body), payload[total - 4 :]))
     else:
         expected = wire.xxhash.xxh3_64_intdigest(body.cpu().numpy().tobytes()) & 0xFFFFFFFF
-    if expected != int.from_bytes(bytes(payload[total - 4 :].cpu().numpy()), "little"):
+        same = expected == int.from_bytes(bytes(payload[total - 4 :].cpu().numpy()), "little")
+    if not same:
         raise CodecError("payload checksum mismatch: the bytes were corrupted in transit")
     sections = {}
     for name in SECTIONS:

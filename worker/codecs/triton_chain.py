@@ -135,10 +135,10 @@ def decode(payload, device: torch.device | str | None = None) -> tuple[torch.Ten
     if header.entropy:
         model_view, values_view = (memoryview(bytes(sec[s].cpu().numpy())) for s in ("model", "values"))
         symbols = torch.from_numpy(entropy.decode(model_view, values_view, k, header.bits).astype(np.int32)).to(device)
-        triton_quantize.dequantize(None, symbols, header.bits, sec["scales"], inner, ngroups, pos, by_pos, k, out)
+        triton_quantize.dequantize(None, symbols, header.bits, sec["scales"], header.scale, inner, ngroups, pos, by_pos, k, out)
     else:
         if header.lengths["values"] != (k * header.bits + 7) // 8:
             raise CodecError(f"values section is {header.lengths['values']} bytes; {k} {header.bits}-bit values need "
                              f"{(k * header.bits + 7) // 8}")
-        triton_quantize.dequantize(sec["values"], None, header.bits, sec["scales"], inner, ngroups, pos, by_pos, k, out)
+        triton_quantize.dequantize(sec["values"], None, header.bits, sec["scales"], header.scale, inner, ngroups, pos, by_pos, k, out)
     return out.reshape(header.shape), header, keys

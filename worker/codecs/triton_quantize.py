@@ -144,6 +144,17 @@ def _quant_kernel(x_ptr, pos_ptr, count, inner, ngroups, lo_ptr, inv_ptr, seed, 
 
 
 @triton.jit
+def _load_scales(scales_ptr, g, valid, ngroups):
+    """(lo, step) as float64 of groups g, from the scales section's bytes."""
+    b = tl.arange(0, 4)[None, :]
+    lo_b = tl.load(scales_ptr + 4 * g[:, None] + b, mask=valid[:, None], other=0).to(tl.uint32)
+    lo = tl.sum(lo_b << (8 * b).to(tl.uint32), axis=1).to(tl.float32, bitcast=True).to(tl.float64)
+    st_b = tl.load(scales_ptr + 4 * ngroups + 2 * g[:, None] + b, mask=valid[:, None] & (b < 2), other=0).to(tl.uint32)
+    step = tl.sum(st_b << (8 * b + 16).to(tl.uint32), axis=1).to(tl.float32, bitcast=True).to(tl.float64)
+    return lo, step
+
+
+@triton.jit
 def _dequant_kernel(values_ptr, nbytes, sym_ptr, scales_ptr, ngroups, inner, pos_ptr, count, out_ptr,
                     BITS: tl.constexpr, PACKED: tl.constexpr, BY_POS: tl.constexpr, SCATTER: tl.constexpr,
                     N: tl.constexpr):
@@ -164,12 +175,28 @@ def _dequant_kernel(values_ptr, nbytes, sym_ptr, scales_ptr, ngroups, inner, pos
         g = (pos // inner) % ngroups
     else:
         g = (offs // inner) % ngroups
-    b = tl.arange(0, 4)[None, :]
-    lo_b = tl.load(scales_ptr + 4 * g[:, None] + b, mask=valid[:, None], other=0).to(tl.uint32)
-    lo = tl.sum(lo_b << (8 * b).to(tl.uint32), axis=1).to(tl.float32, bitcast=True).to(tl.float64)
-    st_b = tl.load(scales_ptr + 4 * ngroups + 2 * g[:, None] + b, mask=valid[:, None] & (b < 2), other=0).to(tl.uint32)
-    step = (tl.sum(st_b << (8 * b + 16).to(tl.uint32), axis=1)).to(tl.float32, bitcast=True).to(tl.float64)
+    lo, step = _load_scales(scales_ptr, g, valid, ngroups)
     tl.store(out_ptr + pos, (lo + q.to(tl.float64) * step).to(tl.float32), mask=valid)
+
+
+@triton.jit
+def _block_dequant_kernel(values_ptr, nbytes, scales_ptr, ngroups, block, pos_ptr, count, out_ptr,
+                          BITS: tl.constexpr, BP2: tl.constexpr, ROWS: tl.constexpr, SCATTER: tl.constexpr):
+    """ROWS whole blocks per program: each block's scales read once, its bytes unpacked, values written."""
+    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+    cols = tl.arange(0, BP2)[None, :]
+    idx = rows[:, None] * block + cols
+    valid = (cols < block) & (idx < count)
+    lo, step = _load_scales(scales_ptr, rows, rows < ngroups, ngroups)
+    gidx = tl.max(tl.reshape(idx // 8, (ROWS * BP2 // 8, 8)), axis=1)
+    gvalid = tl.max(tl.reshape(tl.where(valid, 1, 0), (ROWS * BP2 // 8, 8)), axis=1) > 0
+    q = tl.reshape(load_groups(values_ptr, gidx, gvalid, nbytes, BITS), (ROWS, BP2))
+    values = (lo[:, None] + q.to(tl.float64) * step[:, None]).to(tl.float32)
+    if SCATTER:  # noqa: SIM108 - a constexpr branch, compiled only when taken
+        dest = tl.load(pos_ptr + idx, mask=valid, other=0)
+    else:
+        dest = idx
+    tl.store(out_ptr + dest, values, mask=valid)
 
 
 def _raise_if_bad(bad: torch.Tensor) -> None:
@@ -235,10 +262,17 @@ def quantize(vals: torch.Tensor, bits: int, scale: str, inner: int, ngroups: int
     return None if packed else symbols
 
 
-def dequantize(values: torch.Tensor | None, symbols: torch.Tensor | None, bits: int, scales: torch.Tensor, inner: int,
-               ngroups: int, pos: torch.Tensor | None, by_pos: bool, count: int, out: torch.Tensor) -> None:
+def dequantize(values: torch.Tensor | None, symbols: torch.Tensor | None, bits: int, scales: torch.Tensor, scale: str,
+               inner: int, ngroups: int, pos: torch.Tensor | None, by_pos: bool, count: int, out: torch.Tensor) -> None:
     """Packed `values` bytes (or int32 `symbols`) -> fp32 into `out`; with `pos`, value i lands at out[pos[i]]."""
     if count == 0:
+        return
+    if values is not None and scale == "block" and inner % 8 == 0 and inner <= FUSED_MAX_BLOCK:
+        bp2 = triton.next_power_of_2(inner)
+        rows = max(1, tile(count) // bp2)
+        _block_dequant_kernel[(triton.cdiv(ngroups, rows),)](
+            values, values.numel(), scales, ngroups, inner, out if pos is None else pos, count, out,
+            BITS=bits, BP2=bp2, ROWS=rows, SCATTER=pos is not None, **OPTIONS)
         return
     packed = values is not None
     src = values if values is not None else symbols

@@ -23,8 +23,11 @@ NCHUNKS = 64  # topk.select's candidate chunks; their counts decide its fallback
 
 
 @triton.jit
-def _keys_kernel(x_ptr, n, bracket_ptr, keys_ptr, NBINS: tl.constexpr, N: tl.constexpr):
-    """keys[i] = topk._key(|x[i]|) + 1: 0 below the bracket, 1..NBINS in it, NBINS + 1 above it."""
+def _keys_kernel(x_ptr, n, per, bracket_ptr, keys_ptr, counts_ptr, NBINS: tl.constexpr, N: tl.constexpr):
+    """keys[i] = topk._key(|x[i]|) + 1: 0 below the bracket, 1..NBINS in it, NBINS + 1 above it; and
+    counts[c] += candidates (key >= 0) of topk.select's chunk c = i // per. Rows of SUB <= per values
+    span at most two chunks, so each row adds to two counters."""
+    SUB: tl.constexpr = 1024
     offs = tl.program_id(0) * N + tl.arange(0, N)
     valid = offs < n
     a = tl.abs(tl.load(x_ptr + offs, mask=valid, other=0.0)).to(tl.float64)
@@ -34,6 +37,13 @@ def _keys_kernel(x_ptr, n, bracket_ptr, keys_ptr, NBINS: tl.constexpr, N: tl.con
     inside = tl.minimum(((a - t_lo) * inv_w).to(tl.int64), NBINS - 1)
     key = tl.where(a >= t_hi, NBINS, tl.where(a < t_lo, -1, inside))
     tl.store(keys_ptr + offs, (key + 1).to(tl.int16), mask=valid)
+    cand = tl.reshape(tl.where(valid & (key >= 0), 1, 0), (N // SUB, SUB))
+    rows = tl.reshape(offs, (N // SUB, SUB))
+    first = tl.min(rows, axis=1) // per
+    in_first = tl.sum(tl.where(rows // per == first[:, None], cand, 0), axis=1)
+    rest = tl.sum(cand, axis=1) - in_first
+    tl.atomic_add(counts_ptr + first, in_first, mask=in_first > 0)
+    tl.atomic_add(counts_ptr + first + 1, rest, mask=rest > 0)
 
 
 def _exact(flat: torch.Tensor, k: int) -> torch.Tensor:
@@ -57,25 +67,25 @@ def select(flat: torch.Tensor, k: int, rng: np.random.Generator) -> torch.Tensor
     if n < topk.EXACT_BELOW:
         return _exact(flat, k)
     draw = torch.from_numpy(rng.integers(0, n, topk.SAMPLE)).to(flat.device)
-    sample = np.sort(np.abs(flat[draw].cpu().numpy()))[::-1]
     frac = k / n
     spread = 8.0 * np.sqrt(frac * (1 - frac) * topk.SAMPLE) + 2
-    t_hi = float(sample[max(0, int(frac * topk.SAMPLE - spread))])
+    hi_rank = max(0, int(frac * topk.SAMPLE - spread))
     low_rank = min(topk.SAMPLE - 1, int(frac * topk.SAMPLE + spread))
-    t_lo = float(sample[low_rank])
+    ascending = flat[draw].abs().sort().values  # ranks count from the largest: rank r is ascending[-1 - r]
+    t_hi, t_lo = ascending[[topk.SAMPLE - 1 - hi_rank, topk.SAMPLE - 1 - low_rank]].double().tolist()
     per = -(-n // NCHUNKS)
     cap = int(per * (low_rank + 1) / topk.SAMPLE * 1.25) + 256
     width = (t_hi - t_lo) / topk.NBINS
     inv_w = 1.0 / width if width > 0 else 0.0
     bracket = torch.tensor([t_lo, t_hi, inv_w], dtype=torch.float64, device=flat.device)
     keys = torch.empty(n, dtype=torch.int16, device=flat.device)
+    counts = torch.zeros(NCHUNKS + 1, dtype=torch.int32, device=flat.device)
     size = tile(n)
-    _keys_kernel[(triton.cdiv(n, size),)](flat, n, bracket, keys, NBINS=topk.NBINS, N=size, **OPTIONS)
-    candidates = torch.nn.functional.pad(keys > 0, (0, NCHUNKS * per - n)).view(NCHUNKS, per).sum(1)
-    hist = torch.bincount(keys.int(), minlength=topk.NBINS + 2)
-    counts, hist_np = torch.stack([candidates.max(), hist[0]]).tolist(), hist.cpu().numpy()[1:]
-    if counts[0] > cap:  # the sample put t_lo far too low (topk.select: more candidates than room)
+    _keys_kernel[(triton.cdiv(n, size),)](flat, n, per, bracket, keys, counts, NBINS=topk.NBINS, N=size, **OPTIONS)
+    hist = torch.bincount(keys, minlength=topk.NBINS + 2)
+    if int(counts.max()) > cap:  # the sample put t_lo far too low (topk.select: more candidates than room)
         return _exact(flat, k)
+    hist_np = hist.cpu().numpy()[1:]
     totals = hist_np[::-1].cumsum()[::-1]
     cut = int(np.argmin(np.abs(totals - k)))
     if abs(int(totals[cut]) - k) > topk.TOLERANCE * k:
