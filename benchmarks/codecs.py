@@ -1,4 +1,10 @@
-"""`slimpipe bench codecs`: wire size, error and GB/s of boundary codecs against torch/zstd baselines."""
+"""`slimpipe bench codecs`: wire size, error and GB/s of boundary codecs against torch/zstd baselines.
+
+With `--device cuda` the tensors live on the GPU, codecs run on the triton backend (payloads stay
+on the device), the baselines run there too (zstd aside), and each row adds the share of the
+device's memory bandwidth it reaches: the least traffic a round trip needs (read the fp32 input,
+write the payload, read it back, write the fp32 output) over its time, against `--peak-gbps`.
+"""
 
 from __future__ import annotations
 
@@ -44,6 +50,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--system-malloc", action="store_true",
                         help="leave glibc's malloc as it is (default: keep freed memory, as training workers do)")
     parser.add_argument("--json", action="store_true", help="print rows as JSON instead of a table")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda: tensors, codecs and baselines on the GPU")
+    parser.add_argument("--backend", default="auto", help="codec backend (auto: numba on cpu, triton on cuda)")
+    parser.add_argument("--peak-gbps", type=float, default=4800.0,
+                        help="device memory bandwidth for the HBM share column (default: H200, 4800 GB/s)")
 
 
 def make_tensor(kind: str, n: int, seed: int = 0):
@@ -63,13 +73,23 @@ def make_tensor(kind: str, n: int, seed: int = 0):
     return x
 
 
+def _sync() -> None:
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
 def _timed(fn, repeats: int):
-    """(median wall seconds, median process CPU seconds over all threads, last result)."""
+    """(median wall seconds, median process CPU seconds over all threads, last result); GPU work is
+    waited for inside each timing."""
     fn()  # warm: JIT, page faults, allocator
+    _sync()
     walls, cpus, out = [], [], None
     for _ in range(repeats):
         wall, cpu = time.perf_counter(), time.process_time()
         out = fn()
+        _sync()
         cpus.append(time.process_time() - cpu)
         walls.append(time.perf_counter() - wall)
     return statistics.median(walls), statistics.median(cpus), out
@@ -81,7 +101,7 @@ def information_bound_bits(payload: bytes) -> float:
 
     from worker.codecs import bitpack, entropy, indexset, wire
 
-    header, sections = wire.unpack(payload)
+    header, sections = wire.unpack(payload if isinstance(payload, bytes) else bytes(payload.cpu().numpy()))
     n, k = header.numel, header.kept
     bits = n * indexset.binary_entropy(k / n) if header.topk else 0.0
     if not header.bits:
@@ -93,14 +113,16 @@ def information_bound_bits(payload: bytes) -> float:
     return bits + entropy.empirical_entropy_bits(np.asarray(symbols)) + 8 * header.lengths["scales"]
 
 
-def _row(name, kind, x, encode, decode, repeats, bound_bits=None, size=len):
+def _row(name, kind, x, encode, decode, repeats, bound_bits=None, size=len, peak_gbps=None):
     n = x.numel()
     t_enc, cpu_enc, payload = _timed(encode, repeats)
     t_dec, cpu_dec, y = _timed(lambda: decode(payload), repeats)
-    err = (x.reshape(-1).double() - y.reshape(-1).double())
+    err = (x.reshape(-1).double() - y.reshape(-1).double().to(x.device))
     nbytes = size(payload)
     gb = n * 4 / 1e9
+    traffic = (8 * n + 2 * nbytes) / 1e9  # fp32 in and out, the payload out and back in
     return {
+        "hbm_fraction": None if peak_gbps is None else traffic / (t_enc + t_dec) / peak_gbps,
         "config": name, "tensor": kind, "bits_per_element": 8 * nbytes / n, "ratio": 4 * n / nbytes,
         "max_error": float(err.abs().max()), "rel_l2_error": float(err.norm() / x.double().norm()),
         "encode_gbps": gb / t_enc, "decode_gbps": gb / t_dec, "round_trip_gbps": gb / (t_enc + t_dec),
@@ -109,14 +131,15 @@ def _row(name, kind, x, encode, decode, repeats, bound_bits=None, size=len):
     }
 
 
-def _baselines(kind, x, repeats):
+def _baselines(kind, x, repeats, peak_gbps=None):
     import torch
     import zstandard
 
     flat = x.reshape(-1)
     k = max(1, round(0.1 * flat.numel()))
     tensor_bytes = lambda t: t.numel() * t.element_size()  # noqa: E731
-    rows = [_row("base fp16 cast", kind, x, lambda: flat.half(), lambda h: h.float(), repeats, size=tensor_bytes)]
+    rows = [_row("base fp16 cast", kind, x, lambda: flat.half(), lambda h: h.float(), repeats, size=tensor_bytes,
+                 peak_gbps=peak_gbps)]
 
     def int8_encode():
         lo, hi = flat.min().item(), flat.max().item()
@@ -125,7 +148,8 @@ def _baselines(kind, x, repeats):
             warnings.simplefilter("ignore", UserWarning)
             return torch.quantize_per_tensor(flat, scale, int(round(-lo / scale)) - 128, torch.qint8)
 
-    rows.append(_row("base torch int8", kind, x, int8_encode, lambda q: q.dequantize(), repeats, size=tensor_bytes))
+    rows.append(_row("base torch int8", kind, x, int8_encode, lambda q: q.dequantize(), repeats, size=tensor_bytes,
+                     peak_gbps=peak_gbps))
 
     def topk_encode():
         idx = torch.topk(flat.abs(), k, sorted=False).indices
@@ -135,7 +159,9 @@ def _baselines(kind, x, repeats):
         return torch.zeros_like(flat).scatter_(0, pair[1], pair[0])
 
     rows.append(_row("base torch.topk 0.1", kind, x, topk_encode, topk_decode, repeats,
-                     size=lambda pair: tensor_bytes(pair[0]) + tensor_bytes(pair[1])))
+                     size=lambda pair: tensor_bytes(pair[0]) + tensor_bytes(pair[1]), peak_gbps=peak_gbps))
+    if x.device.type != "cpu":  # zstd runs on the host only
+        return rows
     cctx, dctx = zstandard.ZstdCompressor(level=1), zstandard.ZstdDecompressor()
     raw = flat.numpy()
     rows.append(_row("base zstd-1 fp32", kind, x, lambda: cctx.compress(raw.tobytes()),
@@ -161,26 +187,40 @@ def run(args: argparse.Namespace) -> int:
     repeats = 1 if args.quick else args.repeats
     names = [c for c in args.only.split(",") if c] or (list(QUICK) if args.quick else [name for name, _ in CONFIGS])
     configs = [(name, fields) for name, fields in CONFIGS if name in names]
+    from worker.codecs.chain import pick_backend
+
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("--device cuda: no CUDA device here; run on a GPU machine (or drop --device)")
+        return 1
+    backend = pick_backend(args.backend, device)
+    on_device = backend == "triton" and device.type != "cpu"  # payloads stay on the GPU
+    peak = args.peak_gbps if device.type != "cpu" else None
     rows = []
     for kind in [k for k in args.kinds.split(",") if k]:
-        x = make_tensor(kind, n)
+        x = make_tensor(kind, n).to(device)
         for name, fields in configs:
-            codec = make_codec(CompressionSpec(**fields))
-            rows.append(_row(name, kind, x, lambda c=codec, t=x: c.encode(t), decode, repeats, information_bound_bits))
-        rows.extend(_baselines(kind, x, repeats))
+            codec = make_codec(CompressionSpec(**fields), backend=backend)
+            rows.append(_row(name, kind, x, lambda c=codec, t=x: c.encode(t, device_payload=on_device),
+                             lambda p: decode(p, device=device, backend=backend), repeats, information_bound_bits,
+                             peak_gbps=peak))
+        rows.extend(_baselines(kind, x, repeats, peak))
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
     if args.json:
-        print(json.dumps({"elements": n, "threads": torch.get_num_threads(), "malloc": malloc, "rows": rows}, indent=1))
+        print(json.dumps({"elements": n, "threads": torch.get_num_threads(), "malloc": malloc, "device": where,
+                          "backend": backend, "rows": rows}, indent=1))
         return 0
-    print(f"codecs on {n:,} fp32 elements, {torch.get_num_threads()} threads, malloc: {malloc}, median of {repeats}, load average "
+    print(f"codecs on {n:,} fp32 elements, {where}, backend {backend}, malloc: {malloc}, median of {repeats}, load average "
           f"{os.getloadavg()[0]:.1f}; GB/s of fp32 input (rt/cpu: per CPU-second of this process, all threads); "
           "bound = n*H(k/n) + symbol entropy + scales, in bits/el (header excluded)")
     head = (f"{'config':22} {'tensor':11} {'bits/el':>8} {'ratio':>7} {'bound':>7} {'max err':>9} {'rel L2':>8} "
-            f"{'enc GB/s':>8} {'dec GB/s':>8} {'rt GB/s':>8} {'rt/cpu':>7}")
+            f"{'enc GB/s':>8} {'dec GB/s':>8} {'rt GB/s':>8} {'rt/cpu':>7}" + (" HBM %" if peak else ""))
     print(head)
     print("-" * len(head))
     for r in rows:
         bound = "" if r["bound_bits_per_element"] is None else f"{r['bound_bits_per_element']:.3f}"
         print(f"{r['config']:22} {r['tensor']:11} {r['bits_per_element']:8.3f} {r['ratio']:7.2f} {bound:>7} "
               f"{r['max_error']:9.3g} {r['rel_l2_error']:8.4f} {r['encode_gbps']:8.2f} {r['decode_gbps']:8.2f} "
-              f"{r['round_trip_gbps']:8.2f} {r['round_trip_cpu_gbps']:7.2f}")
+              f"{r['round_trip_gbps']:8.2f} {r['round_trip_cpu_gbps']:7.2f}"
+              + (f" {100 * r['hbm_fraction']:5.1f}" if peak else ""))
     return 0

@@ -10,10 +10,15 @@ the ef residual, delta references, the RNG) survives `state_dict()` / `load_stat
 
 For the first `warmup_steps` encode calls a codec sends dense fp32 (with delta, these set
 the references). Backends: "numba" fused CPU kernels, "torch" ops on the tensor's device
-(CUDA tensors are coded on the GPU); "auto" picks by device.
+(CUDA tensors are coded on the GPU), "triton" fused kernels on the tensor's device; "auto" picks
+numba for CPU tensors and triton (else torch) for GPU ones. `encode(..., device_payload=True)` on
+the triton backend returns the payload as a uint8 tensor on the tensor's device (checksum computed
+there), which `decode` accepts as it accepts bytes.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,10 +45,11 @@ class Codec:
         self.error_feedback = ErrorFeedback()
         self.references = DeltaReference()
 
-    def encode(self, tensor: torch.Tensor, keys: torch.Tensor | None = None) -> bytes:
+    def encode(self, tensor: torch.Tensor, keys: torch.Tensor | None = None, *, device_payload: bool = False):
+        """Payload bytes, or with `device_payload` a uint8 tensor on the tensor's device (triton backend)."""
         dense = self.step < self.spec.warmup_steps
         self.step += 1
-        options = {"backend": self.backend, "rng": self.rng, "dense": dense}
+        options: dict[str, Any] = {"backend": self.backend, "rng": self.rng, "dense": dense, "device_payload": device_payload}
         if self.spec.feedback == "ef":
             sent = self.error_feedback.apply(tensor)
             payload = chain.encode(sent, self.spec, feedback="ef", dtype=tensor.dtype, **options)
@@ -61,10 +67,10 @@ class Codec:
             return payload
         return chain.encode(tensor, self.spec, **options)
 
-    def _decode(self, payload: bytes, device) -> tuple[torch.Tensor, Header, torch.Tensor | None]:
+    def _decode(self, payload, device) -> tuple[torch.Tensor, Header, torch.Tensor | None]:
         return chain.decode(payload, device=device, backend=self.backend if self.backend != "auto" else "auto")
 
-    def decode(self, payload: bytes, device: torch.device | str | None = None) -> torch.Tensor:
+    def decode(self, payload, device: torch.device | str | None = None) -> torch.Tensor:
         """The receiving end: like module-level `decode`, and resolves delta payloads."""
         value, header, keys = self._decode(payload, device)
         if header.feedback in ("delta_base", "delta"):
@@ -97,8 +103,9 @@ def make_codec(spec: CompressionSpec, *, backend: str = "auto", seed: int = 0) -
     return Codec(spec, backend=backend, seed=seed)
 
 
-def decode(payload: bytes, device: torch.device | str | None = None, *, backend: str = "auto") -> torch.Tensor:
-    """Payload bytes -> tensor (on CPU unless `device`), in the dtype the encoder was given."""
+def decode(payload, device: torch.device | str | None = None, *, backend: str = "auto") -> torch.Tensor:
+    """Payload bytes (or a device payload tensor) -> tensor (on CPU, or the payload tensor's device,
+    unless `device`), in the dtype the encoder was given."""
     value, header, _ = chain.decode(payload, device=device, backend=backend)
     if header.feedback == "delta":
         raise CodecError("payload is a per-sample delta (feedback: delta); decode it with the receiving Codec "

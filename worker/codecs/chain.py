@@ -1,8 +1,9 @@
 """The stateless transform chain: top-k -> quantize (or cast) -> bit-pack or entropy-code -> wire.
 
-Two backends compute the same format: "numba" (fused CPU kernels) and "torch" (torch ops on
-the tensor's own device; only finished bytes, or b-bit symbols for the entropy stage, reach
-the host). "auto" picks numba for CPU tensors and torch otherwise.
+Three backends compute the same format: "numba" (fused CPU kernels), "triton" (fused kernels on
+the tensor's device, see triton_chain.py; byte-identical to numba) and "torch" (torch ops on the
+tensor's own device, the reference; only finished bytes, or b-bit symbols for the entropy stage,
+reach the host). "auto" picks numba for CPU tensors, triton for others (torch without triton).
 """
 
 from __future__ import annotations
@@ -21,11 +22,24 @@ DTYPE_NAMES = {v: k for k, v in TORCH_DTYPES.items()}
 SPEC_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
 
+BACKENDS = ("auto", "numba", "torch", "triton")
+
+
+def triton_available() -> bool:
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def pick_backend(backend: str, device: torch.device) -> str:
     if backend == "auto":
-        return "numba" if device.type == "cpu" else "torch"
-    if backend not in ("numba", "torch"):
-        raise ValueError(f"backend must be 'auto', 'numba' or 'torch', not {backend!r}")
+        return "numba" if device.type == "cpu" else "triton" if triton_available() else "torch"
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, not {backend!r}")
+    if backend == "triton" and not triton_available():
+        raise ValueError("backend 'triton' needs the triton package (pip install triton==3.9.0); or use backend: torch")
     return backend
 
 
@@ -36,10 +50,19 @@ def _values_bytes(values: torch.Tensor, dtype: str) -> bytes | np.ndarray:
     return cast.cpu().numpy().view(np.uint8)
 
 
-def encode(x: torch.Tensor, spec, **options) -> bytes:
-    """One tensor -> payload bytes (see _encode); small tensors run on the calling thread."""
+def encode(x: torch.Tensor, spec, *, device_payload: bool = False, **options) -> Any:
+    """One tensor -> payload bytes (see _encode); small tensors run on the calling thread. With
+    `device_payload` (triton backend) a uint8 tensor on x's device, checksum "words", instead."""
+    backend = pick_backend(options.pop("backend", "auto"), x.device)
+    if backend == "triton" or device_payload:
+        if backend != "triton":
+            raise ValueError(f"device payloads need backend 'triton' (or 'auto' on a GPU), not {backend!r}")
+        from worker.codecs import triton_chain
+
+        payload = triton_chain.encode(x, spec, checksum="words" if device_payload else "xxh3", **options)
+        return payload.finish() if device_payload else payload.to_bytes()
     with fused.threads_for(x.numel()):
-        return _encode(x, spec, **options)
+        return _encode(x, spec, backend=backend, **options)
 
 
 def _encode(x: torch.Tensor, spec, *, backend: str = "auto", rng: np.random.Generator, dense: bool = False,
@@ -136,10 +159,16 @@ def _raw_values(section: memoryview, dtype: str, count: int, device: torch.devic
     return values.float()
 
 
-def decode(payload: bytes, **options):
-    """Payload -> (fp32 tensor, header, keys) (see _decode); small payloads run on the calling thread."""
+def decode(payload: Any, *, device: torch.device | str | None = None, backend: str = "auto"):
+    """Payload -> (fp32 tensor, header, keys) (see _decode); small payloads run on the calling thread.
+    A uint8 tensor payload (from `encode(..., device_payload=True)`) decodes on the triton backend."""
+    if isinstance(payload, torch.Tensor) or pick_backend(backend, torch.device(device or "cpu")) == "triton":
+        pick_backend("triton", torch.device("cpu"))  # a clear error without triton
+        from worker.codecs import triton_chain
+
+        return triton_chain.decode(payload, device)
     with fused.threads_for(peek_numel(payload)):
-        return _decode(payload, **options)
+        return _decode(payload, device=device, backend=backend)
 
 
 def _decode(payload: bytes, *, device: torch.device | str | None = None, backend: str = "auto"):

@@ -2,7 +2,9 @@
 
 The checksum is the low 32 bits of xxh3-64 over everything before it: zlib's CRC32 runs at ~1 GB/s
 here and capped every round trip, xxh3 runs at ~9 GB/s (v1 payloads used CRC32). v3 changed the ANS
-entropy section (16-bit rANS words and a frequency table, see ans.py).
+entropy section (16-bit rANS words and a frequency table, see ans.py). v4 names its checksum in a
+header byte (a former pad byte, so v3 payloads read as "xxh3"): "xxh3", or "words", a sum of mixed
+32-bit words that a GPU computes in parallel (xxh3 is sequential across its stripes), see `words_checksum`.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ if sys.byteorder != "little":  # the bit layouts below are little-endian words
     raise ImportError("worker.codecs needs a little-endian machine")
 
 MAGIC = b"SPCW"
-VERSION = 3
+VERSION = 4
+READABLE = (3, 4)  # v3 is v4 with the checksum byte always 0 (xxh3)
 MAX_NUMEL = 1 << 36
 SECTIONS = ("keys", "index", "scales", "values", "model")
 
@@ -28,9 +31,10 @@ DTYPES = ("float32", "float16", "bfloat16", "float64")
 SCALES = ("tensor", "channel", "block")
 ENTROPY = (None, "huffman", "ans")
 FEEDBACK = (None, "ef", "delta", "delta_base")
+CHECKSUMS = ("xxh3", "words")
 
-# magic, version, dtype, value_dtype, ndim, bits, scale, entropy, feedback, topk?, block, kept
-_FIXED = struct.Struct("<4sBBBBBBBBBxxxIQ")
+# magic, version, dtype, value_dtype, ndim, bits, scale, entropy, feedback, topk?, checksum, block, kept
+_FIXED = struct.Struct("<4sBBBBBBBBBBxxIQ")
 _LENGTHS = struct.Struct("<5Q")
 _CRC = struct.Struct("<I")
 
@@ -78,19 +82,50 @@ def _as_bytes(section: Any) -> memoryview:
     return memoryview(section).cast("B")
 
 
-def pack(header: Header, sections: dict[str, object]) -> bytes:
-    """Header, sections (bytes-like or numpy arrays) in SECTIONS order, then the checksum of all before it."""
-    parts = [_as_bytes(sections.get(name, b"")) for name in SECTIONS]
-    lengths = [p.nbytes for p in parts]
-    head = _FIXED.pack(
+def head_bytes(header: Header, lengths: list[int], checksum: str = "xxh3") -> bytes:
+    """The header of a payload whose sections (in SECTIONS order) have `lengths` bytes."""
+    return _FIXED.pack(
         MAGIC, VERSION, _code(DTYPES, header.dtype, "dtype"), _code(DTYPES, header.value_dtype, "value_dtype"),
         len(header.shape), header.bits, _code(SCALES, header.scale, "scale"), _code(ENTROPY, header.entropy, "entropy"),
-        _code(FEEDBACK, header.feedback, "feedback"), int(header.topk), header.block, header.kept,
+        _code(FEEDBACK, header.feedback, "feedback"), int(header.topk), _code(CHECKSUMS, checksum, "checksum"),
+        header.block, header.kept,
     ) + struct.pack(f"<{len(header.shape)}Q", *header.shape) + _LENGTHS.pack(*lengths)
+
+
+def pack(header: Header, sections: dict[str, object], checksum: str = "xxh3") -> bytes:
+    """Header, sections (bytes-like or numpy arrays) in SECTIONS order, then the checksum of all before it."""
+    parts = [_as_bytes(sections.get(name, b"")) for name in SECTIONS]
+    head = head_bytes(header, [p.nbytes for p in parts], checksum)
+    if checksum == "words":
+        return b"".join([head, *parts, _CRC.pack(words_checksum(b"".join([head, *parts])))])
     digest = xxhash.xxh3_64(head)
     for p in parts:
         digest.update(p)
     return b"".join([head, *parts, _CRC.pack(digest.intdigest() & 0xFFFFFFFF)])
+
+
+WORD_STEP = 0x9E3779B9  # word i is offset by i * WORD_STEP before mixing, so moved words change the sum
+
+
+def fmix32(h: np.ndarray) -> np.ndarray:
+    """murmur3's 32-bit finalizer (a bijection), on uint32 arrays."""
+    h = h ^ (h >> np.uint32(16))
+    h = h * np.uint32(0x85EBCA6B)
+    h = h ^ (h >> np.uint32(13))
+    h = h * np.uint32(0xC2B2AE35)
+    return h ^ (h >> np.uint32(16))
+
+
+def words_checksum(data: bytes | bytearray | memoryview) -> int:
+    """The "words" checksum: data zero-padded to 32-bit little-endian words w_i, then the sum mod 2^32
+    of fmix32(w_i + i * WORD_STEP). Any one changed word changes it; each word is mixed on its own, so
+    a GPU sums it in one parallel pass (device_wire.py computes the same number)."""
+    view = memoryview(data).cast("B")
+    words = np.zeros((view.nbytes + 3) // 4, dtype=np.uint32)
+    words.view(np.uint8)[: view.nbytes] = np.frombuffer(view, dtype=np.uint8)
+    with np.errstate(over="ignore"):
+        mixed = fmix32(words + np.arange(words.size, dtype=np.uint32) * np.uint32(WORD_STEP))
+    return int(mixed.sum(dtype=np.uint64) & np.uint64(0xFFFFFFFF))
 
 
 def unpack(payload: bytes | bytearray | memoryview) -> tuple[Header, dict[str, memoryview]]:
@@ -98,26 +133,41 @@ def unpack(payload: bytes | bytearray | memoryview) -> tuple[Header, dict[str, m
     if not isinstance(payload, bytes | bytearray | memoryview):
         raise CodecError(f"a payload is bytes, not {type(payload).__name__}")
     view = memoryview(payload).cast("B")
-    if view.nbytes < _FIXED.size + _LENGTHS.size + _CRC.size:
-        raise CodecError(f"payload of {view.nbytes} bytes is too short to be a slimpipe codec payload")
+    header, checksum, at = read_head(view, view.nbytes)
+    (crc,) = _CRC.unpack_from(view, view.nbytes - _CRC.size)
+    body = view[: view.nbytes - _CRC.size]
+    if (words_checksum(body) if checksum == "words" else xxhash.xxh3_64_intdigest(body) & 0xFFFFFFFF) != crc:
+        raise CodecError("payload checksum mismatch: the bytes were corrupted in transit")
+    sections = {}
+    for name in SECTIONS:
+        sections[name] = view[at : at + header.lengths[name]]
+        at += header.lengths[name]
+    return header, sections
+
+
+MAX_HEAD = _FIXED.size + 8 * 255 + _LENGTHS.size  # the longest header: enough bytes for `read_head`
+
+
+def read_head(view: memoryview, total: int) -> tuple[Header, str, int]:
+    """(Header, checksum name, offset of the first section) from the start of a `total`-byte payload;
+    checks everything but the checksum. `view` may hold only the first MAX_HEAD bytes."""
+    if total < _FIXED.size + _LENGTHS.size + _CRC.size or view.nbytes < min(total, _FIXED.size):
+        raise CodecError(f"payload of {total} bytes is too short to be a slimpipe codec payload")
     fixed = _FIXED.unpack_from(view, 0)
     if fixed[0] != MAGIC:
         raise CodecError(f"payload does not start with {MAGIC!r}; it is not a slimpipe codec payload")
-    if fixed[1] != VERSION:
-        raise CodecError(f"payload is wire format v{fixed[1]}; this slimpipe reads v{VERSION}")
+    if fixed[1] not in READABLE:
+        raise CodecError(f"payload is wire format v{fixed[1]}; this slimpipe reads v{READABLE[0]}-v{READABLE[-1]}")
     ndim = fixed[4]
     at = _FIXED.size + 8 * ndim
-    if view.nbytes < at + _LENGTHS.size + _CRC.size:
+    if total < at + _LENGTHS.size + _CRC.size or view.nbytes < at + _LENGTHS.size:
         raise CodecError("payload is truncated inside its header")
     shape = struct.unpack_from(f"<{ndim}Q", view, _FIXED.size)
     lengths = _LENGTHS.unpack_from(view, at)
     at += _LENGTHS.size
-    if at + sum(lengths) + _CRC.size != view.nbytes:
-        raise CodecError(f"payload is {view.nbytes} bytes but its header describes {at + sum(lengths) + _CRC.size}; "
+    if at + sum(lengths) + _CRC.size != total:
+        raise CodecError(f"payload is {total} bytes but its header describes {at + sum(lengths) + _CRC.size}; "
                          "it was truncated or extended")
-    (crc,) = _CRC.unpack_from(view, view.nbytes - _CRC.size)
-    if xxhash.xxh3_64_intdigest(view[: view.nbytes - _CRC.size]) & 0xFFFFFFFF != crc:
-        raise CodecError("payload checksum mismatch: the bytes were corrupted in transit")
     header = Header(
         shape=tuple(shape),
         dtype=_lookup(DTYPES, fixed[2], "dtype"),
@@ -127,19 +177,15 @@ def unpack(payload: bytes | bytearray | memoryview) -> tuple[Header, dict[str, m
         entropy=_lookup(ENTROPY, fixed[7], "entropy"),
         feedback=_lookup(FEEDBACK, fixed[8], "feedback"),
         topk=bool(fixed[9]),
-        block=fixed[10],
-        kept=fixed[11],
+        block=fixed[11],
+        kept=fixed[12],
         lengths=dict(zip(SECTIONS, lengths, strict=True)),
     )
     if any(d > MAX_NUMEL for d in shape) or header.numel > MAX_NUMEL:
         raise CodecError(f"payload claims a tensor of shape {tuple(shape)}, beyond {MAX_NUMEL} elements")
     if header.bits > 16 or header.kept > header.numel:
         raise CodecError(f"payload header is inconsistent (bits={header.bits}, kept={header.kept} of {header.numel})")
-    sections = {}
-    for name, length in zip(SECTIONS, lengths, strict=True):
-        sections[name] = view[at : at + length]
-        at += length
-    return header, sections
+    return header, _lookup(CHECKSUMS, fixed[10], "checksum"), at
 
 
 def peek_numel(payload) -> int:

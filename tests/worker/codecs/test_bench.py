@@ -44,3 +44,15 @@ def test_tensor_kinds_have_their_shapes_and_tails():
     assert transformer.abs().amax(0).max() > 20 * transformer.std(0).median()
     heavy = bench.make_tensor("heavy", 100_000)
     assert heavy.abs().max() > 50  # Student-t with 2 degrees of freedom
+
+
+def test_cuda_without_a_gpu_says_so(capsys):
+    import pytest
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    assert bench.run(parser.parse_args(["--device", "cuda", "--system-malloc"])) == 1
+    assert "no CUDA device here" in capsys.readouterr().out
