@@ -50,3 +50,6 @@ LR = "optim/lr"
 def boundary_metric(boundary: int, what: str) -> str:
     """`what` is one of bytes_fwd, bytes_bwd, dense_fwd, dense_bwd, ratio_fwd, ratio_bwd, err_fwd, err_bwd."""
     return f"wire/b{boundary}/{what}"
+
+# HTTP: without an API token, POST/DELETE need a JSON body or this header (a cross-site page cannot send it).
+CSRF_HEADER = "X-Slimpipe-Request"

@@ -104,7 +104,8 @@ def test_serve_runs_a_submitted_run_and_stops_api_worker_and_training_on_ctrl_c(
 def test_serve_re_sends_queued_runs_whose_message_was_lost(tmp_path):
     from backend import crud
     from backend.queue import send_run
-    from backend.serve import queued_run_ids_in_embedded_broker, requeue_lost_messages
+    from backend.reconcile import waiting_in_embedded_broker as queued_run_ids_in_embedded_broker
+    from backend.serve import requeue_lost_messages
     from backend.settings import get_settings
     from tests.worker.celery_harness import cluster_env
 

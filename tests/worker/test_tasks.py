@@ -16,7 +16,7 @@ import yaml
 
 from slimpipe import names
 from tests.worker.celery_harness import ROOT, cluster_env, wait_for
-from worker.supervisor import Hooks, Supervisor, subprocess_launcher
+from worker.supervisor import SHUTDOWN_REASON, Hooks, Supervisor, subprocess_launcher
 
 FAKE = {"model": {"name": "tiny_mlp"}, "data": {"name": "digits"}, "train": {"max_steps": 5}}
 
@@ -163,12 +163,16 @@ def test_supervisor_kills_a_child_stuck_after_cancel_once_the_grace_is_over():
     assert _gone(started[0])
 
 
-def test_supervisor_stops_the_child_when_the_worker_shuts_down():
+def test_supervisor_asks_the_child_to_stop_when_the_worker_shuts_down_and_ends_the_run_cancelled():
     shutdown = threading.Event()
-    started = []
-    hooks = Hooks(shutdown=shutdown, started=lambda pid: (started.append(pid), shutdown.set()))
-    _, outcome = supervise("import time; time.sleep(60)", hooks)
-    assert (outcome.status, outcome.error) == (names.FAILED, "worker shut down while the run was running; retry it")
+    started, asked = [], []
+    hooks = Hooks(
+        shutdown=shutdown, started=lambda pid: (started.append(pid), shutdown.set()), request_stop=lambda: asked.append(1)
+    )
+    # A child that ignores the request is stopped by signal once the shutdown grace is over.
+    _, outcome = supervise("import time; time.sleep(60)", hooks, shutdown_grace_s=0.3)
+    assert (outcome.status, outcome.error) == (names.CANCELLED, SHUTDOWN_REASON)
+    assert asked == [1]
     assert _gone(started[0])
 
 
