@@ -17,10 +17,6 @@ from fastapi.routing import APIRoute
 from slimpipe.jsonsafe import json_problems
 
 
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON; send a finite number or null")
-
-
 def _fields(path: tuple[str, ...]) -> str:
     parts = list(path)
     if len(parts) > 1 and parts[0] in ("spec", "sweep"):
@@ -33,10 +29,10 @@ class StrictJSONRequest(Request):
         if not hasattr(self, "_json"):
             body = await self.body()
             try:
-                data = json.loads(body, parse_constant=_refuse_constant)
+                data = json.loads(body)  # NaN/Infinity parse here and are refused below, by field
             except json.JSONDecodeError:
                 raise  # FastAPI turns it into a 422 with the position
-            except (ValueError, RecursionError) as exc:  # bad UTF-8, NaN, nesting too deep for the parser
+            except (ValueError, RecursionError) as exc:  # bad UTF-8, nesting too deep for the parser
                 reason = "nests too deeply" if isinstance(exc, RecursionError) else str(exc)
                 raise HTTPException(422, detail=[{"field": "body", "message": f"is not valid JSON: {reason}"}]) from None
             problems = json_problems(data)

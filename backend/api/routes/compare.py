@@ -130,19 +130,14 @@ def build_compare(session: Session, run_ids: list[int], baseline_id: int | None)
     return ComparePublic(runs=rows, baseline_run_id=baseline.id if baseline else None, varying_fields=varying)
 
 
-MAX_COMPARED = 200
-RunIds = Query(
-    ..., pattern=r"^\s*\d{1,10}\s*(,\s*\d{1,10}\s*)*,?$", max_length=4000, description="comma-separated run ids, e.g. 1,2,3"
-)
+# At most 9 digits per id: every id the pattern admits fits the 32-bit key (an unknown one is a 404).
+RunIds = Query(..., pattern=r"^\s*\d{1,9}\s*(,\s*\d{1,9}\s*)*,?$", max_length=4000, description="comma-separated run ids, e.g. 1,2,3")
 Baseline = Query(None, ge=1, le=MAX_ID, description="the run to compare against; default: the newest uncompressed one")
 
 
 def parse_ids(run_ids: str) -> list[int]:
-    ids = list(dict.fromkeys(int(x) for x in run_ids.split(",") if x.strip()))
-    if not ids or len(ids) > MAX_COMPARED or not all(1 <= i <= MAX_ID for i in ids):
-        message = f"give 1 to {MAX_COMPARED} comma-separated run ids from 1 to {MAX_ID}, e.g. 1,2,3"
-        raise HTTPException(422, detail=[{"field": "run_ids", "message": message}])
-    return ids
+    """The ids in order, once each (the query's pattern already admits only digits and commas)."""
+    return list(dict.fromkeys(int(x) for x in run_ids.split(",") if x.strip()))
 
 
 @router.get("/compare", response_model=ComparePublic, responses=NOT_FOUND)

@@ -25,7 +25,7 @@ def get_run_or_404(session: SessionDep, run_id: int) -> Run:
 @router.get("/runs", response_model=RunsPublic)
 def list_runs(
     session: SessionDep,
-    status: str | None = None,
+    status: str | None = Query(None, pattern=f"^({'|'.join(names.RUN_STATES)})$", description="one of the run states"),
     experiment_id: int | None = Query(None, ge=1, le=MAX_ID),
     tag: str | None = Query(None, min_length=1, max_length=100, pattern=r"^[^\x00]*$"),
     limit: Limit = 50,
