@@ -359,3 +359,33 @@ def test_a_child_that_swallows_sigterm_still_ends_after_the_grace():
     assert proc.stdout.readline() == b"ready\n"
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=10) == 128 + signal.SIGTERM
+
+
+# --------------------------------------------------------------------------- data paths, checked again where files open
+
+
+@pytest.mark.parametrize(
+    ("model", "data"),
+    [
+        ({"name": "tiny_mlp"}, {"name": "text_file", "options": {"train": "/etc/passwd"}}),
+        ({"name": "tiny_mlp"}, {"name": "text_file", "options": {"train": "escape/passwd"}}),  # a symlink out
+        ({"name": "hf_classifier", "options": {"tokenizer": "/etc"}}, {"name": "synthetic_text"}),
+    ],
+)
+def test_a_spec_naming_a_file_outside_the_data_root_fails_before_any_file_is_opened(
+    embedded, tmp_path, monkeypatch, model, data
+):
+    from backend.settings import get_settings
+
+    root = tmp_path / "data"
+    root.mkdir()
+    os.symlink("/etc", root / "escape")
+    monkeypatch.setenv("SLIMPIPE_DATA_ROOT", str(root))  # the training child inherits it
+    get_settings.cache_clear()
+    # Straight into SQL, as a row written before the API checked paths (or by anything else) would be.
+    (run_id,) = embedded.submit({**fake(), "model": model, "data": data}, send=False)
+    assert run_task(run_id) == names.FAILED
+    run = embedded.run(run_id)
+    assert "outside SLIMPIPE_DATA_ROOT" in run.error
+    assert "root:" not in run.error and "root:" not in (run.traceback or "")  # /etc/passwd's first line
+    assert not any(line.startswith("step ") for line in embedded.logs(run_id))  # the engine never ran
