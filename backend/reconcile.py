@@ -60,7 +60,7 @@ def waiting_in_redis(url: str) -> set[int]:
 
     client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
     try:
-        raw: list[bytes] = []
+        raw: list[Any] = []
         for queue in names.QUEUES:
             for key in [queue, *(f"{queue}{REDIS_PRIORITY_SEP}{p}" for p in (3, 6, 9))]:
                 raw += client.lrange(key, 0, -1)

@@ -25,27 +25,37 @@ SPEC_BODIES = ("/api/v1/experiments", "/api/v1/specs/validate")
 EXAMPLES = {GenerationMode.POSITIVE: 5, GenerationMode.NEGATIVE: 2}
 
 
+def check_operation(operation: Any, mode: GenerationMode, headers: dict[str, str]) -> int:
+    """Call one operation with `EXAMPLES[mode]` generated cases, validating each answer; returns the calls made."""
+    # A spec's cross-field rules (stages or balance, a stop condition, paths in the data root) are not
+    # JSON Schema: a schema-valid spec may still get its 422, so "positive data accepted" is not asked there.
+    excluded = [positive_data_acceptance] if operation.path in SPEC_BODIES else []
+    calls = 0
+
+    @given(case=operation.as_strategy(generation_mode=mode))
+    @settings(
+        max_examples=EXAMPLES[mode], deadline=None, suppress_health_check=list(HealthCheck), derandomize=True, database=None
+    )
+    def call(case: Any) -> None:
+        nonlocal calls
+        calls += 1
+        case.call_and_validate(headers=headers, excluded_checks=excluded)
+
+    try:
+        call()
+    except Unsatisfiable:
+        assert mode == GenerationMode.NEGATIVE  # nothing to get wrong: no parameters and no body
+    return calls
+
+
 def fuzz(schema: Any, headers: dict[str, str]) -> tuple[int, dict[str, str]]:
-    """Run every operation with the budget above; returns (calls made, {operation: first failure})."""
+    """Every operation, valid and invalid inputs; returns (calls made, {operation: first failure})."""
     calls, failures = 0, {}
     for result in schema.get_all_operations():
         operation = result.ok()
-        # A spec's cross-field rules (stages or balance, a stop condition, paths in the data root) are not
-        # JSON Schema: a schema-valid spec may still get its 422, so "positive data accepted" is not asked there.
-        excluded = [positive_data_acceptance] if operation.path in SPEC_BODIES else []
-        for mode, examples in EXAMPLES.items():
-
-            @given(case=operation.as_strategy(generation_mode=mode))
-            @settings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True, database=None)
-            def call(case: Any) -> None:
-                nonlocal calls
-                calls += 1
-                case.call_and_validate(headers=headers, excluded_checks=excluded)
-
+        for mode in EXAMPLES:
             try:
-                call()
-            except Unsatisfiable:
-                assert mode == GenerationMode.NEGATIVE  # nothing to get wrong: no parameters and no body
+                calls += check_operation(operation, mode, headers)
             except (Exception, BaseExceptionGroup) as exc:  # schemathesis raises one group listing the failed checks
                 failures[f"{operation.method.upper()} {operation.path} ({mode.value})"] = str(exc)[:2000]
     return calls, failures

@@ -86,8 +86,10 @@ def test_serve_runs_a_submitted_run_and_stops_api_worker_and_training_on_ctrl_c(
             lambda: (api.get(f"/api/v1/runs/{long_id}").json()["progress_step"] or 0) >= 2, 60, "the long run to train"
         )
         (queued_id,) = api.post("/api/v1/experiments", json={"spec": spec_with()}).json()["run_ids"]
+        t0 = time.monotonic()
         os.killpg(serve.pid, signal.SIGINT)  # what the terminal sends on Ctrl-C
         assert serve.wait(timeout=90) == 0
+        print(f"Ctrl-C: serve, its worker and the run stopped in {time.monotonic() - t0:.1f} s")
     finally:
         if serve.poll() is None:
             serve.kill()

@@ -8,7 +8,7 @@ import pytest
 import redis
 
 from slimpipe import names
-from tests.worker.celery_harness import cluster_env, wait_for
+from tests.worker.celery_harness import cluster_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.postgres]
 
