@@ -82,21 +82,25 @@ def waiting_run_ids(settings: Settings) -> set[int]:
 def stale_queued_runs(settings: Settings, older_than_s: float) -> list[tuple[int, str]]:
     """(run id, queue) of runs queued, never claimed, and neither created nor re-sent in the last `older_than_s`."""
     cutoff = utcnow() - timedelta(seconds=older_than_s)
-    last_resent = (
-        select(LogLine.run_id, func.max(LogLine.time).label("at"))
-        .where(LogLine.message.like(f"{RESENT_PREFIX}%"))
-        .group_by(LogLine.run_id)
-        .subquery()
-    )
-    query = (
-        select(Run.id, Run.queue, Run.created_at, last_resent.c.at)
-        .outerjoin(last_resent, last_resent.c.run_id == Run.id)
-        .where(Run.status == names.QUEUED, Run.cancel_requested.is_(False), Run.created_at <= cutoff)
-        .order_by(Run.id)
-    )
     with db.session_scope(settings.database_url) as session:
-        rows = list(session.execute(query))
-    return [(run_id, queue) for run_id, queue, _created, resent in rows if resent is None or _aware(resent) <= cutoff]
+        queued = list(
+            session.execute(
+                select(Run.id, Run.queue)
+                .where(Run.status == names.QUEUED, Run.cancel_requested.is_(False), Run.created_at <= cutoff)
+                .order_by(Run.id)
+            )
+        )
+        if not queued:
+            return []
+        # Only these runs' log lines (indexed by run_id): when was each last re-sent, if ever?
+        resent_at = dict(
+            session.execute(
+                select(LogLine.run_id, func.max(LogLine.time))
+                .where(LogLine.run_id.in_([r for r, _ in queued]), LogLine.message.like(f"{RESENT_PREFIX}%"))
+                .group_by(LogLine.run_id)
+            ).all()
+        )
+    return [(run_id, queue) for run_id, queue in queued if run_id not in resent_at or _aware(resent_at[run_id]) <= cutoff]
 
 
 def _aware(at: Any) -> Any:

@@ -137,6 +137,10 @@ def run(args: argparse.Namespace) -> int:
     from backend import db
     from backend.settings import get_settings
 
+    if args.host:
+        # The app reads its settings from the environment: the Host allow-list must know this name too.
+        os.environ["SLIMPIPE_HOST"] = args.host
+        get_settings.cache_clear()
     settings = get_settings()
     host = args.host or settings.host
     port = args.port or settings.port
