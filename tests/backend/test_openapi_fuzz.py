@@ -22,7 +22,7 @@ from slimpipe import names
 
 TOKEN = "fuzz-token"
 SPEC_BODIES = ("/api/v1/experiments", "/api/v1/specs/validate")
-EXAMPLES = {GenerationMode.POSITIVE: 5, GenerationMode.NEGATIVE: 2}
+EXAMPLES = {GenerationMode.POSITIVE: 8, GenerationMode.NEGATIVE: 3}
 
 
 def check_operation(operation: Any, mode: GenerationMode, headers: dict[str, str]) -> int:
