@@ -49,6 +49,8 @@ def _check_options(kind: type[Any], options: dict[str, Any], prefix: str) -> Non
         typed_options(kind, options)
     except OptionError as exc:
         raise PydanticCustomError("option", "{message}", {"message": exc.message, "field": f"{prefix}.{exc.key}"}) from None
+
+
 #: Counts that end up in 32-bit columns (progress_step, progress_total).
 MAX_COUNT = 2**31 - 1
 
