@@ -129,6 +129,14 @@ def test_serve_restarts_its_worker_when_it_dies_and_queued_runs_still_run(tmp_pa
         restarted = wait_for(lambda: re.search(r"restarted as pid (\d+)", log.read_text()), 30, "the restart")
         assert int(restarted.group(1)) != first
         api = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
+
+        def up() -> bool:
+            try:
+                return api.get("/healthz").status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(up, 60, "the API to answer")
         (run_id,) = api.post("/api/v1/experiments", json={"spec": spec_with(**{"train.max_steps": 3})}).json()["run_ids"]
         run = wait_for(
             lambda: (r := api.get(f"/api/v1/runs/{run_id}").json())["status"] in names.FINAL_STATES and r, 120, "the run"
