@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import hmac
+import re
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, HTTPException, Path, Query, Request, status
 from sqlalchemy.orm import Session
 
 from backend.settings import Settings
@@ -24,6 +25,14 @@ def get_session(request: Request) -> Iterator[Session]:
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 SessionDep = Annotated[Session, Depends(get_session)]
 
+#: Runs and experiments have 32-bit keys; metric points and log lines 64-bit ones (the event cursors).
+MAX_ID = 2**31 - 1
+MAX_CURSOR = 2**63 - 1
+RunId = Annotated[int, Path(ge=1, le=MAX_ID, description="a run id")]
+ExperimentId = Annotated[int, Path(ge=1, le=MAX_ID, description="an experiment id")]
+Limit = Annotated[int, Query(ge=1, le=500, description="rows per page")]
+Offset = Annotated[int, Query(ge=0, le=MAX_ID, description="rows to skip")]
+
 
 def token_matches(expected: str | None, given: str | None) -> bool:
     """True without a configured token; otherwise a constant-time comparison."""
@@ -32,17 +41,36 @@ def token_matches(expected: str | None, given: str | None) -> bool:
     return given is not None and hmac.compare_digest(given.encode(), expected.encode())
 
 
+#: `Authorization: Bearer <token>`: one space, a token of visible characters, nothing around it (RFC 6750).
+BEARER = re.compile(r"[Bb][Ee][Aa][Rr][Ee][Rr] ([A-Za-z0-9\-._~+/]+=*)")
+
+
+def bearer_token(header: str | None) -> str | None:
+    """The token of a well-formed bearer header, else None (wrong scheme, extra spaces, tabs, a second value)."""
+    match = BEARER.fullmatch(header or "")
+    return match.group(1) if match else None
+
+
+def _unauthorized() -> HTTPException:
+    return HTTPException(
+        status_code=status.HTTP_401_UNAUTHORIZED,
+        detail="missing or wrong API token; send 'Authorization: Bearer <SLIMPIPE_API_TOKEN>'",
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
 def require_token(request: Request, settings: SettingsDep) -> None:
-    """`Authorization: Bearer <token>` when SLIMPIPE_API_TOKEN is set; `?token=` too, for EventSource."""
+    """`Authorization: Bearer <token>` when SLIMPIPE_API_TOKEN is set (a `?token=` is not looked at)."""
+    if settings.api_token and not token_matches(settings.api_token, bearer_token(request.headers.get("authorization"))):
+        raise _unauthorized()
+
+
+def require_stream_token(request: Request, settings: SettingsDep) -> None:
+    """The event stream alone also takes `?token=`: a browser's EventSource cannot send headers."""
     if not settings.api_token:
         return
-    header = request.headers.get("authorization", "")
-    scheme, _, given = header.partition(" ")
-    if scheme.lower() != "bearer" or not given:
-        given = request.query_params.get("token", "")
-    if not token_matches(settings.api_token, given.strip() or None):
-        raise HTTPException(
-            status_code=status.HTTP_401_UNAUTHORIZED,
-            detail="missing or wrong API token; send 'Authorization: Bearer <SLIMPIPE_API_TOKEN>'",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+    given = bearer_token(request.headers.get("authorization"))
+    if given is None and "authorization" not in request.headers:
+        given = request.query_params.get("token")
+    if not token_matches(settings.api_token, given):
+        raise _unauthorized()

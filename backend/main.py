@@ -16,9 +16,10 @@ from fastapi.staticfiles import StaticFiles
 
 from backend import db
 from backend.api.routes import compare, experiments, health, metrics, runs, zoo
-from backend.deps import require_token
+from backend.deps import require_stream_token, require_token
 from backend.limits import BodySizeLimit
-from backend.schemas import MetricsCreate
+from backend.schemas import ErrorMessage, MetricsCreate, ValidationErrors
+from backend.security import CrossSiteGuard, HostGuard, redact_access_log
 from backend.settings import Settings, get_settings
 from slimpipe import __version__
 from slimpipe.spec import SpecError
@@ -38,7 +39,9 @@ def field_errors(errors: list[dict[str, Any]]) -> list[dict[str, str]]:
         if len(loc) > 1 and loc[0] in ("spec", "sweep"):
             loc = loc[1:]
         message = str(error.get("msg", "is invalid")).removeprefix("Value error, ")
-        if error.get("type") == "missing":
+        if error.get("type") == "json_invalid":
+            loc, message = [], f"is not valid JSON: {(error.get('ctx') or {}).get('error', message)}"
+        elif error.get("type") == "missing":
             message = "is required"
         elif error.get("type") == "extra_forbidden":
             message = "is not a known field; remove it or check its spelling"
@@ -57,9 +60,10 @@ def spec_error_fields(exc: SpecError) -> list[dict[str, str]]:
 
 
 def api_router() -> APIRouter:
-    router = APIRouter(prefix="/api/v1", dependencies=[Depends(require_token)])
+    router = APIRouter(prefix="/api/v1")
     for module in (experiments, runs, metrics, compare, zoo):
-        router.include_router(module.router)
+        router.include_router(module.router, dependencies=[Depends(require_token)])
+    router.include_router(metrics.stream_router, dependencies=[Depends(require_stream_token)])
     return router
 
 
@@ -78,6 +82,7 @@ async def lifespan(_: FastAPI) -> AsyncIterator[None]:
     # Everything imported by now (FastAPI, pydantic, SQLAlchemy: ~10^5 objects) is permanent. Without this,
     # each full collection rescans it all: 100–150 ms pauses every few 10,000-point reads or ingest batches.
     gc.freeze()
+    redact_access_log()  # uvicorn has configured its loggers by now
     yield
 
 
@@ -101,6 +106,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse({"detail": spec_error_fields(exc)}, status_code=422)
 
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(CrossSiteGuard, enabled=not settings.api_token)
+    app.add_middleware(HostGuard, allowed=settings.hosts)  # outermost: a foreign Host gets nothing else
     app.include_router(health.router)
     app.include_router(api_router())
     if STATIC.is_dir():
@@ -110,16 +117,66 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
+ERROR_RESPONSES = {
+    "401": ("missing or wrong API token (only when SLIMPIPE_API_TOKEN is set)", "ErrorMessage"),
+    "403": ("cross-site request refused: without a token, send JSON or the X-Slimpipe-Request header", "ErrorMessage"),
+    "404": ("no such run or experiment", "ErrorMessage"),
+    "409": ("the run is not in a state that allows this", "ErrorMessage"),
+    "413": ("request body larger than SLIMPIPE_MAX_BODY_BYTES", "ErrorMessage"),
+    "422": ("a field is invalid: one {field, message} per problem", "ValidationErrors"),
+    "503": ("the broker or the database is unreachable", "ErrorMessage"),
+}
+
+
+def _document_errors(path: str, method: str, operation: dict[str, Any]) -> None:
+    """The error answers an operation can give, in the shapes the handlers really send."""
+    responses = operation.setdefault("responses", {})
+    codes = {"422"} if operation.get("parameters") or operation.get("requestBody") else set()
+    if path.startswith("/api/v1/"):
+        codes |= {"401"}
+        operation["security"] = [{"bearer": []}, {}]  # {}: no token configured
+        if "/events" in path:
+            operation["security"].insert(1, {"queryToken": []})
+    if method != "get":
+        codes |= {"403"}
+    if operation.get("requestBody"):
+        codes |= {"413"}
+    if "{" in path or path.startswith("/api/v1/compare"):
+        codes |= {"404"}
+    if path in ("/api/v1/experiments", "/api/v1/runs/{run_id}/retry") and method == "post":
+        codes |= {"503"}
+    if path == "/api/v1/runs/{run_id}/retry":
+        codes |= {"409"}
+    for code in sorted(codes):
+        description, model = ERROR_RESPONSES[code]
+        ref = {"$ref": f"#/components/schemas/{model}"}
+        responses[code] = {"description": description, "content": {"application/json": {"schema": ref}}}
+
+
 def openapi_schema(app: FastAPI) -> dict[str, Any]:
-    """FastAPI's schema plus the bodies that routes read by hand (metric ingest parses JSON bytes itself)."""
+    """FastAPI's schema, made true: our error shapes and codes, the bearer scheme, and the bodies read by hand."""
     if app.openapi_schema is None:
         from fastapi.openapi.utils import get_openapi
 
         schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-        extra = MetricsCreate.model_json_schema(ref_template="#/components/schemas/{model}")
         components = schema.setdefault("components", {}).setdefault("schemas", {})
-        components.update(extra.pop("$defs", {}))
-        components["MetricsCreate"] = extra
+        for model in (MetricsCreate, ValidationErrors, ErrorMessage):
+            extra = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(extra.pop("$defs", {}))
+            components[model.__name__] = extra
+        components.pop("HTTPValidationError", None)
+        components.pop("ValidationError", None)
+        schema["components"]["securitySchemes"] = {
+            "bearer": {"type": "http", "scheme": "bearer", "description": "SLIMPIPE_API_TOKEN, when set"},
+            "queryToken": {"type": "apiKey", "in": "query", "name": "token", "description": "the event stream only"},
+        }
+        for path, operations in schema.get("paths", {}).items():
+            for method, operation in operations.items():
+                _document_errors(path, method, operation)
+        schema["paths"].get("/readyz", {}).get("get", {}).setdefault("responses", {})["503"] = {
+            "description": "the database or the broker is unreachable",
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        }
         app.openapi_schema = schema
     return app.openapi_schema
 

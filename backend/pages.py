@@ -13,12 +13,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from fastapi import APIRouter, Body, HTTPException, Request
+from fastapi import APIRouter, Body, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel
 
-from slimpipe import names
+from backend.deps import require_token
+from backend.jsonbody import StrictJSONRoute
+from slimpipe import names, yamlsafe
+from slimpipe.jsonsafe import json_problems
 from slimpipe.spec import (
     CompressionSpec,
     DataSpec,
@@ -38,7 +41,7 @@ STATIC_DIR = FRONTEND / "static"
 templates = Jinja2Templates(directory=FRONTEND / "templates")
 # The plotly URL carries the package version, so browsers may cache it for good.
 templates.env.globals["plotly_src"] = f"/vendor/plotly.min.js?v={metadata.version('plotly')}"
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, route_class=StrictJSONRoute)
 
 # Fields the form draws with an editor of its own instead of one input each.
 CUSTOM_FIELDS = {"pipeline.stages", "pipeline.balance", "compression", "tags"}
@@ -175,13 +178,18 @@ def _plotly_bytes() -> bytes:
     return _PLOTLY[0]
 
 
-# The form's YAML view: text <-> spec mapping, no database and no token involved.
-@router.post("/ui/spec/parse")
-def parse_spec_text(text: str = Body(..., embed=True)) -> dict[str, Any]:
+# The form's YAML view: text <-> spec mapping, no database involved, but parsing input: the token applies.
+@router.post("/ui/spec/parse", dependencies=[Depends(require_token)])
+def parse_spec_text(text: str = Body(..., embed=True, max_length=yamlsafe.MAX_CHARS)) -> dict[str, Any]:
     try:
-        return {"spec": load_spec_text(text)}
+        spec = load_spec_text(text)
     except SpecError as exc:
         raise HTTPException(status_code=422, detail=exc.errors) from None
+    problems = json_problems(spec)
+    if problems:
+        path, message = problems[0]
+        raise HTTPException(status_code=422, detail=[{"field": ".".join(path) or "spec", "message": message}])
+    return {"spec": spec}
 
 
 class _SpecDumper(yaml.SafeDumper):
@@ -200,6 +208,6 @@ def spec_yaml(spec: dict[str, Any]) -> str:
     return yaml.dump(spec, Dumper=_SpecDumper, sort_keys=False, default_flow_style=False, width=100)
 
 
-@router.post("/ui/spec/yaml")
+@router.post("/ui/spec/yaml", dependencies=[Depends(require_token)])
 def spec_to_yaml(spec: dict[str, Any] = Body(..., embed=True)) -> Response:
     return Response(spec_yaml(spec), media_type="text/yaml")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -12,19 +12,54 @@ class _Public(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
 
+#: Text the databases store as given: no NUL byte (PostgreSQL refuses it in text and JSON).
+Text = Annotated[str, Field(pattern=r"^[^\x00]*$")]
+Tag = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[^\x00]*$")]
+
+# --------------------------------------------------------------------------- errors
+
+
+class FieldError(BaseModel):
+    field: str = Field(description='dotted path of the bad input, e.g. "optim.lr" or "limit"; "body" for the whole body')
+    message: str = Field(description="what is wrong and what to send instead")
+
+
+class ValidationErrors(BaseModel):
+    """422: the request was understood but a field is invalid."""
+
+    detail: list[FieldError]
+
+
+class ErrorMessage(BaseModel):
+    """401, 403, 404, 409, 413, 503: one sentence."""
+
+    detail: str
+
+
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorMessage, "description": "no such run or experiment"}}
+
+
+def media(*types: str) -> dict[int | str, dict[str, Any]]:
+    """A 200 response documented as text in `types` (downloads, streams)."""
+    return {200: {"description": "OK", "content": {t: {"schema": {"type": "string"}} for t in types}}}
+
+
 # --------------------------------------------------------------------------- experiments
+
+
+Sweep = dict[Annotated[str, Field(max_length=200)], Annotated[list[Any], Field(max_length=1000)]]
 
 
 class ExperimentCreate(BaseModel):
     spec: dict[str, Any] = Field(description="an ExperimentSpec (see slimpipe.spec)")
-    sweep: dict[str, list[Any]] | None = Field(None, description='{"compression.default.backward.topk": [1, 0.5]}')
-    queue: str | None = Field(None, description="cpu | gpu; default gpu when train.device is cuda, else cpu")
-    tags: list[str] = []
+    sweep: Sweep | None = Field(None, description='{"compression.default.backward.topk": [1, 0.5]}')
+    queue: Text | None = Field(None, max_length=64, description="cpu | gpu; default gpu when train.device is cuda, else cpu")
+    tags: list[Tag] = Field([], max_length=100)
 
 
 class SpecValidate(BaseModel):
     spec: dict[str, Any]
-    sweep: dict[str, list[Any]] | None = None
+    sweep: Sweep | None = None
 
 
 class SpecValid(BaseModel):
@@ -95,13 +130,17 @@ class RunsPublic(BaseModel):
 class MetricPointIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    step: int = Field(ge=0)
-    name: str = Field(min_length=1, max_length=200)
-    value: float | None
-    time: float | None = Field(None, description="seconds since the epoch; default: when the server receives it")
+    step: int = Field(ge=0, le=2**31 - 1)
+    name: Text = Field(min_length=1, max_length=200)
+    value: float | None = Field(description="NaN and ±Infinity are stored as null (a diverged loss)")
+    time: float | None = Field(
+        None, ge=0, le=1e11, allow_inf_nan=False, description="seconds since the epoch; default: when the server receives it"
+    )
 
 
 class MetricsCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     points: list[MetricPointIn]
 
 

@@ -1,23 +1,25 @@
-"""`slimpipe serve`: migrate the database, run the API and one local worker, stop both on Ctrl-C."""
+"""`slimpipe serve`: migrate the database, run the API and one local worker (restarted if it dies), stop both on Ctrl-C.
+
+Ctrl-C or SIGTERM: the API stops answering, then the worker gets a warm shutdown: it takes no new
+run, asks the running one to stop at its next step (it ends `cancelled`, metrics kept, retry to run it
+again) and leaves queued runs queued for the next start.
+"""
 
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
-import json
 import os
 import signal
 import subprocess
 import sys
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from slimpipe import names
 
-WORKER_STOP_S = 30.0
+WORKER_STOP_S = 45.0  # the supervisor gives a running run 20 s to stop at its next step
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,7 +48,41 @@ def start_worker(queues: list[str], name: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "worker", "--queues", ",".join(queues), "--name", name],
         preexec_fn=_worker_dies_with(os.getpid()),
+        # A session of its own: a terminal's Ctrl-C reaches `serve` only, which stops the worker in order.
+        start_new_session=True,
     )
+
+
+class LocalWorker:
+    """The embedded worker, started again (after re-sending the runs whose message it took) if it dies."""
+
+    def __init__(self, queues: list[str], name: str, settings: Any):
+        self.queues, self.name, self.settings = queues, name, settings
+        self.process = start_worker(queues, name)
+        self.restarts = 0
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+
+    def watch(self, interval_s: float = 1.0) -> None:
+        while not self._stopping.wait(interval_s):
+            with self._lock:
+                if self._stopping.is_set() or self.process.poll() is None:
+                    continue
+                code = self.process.returncode
+                try:
+                    resent = requeue_lost_messages(self.settings)
+                except Exception as exc:
+                    resent = []
+                    print(f"slimpipe: could not re-send queued runs: {exc}", file=sys.stderr)
+                self.process = start_worker(self.queues, self.name)
+                self.restarts += 1
+                extra = f"; re-sent runs {resent}" if resent else ""
+                print(f"slimpipe: worker exited with code {code}; restarted as pid {self.process.pid}{extra}", flush=True)
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopping.set()
+            stop_worker(self.process)
 
 
 def stop_worker(worker: subprocess.Popen[bytes]) -> None:
@@ -62,58 +98,37 @@ def stop_worker(worker: subprocess.Popen[bytes]) -> None:
         worker.wait()
 
 
-def sweep_lost_runs(stop: threading.Event, timeout_s: float) -> None:
-    """Fail `running` runs whose worker stopped heartbeating, now and every half timeout."""
-    from backend import crud
+def sweep_lost_runs(stop: threading.Event, settings: Any) -> None:
+    """Fail `running` runs whose worker stopped heartbeating and re-send queued runs whose message was lost,
+    now and then periodically (half the shorter of the two timeouts, at most a minute)."""
+    from backend import crud, reconcile
 
+    interval = max(0.2, min(60.0, settings.heartbeat_timeout_s / 2, settings.requeue_after_s / 2))
     while True:
         try:
-            lost = crud.mark_lost_runs(timeout_s)
+            lost = crud.mark_lost_runs(settings.heartbeat_timeout_s)
             if lost:
                 print(f"slimpipe: runs {lost} failed: worker lost", file=sys.stderr)
-        except Exception as exc:  # the database went away for a moment; try again next time
+            resent = reconcile.resend_lost_runs(settings)
+            if resent:
+                print(f"slimpipe: re-sent runs {resent}, whose broker messages were lost", file=sys.stderr)
+        except Exception as exc:  # the database or broker went away for a moment; try again next time
             print(f"slimpipe: recovery sweep failed: {exc}", file=sys.stderr)
-        if stop.wait(min(60.0, timeout_s / 2)):
+        if stop.wait(interval):
             return
 
 
-def queued_run_ids_in_embedded_broker(broker_dir: Path) -> set[int]:
-    """Run ids of the run_experiment messages waiting in the filesystem transport's queue folder."""
-    found = set()
-    for path in (broker_dir / "queue").glob("*.msg"):
-        try:
-            message = json.loads(path.read_text())
-            if message["headers"]["task"] == names.TASK_RUN_EXPERIMENT:
-                args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
-                found.add(int(args[0]))
-        except (OSError, ValueError, KeyError, IndexError, TypeError):
-            continue  # taken by a worker meanwhile, or not ours
-    return found
-
-
 def requeue_lost_messages(settings: Any) -> list[int]:
-    """Embedded broker, before the local worker starts: re-send queued runs that have no message.
+    """Embedded broker, before the local worker starts: re-send every queued run that has no message.
 
     A worker killed between taking a message and claiming its run (or a wiped var/broker) leaves a
     run `queued` forever. Re-sending is always safe: the worker's atomic claim skips duplicates.
     """
-    from sqlalchemy import select
-
-    from backend import db
-    from backend.models import Run
-    from backend.queue import send_run
+    from backend import reconcile
 
     if not settings.is_embedded_broker:
         return []
-    with db.session_scope() as session:
-        queued = list(session.execute(select(Run.id, Run.queue).where(Run.status == names.QUEUED)))
-    waiting = queued_run_ids_in_embedded_broker(settings.broker_dir.resolve())
-    resent = []
-    for run_id, queue in queued:
-        if run_id not in waiting:
-            send_run(run_id, queue, settings)
-            resent.append(run_id)
-    return resent
+    return reconcile.resend_lost_runs(settings, older_than_s=0)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -122,6 +137,10 @@ def run(args: argparse.Namespace) -> int:
     from backend import db
     from backend.settings import get_settings
 
+    if args.host:
+        # The app reads its settings from the environment: the Host allow-list must know this name too.
+        os.environ["SLIMPIPE_HOST"] = args.host
+        get_settings.cache_clear()
     settings = get_settings()
     host = args.host or settings.host
     port = args.port or settings.port
@@ -140,13 +159,14 @@ def run(args: argparse.Namespace) -> int:
         if resent:
             print(f"slimpipe: re-queued runs {resent}, whose messages were lost", flush=True)
     stop = threading.Event()
-    threading.Thread(target=sweep_lost_runs, args=(stop, settings.heartbeat_timeout_s), daemon=True).start()
+    threading.Thread(target=sweep_lost_runs, args=(stop, settings), daemon=True).start()
     # One name per port: a restarted `serve` recognises (and fails) the runs its previous worker left running.
-    worker = None if args.no_worker else start_worker(queues, f"serve{port}@%h")
+    worker = None if args.no_worker else LocalWorker(queues, f"serve{port}@%h", settings)
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     print(f"slimpipe: http://{shown}:{port}  (API /api/v1, docs /docs)", flush=True)
     if worker is not None:
-        print(f"slimpipe: worker pid {worker.pid} on queues {','.join(queues)}", flush=True)
+        threading.Thread(target=worker.watch, name="slimpipe-worker-watch", daemon=True).start()
+        print(f"slimpipe: worker pid {worker.process.pid} on queues {','.join(queues)}", flush=True)
     try:
         # uvicorn handles Ctrl-C itself, then re-raises it once the server is down.
         uvicorn.Server(uvicorn.Config("backend.main:app", host=host, port=port, log_level="info")).run()
@@ -155,7 +175,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         stop.set()
         if worker is not None:
-            stop_worker(worker)
+            print("slimpipe: stopping the worker (the running run stops at its next step)", flush=True)
+            worker.stop()
     print("slimpipe: stopped", flush=True)
     return 0
 

@@ -24,6 +24,10 @@ class Settings(BaseSettings):
     # Local data paths in specs (data.options.path / root) must lie inside this folder.
     data_root: Path = Path("./data")
     host: str = "127.0.0.1"
+    # Host header names the API answers to (DNS-rebinding defence); "*" answers any. SLIMPIPE_HOST is added.
+    allowed_hosts: str = "localhost,127.0.0.1,::1"
+    # A run still `queued` (never claimed) this long after it was sent is sent again; the claim skips duplicates.
+    requeue_after_s: float = 300.0
     port: int = 8000
     # A running run whose worker has not written a heartbeat for this long is "worker lost".
     heartbeat_timeout_s: float = 120.0
@@ -34,6 +38,13 @@ class Settings(BaseSettings):
     @property
     def queues(self) -> list[str]:
         return [q.strip() for q in self.worker_queues.split(",") if q.strip()]
+
+    @property
+    def hosts(self) -> list[str]:
+        names_ = [h.strip() for h in self.allowed_hosts.split(",") if h.strip()]
+        if self.host not in ("0.0.0.0", "::", ""):
+            names_.append(self.host)
+        return names_
 
     @property
     def is_sqlite(self) -> bool:

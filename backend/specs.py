@@ -7,40 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from slimpipe import names
-from slimpipe.spec import ExperimentSpec, SpecError, dump_spec, expand_sweep
+from slimpipe.datapaths import check_spec_paths
+from slimpipe.spec import SpecError, dump_spec, expand_sweep
 
 MAX_RUNS_PER_SUBMIT = 1000
-
-# Spec options that name local files or folders.
-DATA_PATH_OPTIONS = ("path", "root", "train_path", "val_path", "test_path")
-
-
-def _looks_local(value: str) -> bool:
-    # A hub id such as "roberta-base" or "org/model" is not a path; "/data/x", "./x", "~/x" are.
-    return value.startswith(("/", ".", "~")) or "\\" in value
-
-
-def confine(value: Any, field: str, data_root: Path) -> list[dict[str, str]]:
-    """An error unless `value` (relative paths count from DATA_ROOT) resolves inside DATA_ROOT."""
-    if not isinstance(value, str):
-        return [{"field": field, "message": "must be a path string"}]
-    root = data_root.expanduser().resolve()
-    path = Path(value).expanduser()
-    resolved = (path if path.is_absolute() else root / path).resolve()
-    if resolved != root and root not in resolved.parents:
-        return [{"field": field, "message": f"{value!r} is outside SLIMPIPE_DATA_ROOT ({root}); put the data there"}]
-    return []
-
-
-def check_paths(spec: ExperimentSpec, data_root: Path) -> list[dict[str, str]]:
-    errors = []
-    for key in DATA_PATH_OPTIONS:
-        if key in spec.data.options:
-            errors += confine(spec.data.options[key], f"data.options.{key}", data_root)
-    pretrained = spec.model.options.get("pretrained")
-    if isinstance(pretrained, str) and _looks_local(pretrained):
-        errors += confine(pretrained, "model.options.pretrained", data_root)
-    return errors
 
 
 def expand(
@@ -53,7 +23,7 @@ def expand(
         raise SpecError([{"field": "sweep", "message": message}])
     points = expand_sweep(spec, sweep)
     for values, parsed in points:
-        errors = check_paths(parsed, data_root)
+        errors = check_spec_paths(parsed, data_root)
         if errors:
             if values:
                 errors = [{**e, "message": f"{e['message']} (sweep value {values})"} for e in errors]

@@ -59,7 +59,8 @@ class Client:
     def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 60.0):
         self.url = (url or os.environ.get("SLIMPIPE_URL") or DEFAULT_URL).rstrip("/")
         token = token or os.environ.get("SLIMPIPE_API_TOKEN") or None
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        # The custom header lets POST/DELETE without a body through the server's cross-site guard.
+        headers = {names.CSRF_HEADER: "1", **({"Authorization": f"Bearer {token}"} if token else {})}
         self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
 
     def close(self) -> None:

@@ -7,13 +7,23 @@ import itertools
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
-from slimpipe import names
+from slimpipe import names, yamlsafe
+from slimpipe.datapaths import DATASET_OPTIONS, MODEL_OPTIONS, OptionError, typed_options
+from slimpipe.jsonsafe import json_safe
 
 
 class SpecError(ValueError):
@@ -25,7 +35,24 @@ class SpecError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # No NaN or Infinity anywhere: a learning rate of Infinity is accepted by nothing downstream.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+#: Free-form options: storable as given on SQLite and PostgreSQL (finite, 64-bit, no NUL).
+Options = Annotated[dict[str, Any], AfterValidator(json_safe)]
+
+
+def _check_options(kind: type[Any], options: dict[str, Any], prefix: str) -> None:
+    """Options typed by what the dataset or model declares (paths are DataPath/ModelSource), named in full."""
+    try:
+        typed_options(kind, options)
+    except OptionError as exc:
+        raise PydanticCustomError("option", "{message}", {"message": exc.message, "field": f"{prefix}.{exc.key}"}) from None
+
+
+#: Counts that end up in 32-bit columns (progress_step, progress_total).
+MAX_COUNT = 2**31 - 1
 
 
 # --------------------------------------------------------------------------- compression
@@ -79,7 +106,7 @@ class CompressionConfig(_Strict):
     """A default for every boundary, overridable per boundary index (0 = after stage 0)."""
 
     default: DirectionalCompression = DirectionalCompression()
-    boundaries: dict[int, BoundaryOverride] = {}
+    boundaries: dict[Annotated[int, Field(ge=0, le=1023)], BoundaryOverride] = {}
 
     def for_boundary(self, index: int) -> DirectionalCompression:
         override = self.boundaries.get(index)
@@ -100,7 +127,7 @@ QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 class ModelSpec(_Strict):
     name: str
-    options: dict[str, Any] = {}
+    options: Options = {}
 
     @field_validator("name")
     @classmethod
@@ -109,13 +136,18 @@ class ModelSpec(_Strict):
             raise ValueError(f"unknown model {value!r}; choose one of {', '.join(names.MODELS)}")
         return value
 
+    @model_validator(mode="after")
+    def _typed_options(self) -> ModelSpec:
+        _check_options(MODEL_OPTIONS[self.name], self.options, "model.options")
+        return self
+
 
 class DataSpec(_Strict):
     name: str
-    options: dict[str, Any] = {}
-    batch_size: int = Field(32, ge=1)
-    eval_batch_size: int | None = Field(None, ge=1)
-    max_length: int = Field(128, ge=2, description="token length for text data")
+    options: Options = {}
+    batch_size: int = Field(32, ge=1, le=1 << 20)
+    eval_batch_size: int | None = Field(None, ge=1, le=1 << 20)
+    max_length: int = Field(128, ge=2, le=1 << 20, description="token length for text data")
 
     @field_validator("name")
     @classmethod
@@ -124,11 +156,16 @@ class DataSpec(_Strict):
             raise ValueError(f"unknown dataset {value!r}; choose one of {', '.join(names.DATASETS)}")
         return value
 
+    @model_validator(mode="after")
+    def _typed_options(self) -> DataSpec:
+        _check_options(DATASET_OPTIONS[self.name], self.options, "data.options")
+        return self
+
 
 class PipelineSpec(_Strict):
     stages: list[list[str]] | None = Field(None, description="module paths per stage, e.g. [['conv1','bn1'],['layers[0:3]']]")
-    balance: int | None = Field(None, ge=1, description="split automatically into N stages")
-    microbatches: int = Field(4, ge=1)
+    balance: int | None = Field(None, ge=1, le=1024, description="split automatically into N stages")
+    microbatches: int = Field(4, ge=1, le=1 << 16)
     schedule: Literal["sequential", "gpipe", "1f1b"] = "gpipe"
     runner: Literal["inproc", "distributed"] = Field(
         "inproc",
@@ -185,9 +222,9 @@ class PipelineSpec(_Strict):
 
 
 class LinkSpec(_Strict):
-    bandwidth_mbps: float = Field(100.0, gt=0, description="link bandwidth in megabits per second")
-    latency_ms: float = Field(1.0, ge=0, description="one-way latency per transfer")
-    jitter_ms: float = Field(0.0, ge=0, description="distributed: extra random latency, uniform in [0, jitter_ms]")
+    bandwidth_mbps: float = Field(100.0, gt=0, le=1e9, description="link bandwidth in megabits per second")
+    latency_ms: float = Field(1.0, ge=0, le=1e7, description="one-way latency per transfer")
+    jitter_ms: float = Field(0.0, ge=0, le=1e7, description="distributed: extra random latency, uniform in [0, jitter_ms]")
     emulate: bool = Field(
         True,
         description="distributed: hold each message at the sender as this link would; false = the real transport only",
@@ -199,22 +236,22 @@ class OptimSpec(_Strict):
     lr: float = Field(0.05, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
-    warmup_steps: int = Field(0, ge=0)
+    warmup_steps: int = Field(0, ge=0, le=MAX_COUNT)
     schedule: Literal["constant", "cosine", "linear"] = "constant"
 
 
 class TrainSpec(_Strict):
-    epochs: int | None = Field(None, ge=1)
-    max_steps: int | None = Field(None, ge=1)
-    eval_every: int = Field(50, ge=1, description="steps between validation passes")
-    log_every: int = Field(1, ge=1)
-    seed: int = 0
+    epochs: int | None = Field(None, ge=1, le=1_000_000)
+    max_steps: int | None = Field(None, ge=1, le=MAX_COUNT)
+    eval_every: int = Field(50, ge=1, le=MAX_COUNT, description="steps between validation passes")
+    log_every: int = Field(1, ge=1, le=MAX_COUNT)
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="seeds torch, the data order and the codecs")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["fp32", "fp16", "bf16", "fp64"] = Field(
         "fp32", description="fp16/bf16: autocast; fp64: model and inputs in float64 (exactness checks)"
     )
     eval_compression: Literal["compressed", "dense", "both"] = "compressed"
-    checkpoint_every: int | None = Field(None, ge=1)
+    checkpoint_every: int | None = Field(None, ge=1, le=MAX_COUNT)
     threads: int | None = Field(None, ge=1, le=512, description="CPU threads for torch; null = torch's default")
 
     @model_validator(mode="after")
@@ -225,7 +262,7 @@ class TrainSpec(_Strict):
 
 
 class ExperimentSpec(_Strict):
-    name: str = Field("experiment", min_length=1, max_length=200)
+    name: str = Field("experiment", min_length=1, max_length=200, pattern=r"^[^\x00]*$")
     model: ModelSpec
     data: DataSpec
     pipeline: PipelineSpec = PipelineSpec()
@@ -233,7 +270,7 @@ class ExperimentSpec(_Strict):
     link: LinkSpec = LinkSpec()
     optim: OptimSpec = OptimSpec()
     train: TrainSpec = TrainSpec(max_steps=100)
-    tags: list[str] = []
+    tags: list[Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[^\x00]*$")]] = Field([], max_length=100)
 
     @model_validator(mode="after")
     def _boundaries_exist(self) -> ExperimentSpec:
@@ -303,8 +340,10 @@ def parse_spec(data: dict[str, Any] | ExperimentSpec) -> ExperimentSpec:
 
 def load_spec_text(text: str) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
+        data = yamlsafe.load(text)
+    except yamlsafe.YAMLLimitError as exc:
+        raise SpecError([{"field": "spec", "message": f"is too large: it {exc}"}]) from None
+    except (yaml.YAMLError, RecursionError) as exc:
         raise SpecError([{"field": "spec", "message": f"is not valid YAML/JSON: {exc}"}]) from None
     if not isinstance(data, dict):
         raise SpecError([{"field": "spec", "message": "must be a mapping (YAML or JSON object)"}])

@@ -46,6 +46,8 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 def train_run(run_id: int) -> dict[str, Any]:
     """Train the run and return its outcome as a dict (status, error, traceback, summary)."""
     from backend import crud
+    from backend.settings import get_settings
+    from slimpipe.datapaths import confined_spec
     from slimpipe.spec import parse_spec
     from worker.reporter import Reporter
 
@@ -69,7 +71,9 @@ def train_run(run_id: int) -> dict[str, Any]:
         send_stages(run_id, queue, ranks, world, host, port)
 
     try:
-        spec = parse_spec(spec_data)
+        # The API confined the spec's paths when it took the run; check again here, where files are opened,
+        # and hand the engine the resolved places (relative paths count from the data root, not from here).
+        spec = confined_spec(parse_spec(spec_data), get_settings().data_root)
         summary = train.run(
             spec,
             on_metrics=reporter.on_metrics,

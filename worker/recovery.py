@@ -7,9 +7,9 @@ import threading
 
 from sqlalchemy import select, update
 
-from backend import crud, db
+from backend import crud, db, reconcile
 from backend.models import Run, utcnow
-from backend.settings import get_settings
+from backend.settings import Settings, get_settings
 from slimpipe import names
 
 log = logging.getLogger(__name__)
@@ -33,17 +33,28 @@ def fail_runs_of_worker(worker_host: str) -> list[int]:
 
 
 def sweep(worker_host: str | None = None) -> list[int]:
-    """One recovery pass: this worker's orphans (if named), then every run past the heartbeat timeout."""
+    """One recovery pass: this worker's orphans (if named), every run past the heartbeat timeout, then
+    queued runs whose broker message was lost (re-sent; see backend.reconcile). Returns the failed runs."""
+    settings = get_settings()
     lost = fail_runs_of_worker(worker_host) if worker_host else []
-    lost += crud.mark_lost_runs(get_settings().heartbeat_timeout_s)
+    lost += crud.mark_lost_runs(settings.heartbeat_timeout_s)
     if lost:
         log.warning("marked runs %s failed: worker lost", lost)
+    try:
+        reconcile.resend_lost_runs(settings)
+    except Exception:  # the broker is down right now: the next pass tries again
+        log.exception("queue reconciliation failed")
     return lost
 
 
+def sweep_interval(settings: Settings) -> float:
+    """Half the shorter of the heartbeat timeout and the re-send time, at most a minute, at least 0.2 s."""
+    return max(0.2, min(60.0, settings.heartbeat_timeout_s / 2, settings.requeue_after_s / 2))
+
+
 def sweep_forever(stop: threading.Event, interval_s: float | None = None) -> None:
-    """Sweep every `interval_s` (half the heartbeat timeout, at most a minute) until `stop` is set."""
-    interval = interval_s or min(60.0, get_settings().heartbeat_timeout_s / 2)
+    """Sweep every `interval_s` (by default `sweep_interval`) until `stop` is set."""
+    interval = interval_s or sweep_interval(get_settings())
     while not stop.wait(interval):
         try:
             sweep()

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 from slimpipe import names
 
+SHUTDOWN_REASON = "stopped because its worker shut down (e.g. Ctrl-C of slimpipe serve); retry it to run it again"
 #: Lines of the child's output kept to explain a death without a Python traceback.
 OUTPUT_TAIL_LINES = 40
 #: Imported once by the forkserver, inherited by every training child.
@@ -61,8 +62,10 @@ class Hooks:
     output: Callable[[list[str]], None] = lambda lines: None
     #: The child is running with this pid.
     started: Callable[[int], None] = lambda pid: None
-    #: Set when the worker itself is shutting down: stop the child and give up the run.
+    #: Set when the worker itself is shutting down: ask the child to stop, then end the run cancelled.
     shutdown: threading.Event = field(default_factory=threading.Event)
+    #: The worker is shutting down: ask the child to stop at its next step, as a cancel does.
+    request_stop: Callable[[], None] = lambda: None
 
 
 # --------------------------------------------------------------------------- launching
@@ -172,6 +175,7 @@ class Supervisor:
         heartbeat_s: float = 5.0,
         cancel_grace_s: float = 30.0,
         stop_grace_s: float = 5.0,
+        shutdown_grace_s: float = 20.0,
         output_flush_s: float = 1.0,
     ):
         self.run_id = run_id
@@ -181,6 +185,7 @@ class Supervisor:
         self.heartbeat_s = heartbeat_s
         self.cancel_grace_s = cancel_grace_s
         self.stop_grace_s = stop_grace_s
+        self.shutdown_grace_s = shutdown_grace_s
         self.output_flush_s = output_flush_s
         self.pid: int | None = None
         self._tail: collections.deque[str] = collections.deque(maxlen=OUTPUT_TAIL_LINES)
@@ -224,7 +229,7 @@ class Supervisor:
                 return returncode, None
             now = time.monotonic()
             if self.hooks.shutdown.is_set():
-                return self._stop(child), "shutdown"
+                return self._stop_for_shutdown(child), "shutdown"
             if now - last_flush >= self.output_flush_s:
                 self._forward_output(output_path)
                 last_flush = now
@@ -233,6 +238,13 @@ class Supervisor:
                 cancel_seen = now
             if cancel_seen is not None and now - cancel_seen > self.cancel_grace_s:
                 return self._stop(child), "cancel"
+
+    def _stop_for_shutdown(self, child: Child) -> int:
+        """Ask the child to stop at its next step (it flushes its metrics and ends like a cancel); force it after
+        `shutdown_grace_s`. Returns the exit code."""
+        self.hooks.request_stop()
+        returncode = child.wait(self.shutdown_grace_s)
+        return returncode if returncode is not None else self._stop(child)
 
     def _stop(self, child: Child) -> int:
         """SIGTERM the child's process group, then SIGKILL it after `stop_grace_s`; returns the exit code."""
@@ -265,7 +277,12 @@ class Supervisor:
                 f"cancelled; the training process did not stop within {self.cancel_grace_s:g} s and was killed",
             )
         if stopped_because == "shutdown":
-            return Outcome(names.FAILED, "worker shut down while the run was running; retry it")
+            # A clean stop, not a failure: the metrics so far are kept and a retry starts it again.
+            summary = None
+            if outcome_path.exists():
+                with contextlib.suppress(ValueError, KeyError):
+                    summary = Outcome.from_json(outcome_path.read_text()).summary
+            return Outcome(names.CANCELLED, SHUTDOWN_REASON, summary=summary)
         if outcome_path.exists():
             try:
                 return Outcome.from_json(outcome_path.read_text())

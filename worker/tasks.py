@@ -60,9 +60,20 @@ def supervise(run_id: int) -> Outcome:
         output=_quietly(lambda lines: crud.append_logs(run_id, [("OUTPUT", line) for line in lines]), 0),
         started=_quietly(started, None),
         shutdown=SHUTDOWN,
+        request_stop=_quietly(lambda: _ask_to_stop(run_id), None),
     )
     heartbeat_s = max(0.5, min(10.0, settings.heartbeat_timeout_s / 4))
     return Supervisor(run_id, hooks, launcher=launcher(), heartbeat_s=heartbeat_s).run()
+
+
+def _ask_to_stop(run_id: int) -> None:
+    """The cancel flag the training child checks every step (the worker is shutting down)."""
+    from backend import db
+
+    with db.session_scope() as session:
+        run = crud.get_run(session=session, run_id=run_id)
+        if run is not None:
+            crud.request_cancel(session=session, run=run)
 
 
 def launcher() -> Launcher:
@@ -75,6 +86,12 @@ def launcher() -> Launcher:
 @app.task(name=names.TASK_RUN_EXPERIMENT, bind=True, acks_late=True, reject_on_worker_lost=True)
 def run_experiment(self: Any, run_id: int) -> str:
     worker_host = self.request.hostname or socket.gethostname()
+    if SHUTDOWN.is_set():
+        # Delivered while this worker stops: leave the run queued. Its message is used up, so the queue
+        # reconciliation (backend.reconcile) sends it again for the next worker.
+        crud.append_logs(run_id, [f"not started: worker {worker_host} was shutting down; the run stays queued"])
+        log.info("run %s left queued: shutting down", run_id)
+        return "skipped"
     if not crud.claim_run(run_id, worker_host, self.request.id):
         # Cancelled while queued, deleted, or a redelivery of a run another worker has: nothing to do.
         log.info("run %s is not queued any more; skipping", run_id)

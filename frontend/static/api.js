@@ -15,9 +15,11 @@ export function token() {
   return localStorage.getItem(TOKEN_KEY) || "";
 }
 
-function authHeaders() {
+// Every request names itself: without a token the server refuses POST/DELETE that lack this header
+// or a JSON body (a cross-site page can send neither without a preflight the server never grants).
+export function authHeaders() {
   const t = token();
-  return t ? { Authorization: `Bearer ${t}` } : {};
+  return { "X-Slimpipe-Request": "1", ...(t ? { Authorization: `Bearer ${t}` } : {}) };
 }
 
 // --- banner: one message for "the API is down", cleared by the next answer.

@@ -1,5 +1,5 @@
 // Sweep view: one row per grid point, parameter(s) → val acc, as in the seed's pruning-ratio table.
-import { api, markReady, showBanner } from "./api.js";
+import { api, authHeaders, markReady, showBanner } from "./api.js";
 import { COLORS, draw, layout, plotlyReady } from "./charts.js";
 import { badge, el, fmtDelta, fmtMB, fmtPct, fmtRatio, fmtValue } from "./format.js";
 
@@ -24,7 +24,7 @@ async function load() {
     `#${exp.id} · ${exp.run_ids.length} run${exp.run_ids.length === 1 ? "" : "s"}` + (axes.length ? ` · sweep over ${axes.join(" × ")}` : "");
   document.getElementById("experiment-compare").href = `/compare?run_ids=${exp.run_ids.join(",")}`;
   document.getElementById("experiment-runs").href = `/?experiment_id=${exp.id}`;
-  fetch("/ui/spec/yaml", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ spec: { ...exp.spec, sweep: exp.sweep || undefined } }) })
+  fetch("/ui/spec/yaml", { method: "POST", headers: { "Content-Type": "application/json", ...authHeaders() }, body: JSON.stringify({ spec: { ...exp.spec, sweep: exp.sweep || undefined } }) })
     .then((r) => r.text())
     .then((t) => (document.getElementById("experiment-spec").textContent = t));
 

@@ -1,5 +1,5 @@
 // New run: a form over every spec field, a YAML/JSON view kept in sync, server-side validation, sweeps, clone.
-import { api, ApiError, showBanner } from "./api.js";
+import { api, ApiError, authHeaders, showBanner } from "./api.js";
 import { debounce, el } from "./format.js";
 
 const form = document.getElementById("spec-form");
@@ -216,7 +216,7 @@ async function renderText(spec) {
     text.value = JSON.stringify(spec, null, 2);
     return;
   }
-  const response = await fetch("/ui/spec/yaml", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ spec }) });
+  const response = await fetch("/ui/spec/yaml", { method: "POST", headers: { "Content-Type": "application/json", ...authHeaders() }, body: JSON.stringify({ spec }) });
   if (response.ok && document.activeElement !== text) text.value = await response.text();
 }
 async function parseText() {
@@ -225,7 +225,7 @@ async function parseText() {
   try {
     if (format === "json") spec = JSON.parse(text.value);
     else {
-      const response = await fetch("/ui/spec/parse", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ text: text.value }) });
+      const response = await fetch("/ui/spec/parse", { method: "POST", headers: { "Content-Type": "application/json", ...authHeaders() }, body: JSON.stringify({ text: text.value }) });
       const body = await response.json();
       if (!response.ok) throw new Error(body.detail[0].message);
       spec = body.spec;

@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from backend import db
 from backend.main import create_app
 from backend.settings import Settings
+from slimpipe import names
 
 SPEC: dict[str, Any] = {
     "name": "digits-mlp",
@@ -56,9 +57,15 @@ def settings(make_settings) -> Settings:
     return make_settings()
 
 
+def client_for(app: Any, **kwargs: Any) -> TestClient:
+    """A TestClient as the dashboard and the CLI talk: to a loopback Host, naming itself (the cross-site guard)."""
+    headers = {names.CSRF_HEADER: "1", **kwargs.pop("headers", {})}
+    return TestClient(app, base_url="http://localhost", headers=headers, **kwargs)
+
+
 @pytest.fixture
 def api(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as client:
+    with client_for(create_app(settings)) as client:
         yield client
 
 

@@ -1,14 +1,13 @@
 import pytest
-from fastapi.testclient import TestClient
 
 from backend.deps import token_matches
 from backend.main import create_app
-from tests.backend.conftest import SPEC
+from tests.backend.conftest import SPEC, client_for
 
 
 @pytest.fixture
 def locked(make_settings):
-    with TestClient(create_app(make_settings(api_token="s3cret-token"))) as client:
+    with client_for(create_app(make_settings(api_token="s3cret-token"))) as client:
         yield client
 
 

@@ -73,16 +73,15 @@ for batch in range(20):
 
 def test_a_worker_process_and_the_api_write_to_sqlite_at_the_same_time(tmp_path):
     """SQLite only: WAL and busy_timeout let a training child and the API write together (PostgreSQL just does)."""
-    from fastapi.testclient import TestClient
 
     from backend.main import create_app
     from backend.settings import Settings
-    from tests.backend.conftest import SPEC
+    from tests.backend.conftest import SPEC, client_for
 
     url = f"sqlite:///{tmp_path / 'shared.db'}"
     db.migrate(url)
     settings = Settings(database_url=url, broker_dir=tmp_path / "broker", data_root=tmp_path / "data")
-    with TestClient(create_app(settings)) as api:
+    with client_for(create_app(settings)) as api:
         run_id = api.post("/api/v1/experiments", json={"spec": SPEC}).json()["run_ids"][0]
         # The worker's calls without session= use SLIMPIPE_DATABASE_URL, as in a training child.
         writer = subprocess.Popen([sys.executable, "-c", WRITER, url, str(run_id)])

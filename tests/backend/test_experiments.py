@@ -7,7 +7,7 @@ from backend import db
 from backend.models import Experiment, Run
 from slimpipe import names
 from slimpipe.spec import set_path
-from tests.backend.conftest import SPEC, queued_messages
+from tests.backend.conftest import SPEC, client_for, queued_messages
 
 
 def test_submit_writes_experiment_and_queued_run_then_sends_the_task(api, submit, settings):
@@ -68,9 +68,9 @@ def test_cuda_specs_go_to_the_gpu_queue_and_queue_can_be_chosen(api, submit, set
         ({"spec": SPEC, "queue": "tpu"}, "queue", "use one of cpu, gpu"),
         ({"spec": SPEC, "sweep": {"link.latency_ms": list(range(40)), "optim.lr": [0.1] * 40}}, "sweep", "at most 1000"),
         ({"sweep": None}, "spec", "is required"),
-        ({"spec": set_path(SPEC, "data.options.root", "/etc")}, "data.options.root", "outside SLIMPIPE_DATA_ROOT"),
-        ({"spec": set_path(SPEC, "data.options.path", "../../secrets.csv")}, "data.options.path", "outside SLIMPIPE_DATA_ROOT"),
-        ({"spec": set_path(SPEC, "model.options.pretrained", "/root/model")}, "model.options.pretrained", "outside"),
+        ({"spec": set_path(SPEC, "data", {"name": "image_folder", "options": {"path": "/etc"}})}, "data.options.path", "outside SLIMPIPE_DATA_ROOT"),
+        ({"spec": set_path(SPEC, "data", {"name": "glue", "options": {"path": "../../secrets"}})}, "data.options.path", "outside SLIMPIPE_DATA_ROOT"),
+        ({"spec": set_path(SPEC, "model", {"name": "hf_classifier", "options": {"pretrained": "/root/model"}})}, "model.options.pretrained", "outside"),
     ],
 )
 def test_invalid_submission_is_422_naming_the_field_and_queues_nothing(api, settings, body, field, words):
@@ -86,9 +86,9 @@ def test_invalid_submission_is_422_naming_the_field_and_queues_nothing(api, sett
 
 def test_data_paths_inside_data_root_are_accepted(api, submit, settings):
     (settings.data_root / "cub").mkdir(parents=True)
-    absolute = set_path(SPEC, "data.options.root", str(settings.data_root / "cub"))
-    relative = set_path(SPEC, "data.options.path", "cub/train.csv")
-    hub_id = set_path(SPEC, "model.options.pretrained", "FacebookAI/roberta-base")
+    absolute = set_path(SPEC, "data", {"name": "image_folder", "options": {"path": str(settings.data_root / "cub")}})
+    relative = set_path(SPEC, "data", {"name": "text_file", "options": {"train": "cub/train.csv"}})
+    hub_id = set_path(SPEC, "model", {"name": "hf_classifier", "options": {"pretrained": "FacebookAI/roberta-base"}})
     for spec in (absolute, relative, hub_id):
         assert len(submit(spec)["run_ids"]) == 1
 
@@ -104,12 +104,11 @@ def test_validate_counts_runs_without_submitting(api):
 
 
 def test_unreachable_broker_is_503_and_the_committed_runs_fail_with_the_reason(make_settings):
-    from fastapi.testclient import TestClient
 
     from backend.main import create_app
 
     settings = make_settings(broker_url="redis://127.0.0.1:1/0")
-    with TestClient(create_app(settings)) as api:
+    with client_for(create_app(settings)) as api:
         response = api.post("/api/v1/experiments", json={"spec": SPEC})
         assert response.status_code == 503
         assert "did not take the task" in response.json()["detail"]
@@ -143,14 +142,13 @@ def test_submit_over_redis_puts_the_task_on_the_cpu_list(make_settings, redis_se
     import json as jsonlib
 
     import redis
-    from fastapi.testclient import TestClient
 
     from backend.main import create_app
 
     settings = make_settings(broker_url=redis_server.url(5))
     broker = redis.Redis.from_url(redis_server.url(5))
     broker.flushdb()
-    with TestClient(create_app(settings)) as api:
+    with client_for(create_app(settings)) as api:
         assert api.get("/readyz").json() == {"database": True, "broker": True}
         run_ids = api.post("/api/v1/experiments", json={"spec": SPEC, "sweep": {"link.latency_ms": [1, 5]}}).json()["run_ids"]
         messages = [jsonlib.loads(m) for m in broker.lrange("cpu", 0, -1)]

@@ -11,12 +11,14 @@ from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
 from backend import pages
+from backend.settings import Settings
 from slimpipe.spec import CompressionSpec, ExperimentSpec
 
 
 @pytest.fixture(scope="module")
 def client() -> TestClient:
     app = FastAPI()
+    app.state.settings = Settings(api_token=None)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=pages.STATIC_DIR), name="static")
     return TestClient(app)

@@ -1,10 +1,9 @@
 """Health, readiness, the zoo presets, the body size limit and the 422 format."""
 
-from fastapi.testclient import TestClient
 
 from backend.main import create_app, field_errors
 from slimpipe import names, presets
-from tests.backend.conftest import SPEC
+from tests.backend.conftest import SPEC, client_for
 
 
 def test_health_and_readiness(api):
@@ -13,7 +12,7 @@ def test_health_and_readiness(api):
 
 
 def test_readiness_is_503_when_the_broker_is_down(make_settings):
-    with TestClient(create_app(make_settings(broker_url="redis://127.0.0.1:1/0"))) as api:
+    with client_for(create_app(make_settings(broker_url="redis://127.0.0.1:1/0"))) as api:
         response = api.get("/readyz")
     assert response.status_code == 503
     assert response.json() == {"database": True, "broker": False}
@@ -21,7 +20,7 @@ def test_readiness_is_503_when_the_broker_is_down(make_settings):
 
 def test_readiness_is_503_when_the_database_is_down(make_settings, tmp_path):
     settings = make_settings(database_url="postgresql+psycopg://postgres@127.0.0.1:1/none")
-    with TestClient(create_app(settings)) as api:
+    with client_for(create_app(settings)) as api:
         response = api.get("/readyz")
     assert response.status_code == 503
     assert response.json()["database"] is False
@@ -37,7 +36,7 @@ def test_zoo_lists_every_registered_model_with_its_default_partition(api):
 
 
 def test_bodies_over_the_limit_are_413(make_settings):
-    with TestClient(create_app(make_settings(max_body_bytes=2000))) as api:
+    with client_for(create_app(make_settings(max_body_bytes=2000))) as api:
         small = api.post("/api/v1/experiments", json={"spec": SPEC})
         assert small.status_code == 201
         big = api.post("/api/v1/experiments", json={"spec": SPEC, "tags": ["x" * 3000]})

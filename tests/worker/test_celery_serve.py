@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 
 import httpx
 import pytest
@@ -14,6 +15,7 @@ import pytest
 from slimpipe import names
 from tests.fixtures_servers import free_port
 from tests.worker.celery_harness import ROOT, spec_with, wait_for
+from worker.supervisor import SHUTDOWN_REASON
 
 pytestmark = pytest.mark.slow
 
@@ -44,10 +46,11 @@ def test_serve_runs_a_submitted_run_and_stops_api_worker_and_training_on_ctrl_c(
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, as in a terminal: Ctrl-C goes to the whole group
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        api = httpx.Client(base_url=url, timeout=10)
+        api = httpx.Client(base_url=url, timeout=10, headers={names.CSRF_HEADER: "1"})
 
         def up() -> bool:
             try:
@@ -76,14 +79,17 @@ def test_serve_runs_a_submitted_run_and_stops_api_worker_and_training_on_ctrl_c(
         series = api.get(f"/api/v1/runs/{run_id}/metrics", params={"names": names.TRAIN_LOSS}).json()["series"]
         assert series[names.TRAIN_LOSS]["step"] == list(range(1, 7))
 
-        # Ctrl-C while a run trains: the run ends failed with the reason, nothing is left running.
+        # Ctrl-C while a run trains and another waits: the first stops cleanly, the second stays queued.
         long = api.post("/api/v1/experiments", json={"spec": spec_with(**{"train.max_steps": 100_000})}).json()
         (long_id,) = long["run_ids"]
         wait_for(
             lambda: (api.get(f"/api/v1/runs/{long_id}").json()["progress_step"] or 0) >= 2, 60, "the long run to train"
         )
-        serve.send_signal(signal.SIGINT)
-        assert serve.wait(timeout=60) == 0
+        (queued_id,) = api.post("/api/v1/experiments", json={"spec": spec_with()}).json()["run_ids"]
+        t0 = time.monotonic()
+        os.killpg(serve.pid, signal.SIGINT)  # what the terminal sends on Ctrl-C
+        assert serve.wait(timeout=90) == 0
+        print(f"Ctrl-C: serve, its worker and the run stopped in {time.monotonic() - t0:.1f} s")
     finally:
         if serve.poll() is None:
             serve.kill()
@@ -97,14 +103,60 @@ def test_serve_runs_a_submitted_run_and_stops_api_worker_and_training_on_ctrl_c(
 
     with db.session_scope(env["SLIMPIPE_DATABASE_URL"]) as session:
         run = crud.get_run(session=session, run_id=long_id)
-        assert (run.status, run.error) == (names.FAILED, "worker shut down while the run was running; retry it")
+        assert (run.status, run.error) == (names.CANCELLED, SHUTDOWN_REASON)
+        assert run.progress_step >= 2
+        assert crud.read_series(session=session, run_id=long_id, name=names.TRAIN_LOSS)[0][:2] == [1, 2]  # kept
+        queued = crud.get_run(session=session, run_id=queued_id)
+        assert (queued.status, queued.started_at) == (names.QUEUED, None)
     db.dispose_engines()
+
+
+def test_serve_restarts_its_worker_when_it_dies_and_queued_runs_still_run(tmp_path):
+    port, log = free_port(), tmp_path / "serve.log"
+    with log.open("wb") as out:
+        serve = subprocess.Popen(
+            [sys.executable, "-m", "backend.serve", "--port", str(port)],
+            cwd=tmp_path,
+            env=serve_env(tmp_path),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        first = int(wait_for(lambda: re.search(r"worker pid (\d+)", log.read_text()), 60, "the worker").group(1))
+        wait_for(lambda: "ready." in log.read_text(), 60, "the worker to be ready")
+        os.kill(first, signal.SIGKILL)
+        t0 = time.monotonic()
+        restarted = wait_for(lambda: re.search(r"restarted as pid (\d+)", log.read_text()), 30, "the restart")
+        assert int(restarted.group(1)) != first
+        api = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
+
+        def up() -> bool:
+            try:
+                return api.get("/healthz").status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(up, 60, "the API to answer")
+        (run_id,) = api.post("/api/v1/experiments", json={"spec": spec_with(**{"train.max_steps": 3})}).json()["run_ids"]
+        run = wait_for(
+            lambda: (r := api.get(f"/api/v1/runs/{run_id}").json())["status"] in names.FINAL_STATES and r, 120, "the run"
+        )
+        assert run["status"] == names.SUCCEEDED, run["error"]
+        print(f"worker killed -9: a run submitted afterwards succeeded {time.monotonic() - t0:.1f} s later")
+    finally:
+        serve.send_signal(signal.SIGINT)
+        try:
+            serve.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            serve.kill()
+            serve.wait()
 
 
 def test_serve_re_sends_queued_runs_whose_message_was_lost(tmp_path):
     from backend import crud
     from backend.queue import send_run
-    from backend.serve import queued_run_ids_in_embedded_broker, requeue_lost_messages
+    from backend.reconcile import waiting_in_embedded_broker as queued_run_ids_in_embedded_broker
+    from backend.serve import requeue_lost_messages
     from backend.settings import get_settings
     from tests.worker.celery_harness import cluster_env
 

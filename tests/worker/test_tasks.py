@@ -16,7 +16,7 @@ import yaml
 
 from slimpipe import names
 from tests.worker.celery_harness import ROOT, cluster_env, wait_for
-from worker.supervisor import Hooks, Supervisor, subprocess_launcher
+from worker.supervisor import SHUTDOWN_REASON, Hooks, Supervisor, subprocess_launcher
 
 FAKE = {"model": {"name": "tiny_mlp"}, "data": {"name": "digits"}, "train": {"max_steps": 5}}
 
@@ -163,12 +163,16 @@ def test_supervisor_kills_a_child_stuck_after_cancel_once_the_grace_is_over():
     assert _gone(started[0])
 
 
-def test_supervisor_stops_the_child_when_the_worker_shuts_down():
+def test_supervisor_asks_the_child_to_stop_when_the_worker_shuts_down_and_ends_the_run_cancelled():
     shutdown = threading.Event()
-    started = []
-    hooks = Hooks(shutdown=shutdown, started=lambda pid: (started.append(pid), shutdown.set()))
-    _, outcome = supervise("import time; time.sleep(60)", hooks)
-    assert (outcome.status, outcome.error) == (names.FAILED, "worker shut down while the run was running; retry it")
+    started, asked = [], []
+    hooks = Hooks(
+        shutdown=shutdown, started=lambda pid: (started.append(pid), shutdown.set()), request_stop=lambda: asked.append(1)
+    )
+    # A child that ignores the request is stopped by signal once the shutdown grace is over.
+    _, outcome = supervise("import time; time.sleep(60)", hooks, shutdown_grace_s=0.3)
+    assert (outcome.status, outcome.error) == (names.CANCELLED, SHUTDOWN_REASON)
+    assert asked == [1]
     assert _gone(started[0])
 
 
@@ -355,3 +359,33 @@ def test_a_child_that_swallows_sigterm_still_ends_after_the_grace():
     assert proc.stdout.readline() == b"ready\n"
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=10) == 128 + signal.SIGTERM
+
+
+# --------------------------------------------------------------------------- data paths, checked again where files open
+
+
+@pytest.mark.parametrize(
+    ("model", "data"),
+    [
+        ({"name": "tiny_mlp"}, {"name": "text_file", "options": {"train": "/etc/passwd"}}),
+        ({"name": "tiny_mlp"}, {"name": "text_file", "options": {"train": "escape/passwd"}}),  # a symlink out
+        ({"name": "hf_classifier", "options": {"tokenizer": "/etc"}}, {"name": "synthetic_text"}),
+    ],
+)
+def test_a_spec_naming_a_file_outside_the_data_root_fails_before_any_file_is_opened(
+    embedded, tmp_path, monkeypatch, model, data
+):
+    from backend.settings import get_settings
+
+    root = tmp_path / "data"
+    root.mkdir()
+    os.symlink("/etc", root / "escape")
+    monkeypatch.setenv("SLIMPIPE_DATA_ROOT", str(root))  # the training child inherits it
+    get_settings.cache_clear()
+    # Straight into SQL, as a row written before the API checked paths (or by anything else) would be.
+    (run_id,) = embedded.submit({**fake(), "model": model, "data": data}, send=False)
+    assert run_task(run_id) == names.FAILED
+    run = embedded.run(run_id)
+    assert "outside SLIMPIPE_DATA_ROOT" in run.error
+    assert "root:" not in run.error and "root:" not in (run.traceback or "")  # /etc/passwd's first line
+    assert not any(line.startswith("step ") for line in embedded.logs(run_id))  # the engine never ran

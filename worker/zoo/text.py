@@ -127,7 +127,8 @@ def _columns(rows: list[dict[str, Any]], text: str, pair: str | None, label: str
         raise ValueError(f"{where} has no rows")
     for column in (text, pair, label):
         if column is not None and column not in rows[0]:
-            raise ValueError(f"{where} has no column {column!r}; its columns are {', '.join(rows[0])}")
+            # Only a count: the header of a file that is not a dataset is its first line, which must not leak.
+            raise ValueError(f"{where} has no column {column!r} among its {len(rows[0])}; set the *_column options")
     texts = [str(r[text]) for r in rows]
     pairs = [str(r[pair]) for r in rows] if pair else None
     return texts, pairs, [r[label] for r in rows]

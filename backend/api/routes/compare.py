@@ -7,16 +7,17 @@ import io
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query, status
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
 from backend import crud, specs
-from backend.deps import SessionDep
+from backend.deps import MAX_ID, SessionDep
+from backend.jsonbody import StrictJSONRoute
 from backend.models import Run
-from backend.schemas import ComparePublic, CompareRow
+from backend.schemas import NOT_FOUND, ComparePublic, CompareRow, media
 from slimpipe import names
 
-router = APIRouter(tags=["compare"])
+router = APIRouter(tags=["compare"], route_class=StrictJSONRoute)
 
 IGNORED_FIELDS = ("name", "tags")
 
@@ -129,23 +130,23 @@ def build_compare(session: Session, run_ids: list[int], baseline_id: int | None)
     return ComparePublic(runs=rows, baseline_run_id=baseline.id if baseline else None, varying_fields=varying)
 
 
+# At most 9 digits per id: every id the pattern admits fits the 32-bit key (an unknown one is a 404).
+RunIds = Query(..., pattern=r"^\s*\d{1,9}\s*(,\s*\d{1,9}\s*)*,?$", max_length=4000, description="comma-separated run ids, e.g. 1,2,3")
+Baseline = Query(None, ge=1, le=MAX_ID, description="the run to compare against; default: the newest uncompressed one")
+
+
 def parse_ids(run_ids: str) -> list[int]:
-    try:
-        ids = [int(x) for x in run_ids.split(",") if x.strip()]
-    except ValueError:
-        ids = []
-    if not ids:
-        raise HTTPException(422, detail=[{"field": "run_ids", "message": "give comma-separated run ids, e.g. 1,2,3"}])
-    return list(dict.fromkeys(ids))
+    """The ids in order, once each (the query's pattern already admits only digits and commas)."""
+    return list(dict.fromkeys(int(x) for x in run_ids.split(",") if x.strip()))
 
 
-@router.get("/compare", response_model=ComparePublic)
-def compare(session: SessionDep, run_ids: str = Query(...), baseline: int | None = None) -> ComparePublic:
+@router.get("/compare", response_model=ComparePublic, responses=NOT_FOUND)
+def compare(session: SessionDep, run_ids: str = RunIds, baseline: int | None = Baseline) -> ComparePublic:
     return build_compare(session, parse_ids(run_ids), baseline)
 
 
-@router.get("/compare.csv", response_class=PlainTextResponse)
-def compare_csv(session: SessionDep, run_ids: str = Query(...), baseline: int | None = None) -> PlainTextResponse:
+@router.get("/compare.csv", response_class=Response, responses={**NOT_FOUND, **media("text/csv")})
+def compare_csv(session: SessionDep, run_ids: str = RunIds, baseline: int | None = Baseline) -> Response:
     table = build_compare(session, parse_ids(run_ids), baseline)
     figures = [f for f in CompareRow.model_fields if f not in ("run_id", "name", "status", "differences")]
     buffer = io.StringIO()
@@ -154,6 +155,6 @@ def compare_csv(session: SessionDep, run_ids: str = Query(...), baseline: int | 
     for row in table.runs:
         values = [row.differences.get(p) for p in table.varying_fields] + [getattr(row, f) for f in figures]
         writer.writerow([row.run_id, row.name, row.status, *("" if v is None else v for v in values)])
-    return PlainTextResponse(
+    return Response(
         buffer.getvalue(), media_type="text/csv", headers={"Content-Disposition": 'attachment; filename="compare.csv"'}
     )

@@ -5,7 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, status
 
 from backend import crud, specs
-from backend.deps import SessionDep, SettingsDep
+from backend.deps import ExperimentId, Limit, Offset, SessionDep, SettingsDep
+from backend.jsonbody import StrictJSONRoute
 from backend.queue import QueueError, send_run
 from backend.schemas import (
     ExperimentCreate,
@@ -18,7 +19,7 @@ from backend.schemas import (
 from slimpipe import names
 from slimpipe.spec import SpecError
 
-router = APIRouter(tags=["experiments"])
+router = APIRouter(tags=["experiments"], route_class=StrictJSONRoute)
 
 
 @router.post("/specs/validate", response_model=SpecValid)
@@ -59,14 +60,14 @@ def create_experiment(body: ExperimentCreate, session: SessionDep, settings: Set
 
 
 @router.get("/experiments", response_model=ExperimentsPublic)
-def list_experiments(session: SessionDep, limit: int = 50, offset: int = 0) -> ExperimentsPublic:
-    rows, count = crud.list_experiments(session=session, limit=min(limit, 500), offset=offset)
+def list_experiments(session: SessionDep, limit: Limit = 50, offset: Offset = 0) -> ExperimentsPublic:
+    rows, count = crud.list_experiments(session=session, limit=limit, offset=offset)
     data = [ExperimentPublic.model_validate(e).model_copy(update={"run_ids": [r.id for r in e.runs]}) for e in rows]
     return ExperimentsPublic(data=data, count=count)
 
 
 @router.get("/experiments/{experiment_id}", response_model=ExperimentPublic)
-def get_experiment(experiment_id: int, session: SessionDep) -> ExperimentPublic:
+def get_experiment(experiment_id: ExperimentId, session: SessionDep) -> ExperimentPublic:
     experiment = crud.get_experiment(session=session, experiment_id=experiment_id)
     if experiment is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"experiment {experiment_id} not found")

@@ -7,7 +7,7 @@ import csv
 import io
 import json
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
@@ -20,19 +20,24 @@ from starlette.concurrency import run_in_threadpool
 
 from backend import crud
 from backend.api.routes.runs import get_run_or_404
-from backend.deps import SessionDep
+from backend.deps import MAX_CURSOR, MAX_ID, RunId, SessionDep
 from backend.downsample import keep_indices
+from backend.jsonbody import StrictJSONRoute
 from backend.schemas import (
+    NOT_FOUND,
     LogLinePublic,
     LogLinesPublic,
     MetricsAccepted,
     MetricsCreate,
     MetricsPublic,
     RunSummaryPublic,
+    media,
 )
 from slimpipe import names
 
-router = APIRouter(tags=["metrics and logs"])
+router = APIRouter(tags=["metrics and logs"], route_class=StrictJSONRoute, responses=NOT_FOUND)
+#: The event stream alone: it also takes `?token=` (main.py gives it that dependency).
+stream_router = APIRouter(tags=["metrics and logs"], route_class=StrictJSONRoute, responses=NOT_FOUND)
 
 SSE_POLL_S = 0.5
 SSE_BATCH = 5000
@@ -44,10 +49,12 @@ def attachment(filename: str) -> dict[str, str]:
 
 @router.get("/runs/{run_id}/metrics", response_model=MetricsPublic)
 def read_metrics(
-    run_id: int,
+    run_id: RunId,
     session: SessionDep,
-    names_: str | None = Query(None, alias="names", description="comma-separated series names; default all"),
-    since_step: int | None = Query(None, description="only points with step > since_step"),
+    names_: str | None = Query(
+        None, alias="names", max_length=10_000, pattern=r"^[^\x00]*$", description="comma-separated series names; default all"
+    ),
+    since_step: int | None = Query(None, ge=-1, le=MAX_ID, description="only points with step > since_step"),
     max_points: int = Query(2000, ge=8, le=1_000_000),
 ) -> Response:
     """`last_step` is the highest step returned (or `since_step` when nothing is newer): the next `since_step`."""
@@ -74,7 +81,7 @@ def run_exists(session: SessionDep, run_id: int) -> None:
 
 
 @router.get("/runs/{run_id}/metric-names", response_model=list[str])
-def read_metric_names(run_id: int, session: SessionDep) -> list[str]:
+def read_metric_names(run_id: RunId, session: SessionDep) -> list[str]:
     run_exists(session, run_id)
     return crud.metric_names(session=session, run_id=run_id)
 
@@ -103,7 +110,7 @@ def _store_points(request: Request, run_id: int, body: MetricsCreate) -> int:
         }
     },
 )
-async def ingest_metrics(run_id: int, request: Request) -> MetricsAccepted:
+async def ingest_metrics(run_id: RunId, request: Request) -> MetricsAccepted:
     # The ingest hot path: the body is validated straight from JSON bytes (one pass in pydantic-core)
     # instead of FastAPI's json.loads followed by validation of the Python objects.
     try:
@@ -114,17 +121,30 @@ async def ingest_metrics(run_id: int, request: Request) -> MetricsAccepted:
     return MetricsAccepted(accepted=accepted)
 
 
-@router.get("/runs/{run_id}/logs", response_model=LogLinesPublic)
+@router.get(
+    "/runs/{run_id}/logs",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "the log as text lines (format=text, a download) or as JSON (format=json)",
+            "content": {
+                "text/plain": {"schema": {"type": "string"}},
+                "application/json": {"schema": {"$ref": "#/components/schemas/LogLinesPublic"}},
+            },
+        }
+    },
+)
 def read_logs(
-    run_id: int,
+    run_id: RunId,
     session: SessionDep,
-    since_id: int = 0,
-    format: str = Query("text", pattern="^(text|json)$"),
+    since_id: int = Query(0, ge=0, le=MAX_CURSOR, description="only lines with a larger id"),
+    format: Literal["text", "json"] = "text",
 ) -> Any:
     get_run_or_404(session, run_id)
     lines = crud.read_logs(session=session, run_id=run_id, since_id=since_id)
     if format == "json":
-        return LogLinesPublic(lines=[LogLinePublic.model_validate(line) for line in lines])
+        body = LogLinesPublic(lines=[LogLinePublic.model_validate(line) for line in lines])
+        return Response(body.model_dump_json(), media_type="application/json")
     text = "".join(f"{line.time.isoformat()} {line.level} {line.message}\n" for line in lines)
     return PlainTextResponse(text, headers=attachment(f"run-{run_id}.log"))
 
@@ -135,8 +155,8 @@ def _stream_metrics(request: Request, run_id: int, row: Any) -> Iterator[str]:
             yield row(step, name, value, at)
 
 
-@router.get("/runs/{run_id}/metrics.csv", response_class=StreamingResponse)
-def download_csv(run_id: int, request: Request, session: SessionDep) -> StreamingResponse:
+@router.get("/runs/{run_id}/metrics.csv", response_class=StreamingResponse, responses=media("text/csv"))
+def download_csv(run_id: RunId, request: Request, session: SessionDep) -> StreamingResponse:
     get_run_or_404(session, run_id)
 
     def row(*fields: Any) -> str:
@@ -151,8 +171,8 @@ def download_csv(run_id: int, request: Request, session: SessionDep) -> Streamin
     return StreamingResponse(body(), media_type="text/csv", headers=attachment(f"run-{run_id}-metrics.csv"))
 
 
-@router.get("/runs/{run_id}/metrics.jsonl", response_class=StreamingResponse)
-def download_jsonl(run_id: int, request: Request, session: SessionDep) -> StreamingResponse:
+@router.get("/runs/{run_id}/metrics.jsonl", response_class=StreamingResponse, responses=media("application/x-ndjson"))
+def download_jsonl(run_id: RunId, request: Request, session: SessionDep) -> StreamingResponse:
     get_run_or_404(session, run_id)
 
     def row(step: int, name: str, value: float | None, at: float) -> str:
@@ -165,11 +185,11 @@ def download_jsonl(run_id: int, request: Request, session: SessionDep) -> Stream
     )
 
 
-@router.get("/runs/{run_id}/spec.yaml", response_class=PlainTextResponse)
-def download_spec(run_id: int, session: SessionDep) -> PlainTextResponse:
+@router.get("/runs/{run_id}/spec.yaml", response_class=Response, responses=media("application/yaml"))
+def download_spec(run_id: RunId, session: SessionDep) -> Response:
     run = get_run_or_404(session, run_id)
     text = yaml.safe_dump(run.spec, sort_keys=False)
-    return PlainTextResponse(text, media_type="application/yaml", headers=attachment(f"run-{run_id}-spec.yaml"))
+    return Response(text, media_type="application/yaml", headers=attachment(f"run-{run_id}-spec.yaml"))
 
 
 # --------------------------------------------------------------------------- live events
@@ -193,22 +213,28 @@ def _poll(request: Request, run_id: int, after_metric: int, after_log: int) -> t
         return status_row, points, lines
 
 
+CURSOR = r"^\d{1,19}:\d{1,19}$"
+
+
 def _parse_cursor(value: str | None) -> tuple[int, int]:
-    """Event ids are "<last metric point id>:<last log line id>", so a reconnect resumes where it stopped."""
+    """Event ids are "<last metric point id>:<last log line id>", so a reconnect resumes where it stopped.
+
+    Anything else (or an id past 64 bits) starts from the beginning, as a browser would after losing its place.
+    """
     try:
-        metric, log = (value or "0:0").split(":")
-        return int(metric), int(log)
+        metric, log = (int(part) for part in (value or "0:0").split(":"))
     except ValueError:
         return 0, 0
+    return (metric, log) if 0 <= metric <= MAX_CURSOR and 0 <= log <= MAX_CURSOR else (0, 0)
 
 
-@router.get("/runs/{run_id}/events")
+@stream_router.get("/runs/{run_id}/events", response_class=EventSourceResponse, responses=media("text/event-stream"))
 async def stream_events(
-    run_id: int,
+    run_id: RunId,
     request: Request,
     session: SessionDep,
-    last_event_id: str | None = Header(None),
-    cursor: str | None = Query(None, description="resume after this event id, like Last-Event-ID"),
+    last_event_id: str | None = Header(None, max_length=100),
+    cursor: str | None = Query(None, pattern=CURSOR, description="resume after this event id, like Last-Event-ID"),
 ) -> EventSourceResponse:
     get_run_or_404(session, run_id)
     session.close()

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, Response, status
+from fastapi import APIRouter, HTTPException, Query, Response, status
 
 from backend import crud
-from backend.deps import SessionDep, SettingsDep
+from backend.deps import MAX_ID, Limit, Offset, RunId, SessionDep, SettingsDep
+from backend.jsonbody import StrictJSONRoute
 from backend.models import Run
 from backend.queue import QueueError, revoke, send_run
 from backend.schemas import RunPublic, RunsPublic, RunSummaryPublic
 from slimpipe import names
 
-router = APIRouter(tags=["runs"])
+router = APIRouter(tags=["runs"], route_class=StrictJSONRoute)
 
 
 def get_run_or_404(session: SessionDep, run_id: int) -> Run:
@@ -24,11 +25,11 @@ def get_run_or_404(session: SessionDep, run_id: int) -> Run:
 @router.get("/runs", response_model=RunsPublic)
 def list_runs(
     session: SessionDep,
-    status: str | None = None,
-    experiment_id: int | None = None,
-    tag: str | None = None,
-    limit: int = 50,
-    offset: int = 0,
+    status: str | None = Query(None, pattern=f"^({'|'.join(names.RUN_STATES)})$", description="one of the run states"),
+    experiment_id: int | None = Query(None, ge=1, le=MAX_ID),
+    tag: str | None = Query(None, min_length=1, max_length=100, pattern=r"^[^\x00]*$"),
+    limit: Limit = 50,
+    offset: Offset = 0,
 ) -> RunsPublic:
     if status is not None and status not in names.RUN_STATES:
         raise HTTPException(422, detail=[{"field": "status", "message": f"use one of {', '.join(names.RUN_STATES)}"}])
@@ -37,19 +38,19 @@ def list_runs(
         status=status,
         experiment_id=experiment_id,
         tag=tag,
-        limit=min(max(limit, 1), 500),
+        limit=limit,
         offset=offset,
     )
     return RunsPublic(data=[RunSummaryPublic.model_validate(r) for r in rows], count=count)
 
 
 @router.get("/runs/{run_id}", response_model=RunPublic)
-def get_run(run_id: int, session: SessionDep) -> Run:
+def get_run(run_id: RunId, session: SessionDep) -> Run:
     return get_run_or_404(session, run_id)
 
 
 @router.post("/runs/{run_id}/cancel", response_model=RunPublic)
-def cancel_run(run_id: int, session: SessionDep, settings: SettingsDep) -> Run:
+def cancel_run(run_id: RunId, session: SessionDep, settings: SettingsDep) -> Run:
     run = get_run_or_404(session, run_id)
     was_queued = run.status == names.QUEUED
     crud.request_cancel(session=session, run=run)
@@ -61,7 +62,7 @@ def cancel_run(run_id: int, session: SessionDep, settings: SettingsDep) -> Run:
 
 
 @router.post("/runs/{run_id}/retry", response_model=RunPublic, status_code=status.HTTP_201_CREATED)
-def retry_run(run_id: int, session: SessionDep, settings: SettingsDep) -> Run:
+def retry_run(run_id: RunId, session: SessionDep, settings: SettingsDep) -> Run:
     run = get_run_or_404(session, run_id)
     if run.status not in names.FINAL_STATES:
         raise HTTPException(status.HTTP_409_CONFLICT, detail=f"run {run_id} is {run.status}; cancel it before retrying")
@@ -79,7 +80,7 @@ def retry_run(run_id: int, session: SessionDep, settings: SettingsDep) -> Run:
 
 
 @router.delete("/runs/{run_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_run(run_id: int, session: SessionDep, settings: SettingsDep) -> Response:
+def delete_run(run_id: RunId, session: SessionDep, settings: SettingsDep) -> Response:
     run = get_run_or_404(session, run_id)
     if run.status in (names.QUEUED, names.RUNNING):
         crud.request_cancel(session=session, run=run)

@@ -6,10 +6,11 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from backend.jsonbody import StrictJSONRoute
 from slimpipe import names, presets
 from slimpipe.spec import CompressionSpec
 
-router = APIRouter(tags=["zoo"])
+router = APIRouter(tags=["zoo"], route_class=StrictJSONRoute)
 
 
 @router.get("/zoo")

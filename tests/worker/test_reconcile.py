@@ -1,0 +1,57 @@
+"""Queue reconciliation against a real Redis that loses its messages (FLUSHDB: a restart without persistence)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import redis
+
+from slimpipe import names
+from tests.worker.celery_harness import cluster_env
+
+pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.postgres]
+
+FAKE = {"name": "ok", "model": {"name": "tiny_mlp"}, "data": {"name": "digits"}, "train": {"max_steps": 3}}
+
+
+def test_runs_whose_redis_messages_were_lost_are_re_sent_once_and_run_once(tmp_path, redis_server, postgres_server):
+    from backend import reconcile
+    from backend.settings import get_settings
+
+    broker = redis_server.url(7)  # a database of its own on the shared throwaway server
+    env = {
+        "SLIMPIPE_REQUEUE_AFTER_S": "1",
+        "SLIMPIPE_TRAIN_MODULE": "tests.worker.fake_engine",
+        "SLIMPIPE_WORKER_START": "subprocess",
+    }
+    with cluster_env(tmp_path, postgres_server.new_database("slimpipe_reconcile"), broker, **env) as cluster:
+        lost = cluster.submit(FAKE, sweep={"train.max_steps": [3, 4]})
+        assert reconcile.waiting_run_ids(get_settings()) == set(lost)
+
+        # The fault: Redis comes back empty. SQL still says queued; no message will ever deliver them.
+        redis.Redis.from_url(broker).flushdb()
+        assert reconcile.waiting_run_ids(get_settings()) == set()
+        assert [cluster.run(r).status for r in lost] == [names.QUEUED, names.QUEUED]
+        (waiting,) = cluster.submit(FAKE)  # sent after the loss: its message is there
+
+        # Too young to be judged lost, then re-sent exactly once: the message is waiting afterwards.
+        assert reconcile.resend_lost_runs(get_settings(), older_than_s=3600) == []
+        assert reconcile.resend_lost_runs(get_settings(), older_than_s=0) == lost
+        assert reconcile.resend_lost_runs(get_settings(), older_than_s=0) == []
+        assert reconcile.waiting_run_ids(get_settings()) == {*lost, waiting}
+
+        # Lose them again, then let a worker's own sweeper find and re-send them.
+        redis.Redis.from_url(broker).flushdb()
+        t0 = time.monotonic()
+        cluster.start_worker("cpu1@reconcile", "cpu")
+        for run_id in lost:
+            run = cluster.wait_final(run_id, timeout=120)
+            assert run.status == names.SUCCEEDED, run.error
+        took = time.monotonic() - t0
+        for run_id in lost:
+            logs = cluster.logs(run_id)
+            assert sum(line.startswith(reconcile.RESENT_PREFIX) for line in logs) == 2  # once per loss
+            assert sum(line.startswith("training process ") for line in logs) == 1  # and trained once
+        assert cluster.run(waiting).status in (names.QUEUED, names.RUNNING, names.SUCCEEDED)
+        print(f"lost runs reached a final state {took:.1f} s after the worker started")
