@@ -62,9 +62,27 @@ export function draw(div, traces, lay) {
     node.classList.remove("no-data");
     node.replaceChildren();
   }
+  steadyRange(traces, lay);
   // Live series grow in place, so tell Plotly the data changed even when the arrays are the same objects.
   lay.datarevision = ++revision;
   window.Plotly.react(node, traces, lay, CONFIG);
+}
+
+// A series that is constant up to rounding (a ratio of 4.0000 ± 1e-6) would be autoscaled to its noise and
+// look jagged; give such a y axis a range of ±5 % around the value instead.
+export function steadyRange(traces, lay) {
+  if (!lay.yaxis || lay.yaxis.type === "log" || lay.yaxis.range || lay.yaxis.type === "category") return;
+  let lo = Infinity, hi = -Infinity;
+  for (const t of traces) for (const v of t.y || []) {
+    if (typeof v !== "number" || !Number.isFinite(v)) continue;
+    if (v < lo) lo = v;
+    if (v > hi) hi = v;
+  }
+  if (!Number.isFinite(lo)) return;
+  const size = Math.max(Math.abs(lo), Math.abs(hi));
+  if (hi - lo > 1e-3 * size) return;
+  const pad = size ? 0.05 * size : 1;
+  lay.yaxis = { ...lay.yaxis, range: [lo - pad, hi + pad], autorange: false };
 }
 
 // Points that are not dominated: no other run has higher acc with fewer bytes.
