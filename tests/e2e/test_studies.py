@@ -193,3 +193,31 @@ def test_api_docs_render_offline_with_no_request_to_other_hosts(tab, study, path
     # Same-origin blob: URLs (ReDoc's search worker) and data: URLs stay in the page.
     hosts = {urlsplit(u.removeprefix("blob:")).netloc for u in requests if not u.startswith("data:")}
     assert len(requests) >= 3 and hosts == {urlsplit(study["base"]).netloc}, requests
+
+
+def test_compare_puts_outcomes_first_shows_run_ids_and_keeps_pareto_labels_inside(tab, study, shots) -> None:
+    run_ids = study["three"]
+    tab.goto(f"/compare?run_ids={','.join(map(str, run_ids))}")
+    tab.wait_for_function("window.__slimpipeCurvesReady !== undefined")
+    heads = tab.locator("#compare-table thead th").all_inner_texts()
+    table = get(study, "/compare", run_ids=",".join(map(str, run_ids)))
+    outcomes = ["BEST VAL ACC", "FINAL VAL ACC", "Δ VS BASELINE", "WIRE/STEP", "RATIO", "TIME/BATCH", "SPEED-UP"]
+    assert [h.upper() for h in heads[2:9]] == outcomes
+    assert [tab.locator("#compare-table thead th").nth(9 + i).get_attribute("title") for i in range(3)] == table["varying_fields"]
+    for row in table["runs"]:
+        tr = tab.locator(f'#compare-table tr[data-run-id="{row["run_id"]}"]')
+        assert tr.locator(".run-id").inner_text() == f"#{row['run_id']}"
+        cell = tr.locator(f'td[data-field="{TOPK}"]')
+        assert cell.get_attribute("title") == f"{TOPK} = {row['differences'][TOPK]}"
+    # Every Pareto label lies inside the chart's drawing area.
+    boxes = tab.evaluate(
+        """() => {
+        const plot = document.querySelector('#chart-pareto .nsewdrag').getBoundingClientRect();
+        return [...document.querySelectorAll('#chart-pareto .textpoint text')].map(t => {
+            const b = t.getBoundingClientRect();
+            return [b.left - plot.left, plot.right - b.right, b.top - plot.top, plot.bottom - b.bottom];
+        });
+    }"""
+    )
+    assert boxes and all(min(gaps) >= 0 for gaps in boxes), boxes
+    tab.screenshot(path=shots / "compare-three-axes.png", full_page=True)
