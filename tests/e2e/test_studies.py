@@ -221,3 +221,40 @@ def test_compare_puts_outcomes_first_shows_run_ids_and_keeps_pareto_labels_insid
     )
     assert boxes and all(min(gaps) >= 0 for gaps in boxes), boxes
     tab.screenshot(path=shots / "compare-three-axes.png", full_page=True)
+
+
+def test_form_text_merges_over_defaults_shows_api_messages_and_blocks_bad_text(tab, study) -> None:
+    tab.goto("/runs/new")
+    tab.wait_for_function("document.documentElement.dataset.ready === '1'")
+    defaults = {p: tab.input_value(f'[data-path="{p}"]') for p in ("data.batch_size", "optim.lr", "link.bandwidth_mbps")}
+    assert all(defaults.values())
+    tab.fill("#spec-text", "model:\n  name: tiny_mlp\ndata:\n  name: digits\ntrain:\n  max_steps: 7\n")
+    tab.wait_for_function("document.getElementById('text-status').textContent.startsWith('form updated')")
+    assert tab.input_value('[data-path="train.max_steps"]') == "7"
+    assert {p: tab.input_value(f'[data-path="{p}"]') for p in defaults} == defaults  # left out: still the default
+    tab.wait_for_function("document.getElementById('validate-status').textContent.startsWith('✓ valid')")
+
+    # Invalid text: Submit is disabled and the earlier "✓ valid" is gone.
+    tab.fill("#spec-text", "model: [unclosed\n")
+    tab.wait_for_function("document.getElementById('text-status').textContent.startsWith('not parsed')")
+    assert tab.is_disabled("#submit-button")
+    assert "✓" not in tab.inner_text("#validate-status")
+
+    # An unknown model keeps its name in the form, and the API's own message is shown.
+    spec = {"model": {"name": "resnet9000"}, "data": {"name": "digits"}}
+    answer = httpx.post(f"{study['base']}/api/v1/specs/validate", json={"spec": spec}, timeout=10).json()
+    message = next(e["message"] for e in answer["detail"] if e["field"].startswith("model"))
+    tab.fill("#spec-text", "model:\n  name: resnet9000\ndata:\n  name: digits\n")
+    tab.wait_for_function("document.getElementById('form-errors').textContent.length > 0")
+    assert message in tab.inner_text("#form-errors")
+    assert "is required" not in tab.inner_text("#form-errors")
+    assert tab.input_value('[data-path="model.name"]') == "resnet9000"
+    assert not tab.is_disabled("#submit-button")
+
+
+def test_clone_keeps_the_runs_tags(tab, study) -> None:
+    run = get(study, f"/runs/{study['seeds'][0]}")
+    assert run["tags"] == ["Paper-2x2"]
+    tab.goto(f"/runs/new?clone={run['id']}")
+    tab.wait_for_function("document.getElementById('clone-note').textContent.includes('cloned from')")
+    assert tab.input_value('[data-path="tags"]') == "Paper-2x2"
