@@ -17,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--search", metavar="TEXT", help="part of the name, a tag or the spec, any case (e.g. topk)")
     parser.add_argument(
         "--sort", metavar="KEY", help="id, name, status, created, best_val_acc, wire_bytes_per_step, compression_ratio "
-        "or time_per_batch_s; prefix - for descending (default -id)"
+        "or time_per_batch_s; --sort=-KEY for descending (default -id)"
     )  # fmt: skip
     parser.add_argument("--limit", type=int, default=50)
     add_service_arguments(parser)
