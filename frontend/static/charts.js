@@ -99,19 +99,26 @@ export function paretoFront(points) {
   return front;
 }
 
-// plotly.js (4.8 MB) is downloaded early by a <link rel=preload> but executed only when a page asks,
-// after it has sent its API requests, so compiling it overlaps the server's work instead of delaying it.
-let plotlyLoading = null;
-export function plotlyReady() {
-  if (window.Plotly) return Promise.resolve();
-  if (!plotlyLoading) {
-    plotlyLoading = new Promise((resolve, reject) => {
+// plotly.js with the scatter traces only (1.2 MB; frontend/vendor/README.md) is downloaded early by a
+// <link rel=preload> but executed only when a page asks, after it has sent its API requests, so compiling
+// it overlaps the server's work instead of delaying it. `{ full: true }` loads the whole bundle (4.8 MB)
+// instead, for the traces the basic one lacks (parallel coordinates); it replaces window.Plotly.
+const loading = new Map();
+function loadScript(src) {
+  if (!loading.has(src)) {
+    loading.set(src, new Promise((resolve, reject) => {
       const script = document.createElement("script");
-      script.src = document.body.dataset.plotlySrc;
+      script.src = src;
       script.onload = resolve;
       script.onerror = () => reject(new Error("plotly.js did not load"));
       document.head.append(script);
-    });
+    }));
   }
-  return plotlyLoading;
+  return loading.get(src);
+}
+export function plotlyReady({ full = false } = {}) {
+  // After the basic bundle, so the full one is the last to set window.Plotly.
+  if (full) return plotlyReady().catch(() => {}).then(() => loadScript(document.body.dataset.plotlyFullSrc));
+  if (window.Plotly) return Promise.resolve();
+  return loadScript(document.body.dataset.plotlySrc);
 }

@@ -42,7 +42,8 @@ async function load() {
   study = groupRuns(rows, axes);
   renderTable(table);
 
-  await plotlyReady();
+  // Parallel coordinates (three axes or more) need the full plotly.js bundle.
+  await plotlyReady({ full: study.config.length >= 3 });
   drawSweep();
   markReady();
   await drawCurves();
