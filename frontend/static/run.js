@@ -49,7 +49,7 @@ function drawCharts() {
   document.getElementById("charts").hidden = nothing;
   document.getElementById("no-metrics").hidden = !nothing;
   if (nothing) {
-    document.getElementById("no-metrics").textContent = `No metrics were recorded: the run ${run.status === "succeeded" ? "finished" : `was ${run.status}`} before its first step.`;
+    document.getElementById("no-metrics").textContent = `No metrics were recorded: the run ${{ succeeded: "finished", failed: "failed", cancelled: "was cancelled" }[run.status]} before its first step.`;
     return;
   }
   if (!window.Plotly) {

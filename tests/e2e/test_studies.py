@@ -56,6 +56,25 @@ def _seed_experiment(database_url: str, name: str, sweep: dict[str, list[Any]], 
     return ids
 
 
+def _seed_failed(database_url: str) -> int:
+    """A run that failed before its first step: no metrics, no summary."""
+    from backend import crud, db
+    from slimpipe import names
+    from slimpipe.spec import dump_spec, parse_spec
+
+    spec = dump_spec(parse_spec({**BASE_SPEC, "name": "broken"}))
+    with db.session_scope(database_url) as session:
+        _, (run,) = crud.create_experiment(
+            session=session, name="broken", spec=spec, sweep=None, tags=[], runs_to_create=[({}, spec)],
+            queue=names.QUEUE_CPU,
+        )  # fmt: skip
+        run_id = run.id
+    with db.session_scope(database_url) as session:
+        crud.claim_run(run_id, "seeded", None, session=session)
+        crud.finish_run(run_id, names.FAILED, error="the model has no module 'layer9'", session=session)
+    return run_id
+
+
 @pytest.fixture(scope="module")
 def study(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     from backend import db
@@ -65,8 +84,9 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     db.migrate(url)
     seeds = _seed_experiment(url, "seed-topk", {"train.seed": [0, 1], TOPK: [0.1, 0.5]}, ["Paper-2x2"])
     three = _seed_experiment(url, "three-axes", {BITS: [None, 8], TOPK: [0.1, 0.5], "optim.lr": [0.1, 0.2]}, ["grid"])
+    failed = _seed_failed(url)
     with serve_api(url, workdir) as base:
-        yield {"base": base, "seeds": seeds, "three": three}
+        yield {"base": base, "seeds": seeds, "three": three, "failed": failed}
 
 
 @pytest.fixture
@@ -75,7 +95,7 @@ def tab(browser, study: dict[str, Any]) -> Iterator[Any]:
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.set_default_timeout(20_000)
+    page.set_default_timeout(60_000)  # a cold plotly.js compile on a busy 2-core machine takes seconds
     yield page
     context.close()
     assert not errors, f"uncaught errors in the page: {errors}"
@@ -258,3 +278,30 @@ def test_clone_keeps_the_runs_tags(tab, study) -> None:
     tab.goto(f"/runs/new?clone={run['id']}")
     tab.wait_for_function("document.getElementById('clone-note').textContent.includes('cloned from')")
     assert tab.input_value('[data-path="tags"]') == "Paper-2x2"
+
+
+def test_failed_run_page_has_no_live_badges_or_empty_charts(tab, study, shots) -> None:
+    tab.goto(f"/runs/{study['failed']}")
+    tab.wait_for_function("window.__slimpipeReady !== undefined")
+    assert tab.locator("#error-message").inner_text() == "the model has no module 'layer9'"
+    assert tab.locator(".live").count() == 0
+    assert tab.locator("#charts").is_hidden() and tab.locator("#summary-cards").is_hidden()
+    assert tab.inner_text("#no-metrics") == "No metrics were recorded: the run failed before its first step."
+    tab.screenshot(path=shots / "run-failed.png", full_page=True)
+
+
+def test_run_summary_values_carry_units(tab, study) -> None:
+    run_id = study["seeds"][0]
+    summary = get(study, f"/runs/{run_id}")["summary"]
+    tab.goto(f"/runs/{run_id}")
+    tab.wait_for_function("window.__slimpipeReady !== undefined")
+    cells = dict(
+        zip(
+            tab.locator("#summary-table th").all_inner_texts(),
+            tab.locator("#summary-table td").all_inner_texts(),
+            strict=True,
+        )
+    )
+    assert cells["wire_bytes_per_step"] == f"{summary['wire_bytes_per_step']:.0f} B"
+    assert cells["best_val_acc"] == f"{summary['best_val_acc']:.2f}%"
+    assert tab.locator(".live").count() == 0
