@@ -38,7 +38,9 @@ def shell_commands(block: str) -> tuple[list[str], list[str]]:
     """(commands to run, make lines left to the test); comments and blank lines dropped."""
     lines = [line.split("#", 1)[0].strip() for line in block.splitlines()]
     lines = [line for line in lines if line]
-    return [line for line in lines if not line.startswith("make ")], [line for line in lines if line.startswith("make ")]
+    return [line for line in lines if not line.startswith("make ")], [
+        line for line in lines if line.startswith("make ")
+    ]
 
 
 def fresh_copy(dest: Path) -> Path:

@@ -50,7 +50,9 @@ def _seed_experiment(database_url: str, name: str, sweep: dict[str, list[Any]], 
         wire = 1000.0 * (values.get(TOPK) or 1.0)
         with db.session_scope(database_url) as session:
             crud.claim_run(run_id, "seeded", None, session=session)
-            crud.insert_metrics(session=session, run_id=run_id, points=[(s, "val/acc", a) for s, a in zip(STEPS, accs)])
+            crud.insert_metrics(
+                session=session, run_id=run_id, points=[(s, "val/acc", a) for s, a in zip(STEPS, accs, strict=True)]
+            )
             summary = {"best_val_acc": max(accs), "final_val_acc": accs[-1], "wire_bytes_per_step": wire}
             crud.finish_run(run_id, names.SUCCEEDED, summary=summary, session=session)
     return ids
@@ -175,7 +177,9 @@ def test_runs_page_searches_and_sorts(tab, study, shots) -> None:
     tab.wait_for_function("document.documentElement.dataset.ready === '1'")
     tab.fill("#filter-q", "seed-TOPK")
     tab.wait_for_function("document.querySelectorAll('#runs-body tr[data-run-id]').length === 4")
-    shown = [int(x) for x in tab.locator("#runs-body tr[data-run-id]").evaluate_all("rs => rs.map(r => r.dataset.runId)")]
+    shown = [
+        int(x) for x in tab.locator("#runs-body tr[data-run-id]").evaluate_all("rs => rs.map(r => r.dataset.runId)")
+    ]
     assert shown == sorted(study["seeds"], reverse=True)
     assert "q=seed-TOPK" in tab.url
     # Sorting by best val acc: the first click puts the highest first, as the API orders it.
@@ -223,7 +227,9 @@ def test_compare_puts_outcomes_first_shows_run_ids_and_keeps_pareto_labels_insid
     table = get(study, "/compare", run_ids=",".join(map(str, run_ids)))
     outcomes = ["BEST VAL ACC", "FINAL VAL ACC", "Δ VS BASELINE", "WIRE/STEP", "RATIO", "TIME/BATCH", "SPEED-UP"]
     assert [h.upper() for h in heads[2:9]] == outcomes
-    assert [tab.locator("#compare-table thead th").nth(9 + i).get_attribute("title") for i in range(3)] == table["varying_fields"]
+    assert [tab.locator("#compare-table thead th").nth(9 + i).get_attribute("title") for i in range(3)] == table[
+        "varying_fields"
+    ]
     for row in table["runs"]:
         tr = tab.locator(f'#compare-table tr[data-run-id="{row["run_id"]}"]')
         assert tr.locator(".run-id").inner_text() == f"#{row['run_id']}"
@@ -246,7 +252,9 @@ def test_compare_puts_outcomes_first_shows_run_ids_and_keeps_pareto_labels_insid
 def test_form_text_merges_over_defaults_shows_api_messages_and_blocks_bad_text(tab, study) -> None:
     tab.goto("/runs/new")
     tab.wait_for_function("document.documentElement.dataset.ready === '1'")
-    defaults = {p: tab.input_value(f'[data-path="{p}"]') for p in ("data.batch_size", "optim.lr", "link.bandwidth_mbps")}
+    defaults = {
+        p: tab.input_value(f'[data-path="{p}"]') for p in ("data.batch_size", "optim.lr", "link.bandwidth_mbps")
+    }
     assert all(defaults.values())
     tab.fill("#spec-text", "model:\n  name: tiny_mlp\ndata:\n  name: digits\ntrain:\n  max_steps: 7\n")
     tab.wait_for_function("document.getElementById('text-status').textContent.startsWith('form updated')")
