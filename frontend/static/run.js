@@ -289,6 +289,7 @@ async function load() {
   const [, logs] = await Promise.all([seriesLoaded, logsLoaded, plotlyReady()]);
   drawCharts();
   if (logs) addLogLines(logs.lines.slice(-LOG_LINES));
+  if (!logBox.textContent && FINAL.has(run.status)) logBox.textContent = "(the run wrote no log lines)";
   markReady();
   if (!FINAL.has(run.status)) follow();
 }

@@ -93,7 +93,7 @@ function row(run) {
     el("td", {}, run.experiment_id ? el("a", { href: `/experiments/${run.experiment_id}` }, exp ? exp.name : `#${run.experiment_id}`) : DASH),
     el("td", {}, badge(run.status), run.status === "failed" && run.error ? el("div", { class: "small error-text clip", title: run.error, text: run.error }) : null),
     el("td", { class: "progress-col" }, progressBar(run)),
-    ["forward", "backward"].map((d) => el("td", { class: "small mono", "data-col": d, text: (run.compression || {})[d] || DASH })),
+    ["forward", "backward"].map((d) => el("td", { class: "small mono nowrap", "data-col": d, text: (run.compression || {})[d] || DASH })),
     el("td", { class: "num", "data-col": "best_val_acc" }, fmtPct(s.best_val_acc)),
     el("td", { class: "num", "data-col": "wire_bytes_per_step" }, fmtBytes(s.wire_bytes_per_step)),
     el("td", { class: "num" }, fmtRatio(s.compression_ratio)),

@@ -313,3 +313,16 @@ def test_run_summary_values_carry_units(tab, study) -> None:
     assert cells["wire_bytes_per_step"] == f"{summary['wire_bytes_per_step']:.0f} B"
     assert cells["best_val_acc"] == f"{summary['best_val_acc']:.2f}%"
     assert tab.locator(".live").count() == 0
+
+
+def test_compare_groups_runs_that_differ_only_in_their_seed(tab, study) -> None:
+    tab.goto(f"/compare?run_ids={','.join(map(str, study['seeds']))}")
+    tab.wait_for_function("window.__slimpipeCurvesReady !== undefined")
+    lines = [t for t in chart(tab, "chart-curves") if t.get("meta")]
+    assert sorted(t["name"] for t in lines) == ["backward.topk=0.1 (mean of 2)", "backward.topk=0.5 (mean of 2)"]
+    for trace in lines:
+        series = [get(study, f"/runs/{i}/metrics", names="val/acc")["series"]["val/acc"] for i in trace["meta"]["runs"]]
+        assert trace["y"] == pytest.approx(
+            [statistics.mean(v) for v in zip(*(s["value"] for s in series), strict=True)]
+        )
+    assert tab.locator("#compare-table tbody tr").count() == 4  # the table keeps one row per run
