@@ -45,7 +45,12 @@ def test_list_filters_by_status_experiment_and_tag_newest_first_paginated(api, s
 
 
 def test_list_searches_name_tags_and_spec_and_sorts_by_summary_figures(api, submit, settings):
-    topk = {**SPEC, "name": "Needle-topk", "compression": {"default": {"backward": {"topk": 0.1, "bits": 8}}}}
+    topk = {
+        **SPEC,
+        "name": "Needle-topk",
+        "data": {**SPEC["data"], "batch_size": 17},
+        "compression": {"default": {"backward": {"topk": 0.1, "bits": 8}}},
+    }
     sparse = submit(topk, sweep={"optim.lr": [0.1, 0.2]}, tags=["study-A_1"])["run_ids"]
     dense = submit({**SPEC, "name": "haystack"}, tags=["other%"])["run_ids"]
     accuracy = {sparse[0]: 71.5, sparse[1]: 90.25, dense[0]: 80.0}
@@ -60,7 +65,7 @@ def test_list_searches_name_tags_and_spec_and_sorts_by_summary_figures(api, subm
 
     assert ids(q="needle") == (sorted(sparse, reverse=True), 2)  # name, any case
     assert ids(q="haystack")[0] == dense
-    assert set(ids(q='"bits": 8')[0]) == set(sparse)  # spec text
+    assert set(ids(q='"batch_size": 17')[0]) == set(sparse)  # spec text
     assert ids(tag="STUDY-a")[0] == sorted(sparse, reverse=True)  # substring of a tag
     assert ids(tag="other%")[0] == dense and ids(tag="r%x")[1] == 0  # LIKE wildcards are plain characters
     mine = {*sparse, *dense}
