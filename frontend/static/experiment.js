@@ -126,7 +126,7 @@ function drawSweep() {
     const { traces, xaxis } = sweepTraces(members, xAxis, lineAxis);
     const where = facetAxes.length ? ` · ${groupLabel(members[0].values, facetAxes)}` : "";
     const title = `Best val acc vs ${xAxis ? shortAxis(xAxis) : "runs"}${where}${seedNote}`;
-    draw(div, traces, layout(title, { yTitle: "best val acc %", extra: { xaxis, hovermode: "closest" } }));
+    draw(div, traces, layout(title, { yTitle: "best val acc %", extra: { xaxis, hovermode: "closest", margin: { l: 60, r: 20, t: 44, b: 58 } } }));
   });
   if (facets.size > MAX_FACETS) document.getElementById("sweep-note").textContent += ` Showing ${MAX_FACETS} of ${facets.size} facets; the parallel-coordinates chart has them all.`;
   if (config.length >= 3) drawParcoords(box, config, groups);
