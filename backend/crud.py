@@ -15,7 +15,8 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy import String, Text, and_, delete, func, insert, or_, select, update
+from sqlalchemy import cast as cast_sql
 from sqlalchemy.orm import Session
 
 from backend import db
@@ -96,26 +97,52 @@ def get_run(*, session: Session, run_id: int) -> Run | None:
     return session.get(Run, run_id)
 
 
+# Sort keys of the runs list: columns of the row, or figures of its JSON summary (extracted in SQL).
+RUN_SORTS = ("id", "name", "status", "created", "best_val_acc", "wire_bytes_per_step", "compression_ratio",
+             "time_per_batch_s")  # fmt: skip
+
+
+def _sort_column(key: str) -> Any:
+    columns = {"id": Run.id, "name": func.lower(Run.name), "status": Run.status, "created": Run.created_at}
+    return columns[key] if key in columns else Run.summary[key].as_float()
+
+
+def _contains(column: Any, text: str) -> Any:
+    """Case-insensitive substring match in SQL; JSON columns are matched as their JSON text."""
+    as_text = column if isinstance(column.type, String) else cast_sql(column, Text)
+    return func.lower(as_text).contains(text.lower(), autoescape=True)
+
+
 def list_runs(
     *,
     session: Session,
     status: str | None = None,
     experiment_id: int | None = None,
     tag: str | None = None,
+    search: str | None = None,
+    sort: str = "-id",
     limit: int = 50,
     offset: int = 0,
 ) -> tuple[list[Run], int]:
-    """Newest first. Tags are a JSON list, so the tag filter runs in Python over the other filters' rows."""
+    """One page of runs and how many match; newest first unless `sort` names a key of RUN_SORTS ("-" = descending).
+
+    `tag` matches a substring of any tag, `search` a substring of the name, the tags or the spec, both
+    case-insensitive and in SQL, so the page and the count come from two bounded queries.
+    """
     query = select(Run)
     if status:
         query = query.where(Run.status == status)
     if experiment_id is not None:
         query = query.where(Run.experiment_id == experiment_id)
-    query = query.order_by(Run.id.desc())
     if tag:
-        matching = [r for r in session.scalars(query) if tag in (r.tags or [])]
-        return matching[offset : offset + limit], len(matching)
-    count = session.scalar(select(func.count()).select_from(query.order_by(None).subquery())) or 0
+        query = query.where(_contains(Run.tags, tag))
+    if search:
+        query = query.where(or_(_contains(Run.name, search), _contains(Run.tags, search), _contains(Run.spec, search)))
+    count = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    key = sort.removeprefix("-")
+    column = _sort_column(key)
+    order = column.desc() if sort.startswith("-") else column.asc()
+    query = query.order_by(order.nulls_last(), Run.id.desc())
     return list(session.scalars(query.limit(limit).offset(offset))), count
 
 

@@ -9,9 +9,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import fastapi_offline
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from backend import db
@@ -27,6 +29,11 @@ from slimpipe.spec import SpecError
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).resolve().parent.parent / "frontend" / "static"
 LOCATIONS = ("body", "query", "path", "header", "cookie")
+REDOC_LOGO = b"https://cdn.redoc.ly/redoc/logo-mini.svg"
+DOCS_CSP = (
+    "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+    "script-src 'self' 'unsafe-inline'; worker-src 'self' blob:"
+)
 
 
 def field_errors(errors: list[dict[str, Any]]) -> list[dict[str, str]]:
@@ -77,6 +84,47 @@ def include_pages(app: FastAPI) -> None:
     app.include_router(pages.router)
 
 
+def include_docs(app: FastAPI) -> None:
+    """Swagger UI at /docs and ReDoc at /redoc from the installed `fastapi-offline` assets: no CDN, no fonts.
+
+    ReDoc's side menu shows a logo from its CDN; the script is served with that address pointed at the
+    local favicon, and a Content-Security-Policy keeps both pages on this host in any case.
+    """
+    assets = Path(fastapi_offline.__file__).resolve().parent / "static"
+    redoc_js = (assets / "redoc.standalone.js").read_bytes().replace(REDOC_LOGO, b"/docs-assets/favicon.png")
+
+    @app.get("/docs-assets/redoc.standalone.js", include_in_schema=False)
+    def redoc_script() -> Response:
+        return Response(redoc_js, media_type="text/javascript", headers={"Cache-Control": "public, max-age=86400"})
+
+    app.mount("/docs-assets", StaticFiles(directory=assets), name="docs-assets")
+    same_host = {"Content-Security-Policy": DOCS_CSP}
+
+    @app.get("/docs", include_in_schema=False)
+    def swagger_ui() -> HTMLResponse:
+        page = get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title=f"{app.title} API",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="/docs-assets/favicon.png",
+        )
+        page.headers.update(same_host)
+        return page
+
+    @app.get("/redoc", include_in_schema=False)
+    def redoc() -> HTMLResponse:
+        page = get_redoc_html(
+            openapi_url="/openapi.json",
+            title=f"{app.title} API",
+            redoc_js_url="/docs-assets/redoc.standalone.js",
+            redoc_favicon_url="/docs-assets/favicon.png",
+            with_google_fonts=False,
+        )
+        page.headers.update(same_host)
+        return page
+
+
 @asynccontextmanager
 async def lifespan(_: FastAPI) -> AsyncIterator[None]:
     # Everything imported by now (FastAPI, pydantic, SQLAlchemy: ~10^5 objects) is permanent. Without this,
@@ -90,6 +138,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     app = FastAPI(
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
         title="slimpipe",
         version=__version__,
         description="Pipeline-parallel training over slow links with compressed stage boundaries.",
@@ -113,6 +163,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if STATIC.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC), name="static")
     include_pages(app)
+    include_docs(app)
     app.openapi = lambda: openapi_schema(app)  # type: ignore[method-assign]
     return app
 

@@ -6,6 +6,7 @@ nothing here reads the database; the form's fields come from the spec models the
 
 from __future__ import annotations
 
+import functools
 import types
 import typing
 from importlib import metadata, resources
@@ -38,9 +39,13 @@ from slimpipe.spec import (
 
 FRONTEND = Path(__file__).resolve().parent.parent / "frontend"
 STATIC_DIR = FRONTEND / "static"
+# plotly.js with the scatter traces only (frontend/vendor/README.md): a quarter of the full bundle to
+# download and compile on a cold load. The full bundle, from the installed package, is loaded on demand.
+PLOTLY_BASIC = FRONTEND / "vendor" / "plotly-basic.min.js"
 templates = Jinja2Templates(directory=FRONTEND / "templates")
-# The plotly URL carries the package version, so browsers may cache it for good.
-templates.env.globals["plotly_src"] = f"/vendor/plotly.min.js?v={metadata.version('plotly')}"
+# The plotly URLs carry the package version, so browsers may cache them for good.
+templates.env.globals["plotly_src"] = f"/vendor/plotly-basic.min.js?v={metadata.version('plotly')}"
+templates.env.globals["plotly_full_src"] = f"/vendor/plotly.min.js?v={metadata.version('plotly')}"
 router = APIRouter(include_in_schema=False, route_class=StrictJSONRoute)
 
 # Fields the form draws with an editor of its own instead of one input each.
@@ -167,6 +172,20 @@ def plotly_js() -> Response:
         media_type="text/javascript",
         headers={"Cache-Control": "public, max-age=604800, immutable"},
     )
+
+
+@router.get("/vendor/plotly-basic.min.js")
+def plotly_basic_js() -> Response:
+    return Response(
+        _plotly_basic_bytes(),
+        media_type="text/javascript",
+        headers={"Cache-Control": "public, max-age=604800, immutable"},
+    )
+
+
+@functools.cache
+def _plotly_basic_bytes() -> bytes:
+    return PLOTLY_BASIC.read_bytes()
 
 
 _PLOTLY: list[bytes] = []

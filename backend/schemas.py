@@ -112,6 +112,9 @@ class RunSummaryPublic(_Public):
     progress_total: int | None
     summary: dict[str, Any] | None
     tags: list[str]
+    compression: dict[str, str] = Field(
+        {}, description='what each direction sends, e.g. {"forward": "dense", "backward": "top-k 10% · 8-bit"}'
+    )
 
 
 class RunPublic(RunSummaryPublic):

@@ -8,7 +8,7 @@ from typing import Any
 
 from slimpipe import names
 from slimpipe.datapaths import check_spec_paths
-from slimpipe.spec import SpecError, dump_spec, expand_sweep
+from slimpipe.spec import CompressionSpec, ExperimentSpec, SpecError, dump_spec, expand_sweep
 
 MAX_RUNS_PER_SUBMIT = 1000
 
@@ -49,3 +49,31 @@ def is_uncompressed(spec: dict[str, Any]) -> bool:
         return False
     directions = [compression.default, *(compression.for_boundary(i) for i in compression.boundaries)]
     return all(d.forward.is_identity and d.backward.is_identity for d in directions)
+
+
+def describe_compression(direction: CompressionSpec) -> str:
+    """One direction's codec in a few words: "top-k 10% · 8-bit · huffman · ef", or "dense"."""
+    parts = []
+    if direction.topk not in (None, 1.0):
+        parts.append(f"top-k {direction.topk * 100:g}%")
+    if direction.bits is not None:
+        parts.append(f"{direction.bits}-bit")
+    elif direction.dtype != "fp32":
+        parts.append(direction.dtype)
+    parts += [p for p in (direction.entropy, direction.feedback) if p]
+    return " · ".join(parts) or "dense"
+
+
+def compression_summary(spec: dict[str, Any]) -> dict[str, str]:
+    """The default boundary's forward and backward codecs, noting boundaries that override them."""
+    from slimpipe.spec import parse_spec
+
+    try:
+        compression = parse_spec(spec).compression
+    except SpecError:
+        return {}
+    overrides = f" (+{len(compression.boundaries)} boundary overrides)" if compression.boundaries else ""
+    return {
+        "forward": describe_compression(compression.default.forward) + overrides,
+        "backward": describe_compression(compression.default.backward) + overrides,
+    }

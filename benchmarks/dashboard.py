@@ -209,13 +209,19 @@ READY = "window.__slimpipeReady !== undefined"
 COMPLETE = "(window.__slimpipeCurvesReady ?? (document.body.dataset.page === 'compare' ? undefined : window.__slimpipeReady)) !== undefined"
 
 
-def time_to_interactive(browser: Any, url: str, warm: bool) -> tuple[float, float]:
+def time_to_interactive(browser: Any, url: str, warm: bool, bundle: bytes | None = None) -> tuple[float, float]:
     """ms from navigation start until the page has drawn its data, and until every chart is complete.
 
     Cold: a fresh browser context. Warm: the third load in one context, as for someone who has the
     dashboard open: plotly.js comes from the HTTP cache and V8's code cache (filled on the second load).
+    `bundle`: serve these bytes in place of the pages' plotly.js (the side-by-side with the full bundle).
     """
     context = browser.new_context(viewport={"width": 1440, "height": 1000})
+    if bundle is not None:
+        context.route(
+            "**/vendor/plotly-basic.min.js*",
+            lambda route: route.fulfill(body=bundle, content_type="text/javascript"),
+        )
     page = context.new_page()
     try:
         for _ in range(2 if warm else 0):
@@ -234,6 +240,9 @@ def time_to_interactive(browser: Any, url: str, warm: bool) -> tuple[float, floa
 def measure(base_url: str, pages: dict[str, str], loads: int) -> list[dict[str, Any]]:
     from playwright.sync_api import sync_playwright
 
+    from backend.pages import _plotly_bytes
+
+    full_bundle = _plotly_bytes()
     results = []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -255,6 +264,10 @@ def measure(base_url: str, pages: dict[str, str], loads: int) -> list[dict[str, 
                         "target_ms": TARGETS_MS[label],
                     }
                 )
+                # The same page, cold, with the full 4.8 MB plotly.js the pages loaded before the basic bundle.
+                full = [time_to_interactive(browser, base_url + path, False, full_bundle) for _ in range(loads)]
+                results[-1]["cold_full_bundle_median_ms"] = statistics.median(f[0] for f in full)
+                results[-1]["cold_full_bundle_ms"] = [f[0] for f in full]
         finally:
             browser.close()
     return results
@@ -306,19 +319,22 @@ def run(args: argparse.Namespace) -> int:
                 print(f"compare page of runs {first} (seeded, synthetic curves) saved to {args.screenshot}")
     print()
     print(
-        f"{'page':<11} {'runs':>4} {'interactive cold':>17} {'warm':>7} {'all charts cold':>16} {'warm':>7} {'target':>7}  warm vs target"
+        f"{'page':<11} {'runs':>4} {'interactive cold':>17} {'warm':>7} {'all charts cold':>16} {'warm':>7} "
+        f"{'cold, full plotly.js':>21} {'target':>7}  cold vs target"
     )
     for r in results:
         n = len(run_ids) if r["page"] == "compare" else 1
-        ok = r["warm_median_ms"] <= r["target_ms"]
+        ok = r["cold_median_ms"] <= r["target_ms"]
         print(
             f"{r['page']:<11} {n:>4} {r['cold_median_ms']:>15.0f}ms {r['warm_median_ms']:>5.0f}ms "
-            f"{r['cold_complete_median_ms']:>14.0f}ms {r['warm_complete_median_ms']:>5.0f}ms {r['target_ms']:>5}ms  {'ok' if ok else 'OVER'}"
+            f"{r['cold_complete_median_ms']:>14.0f}ms {r['warm_complete_median_ms']:>5.0f}ms "
+            f"{r['cold_full_bundle_median_ms']:>19.0f}ms {r['target_ms']:>5}ms  {'ok' if ok else 'OVER'}"
         )
     print(
         f"\nms from navigation start, median of {args.loads} loads. interactive: the page's data is drawn (compare: table and"
         " Pareto scatter; run detail: all six charts); all charts: compare's overlaid curves complete too."
         "\ncold: fresh browser context (plotly.js fetched and compiled); warm: third load in one context (HTTP + V8 code cache)."
+        "\ncold, full plotly.js: the same cold load with the full 4.8 MB bundle in place of the 1.2 MB basic one."
     )
     print(f"headless Chromium ({CHROMIUM}), {os.cpu_count()} CPUs, load average now {_load_average()}")
     if args.json:
@@ -327,4 +343,4 @@ def run(args: argparse.Namespace) -> int:
                 {"runs": len(run_ids), "steps": args.steps, "metrics": len(METRICS), "results": results}, indent=2
             )
         )
-    return 0 if all(r["warm_median_ms"] <= r["target_ms"] for r in results) else 1
+    return 0 if all(r["cold_median_ms"] <= r["target_ms"] for r in results) else 1

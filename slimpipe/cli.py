@@ -36,8 +36,37 @@ def _add(sub: argparse._SubParsersAction, name: str, module: str, help: str) -> 
     parser.set_defaults(_run=mod.run)
 
 
+DESCRIPTION = """\
+Train models cut into pipeline stages, with compressed stage boundaries, and compare runs.
+
+Train a spec on this machine with `train`, or run the service (`serve`) and send it work with
+`submit`; then follow runs with `runs`, `watch` and `logs`, and put them side by side with `compare`.
+The commands that talk to the service use http://127.0.0.1:8000 unless --url or SLIMPIPE_URL say
+otherwise."""
+
+EXAMPLES = """\
+examples:
+  slimpipe train examples/digits_cnn_topk.yaml                 train locally, no service
+  slimpipe train examples/digits_cnn_topk.yaml --set train.max_steps=50
+  slimpipe serve --port 8001                                   API + dashboard + one worker
+  slimpipe submit examples/digits_cnn_topk.yaml --wait         queue one run, follow it
+  slimpipe submit examples/roberta_rte.yaml --sweep-file examples/roberta_rte.sweep.yaml
+  slimpipe submit SPEC --sweep compression.default.backward.topk=1,0.5,0.1 --tag study-1
+  slimpipe runs --status running                               what is training now
+  slimpipe watch 3                                             progress of run 3
+  slimpipe compare 3 4 5                                       accuracy, bytes, speed-up
+  slimpipe bench codecs                                        codec speed and ratio
+
+`slimpipe VERB --help` lists a verb's options. docs/guide.md explains specs and compression."""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="slimpipe", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="slimpipe",
+        description=DESCRIPTION,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     for name, (module, help) in VERBS.items():
         _add(sub, name, module, help)

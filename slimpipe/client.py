@@ -133,9 +133,15 @@ class Client:
         tag: str | None = None,
         limit: int = 50,
         offset: int = 0,
+        search: str | None = None,
+        sort: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Newest first, without spec and traceback."""
+        """Newest first unless `sort` says otherwise ("-best_val_acc"), without spec and traceback.
+
+        `tag` matches part of a tag, `search` part of the name, a tag or the spec, both ignoring case.
+        """
         params = {"status": status, "experiment_id": experiment_id, "tag": tag, "limit": limit, "offset": offset}
+        params.update(q=search, sort=sort)
         params = {k: v for k, v in params.items() if v is not None}
         return self._json("GET", "/api/v1/runs", params=params)["data"]
 

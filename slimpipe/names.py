@@ -60,5 +60,6 @@ def stage_metric(stage: int, what: str) -> str:
     """Distributed runner, per stage process: `what` is one of compute_s, recv_wait_s, send_s, idle_s."""
     return f"stage/s{stage}/{what}"
 
+
 # HTTP: without an API token, POST/DELETE need a JSON body or this header (a cross-site page cannot send it).
 CSRF_HEADER = "X-Slimpipe-Request"

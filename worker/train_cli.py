@@ -28,7 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--sweep-file", help="a YAML mapping of dotted path -> list of values (e.g. examples/*.sweep.yaml)"
     )
     parser.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pt if it exists")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
+    parser.add_argument(
+        "--no-progress", action="store_true", help="a line per step instead of the progress bar, even on a terminal"
+    )
 
 
 def _overrides(data: dict[str, Any], settings: list[str]) -> dict[str, Any]:
@@ -45,23 +47,9 @@ def _overrides(data: dict[str, Any], settings: list[str]) -> dict[str, Any]:
 
 
 def _sweep(args: argparse.Namespace) -> dict[str, list[Any]]:
-    import yaml
+    from slimpipe.commands.submit import read_sweep
 
-    from slimpipe.commands.submit import parse_sweep
-    from slimpipe.spec import SpecError
-
-    sweep: dict[str, list[Any]] = {}
-    if args.sweep_file:
-        from pathlib import Path
-
-        loaded = yaml.safe_load(Path(args.sweep_file).read_text())
-        if not isinstance(loaded, dict):
-            raise SpecError(
-                [{"field": "sweep", "message": f"{args.sweep_file} must map dotted paths to lists of values"}]
-            )
-        sweep.update(loaded)
-    sweep.update(parse_sweep(args.sweep))
-    return sweep
+    return read_sweep(args.sweep_file, args.sweep)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -93,6 +81,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+BAR_FIGURES = ("loss_train", "acc1_val", "ratio", "time_per_batch")
+
+
 def _train_one(spec: Any, out: str | None, args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     from tqdm import tqdm
 
@@ -103,7 +94,14 @@ def _train_one(spec: Any, out: str | None, args: argparse.Namespace) -> tuple[in
     bar = None if args.no_progress or not sys.stderr.isatty() else tqdm(total=1, unit="step", dynamic_ncols=True)
 
     def on_log(line: str) -> None:
-        (bar.write if bar is not None else print)(line)
+        # On a terminal the bar carries the per-step figures; other lines (resume, stop) print above it.
+        if bar is None:
+            print(line)
+        elif line.startswith("step:"):
+            shown = dict(part.split(":", 1) for part in line.split() if part.split(":", 1)[0] in BAR_FIGURES)
+            bar.set_postfix(shown, refresh=False)
+        else:
+            bar.write(line)
 
     def on_progress(step: int, total: int) -> None:
         if bar is not None:

@@ -62,9 +62,27 @@ export function draw(div, traces, lay) {
     node.classList.remove("no-data");
     node.replaceChildren();
   }
+  steadyRange(traces, lay);
   // Live series grow in place, so tell Plotly the data changed even when the arrays are the same objects.
   lay.datarevision = ++revision;
   window.Plotly.react(node, traces, lay, CONFIG);
+}
+
+// A series that is constant up to rounding (a ratio of 4.0000 ± 1e-6) would be autoscaled to its noise and
+// look jagged; give such a y axis a range of ±5 % around the value instead.
+export function steadyRange(traces, lay) {
+  if (!lay.yaxis || lay.yaxis.type === "log" || lay.yaxis.range || lay.yaxis.type === "category") return;
+  let lo = Infinity, hi = -Infinity;
+  for (const t of traces) for (const v of t.y || []) {
+    if (typeof v !== "number" || !Number.isFinite(v)) continue;
+    if (v < lo) lo = v;
+    if (v > hi) hi = v;
+  }
+  if (!Number.isFinite(lo)) return;
+  const size = Math.max(Math.abs(lo), Math.abs(hi));
+  if (hi - lo > 1e-3 * size) return;
+  const pad = size ? 0.05 * size : 1;
+  lay.yaxis = { ...lay.yaxis, range: [lo - pad, hi + pad], autorange: false };
 }
 
 // Points that are not dominated: no other run has higher acc with fewer bytes.
@@ -81,19 +99,26 @@ export function paretoFront(points) {
   return front;
 }
 
-// plotly.js (4.8 MB) is downloaded early by a <link rel=preload> but executed only when a page asks,
-// after it has sent its API requests, so compiling it overlaps the server's work instead of delaying it.
-let plotlyLoading = null;
-export function plotlyReady() {
-  if (window.Plotly) return Promise.resolve();
-  if (!plotlyLoading) {
-    plotlyLoading = new Promise((resolve, reject) => {
+// plotly.js with the scatter traces only (1.2 MB; frontend/vendor/README.md) is downloaded early by a
+// <link rel=preload> but executed only when a page asks, after it has sent its API requests, so compiling
+// it overlaps the server's work instead of delaying it. `{ full: true }` loads the whole bundle (4.8 MB)
+// instead, for the traces the basic one lacks (parallel coordinates); it replaces window.Plotly.
+const loading = new Map();
+function loadScript(src) {
+  if (!loading.has(src)) {
+    loading.set(src, new Promise((resolve, reject) => {
       const script = document.createElement("script");
-      script.src = document.body.dataset.plotlySrc;
+      script.src = src;
       script.onload = resolve;
       script.onerror = () => reject(new Error("plotly.js did not load"));
       document.head.append(script);
-    });
+    }));
   }
-  return plotlyLoading;
+  return loading.get(src);
+}
+export function plotlyReady({ full = false } = {}) {
+  // After the basic bundle, so the full one is the last to set window.Plotly.
+  if (full) return plotlyReady().catch(() => {}).then(() => loadScript(document.body.dataset.plotlyFullSrc));
+  if (window.Plotly) return Promise.resolve();
+  return loadScript(document.body.dataset.plotlySrc);
 }

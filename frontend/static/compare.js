@@ -1,6 +1,7 @@
 // Compare: the table of differing fields and results, overlaid curves, acc-vs-bytes scatter with its Pareto front.
 import { api, download, markReady, showBanner } from "./api.js";
 import { COLORS, draw, layout, line, paretoFront, plotlyReady } from "./charts.js";
+import { groupLabel, groupRuns, meanSeries } from "./study.js";
 import { badge, el, fmtBytes, fmtDelta, fmtPct, fmtRatio, fmtSecs, fmtValue, DASH } from "./format.js";
 
 const head = document.getElementById("compare-head");
@@ -16,6 +17,14 @@ function label(r) {
   return parts.length && parts.join(", ").length < 48 ? parts.join(", ") : r.name;
 }
 
+// Long config values (stage lists, option dicts) are cut in the cell; the full value is on hover.
+const SHORT = 28;
+const shortValue = (v) => {
+  const text = fmtValue(v);
+  return text.length > SHORT ? `${text.slice(0, SHORT - 1)}…` : text;
+};
+
+// Outcome columns first, then the config fields that differ between the runs.
 function renderTable() {
   const varying = table.varying_fields || [];
   const thead = document.querySelector("#compare-table thead");
@@ -23,18 +32,18 @@ function renderTable() {
   thead.replaceChildren(
     el("tr", {},
       el("th", { text: "Run" }), el("th", { text: "Status" }),
-      varying.map((f) => el("th", { class: "diff", title: f, text: shortPath(f) })),
       ["Best val acc", "Final val acc", "Δ vs baseline", "Wire/step", "Ratio", "Time/batch", "Speed-up"].map((h) => el("th", { class: "num", text: h })),
+      varying.map((f) => el("th", { class: "diff", title: f, text: shortPath(f) })),
     ),
   );
   const best = Math.max(...table.runs.map((r) => r.best_val_acc ?? -Infinity));
   tbody.replaceChildren(
     ...table.runs.map((r, i) =>
       el("tr", { "data-run-id": r.run_id, class: r.run_id === table.baseline_run_id ? "baseline" : "" },
-        el("td", {}, el("span", { class: "swatch", style: `background:${COLORS[i % COLORS.length]}` }), el("a", { href: `/runs/${r.run_id}`, text: r.name }),
+        el("td", { class: "nowrap" }, el("span", { class: "swatch", style: `background:${COLORS[i % COLORS.length]}` }),
+          el("a", { href: `/runs/${r.run_id}`, class: "run-id", text: `#${r.run_id}` }), " ", el("a", { href: `/runs/${r.run_id}`, text: r.name }),
           r.run_id === table.baseline_run_id ? el("span", { class: "tag", text: "baseline" }) : null),
         el("td", {}, badge(r.status)),
-        varying.map((f) => el("td", { class: "mono diff", "data-field": f, text: fmtValue((r.differences || {})[f]) })),
         el("td", { class: `num${r.best_val_acc === best ? " best" : ""}`, "data-col": "best_val_acc" }, fmtPct(r.best_val_acc)),
         el("td", { class: "num", "data-col": "final_val_acc" }, fmtPct(r.final_val_acc)),
         el("td", { class: `num ${r.delta_val_acc < 0 ? "neg" : r.delta_val_acc > 0 ? "pos" : ""}`, "data-col": "delta_val_acc" }, fmtDelta(r.delta_val_acc)),
@@ -42,6 +51,7 @@ function renderTable() {
         el("td", { class: "num", "data-col": "compression_ratio" }, fmtRatio(r.compression_ratio)),
         el("td", { class: "num", "data-col": "time_per_batch_s" }, fmtSecs(r.time_per_batch_s)),
         el("td", { class: "num", "data-col": "speedup" }, r.speedup == null ? DASH : `${r.speedup.toFixed(2)}×`),
+        varying.map((f) => el("td", { class: "mono diff", "data-field": f, title: `${f} = ${fmtValue((r.differences || {})[f])}`, text: shortValue((r.differences || {})[f]) })),
       ),
     ),
   );
@@ -58,8 +68,14 @@ function drawPareto() {
   const valid = points.filter((p) => Number.isFinite(p.x) && Number.isFinite(p.y));
   const front = paretoFront(valid);
   const onFront = new Set(front.map((p) => p.i));
+  // Labels sit on the side of the point that faces the middle of the plot, and both axes are padded, so
+  // no label is cut at an edge.
+  const xs = valid.map((p) => Math.log10(p.x)), ys = valid.map((p) => p.y);
+  const [xlo, xhi, ylo, yhi] = [Math.min(...xs), Math.max(...xs), Math.min(...ys), Math.max(...ys)];
+  const xpad = Math.max(0.25, (xhi - xlo) * 0.2), ypad = Math.max(1, (yhi - ylo) * 0.15);
+  const side = (p) => `${p.y > (ylo + yhi) / 2 ? "bottom" : "top"} ${Math.log10(p.x) > (xlo + xhi) / 2 ? "left" : "right"}`;
   const traces = valid.map((p) => ({
-    type: "scatter", mode: onFront.has(p.i) ? "markers+text" : "markers", name: p.name, x: [p.x], y: [p.y], text: [p.name], textposition: "top left",
+    type: "scatter", mode: onFront.has(p.i) ? "markers+text" : "markers", name: p.name, x: [p.x], y: [p.y], text: [p.name], textposition: side(p),
     textfont: { size: 10 }, cliponaxis: false, marker: { size: 11, color: COLORS[p.i % COLORS.length], line: { width: 1, color: "#fff" } },
     hovertemplate: `${p.full}<br>%{x:.4s}B/step<br>%{y:.2f}%<extra></extra>`, showlegend: false,
   }));
@@ -67,7 +83,8 @@ function drawPareto() {
     line: { color: "#111827", dash: "dash", width: 1.5, shape: "hv" }, hoverinfo: "skip" });
   const by = varying.length ? ` · labels: ${varying.map(shortPath).join(", ")}` : "";
   draw("chart-pareto", traces, layout(`Best val acc vs wire bytes per step${by}`, { xTitle: "wire bytes per step (log)", yTitle: "best val acc %",
-    extra: { xaxis: { type: "log", title: { text: "wire bytes per step" }, gridcolor: "#eef1f4" }, hovermode: "closest", showlegend: false } }));
+    extra: { xaxis: { type: "log", title: { text: "wire bytes per step" }, gridcolor: "#eef1f4", range: valid.length ? [xlo - xpad, xhi + xpad] : undefined },
+      yaxis: { title: { text: "best val acc %" }, gridcolor: "#eef1f4", range: valid.length ? [ylo - ypad, yhi + ypad] : undefined }, hovermode: "closest", showlegend: false } }));
 }
 
 // One overlay chart; its series are fetched per run when first shown and kept.
@@ -80,9 +97,13 @@ const CURVE_TITLES = { "val/acc": ["Validation accuracy", "%"], "train/loss": ["
 async function drawCurves() {
   const name = curveSelect.value;
   const [, y] = CURVE_TITLES[name] || [name, ""];
+  // Runs that differ only in their seed are drawn as one mean curve with a ±std band.
+  const { config, seeds, groups } = groupRuns(table.runs.map((r) => ({ ...r, values: r.differences || {} })), table.varying_fields || []);
   const render = () => {
     const traces = [];
-    table.runs.forEach((r, i) => {
+    if (seeds.length) {
+      groups.forEach((g, i) => traces.push(...meanTraces(g, config, name, COLORS[i % COLORS.length])));
+    } else table.runs.forEach((r, i) => {
       const s = curveCache.get(`${r.run_id}:${name}`);
       if (s) traces.push(line(label(r), s, { color: COLORS[i % COLORS.length], width: r.run_id === table.baseline_run_id ? 2.4 : 1.4 }));
     });
@@ -101,6 +122,19 @@ async function drawCurves() {
   clearTimeout(pending);
   pending = null;
   render();
+}
+
+function meanTraces(group, config, name, color) {
+  const s = meanSeries(group.runs.map((r) => curveCache.get(`${r.run_id}:${name}`)));
+  if (!s || !s.step.length) return [];
+  const label = config.length ? groupLabel(group.values, config) : "all runs";
+  const traces = [];
+  if (s.n > 1) traces.push({ type: "scatter", mode: "lines", x: [...s.step, ...[...s.step].reverse()], hoverinfo: "skip", showlegend: false,
+    y: [...s.value.map((v, j) => v + (s.std[j] ?? 0)), ...s.value.map((v, j) => v - (s.std[j] ?? 0)).reverse()],
+    fill: "toself", fillcolor: `${color}22`, line: { width: 0 }, name: `${label} ± std` });
+  traces.push({ type: "scatter", mode: "lines", name: s.n > 1 ? `${label} (mean of ${s.n})` : label, x: s.step, y: s.value,
+    line: { color, width: 1.8 }, meta: { runs: group.runs.map((r) => r.run_id) } });
+  return traces;
 }
 
 async function load() {

@@ -46,8 +46,23 @@ function writeInput(input, value) {
   else if (value === null || value === undefined) input.value = "";
   else if (kind === "list") input.value = value.join(", ");
   else if (kind === "json") input.value = Object.keys(value).length ? JSON.stringify(value) : "";
-  else input.value = String(value);
+  else {
+    // A choice the list does not know (an unknown model) is kept, so the API can say what is wrong with it.
+    if (input.tagName === "SELECT" && value !== "" && ![...input.options].some((o) => o.value === String(value)))
+      input.append(el("option", { value: String(value), text: `${value} (unknown)`, "data-unknown": "1" }));
+    input.value = String(value);
+  }
 }
+
+// The text view describes changes to the defaults: what it leaves out keeps its default value.
+const DEFAULTS = JSON.parse(document.getElementById("initial-spec").textContent);
+function overDefaults(base, edit) {
+  if (!isPlainObject(base) || !isPlainObject(edit)) return edit === undefined ? base : edit;
+  const out = { ...base };
+  for (const [k, v] of Object.entries(edit)) out[k] = overDefaults(base[k], v);
+  return out;
+}
+const isPlainObject = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
 
 // ---------------------------------------------------------------- stages
 function stageMode() {
@@ -169,6 +184,12 @@ function addSweep(path = "", values = []) {
   sweepRows.append(row);
   return row;
 }
+// A sweep pasted with the spec (`sweep:` as in a .sweep.yaml file) fills the sweep rows.
+function fillSweep(sweep) {
+  sweepRows.replaceChildren();
+  for (const [path, values] of Object.entries(sweep)) addSweep(path, Array.isArray(values) ? values : [values]);
+  updateSweepCount();
+}
 function readSweep() {
   const sweep = {};
   for (const row of sweepRows.querySelectorAll(".sweep-row")) {
@@ -231,14 +252,37 @@ async function parseText() {
       spec = body.spec;
     }
   } catch (err) {
-    status.textContent = `not parsed: ${err.message}`.slice(0, 120);
+    status.textContent = `not parsed: ${err.message}`.slice(0, 160);
     status.className = "small error-text";
+    setTextInvalid(true);
     return;
   }
-  status.textContent = "form updated";
+  if (!isPlainObject(spec)) {
+    status.textContent = "not parsed: the text must be a mapping of spec fields (model:, data:, …)";
+    status.className = "small error-text";
+    setTextInvalid(true);
+    return;
+  }
+  setTextInvalid(false);
+  status.textContent = "form updated; fields the text leaves out keep their defaults";
   status.className = "small muted";
-  fillForm(spec);
+  const { sweep, ...fields } = spec;
+  fillForm(overDefaults(DEFAULTS, fields));
+  if (sweep && typeof sweep === "object") fillSweep(sweep);
   validate();
+}
+
+// Text that does not parse stops the form: no "✓ valid" from an earlier check, no Submit.
+let textInvalid = false;
+function setTextInvalid(invalid) {
+  textInvalid = invalid;
+  document.getElementById("submit-button").disabled = invalid;
+  if (invalid) {
+    validateSeq++; // a check still in flight must not report "✓ valid" afterwards
+    const v = document.getElementById("validate-status");
+    v.textContent = "fix the text above first";
+    v.className = "error-text small";
+  }
 }
 
 // ---------------------------------------------------------------- validation
@@ -312,13 +356,14 @@ function showErrors(errors) {
 
 let validateSeq = 0;
 async function validate() {
+  if (textInvalid) return false;
   const seq = ++validateSeq;
   const status = document.getElementById("validate-status");
   status.textContent = "validating…";
   status.className = "muted small";
   try {
     const result = await api("/specs/validate", { method: "POST", body: { spec: readForm(), sweep: readSweep() } });
-    if (seq !== validateSeq) return true;
+    if (seq !== validateSeq) return !textInvalid;
     clearErrors();
     status.textContent = `✓ valid · ${result.runs} run${result.runs === 1 ? "" : "s"}`;
     status.className = "ok-text small";
@@ -416,7 +461,7 @@ form.addEventListener("submit", async (e) => {
     if (err instanceof ApiError && err.status === 422 && Array.isArray(err.detail)) showErrors(err.detail);
     else showBanner(`Submit failed: ${typeof err.detail === "string" ? err.detail : err.message}`);
   } finally {
-    button.disabled = false;
+    button.disabled = textInvalid;
   }
 });
 
@@ -437,7 +482,8 @@ async function start() {
   if (clone) {
     try {
       const run = await api(`/runs/${clone}`);
-      fillForm(run.spec);
+      // The run's tags live on the run (the submission's tags plus the spec's); the clone keeps them all.
+      fillForm({ ...run.spec, tags: [...new Set([...(run.spec.tags || []), ...(run.tags || [])])] });
       document.getElementById("form-title").textContent = "New run";
       document.getElementById("clone-note").innerHTML = `cloned from <a href="/runs/${run.id}">#${run.id} ${run.name}</a>`;
     } catch (err) {

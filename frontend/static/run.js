@@ -43,7 +43,15 @@ function present(specs) {
 
 function drawCharts() {
   redrawPending = false;
-  if (run && !finalSummary()) renderCards(liveSummary(), true);
+  if (run && !finalSummary()) renderCards(liveSummary(), !FINAL.has(run.status));
+  // A finished run that recorded nothing gets one sentence, not six empty charts.
+  const nothing = run && FINAL.has(run.status) && !Object.keys(series).length;
+  document.getElementById("charts").hidden = nothing;
+  document.getElementById("no-metrics").hidden = !nothing;
+  if (nothing) {
+    document.getElementById("no-metrics").textContent = `No metrics were recorded: the run ${{ succeeded: "finished", failed: "failed", cancelled: "was cancelled" }[run.status]} before its first step.`;
+    return;
+  }
   if (!window.Plotly) {
     plotlyReady().then(drawCharts);
     return;
@@ -154,17 +162,30 @@ function renderRun(r) {
   renderSummary(finalSummary() || {});
 }
 
+// Summary values with their units, chosen by the key's name; the raw number is in the tooltip.
+function fmtSummary(key, v) {
+  if (typeof v !== "number") return JSON.stringify(v);
+  if (/acc$/.test(key)) return fmtPct(v);
+  if (/bytes/.test(key)) return fmtBytes(v);
+  if (/ratio$/.test(key)) return fmtRatio(v);
+  if (/_s$/.test(key)) return fmtSecs(v);
+  return fmtNum(v, 6);
+}
+
 function renderSummary(s) {
-  if (!finalSummary() && Object.keys(series).length) renderCards(liveSummary(), true);
+  if (!finalSummary() && Object.keys(series).length) renderCards(liveSummary(), !FINAL.has(run.status));
   else renderCards(s, false);
   // The engine may add its own keys (stages, device, the frozen spec); the spec has its own panel.
   const rows = Object.entries(s)
     .filter(([k]) => k !== "spec")
-    .map(([k, v]) => el("tr", {}, el("th", { text: k }), el("td", { class: typeof v === "number" ? "num mono" : "mono wrap", text: typeof v === "number" ? fmtNum(v, 6) : JSON.stringify(v) })));
+    .map(([k, v]) => el("tr", {}, el("th", { text: k }), el("td", { class: typeof v === "number" ? "num mono" : "mono wrap", title: typeof v === "number" ? String(v) : null, text: fmtSummary(k, v) })));
   document.getElementById("summary-table").replaceChildren(...(rows.length ? rows : [el("tr", {}, el("td", { class: "muted", text: FINAL.has(run.status) ? "no summary was recorded" : "written when the run finishes" }))]));
 }
 
 function renderCards(s, live) {
+  const box = document.getElementById("summary-cards");
+  const empty = Object.values(s).every((v) => v === undefined || v === null);
+  box.hidden = empty && run && FINAL.has(run.status);
   const cards = [
     ["best_val_acc", "Best val acc", fmtPct(s.best_val_acc)],
     ["final_val_acc", "Final val acc", fmtPct(s.final_val_acc)],
@@ -173,7 +194,7 @@ function renderCards(s, live) {
     ["time_per_batch_s", "Time / batch", fmtSecs(s.time_per_batch_s)],
     ["link_time_per_step_s", "Link time / step", fmtSecs(s.link_time_per_step_s)],
   ];
-  document.getElementById("summary-cards").replaceChildren(
+  box.replaceChildren(
     ...cards.map(([key, k, v]) => el("div", { class: "stat card", "data-stat": key },
       el("div", { class: "stat-label" }, k, live ? el("span", { class: "live", title: "from the live series; the summary replaces it at the end", text: "live" }) : null),
       el("div", { class: "stat-value", text: v }))),
@@ -268,6 +289,7 @@ async function load() {
   const [, logs] = await Promise.all([seriesLoaded, logsLoaded, plotlyReady()]);
   drawCharts();
   if (logs) addLogLines(logs.lines.slice(-LOG_LINES));
+  if (!logBox.textContent && FINAL.has(run.status)) logBox.textContent = "(the run wrote no log lines)";
   markReady();
   if (!FINAL.has(run.status)) follow();
 }

@@ -1,6 +1,6 @@
 // Runs page: the table, filters kept in the URL, polling for live updates, bulk compare, actions.
 import { api, ApiError, markReady, showBanner } from "./api.js";
-import { badge, el, fmtAgo, fmtMB, fmtPct, fmtRatio, fmtSecs, progressBar, DASH } from "./format.js";
+import { badge, debounce, el, fmtAgo, fmtBytes, fmtPct, fmtRatio, fmtSecs, progressBar, DASH } from "./format.js";
 
 const POLL_MS = 2000;
 const PAGE = 50;
@@ -9,7 +9,10 @@ const filters = {
   status: document.getElementById("filter-status"),
   experiment_id: document.getElementById("filter-experiment"),
   tag: document.getElementById("filter-tag"),
+  q: document.getElementById("filter-q"),
 };
+const SORT_DEFAULT = "-id";
+let sort = SORT_DEFAULT;
 const selected = new Set();
 const experiments = new Map();
 let offset = 0;
@@ -20,12 +23,15 @@ function readUrl() {
   const q = new URLSearchParams(location.search);
   filters.status.value = q.get("status") || "";
   filters.tag.value = q.get("tag") || "";
+  filters.q.value = q.get("q") || "";
+  sort = q.get("sort") || SORT_DEFAULT;
   filters.experiment_id.dataset.want = q.get("experiment_id") || "";
   offset = Number(q.get("offset") || 0);
 }
 function writeUrl() {
   const q = new URLSearchParams();
   for (const [k, input] of Object.entries(filters)) if (input.value) q.set(k, input.value);
+  if (sort !== SORT_DEFAULT) q.set("sort", sort);
   if (offset) q.set("offset", offset);
   history.replaceState(null, "", q.toString() ? `?${q}` : location.pathname);
 }
@@ -87,8 +93,9 @@ function row(run) {
     el("td", {}, run.experiment_id ? el("a", { href: `/experiments/${run.experiment_id}` }, exp ? exp.name : `#${run.experiment_id}`) : DASH),
     el("td", {}, badge(run.status), run.status === "failed" && run.error ? el("div", { class: "small error-text clip", title: run.error, text: run.error }) : null),
     el("td", { class: "progress-col" }, progressBar(run)),
-    el("td", { class: "num" }, fmtPct(s.best_val_acc)),
-    el("td", { class: "num" }, fmtMB(s.wire_bytes_per_step)),
+    ["forward", "backward"].map((d) => el("td", { class: "small mono nowrap", "data-col": d, text: (run.compression || {})[d] || DASH })),
+    el("td", { class: "num", "data-col": "best_val_acc" }, fmtPct(s.best_val_acc)),
+    el("td", { class: "num", "data-col": "wire_bytes_per_step" }, fmtBytes(s.wire_bytes_per_step)),
     el("td", { class: "num" }, fmtRatio(s.compression_ratio)),
     el("td", { class: "num" }, fmtSecs(s.time_per_batch_s)),
     el("td", { class: "small muted", title: run.created_at }, fmtAgo(run.created_at)),
@@ -121,7 +128,7 @@ function pager(count) {
 async function refresh() {
   clearTimeout(timer);
   try {
-    const query = { limit: PAGE, offset };
+    const query = { limit: PAGE, offset, sort };
     for (const [k, input] of Object.entries(filters)) query[k] = input.value.trim();
     const { data, count } = await api("/runs", { query });
     // Rebuild the rows only when something changed, so hover, focus and clicks are not disturbed.
@@ -132,23 +139,45 @@ async function refresh() {
       return;
     }
     lastSnapshot = snapshot;
-    body.replaceChildren(...(data.length ? data.map(row) : [el("tr", {}, el("td", { colspan: 11, class: "empty" }, "No runs match. ", el("a", { href: "/runs/new" }, "Start one.")))]));
+    body.replaceChildren(...(data.length ? data.map(row) : [el("tr", {}, el("td", { colspan: 13, class: "empty" }, "No runs match. ", el("a", { href: "/runs/new" }, "Start one.")))]));
     document.getElementById("runs-count").textContent = `${count} run${count === 1 ? "" : "s"}`;
     pager(count);
     updateSelection();
     markReady();
   } catch (err) {
     if (!(err instanceof ApiError) || err.status !== 0) showBanner(`Could not list runs: ${err.message}`);
-    body.replaceChildren(el("tr", {}, el("td", { colspan: 11, class: "empty" }, "Runs unavailable — see the message above.")));
+    body.replaceChildren(el("tr", {}, el("td", { colspan: 13, class: "empty" }, "Runs unavailable — see the message above.")));
   }
   timer = setTimeout(refresh, POLL_MS);
 }
 
-for (const input of Object.values(filters)) {
-  input.addEventListener(input.tagName === "SELECT" ? "change" : "input", () => {
-    offset = 0;
-    writeUrl();
-    refresh();
+const refilter = () => {
+  offset = 0;
+  writeUrl();
+  refresh();
+};
+const typed = debounce(refilter, 250);
+for (const input of Object.values(filters)) input.addEventListener(input.tagName === "SELECT" ? "change" : "input", input.tagName === "SELECT" ? refilter : typed);
+
+// Sortable headers: a click sorts by that column, a second click reverses it; the arrow shows the order.
+const sortHeads = document.querySelectorAll("#runs-table th[data-sort]");
+function showSort() {
+  for (const th of sortHeads) {
+    const key = th.dataset.sort;
+    const dir = sort === key ? "asc" : sort === `-${key}` ? "desc" : null;
+    th.dataset.dir = dir || "";
+    th.setAttribute("aria-sort", dir === "asc" ? "ascending" : dir === "desc" ? "descending" : "none");
+  }
+}
+for (const th of sortHeads) {
+  th.classList.add("sortable");
+  th.title = th.title || "sort by this column";
+  th.addEventListener("click", () => {
+    const key = th.dataset.sort;
+    const firstDesc = !["name", "status"].includes(key); // figures and dates: largest / newest first
+    sort = sort === (firstDesc ? `-${key}` : key) ? (firstDesc ? key : `-${key}`) : firstDesc ? `-${key}` : key;
+    showSort();
+    refilter();
   });
 }
 document.getElementById("select-all").addEventListener("change", (e) => {
@@ -163,4 +192,5 @@ document.getElementById("compare-selected").addEventListener("click", () => {
 });
 
 readUrl();
+showSort();
 loadExperiments().then(refresh);

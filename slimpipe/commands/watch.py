@@ -23,20 +23,23 @@ def run(args: argparse.Namespace) -> int:
     latest: dict[str, float] = {}
     status: dict = {}
     try:
-        with client_from(args) as client, tqdm(desc=f"run {args.run}", unit="step", dynamic_ncols=True) as bar:
-            for event, data in client.events(args.run):
-                if event == "status":
-                    status = data
-                    if data.get("progress_total") and bar.total != data["progress_total"]:
-                        bar.total = data["progress_total"]
-                    step = data.get("progress_step") or 0
-                    bar.update(max(step - bar.n, 0))
-                    bar.set_description(f"run {args.run} {data.get('status')}")
-                elif event == "metrics":
-                    for point in data["points"]:
-                        if point["name"] in SHOWN and point["value"] is not None:
-                            latest[point["name"]] = point["value"]
-                    bar.set_postfix({k.replace("/", "_"): f"{v:.4g}" for k, v in latest.items()}, refresh=True)
+        with client_from(args) as client:
+            client.run(args.run)  # a run that does not exist is reported before any bar is drawn
+            bar = tqdm(desc=f"run {args.run}", unit="step", dynamic_ncols=True)
+            with bar:
+                for event, data in client.events(args.run):
+                    if event == "status":
+                        status = data
+                        if data.get("progress_total") and bar.total != data["progress_total"]:
+                            bar.total = data["progress_total"]
+                        step = data.get("progress_step") or 0
+                        bar.update(max(step - bar.n, 0))
+                        bar.set_description(f"run {args.run} {data.get('status')}")
+                    elif event == "metrics":
+                        for point in data["points"]:
+                            if point["name"] in SHOWN and point["value"] is not None:
+                                latest[point["name"]] = point["value"]
+                        bar.set_postfix({k.replace("/", "_"): f"{v:.4g}" for k, v in latest.items()}, refresh=True)
     except ClientError as exc:
         print(f"slimpipe: {exc}", file=sys.stderr)
         return 1

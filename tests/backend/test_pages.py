@@ -78,6 +78,17 @@ def test_plotly_is_served_from_the_installed_package(client: TestClient) -> None
     assert b"plotly.js" in response.content[:2000]
 
 
+def test_pages_load_the_basic_plotly_bundle_of_the_same_version(client: TestClient) -> None:
+    basic = client.get("/vendor/plotly-basic.min.js")
+    full = client.get("/vendor/plotly.min.js")
+    assert basic.status_code == 200 and basic.headers["content-type"].startswith("text/javascript")
+    assert len(basic.content) < len(full.content) / 3
+    version = re.compile(rb"plotly\.js (?:\(basic - minified\) )?v(\d+\.\d+\.\d+)")
+    assert version.search(basic.content[:300]).group(1) == version.search(full.content[:300]).group(1)
+    page = client.get("/runs/1").text
+    assert 'href="/vendor/plotly-basic.min.js?v=' in page and 'data-plotly-full-src="/vendor/plotly.min.js?v=' in page
+
+
 def test_spec_yaml_round_trip(client: TestClient) -> None:
     spec = {
         "model": {"name": "tiny_mlp"},

@@ -9,7 +9,7 @@ def test_get_run_has_the_contract_fields(api, submit):
     expected = {
         "id", "experiment_id", "name", "sweep_values", "spec", "status", "queue", "worker_host", "celery_id",
         "attempt", "retry_of", "heartbeat_at", "created_at", "started_at", "finished_at", "error", "traceback",
-        "progress_step", "progress_total", "summary", "tags",
+        "progress_step", "progress_total", "summary", "tags", "compression",
     }  # fmt: skip
     assert set(run) == expected
     assert run["status"] == "queued" and run["started_at"] is None and run["summary"] is None
@@ -42,6 +42,44 @@ def test_list_filters_by_status_experiment_and_tag_newest_first_paginated(api, s
 
     bad = api.get("/api/v1/runs", params={"status": "sleeping"})
     assert bad.status_code == 422 and bad.json()["detail"][0]["field"] == "status"
+
+
+def test_list_searches_name_tags_and_spec_and_sorts_by_summary_figures(api, submit, settings):
+    topk = {
+        **SPEC,
+        "name": "Needle-topk",
+        "data": {**SPEC["data"], "batch_size": 17},
+        "compression": {"default": {"backward": {"topk": 0.1, "bits": 8}}},
+    }
+    sparse = submit(topk, sweep={"optim.lr": [0.1, 0.2]}, tags=["study-A_1"])["run_ids"]
+    dense = submit({**SPEC, "name": "haystack"}, tags=["other%"])["run_ids"]
+    accuracy = {sparse[0]: 71.5, sparse[1]: 90.25, dense[0]: 80.0}
+    with db.session_scope(settings.database_url) as session:
+        for run_id, acc in accuracy.items():
+            crud.claim_run(run_id, "host", None, session=session)
+            crud.finish_run(run_id, names.SUCCEEDED, summary={"best_val_acc": acc}, session=session)
+
+    def ids(**params):
+        body = api.get("/api/v1/runs", params={"limit": 500, **params}).json()
+        return [r["id"] for r in body["data"]], body["count"]
+
+    assert ids(q="needle") == (sorted(sparse, reverse=True), 2)  # name, any case
+    assert ids(q="haystack")[0] == dense
+    assert set(ids(q='"batch_size": 17')[0]) == set(sparse)  # spec text
+    assert ids(tag="STUDY-a")[0] == sorted(sparse, reverse=True)  # substring of a tag
+    assert ids(tag="other%")[0] == dense and ids(tag="r%x")[1] == 0  # LIKE wildcards are plain characters
+    mine = {*sparse, *dense}
+    by_acc = [i for i in ids(sort="-best_val_acc")[0] if i in mine]
+    assert by_acc == [sparse[1], dense[0], sparse[0]]
+    assert [i for i in ids(sort="best_val_acc")[0] if i in mine] == [sparse[0], dense[0], sparse[1]]
+    assert [i for i in ids(sort="name", q="e")[0] if i in mine][:1] == [dense[0]]  # "haystack" < "needle-topk"
+
+    listed = api.get("/api/v1/runs", params={"q": "needle", "limit": 1}).json()["data"][0]
+    assert listed["compression"] == {"forward": "dense", "backward": "top-k 10% · 8-bit"}
+    bad = api.get("/api/v1/runs", params={"sort": "accuracy"})
+    assert bad.status_code == 422 and bad.json()["detail"][0]["field"] == "sort"
+    assert "best_val_acc" in bad.json()["detail"][0]["message"]
+    assert api.get("/api/v1/runs", params={"q": "x" * 201}).json()["detail"][0]["field"] == "q"
 
 
 def test_cancel_queued_run_is_final_at_once(api, submit, settings):

@@ -188,6 +188,23 @@ def test_parse_sweep():
         submit_cmd.parse_sweep(["topk"])
 
 
+def test_read_sweep_takes_a_file_and_the_flags(tmp_path: Path):
+    from slimpipe.spec import SpecError
+
+    sweep_file = tmp_path / "grid.sweep.yaml"
+    sweep_file.write_text("train.seed: [0, 1]\ncompression.default.backward.topk: [0.1, 0.5]\n")
+    assert submit_cmd.read_sweep(str(sweep_file), ["link.bandwidth_mbps=10,100"]) == {
+        "train.seed": [0, 1],
+        "compression.default.backward.topk": [0.1, 0.5],
+        "link.bandwidth_mbps": [10, 100],
+    }
+    sweep_file.write_text("train.seed: 3\n")
+    with pytest.raises(SpecError, match="must map dotted paths to lists of values"):
+        submit_cmd.read_sweep(str(sweep_file), [])
+    with pytest.raises(SpecError, match="cannot read"):
+        submit_cmd.read_sweep(str(tmp_path / "missing.yaml"), [])
+
+
 def test_cli_submit_wait_runs_watch_logs_compare(server, tmp_path: Path, capsys):
     common = ["--url", server.url, "--token", TOKEN]
     spec_file = tmp_path / "seed.yaml"
@@ -198,7 +215,7 @@ def test_cli_submit_wait_runs_watch_logs_compare(server, tmp_path: Path, capsys)
         seen: set[int] = set()
         while len(seen) < count and time.monotonic() < deadline:
             with db.session_scope(server.settings.database_url) as s:
-                queued, _ = crud.list_runs(session=s, status=names.QUEUED, tag="cli", limit=10)
+                queued, _ = crud.list_runs(session=s, status=names.QUEUED, tag="via-cli", limit=10)
                 fresh = [r.id for r in queued if r.id not in seen]
             for run_id in fresh:
                 seen.add(run_id)
@@ -206,17 +223,25 @@ def test_cli_submit_wait_runs_watch_logs_compare(server, tmp_path: Path, capsys)
             time.sleep(0.05)
 
     threading.Thread(target=worker_for_new_runs, args=(2,), daemon=True).start()
-    code = cli(submit_cmd, [str(spec_file), "--sweep", "compression.default.backward.topk=1,0.5", "--tag", "cli", "--wait", *common])
+    sweep_file = tmp_path / "topk.sweep.yaml"
+    sweep_file.write_text("compression.default.backward.topk: [1, 0.5]\n")
+    code = cli(submit_cmd, [str(spec_file), "--sweep-file", str(sweep_file), "--tag", "via-cli", "--wait", *common])
     out = capsys.readouterr().out
     assert code == 0, out
-    first_line, *table = out.splitlines()
+    first_line, *rest = out.splitlines()
     assert first_line.startswith("submitted 2 runs: ")
     run_ids = [int(x) for x in first_line.split(": ")[1].split()]
+    # While it waits, --wait prints each run's state as it changes, ending with its final one.
+    progress = [line for line in rest if line.startswith("run ") and line.split()[1].isdigit()]
+    table = rest[len(progress) :]
+    for run_id in run_ids:
+        mine = [line.split(" step ")[0] for line in progress if line.startswith(f"run {run_id} ")]
+        assert mine[-1] == f"run {run_id} succeeded" and len(mine) >= 2, progress
     assert table[0].split()[:3] == ["run", "status", "backward.topk"]
     assert table[2].split()[:3] == [f"{run_ids[0]}*", "succeeded", "1"]
     assert table[-1] == f"* baseline (uncompressed): run {run_ids[0]}"
 
-    assert cli(runs_cmd, ["--tag", "cli", *common]) == 0
+    assert cli(runs_cmd, ["--tag", "via-cli", *common]) == 0
     listed = capsys.readouterr().out.splitlines()
     assert [int(line.split()[0]) for line in listed[2:]] == sorted(run_ids, reverse=True)
     assert listed[2].split()[2:4] == ["succeeded", "3/3"]
@@ -224,6 +249,11 @@ def test_cli_submit_wait_runs_watch_logs_compare(server, tmp_path: Path, capsys)
     assert cli(watch_cmd, [str(run_ids[0]), *common]) == 0
     captured = capsys.readouterr()
     assert f"run {run_ids[0]} succeeded" in captured.out
+
+    # A run that does not exist: one message, no progress bar drawn before it.
+    assert cli(watch_cmd, ["9999", *common]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.strip().splitlines() == ["slimpipe: GET /api/v1/runs/9999: 404 run 9999 not found"]
 
     assert cli(logs_cmd, [str(run_ids[1]), *common]) == 0
     assert capsys.readouterr().out.splitlines()[-1].endswith("step 3")

@@ -1,8 +1,10 @@
 """worker.train.run: the contract with the Celery task and `slimpipe train`."""
 
 import argparse
+import io
 import json
 import math
+import sys
 
 import pytest
 import torch
@@ -205,6 +207,23 @@ def test_cli_trains_a_spec_file_with_overrides(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.count("step:") == 4 and "done: 4 steps" in out
     assert (tmp_path / "out" / "summary.json").exists()
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_cli_on_a_terminal_shows_a_bar_not_a_line_per_step(tmp_path, capsys, monkeypatch):
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(json.dumps(tiny_spec(train__max_steps=4, train__eval_every=2)))
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    assert cli([str(spec_file)]) == 0
+    out = capsys.readouterr().out
+    assert "step:" not in out and out.count("done: 4 steps") == 1  # the bar has the per-step figures
+    bar = terminal.getvalue()
+    assert "4/4" in bar and "loss_train=" in bar and "acc1_val=" in bar
 
 
 def test_cli_reports_user_errors_in_one_line(tmp_path, capsys):

@@ -151,9 +151,9 @@ def compare_csv(session: SessionDep, run_ids: str = RunIds, baseline: int | None
     figures = [f for f in CompareRow.model_fields if f not in ("run_id", "name", "status", "differences")]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["run_id", "name", "status", *table.varying_fields, *figures])
+    writer.writerow(["run_id", "name", "status", *figures, *table.varying_fields])
     for row in table.runs:
-        values = [row.differences.get(p) for p in table.varying_fields] + [getattr(row, f) for f in figures]
+        values = [getattr(row, f) for f in figures] + [row.differences.get(p) for p in table.varying_fields]
         writer.writerow([row.run_id, row.name, row.status, *("" if v is None else v for v in values)])
     return Response(
         buffer.getvalue(), media_type="text/csv", headers={"Content-Disposition": 'attachment; filename="compare.csv"'}

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, HTTPException, Query, Response, status
 
-from backend import crud
+from backend import crud, specs
 from backend.deps import MAX_ID, Limit, Offset, RunId, SessionDep, SettingsDep
 from backend.jsonbody import StrictJSONRoute
 from backend.models import Run
@@ -22,35 +24,61 @@ def get_run_or_404(session: SessionDep, run_id: int) -> Run:
     return run
 
 
+MAX_SEARCH = 200
+
+
+def _derived(run: Run) -> dict[str, Any]:
+    """Fields computed from the row rather than stored in it."""
+    return {"compression": specs.compression_summary(run.spec)}
+
+
+def run_public(run: Run) -> RunPublic:
+    return RunPublic.model_validate(run).model_copy(update=_derived(run))
+
+
 @router.get("/runs", response_model=RunsPublic)
 def list_runs(
     session: SessionDep,
     status: str | None = Query(None, pattern=f"^({'|'.join(names.RUN_STATES)})$", description="one of the run states"),
     experiment_id: int | None = Query(None, ge=1, le=MAX_ID),
-    tag: str | None = Query(None, min_length=1, max_length=100, pattern=r"^[^\x00]*$"),
+    tag: str | None = Query(None, min_length=1, max_length=100, pattern=r"^[^\x00]*$",
+                            description="substring of any tag, case-insensitive"),
+    q: str | None = Query(None, max_length=200, pattern=r"^[^\x00]*$",
+                          description="substring of the name, a tag or the spec (e.g. topk, digits)"),
+    sort: str = Query("-id", max_length=64, description=f"one of {', '.join(crud.RUN_SORTS)}; prefix - for descending"),
     limit: Limit = 50,
     offset: Offset = 0,
 ) -> RunsPublic:
     if status is not None and status not in names.RUN_STATES:
         raise HTTPException(422, detail=[{"field": "status", "message": f"use one of {', '.join(names.RUN_STATES)}"}])
+    if sort.removeprefix("-") not in crud.RUN_SORTS:
+        message = f"unknown sort {sort!r}; use one of {', '.join(crud.RUN_SORTS)}, with - in front for descending"
+        raise HTTPException(422, detail=[{"field": "sort", "message": message}])
+    for field, text in (("q", q), ("tag", tag)):
+        if text is not None and len(text) > MAX_SEARCH:
+            message = f"is {len(text)} characters; search with at most {MAX_SEARCH}"
+            raise HTTPException(422, detail=[{"field": field, "message": message}])
     rows, count = crud.list_runs(
         session=session,
         status=status,
         experiment_id=experiment_id,
-        tag=tag,
+        tag=tag or None,
+        search=q or None,
+        sort=sort,
         limit=limit,
         offset=offset,
     )
-    return RunsPublic(data=[RunSummaryPublic.model_validate(r) for r in rows], count=count)
+    data = [RunSummaryPublic.model_validate(r).model_copy(update=_derived(r)) for r in rows]
+    return RunsPublic(data=data, count=count)
 
 
 @router.get("/runs/{run_id}", response_model=RunPublic)
-def get_run(run_id: RunId, session: SessionDep) -> Run:
-    return get_run_or_404(session, run_id)
+def get_run(run_id: RunId, session: SessionDep) -> RunPublic:
+    return run_public(get_run_or_404(session, run_id))
 
 
 @router.post("/runs/{run_id}/cancel", response_model=RunPublic)
-def cancel_run(run_id: RunId, session: SessionDep, settings: SettingsDep) -> Run:
+def cancel_run(run_id: RunId, session: SessionDep, settings: SettingsDep) -> RunPublic:
     run = get_run_or_404(session, run_id)
     was_queued = run.status == names.QUEUED
     crud.request_cancel(session=session, run=run)
@@ -58,11 +86,11 @@ def cancel_run(run_id: RunId, session: SessionDep, settings: SettingsDep) -> Run
     if was_queued:
         revoke(run.celery_id, settings)
     session.refresh(run)
-    return run
+    return run_public(run)
 
 
 @router.post("/runs/{run_id}/retry", response_model=RunPublic, status_code=status.HTTP_201_CREATED)
-def retry_run(run_id: RunId, session: SessionDep, settings: SettingsDep) -> Run:
+def retry_run(run_id: RunId, session: SessionDep, settings: SettingsDep) -> RunPublic:
     run = get_run_or_404(session, run_id)
     if run.status not in names.FINAL_STATES:
         raise HTTPException(status.HTTP_409_CONFLICT, detail=f"run {run_id} is {run.status}; cancel it before retrying")
@@ -76,7 +104,7 @@ def retry_run(run_id: RunId, session: SessionDep, settings: SettingsDep) -> Run:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc)) from None
     session.commit()
     session.refresh(retry)
-    return retry
+    return run_public(retry)
 
 
 @router.delete("/runs/{run_id}", status_code=status.HTTP_204_NO_CONTENT)

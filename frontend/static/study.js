@@ -1,0 +1,72 @@
+// Studies: runs grouped by their sweep values over any number of axes, seeds folded into mean ± std.
+import { fmtValue } from "./format.js";
+
+// The seed axis is averaged over rather than drawn: repeated runs of one configuration.
+export const SEED_AXES = ["train.seed"];
+export const isSeedAxis = (axis) => SEED_AXES.includes(axis);
+export const shortAxis = (axis) => axis.replace(/^compression\.default\./, "").replace(/^compression\.boundaries\./, "b");
+
+// Mean and sample standard deviation (n − 1) of the finite values; std is null below two values.
+export function meanStd(values) {
+  const v = values.filter((x) => typeof x === "number" && Number.isFinite(x));
+  if (!v.length) return { mean: null, std: null, n: 0 };
+  const mean = v.reduce((a, b) => a + b, 0) / v.length;
+  const std = v.length > 1 ? Math.sqrt(v.reduce((a, b) => a + (b - mean) ** 2, 0) / (v.length - 1)) : null;
+  return { mean, std, n: v.length };
+}
+
+// An axis is drawn as categories unless every value is a number (null = "none", e.g. dense, is a category).
+export const isNumericAxis = (values) => values.length > 0 && values.every((v) => typeof v === "number");
+
+// Sort order of sweep values: numbers ascending, then the rest by their text, "none" first.
+export function compareValues(a, b) {
+  if (a === b) return 0;
+  if (a === null || a === undefined) return -1;
+  if (b === null || b === undefined) return 1;
+  if (typeof a === "number" && typeof b === "number") return a - b;
+  return fmtValue(a).localeCompare(fmtValue(b));
+}
+
+export const key = (values) => JSON.stringify(values);
+
+// rows: [{run_id, values: {axis: value}, ...figures}]; axes: the sweep's axes in order.
+// Returns the configuration axes (seeds removed), the seed axes present, and one group per configuration.
+export function groupRuns(rows, axes) {
+  const seeds = axes.filter(isSeedAxis);
+  const config = axes.filter((a) => !isSeedAxis(a));
+  const groups = new Map();
+  for (const row of rows) {
+    const values = config.map((a) => row.values[a] ?? null);
+    const k = key(values);
+    if (!groups.has(k)) groups.set(k, { key: k, values: Object.fromEntries(config.map((a, i) => [a, values[i]])), runs: [] });
+    groups.get(k).runs.push(row);
+  }
+  const sorted = [...groups.values()].sort((g, h) => {
+    for (const a of config) {
+      const c = compareValues(g.values[a], h.values[a]);
+      if (c) return c;
+    }
+    return 0;
+  });
+  return { config, seeds, groups: sorted };
+}
+
+// The distinct values an axis takes over the groups, in sweep order.
+export const axisValues = (groups, axis) => {
+  const seen = new Map();
+  for (const g of groups) seen.set(key(g.values[axis]), g.values[axis]);
+  return [...seen.values()].sort(compareValues);
+};
+
+// A group's label from the chosen axes, e.g. "backward.topk=0.1, bits=8".
+export const groupLabel = (values, axes) => axes.map((a) => `${shortAxis(a)}=${fmtValue(values[a])}`).join(", ");
+
+// Mean ± std of several runs' series at the steps every run has (validation passes share their steps).
+export function meanSeries(seriesList) {
+  const present = seriesList.filter(Boolean);
+  if (!present.length) return null;
+  const byStep = present.map((s) => new Map(s.step.map((st, i) => [st, s.value[i]])));
+  const steps = present[0].step.filter((st) => byStep.every((m) => m.has(st)));
+  const stats = steps.map((st) => meanStd(byStep.map((m) => m.get(st))));
+  return { step: steps, value: stats.map((s) => s.mean), std: stats.map((s) => s.std), n: present.length };
+}
