@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -43,14 +44,24 @@ def pick_device(name: str) -> torch.device:
 
 
 def set_threads(threads: int) -> None:
-    """CPU threads for torch and for the codecs' numba kernels (oversubscribing them is 30x slower on 2 busy cores)."""
-    torch.set_num_threads(threads)
+    """CPU threads for torch (intra- and inter-op) and for the codecs' numba kernels.
+
+    Order matters: numba's OpenMP layer calls `omp_set_num_threads(NUMBA_NUM_THREADS)` in the libgomp
+    torch shares when it starts its pool, which happens once per process (so again in every child forked
+    from the worker's forkserver). Started after `torch.set_num_threads`, it silently put torch back to
+    one thread per core: a `threads: 1` run then spun in libgomp. So numba first, torch last.
+    """
     try:
         import numba
 
         numba.set_num_threads(min(threads, int(getattr(numba.config, "NUMBA_NUM_THREADS", threads))))
     except ImportError:  # pragma: no cover - numba ships with the worker extra
         pass
+    torch.set_num_threads(threads)
+    with contextlib.suppress(RuntimeError):  # only possible before inter-op work started in this process
+        torch.set_num_interop_threads(threads)
+    if torch.get_num_threads() != threads:  # pragma: no cover - a native library reset it again
+        raise RuntimeError(f"torch runs {torch.get_num_threads()} threads after set_num_threads({threads})")
 
 
 def lr_at(step: int, total: int, optim) -> float:
