@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from backend import db
-from backend.api.routes import compare, experiments, health, metrics, runs, zoo
+from backend.api.routes import compare, experiments, health, metrics, planner, runs, zoo
 from backend.deps import require_token
 from backend.limits import BodySizeLimit
 from backend.schemas import MetricsCreate
@@ -58,7 +58,7 @@ def spec_error_fields(exc: SpecError) -> list[dict[str, str]]:
 
 def api_router() -> APIRouter:
     router = APIRouter(prefix="/api/v1", dependencies=[Depends(require_token)])
-    for module in (experiments, runs, metrics, compare, zoo):
+    for module in (experiments, runs, metrics, compare, planner, zoo):
         router.include_router(module.router)
     return router
 

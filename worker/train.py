@@ -9,7 +9,9 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import statistics
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,11 +26,13 @@ from worker.pipeline.boundary import make_boundaries
 from worker.pipeline.microbatch import to_device
 from worker.pipeline.partition import resolve
 from worker.pipeline.runner import InprocRunner
-from worker.pipeline.timeline import makespan, transfer_seconds
+from worker.pipeline.timeline import Replay, makespan, transfer_seconds
 from worker.zoo.common import parameter_sizes
 from worker.zoo.data import batches, steps_per_epoch
 
 CHECKPOINT = "checkpoint.pt"
+#: Steps whose per-action times and transfer sizes the summary's replay takes the median of (the latest ones).
+REPLAY_WINDOW = 256
 
 
 class TrainingDiverged(ValueError):
@@ -88,6 +92,9 @@ class Experiment:
     def __init__(self, spec: ExperimentSpec, device: torch.device | None = None):
         self.spec = spec
         self.device = device or pick_device(spec.train.device)
+        # Compute time: CPU seconds of this process where the device is the CPU (other processes on a shared
+        # machine do not inflate it), wall time (synchronised) on CUDA.
+        self.clock = time.process_time if self.device.type == "cpu" else time.perf_counter
         if spec.train.threads is not None:
             set_threads(spec.train.threads)
         torch.manual_seed(spec.train.seed)
@@ -110,6 +117,7 @@ class Experiment:
             microbatches=spec.pipeline.microbatches,
             autocast_dtype=autocast,
             scaler=torch.amp.GradScaler(self.device.type) if precision == "fp16" else None,
+            clock=self.clock,
         )
         self.scaler = self.runner.scaler
         self.optimizer = make_optimizer(self.model.parameters(), spec.optim)
@@ -247,7 +255,13 @@ def _train(spec, out, log, emit, on_progress, should_stop, resume, t_start) -> d
     eval_modes = {"compressed": [True], "dense": [False], "both": [True, False]}[spec.train.eval_compression]
 
     # ---- train
-    history: dict[str, list[float]] = {k: [] for k in ("time", "fwd", "bwd", "dense", "link", "model", "acc")}
+    history: dict[str, list[float]] = {k: [] for k in ("time", "wall", "fwd", "bwd", "dense", "link", "model", "acc")}
+    actions_s: dict[tuple[int, str, int], deque[float]] = {}  # per action, its latest compute times
+    transfers: dict[tuple[int, str, int], deque[tuple[int, int]]] = {}  # per transfer, its latest (bytes, messages)
+
+    def replay() -> Replay:
+        return _replay(exp, actions_s, transfers)
+
     val_loss = val_acc = None
     best_val_acc: float | None = None
     dense_val: tuple[float, float] | None = None
@@ -257,7 +271,7 @@ def _train(spec, out, log, emit, on_progress, should_stop, resume, t_start) -> d
         if should_stop is not None and should_stop():
             log(f"stopped at step {step} on request")
             summary = {
-                **_summary(exp, history, best_val_acc, val_acc, val_loss, dense_val, step, t_start),
+                **_summary(exp, history, replay(), best_val_acc, val_acc, val_loss, dense_val, step, t_start),
                 "cancelled": True,
             }
             if out is not None:
@@ -267,7 +281,7 @@ def _train(spec, out, log, emit, on_progress, should_stop, resume, t_start) -> d
         lr = lr_at(step, exp.max_steps, spec.optim)
         for group in exp.optimizer.param_groups:
             group["lr"] = lr
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), exp.clock()
         exp.optimizer.zero_grad(set_to_none=True)
         exp.runner.reset_stats()
         result = exp.runner.train_step(x, y, ids)
@@ -280,7 +294,7 @@ def _train(spec, out, log, emit, on_progress, should_stop, resume, t_start) -> d
             exp.optimizer.step()
         if exp.device.type == "cuda":
             torch.cuda.synchronize(exp.device)
-        batch_s = time.perf_counter() - t0
+        batch_s, wall_s = exp.clock() - c0, time.perf_counter() - t0
         step += 1
 
         # ---- wire accounting and the modelled link
@@ -289,6 +303,7 @@ def _train(spec, out, log, emit, on_progress, should_stop, resume, t_start) -> d
         bwd = sum(b.wire_bytes for _, b in stats)
         dense = sum(f.dense_bytes + b.dense_bytes for f, b in stats)
         transfer: dict[tuple[int, str, int], float] = {}
+        sizes: dict[tuple[int, str, int], tuple[int, int]] = {}
         for i, (f, b) in enumerate(stats):
             for op, channel in (("F", f), ("B", b)):
                 for mb, nbytes in channel.transfers:
@@ -296,14 +311,19 @@ def _train(spec, out, log, emit, on_progress, should_stop, resume, t_start) -> d
                     transfer[key] = transfer.get(key, 0.0) + transfer_seconds(
                         nbytes, link.bandwidth_mbps, link.latency_ms
                     )
+                    total, messages = sizes.get(key, (0, 0))
+                    sizes[key] = (total + nbytes, messages + 1)
         link_s = sum(transfer.values())
         serial = spec.pipeline.schedule == "sequential"
         modelled = makespan(exp.runner.actions, result.compute_s, {} if serial else transfer, serial=serial)
         train_acc = 100.0 * result.correct / result.count
-        for series, value in (("time", batch_s), ("fwd", fwd), ("bwd", bwd), ("dense", dense), ("link", link_s)):
+        if step > start_step + 1 or exp.max_steps - start_step == 1:  # the first step warms caches up
+            for key, seconds in result.compute_s.items():
+                actions_s.setdefault(key, deque(maxlen=REPLAY_WINDOW)).append(seconds)
+            for key, size in sizes.items():
+                transfers.setdefault(key, deque(maxlen=REPLAY_WINDOW)).append(size)
+        for series, value in zip(history, (batch_s, wall_s, fwd, bwd, dense, link_s, modelled, train_acc), strict=True):
             history[series].append(value)
-        history["model"].append(modelled)
-        history["acc"].append(train_acc)
 
         # ---- evaluate
         evaluated = step % spec.train.eval_every == 0 or step == exp.max_steps
@@ -349,21 +369,38 @@ def _train(spec, out, log, emit, on_progress, should_stop, resume, t_start) -> d
         if ckpt is not None and spec.train.checkpoint_every and step % spec.train.checkpoint_every == 0:
             save_checkpoint(exp, step, ckpt)
 
-    summary = _summary(exp, history, best_val_acc, val_acc, val_loss, dense_val, step, t_start)
+    summary = _summary(exp, history, replay(), best_val_acc, val_acc, val_loss, dense_val, step, t_start)
     if out is not None:
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 
 
-def _mean(values: list[float], skip_first: bool = False) -> float:
-    if skip_first and len(values) > 1:
-        values = values[1:]
+def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else 0.0
 
 
-def _summary(exp, history, best_val_acc, val_acc, val_loss, dense_val, step, t_start) -> dict[str, Any]:
+def _steady(values: list[float]) -> list[float]:
+    """Every step but the first (which warms caches and compiles kernels), unless it is the only one."""
+    return values[1:] if len(values) > 1 else values
+
+
+def _p90(values: list[float]) -> float:
+    return statistics.quantiles(values, n=10, method="inclusive")[-1] if len(values) > 1 else _mean(values)
+
+
+def _replay(exp, actions_s, transfers) -> Replay:
+    """The pipeline as a representative step: each action's median compute time, each transfer's median size."""
+    compute = {key: statistics.median(times) for key, times in actions_s.items()}
+    sizes = {key: (statistics.median(n for n, _ in seen), max(k for _, k in seen)) for key, seen in transfers.items()}
+    return Replay(exp.spec.pipeline.schedule, list(exp.runner.actions), compute, sizes)
+
+
+def _summary(exp, history, replay, best_val_acc, val_acc, val_loss, dense_val, step, t_start) -> dict[str, Any]:
     fwd, bwd, dense = _mean(history["fwd"]), _mean(history["bwd"]), _mean(history["dense"])
     window = history["acc"][-exp.steps_per_epoch :]
+    link = exp.spec.link
+    times, walls = _steady(history["time"]), _steady(history["wall"])
+    plan = replay.plan(link.bandwidth_mbps, link.latency_ms)
     return {
         "best_val_acc": best_val_acc,
         "final_val_acc": val_acc,
@@ -375,9 +412,17 @@ def _summary(exp, history, best_val_acc, val_acc, val_loss, dense_val, step, t_s
         "wire_bytes_per_step": fwd + bwd,
         "dense_bytes_per_step": dense,
         "compression_ratio": dense / (fwd + bwd) if fwd + bwd else 1.0,
-        "time_per_batch_s": _mean(history["time"], skip_first=True),
+        "time_clock": "cpu" if exp.clock is time.process_time else "wall",
+        "time_per_batch_s": statistics.median(times) if times else 0.0,
+        "time_per_batch_p90_s": _p90(times),
+        "wall_time_per_batch_s": statistics.median(walls) if walls else 0.0,
         "link_time_per_step_s": _mean(history["link"]),
-        "modelled_time_per_batch_s": _mean(history["model"], skip_first=True),
+        "runner": exp.spec.pipeline.runner,
+        "modelled_time_per_batch_s": plan["time_per_batch_s"],
+        "modelled_time_per_batch_p90_s": _p90(_steady(history["model"])),
+        "one_device_time_per_batch_s": plan["one_device_time_per_batch_s"],
+        "speedup_vs_one_device": plan["speedup_vs_one_device"],
+        "replay": replay.to_json(),
         "steps": step,
         "max_steps": exp.max_steps,
         "n_stages": len(exp.stages),
