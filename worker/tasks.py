@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import subprocess
+import sys
 import threading
 import traceback
 from collections.abc import Callable
@@ -108,11 +110,29 @@ def _recover_on_start(sender: Any = None, **_: Any) -> None:
         log.exception("recovery sweep at worker start failed")
     if _sweeper is None:
         _sweeper = recovery.start_sweeper()
+    _publish_catalog(hostname or socket.gethostname())
     if os.environ.get(START_ENV) != "subprocess":
         try:
             warm_forkserver()  # imports torch and the engine in the background, once
         except Exception:
             log.exception("could not start the forkserver; runs will start it on demand")
+
+
+def _publish_catalog(worker: str) -> None:
+    """What this worker can build, to SQL, from a process of its own (worker/catalog.py), in the background."""
+
+    def publish() -> None:
+        try:
+            done = subprocess.run(
+                [sys.executable, "-m", "worker.catalog", worker], stdin=subprocess.DEVNULL, capture_output=True, text=True
+            )
+        except OSError:
+            log.exception("could not start the catalog publisher")
+            return
+        if done.returncode:
+            log.error("publishing the catalog failed (exit %s): %s", done.returncode, done.stderr[-2000:])
+
+    threading.Thread(target=publish, name="slimpipe-catalog", daemon=True).start()
 
 
 @signals.worker_shutting_down.connect

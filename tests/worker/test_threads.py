@@ -1,4 +1,5 @@
-"""A run costs the same CPU time per step in a real worker's forked training child as in `slimpipe train`.
+"""A run costs the same CPU time per step in a real worker's forked training child as in `slimpipe train`;
+the worker publishes what it can build when it starts.
 
 The child forks from a forkserver that imported torch and numba; numba's OpenMP pool, started again in
 each child, used to reset torch to one thread per core after the spec's `threads: 1` was applied, and
@@ -17,7 +18,7 @@ import pytest
 import yaml
 
 from slimpipe import names
-from tests.worker.celery_harness import ROOT, cluster_env
+from tests.worker.celery_harness import ROOT, cluster_env, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -26,6 +27,13 @@ SPEC = {
     **yaml.safe_load((ROOT / "examples" / "digits_cnn_topk.yaml").read_text()),
     "train": {"max_steps": 16, "eval_every": 1000, "seed": 0, "threads": 1, "device": "cpu"},
 }
+
+
+def published_tree():
+    from backend import crud, db
+
+    with db.session_scope() as session:
+        return crud.model_trees(session=session).get("tiny_cnn")
 
 
 def test_worker_child_costs_the_same_cpu_time_per_step_as_slimpipe_train(tmp_path):
@@ -38,6 +46,9 @@ def test_worker_child_costs_the_same_cpu_time_per_step_as_slimpipe_train(tmp_pat
         run = cluster.wait_final(run_id, timeout=240)
         assert run.status == names.SUCCEEDED, run.error
         service = run.summary
+        # The worker also published what it can build when it started (worker/catalog.py).
+        trees = wait_for(published_tree, 120, "the worker's catalog to list tiny_cnn")
+        assert [name for name, _ in trees["children"]][:3] == ["conv1", "bn1", "act1"]
 
     spec_file = tmp_path / "spec.yaml"
     spec_file.write_text(yaml.safe_dump(SPEC))
