@@ -32,12 +32,15 @@ from slimpipe.spec import (
     dump_spec,
     load_spec_text,
 )
+from slimpipe.timeline import PLANNER_TEXT, SPEEDUP_TEXT
 
 FRONTEND = Path(__file__).resolve().parent.parent / "frontend"
 STATIC_DIR = FRONTEND / "static"
 templates = Jinja2Templates(directory=FRONTEND / "templates")
 # The plotly URL carries the package version, so browsers may cache it for good.
 templates.env.globals["plotly_src"] = f"/vendor/plotly.min.js?v={metadata.version('plotly')}"
+templates.env.globals["speedup_text"] = SPEEDUP_TEXT
+templates.env.globals["planner_text"] = PLANNER_TEXT
 router = APIRouter(include_in_schema=False)
 
 # Fields the form draws with an editor of its own instead of one input each.
