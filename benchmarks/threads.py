@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     fresh = multiprocessing.get_context("spawn")
     forked = multiprocessing.get_context("forkserver")
     forked.set_forkserver_preload([*PRELOAD, "benchmarks.threads"])
-    contenders = {
+    contenders: dict[str, tuple[Any, bool]] = {
         "slimpipe train (fresh process)": (fresh, False),
         "worker child (forkserver)": (forked, False),
         "worker child, old thread order": (forked, True),
