@@ -489,9 +489,13 @@ def mark_lost_runs(timeout_s: float, *, session: Session | None = None) -> list[
 
 def publish_catalog(worker: str, catalog: dict[str, Any], *, session: Session | None = None) -> None:
     """Replace `worker`'s published catalog (see worker/catalog.py for its shape)."""
-    with _scope(session) as s:
-        s.execute(delete(WorkerCatalog).where(WorkerCatalog.worker == worker))
-        s.execute(insert(WorkerCatalog).values(worker=worker, published_at=utcnow(), catalog=catalog))
+
+    def go() -> None:
+        with _scope(session) as s:
+            s.execute(delete(WorkerCatalog).where(WorkerCatalog.worker == worker))
+            s.execute(insert(WorkerCatalog).values(worker=worker, published_at=utcnow(), catalog=catalog))
+
+    _retry_locked(go)
 
 
 def model_trees(*, session: Session) -> dict[str, dict[str, Any]]:
