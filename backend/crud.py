@@ -20,7 +20,7 @@ from sqlalchemy import cast as cast_sql
 from sqlalchemy.orm import Session
 
 from backend import db
-from backend.models import Experiment, LogLine, Run, log_lines, metric_points, runs, utcnow
+from backend.models import Experiment, LogLine, Run, WorkerCatalog, log_lines, metric_points, runs, utcnow
 from slimpipe import names
 
 T = TypeVar("T")
@@ -509,3 +509,27 @@ def mark_lost_runs(timeout_s: float, *, session: Session | None = None) -> list[
             return lost
 
     return _retry_locked(go)
+
+
+# --------------------------------------------------------------------------- what workers can build
+
+
+def publish_catalog(worker: str, catalog: dict[str, Any], *, session: Session | None = None) -> None:
+    """Replace `worker`'s published catalog (see worker/catalog.py for its shape)."""
+
+    def go() -> None:
+        with _scope(session) as s:
+            s.execute(delete(WorkerCatalog).where(WorkerCatalog.worker == worker))
+            s.execute(insert(WorkerCatalog).values(worker=worker, published_at=utcnow(), catalog=catalog))
+
+    _retry_locked(go)
+
+
+def model_trees(*, session: Session) -> dict[str, dict[str, Any]]:
+    """Per model name, the module tree of the newest catalog that has one."""
+    trees: dict[str, dict[str, Any]] = {}
+    for catalog in session.scalars(select(WorkerCatalog.catalog).order_by(WorkerCatalog.published_at.desc())):
+        for name, model in (catalog.get("models") or {}).items():
+            if model.get("tree") is not None:
+                trees.setdefault(name, model["tree"])
+    return trees

@@ -17,7 +17,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from backend import db
-from backend.api.routes import compare, experiments, health, metrics, runs, zoo
+from backend.api.routes import compare, experiments, health, metrics, planner, runs, zoo
 from backend.deps import require_stream_token, require_token
 from backend.limits import BodySizeLimit
 from backend.schemas import ErrorMessage, MetricsCreate, ValidationErrors
@@ -68,7 +68,7 @@ def spec_error_fields(exc: SpecError) -> list[dict[str, str]]:
 
 def api_router() -> APIRouter:
     router = APIRouter(prefix="/api/v1")
-    for module in (experiments, runs, metrics, compare, zoo):
+    for module in (experiments, runs, metrics, compare, planner, zoo):
         router.include_router(module.router, dependencies=[Depends(require_token)])
     router.include_router(metrics.stream_router, dependencies=[Depends(require_stream_token)])
     return router

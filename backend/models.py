@@ -1,4 +1,4 @@
-"""The tables: experiments, runs, metric points (tailed by run, name, step) and log lines."""
+"""The tables: experiments, runs, metric points (tailed by run, name, step), log lines, and what workers can build."""
 
 from __future__ import annotations
 
@@ -125,6 +125,16 @@ class LogLine(Base):
     time: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     level: Mapped[str] = mapped_column(String(16), default="INFO")
     message: Mapped[str] = mapped_column(Text)
+
+
+class WorkerCatalog(Base):
+    """What one worker can build, published when it starts: models (module tree, default stages), datasets, devices."""
+
+    __tablename__ = "worker_catalogs"
+
+    worker: Mapped[str] = mapped_column(String(255), primary_key=True)
+    published_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    catalog: Mapped[dict[str, Any]] = mapped_column(JSON)
 
 
 # The core tables, for the bulk and hot-path statements in crud.

@@ -36,6 +36,7 @@ from slimpipe.spec import (
     dump_spec,
     load_spec_text,
 )
+from slimpipe.timeline import PLANNER_TEXT, SPEEDUP_TEXT
 
 FRONTEND = Path(__file__).resolve().parent.parent / "frontend"
 STATIC_DIR = FRONTEND / "static"
@@ -46,6 +47,8 @@ templates = Jinja2Templates(directory=FRONTEND / "templates")
 # The plotly URLs carry the package version, so browsers may cache them for good.
 templates.env.globals["plotly_src"] = f"/vendor/plotly-basic.min.js?v={metadata.version('plotly')}"
 templates.env.globals["plotly_full_src"] = f"/vendor/plotly.min.js?v={metadata.version('plotly')}"
+templates.env.globals["speedup_text"] = SPEEDUP_TEXT
+templates.env.globals["planner_text"] = PLANNER_TEXT
 router = APIRouter(include_in_schema=False, route_class=StrictJSONRoute)
 
 # Fields the form draws with an editor of its own instead of one input each.

@@ -189,6 +189,7 @@ class CompareRow(BaseModel):
     compression_ratio: float | None = None
     time_per_batch_s: float | None = None
     link_time_per_step_s: float | None = None
+    modelled_time_per_batch_s: float | None = None
     speedup: float | None = None
 
 
@@ -196,3 +197,19 @@ class ComparePublic(BaseModel):
     runs: list[CompareRow]
     baseline_run_id: int | None
     varying_fields: list[str]
+
+
+# --------------------------------------------------------------------------- what-if link planner
+
+
+class WhatIfPublic(BaseModel):
+    """A stored run replayed over another link (`slimpipe.timeline.Replay.plan`)."""
+
+    run_id: int
+    schedule: str
+    bandwidth_mbps: float
+    latency_ms: float
+    time_per_batch_s: float
+    one_device_time_per_batch_s: float
+    speedup_vs_one_device: float
+    link_time_per_step_s: float

@@ -1,20 +1,44 @@
-"""Submitted specs → validated runs: sweep expansion plus the server's own rules (local paths in DATA_ROOT)."""
+"""Submitted specs → validated runs: sweep expansion plus the server's own rules (local paths in DATA_ROOT, stage
+paths that exist in the model as the workers published it)."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from slimpipe import names
 from slimpipe.datapaths import check_spec_paths
+from slimpipe.modeltree import ModuleTree
+from slimpipe.partition import PartitionError, resolve
 from slimpipe.spec import CompressionSpec, ExperimentSpec, SpecError, dump_spec, expand_sweep
 
 MAX_RUNS_PER_SUBMIT = 1000
 
 
+def check_stages(spec: ExperimentSpec, trees: Mapping[str, dict[str, Any]]) -> list[dict[str, str]]:
+    """`pipeline.stages` resolved against the module tree workers published, with `slimpipe train`'s message.
+
+    Models no worker published a tree for (hf_classifier: its layers come from options) are left to the worker.
+    Options resize a model without renaming its modules; that every parameter sits in a stage is checked for
+    the default options only.
+    """
+    tree = trees.get(spec.model.name)
+    if spec.pipeline.stages is None or tree is None:
+        return []
+    try:
+        resolve(ModuleTree.from_json(tree, with_parameters=not spec.model.options), spec.pipeline.stages)
+    except PartitionError as exc:
+        return [{"field": "pipeline.stages", "message": str(exc)}]
+    return []
+
+
 def expand(
-    spec: dict[str, Any], sweep: dict[str, list[Any]] | None, data_root: Path
+    spec: dict[str, Any],
+    sweep: dict[str, list[Any]] | None,
+    data_root: Path,
+    trees: Mapping[str, dict[str, Any]] | None = None,
 ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """(sweep values, validated spec as JSON) per grid point; `SpecError` names the field otherwise."""
     grid = math.prod(len(v) if isinstance(v, list) else 1 for v in (sweep or {}).values())
@@ -23,7 +47,7 @@ def expand(
         raise SpecError([{"field": "sweep", "message": message}])
     points = expand_sweep(spec, sweep)
     for values, parsed in points:
-        errors = check_spec_paths(parsed, data_root)
+        errors = check_spec_paths(parsed, data_root) + check_stages(parsed, trees or {})
         if errors:
             if values:
                 errors = [{**e, "message": f"{e['message']} (sweep value {values})"} for e in errors]

@@ -26,6 +26,7 @@ BENCHES = {
     "pipeline": ("benchmarks.pipeline", "engine overhead and modelled link time; --runner distributed: measured"),
     "ingest": ("benchmarks.ingest", "metric ingest and read-back against MLflow"),
     "dashboard": ("benchmarks.dashboard", "page interactive times in headless Chromium"),
+    "threads": ("benchmarks.threads", "CPU time per step: worker's forked training child vs slimpipe train"),
 }
 
 

@@ -245,6 +245,11 @@ class Client:
             params["baseline"] = baseline
         return self._json("GET", "/api/v1/compare", params=params)
 
+    def whatif(self, run_id: int, bandwidth_mbps: float, latency_ms: float = 0.0) -> dict[str, Any]:
+        """The run replayed over another link: time per batch and speed-up vs one device (see docs/api.md)."""
+        params = {"bandwidth_mbps": bandwidth_mbps, "latency_ms": latency_ms}
+        return self._json("GET", f"/api/v1/runs/{run_id}/whatif", params=params)
+
     def zoo(self) -> dict[str, Any]:
         return self._json("GET", "/api/v1/zoo")
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import subprocess
+import sys
 import threading
 import traceback
 from collections.abc import Callable
@@ -113,11 +115,10 @@ def run_experiment(self: Any, run_id: int) -> str:
 def run_stages(self: Any, run_id: int, ranks: list[int], world: int, host: str, port: int) -> str:
     """Stages `ranks` of distributed run `run_id`, placed on this worker's queue: start them as processes that
     join rank 0's rendezvous at host:port, and wait until they end (rank 0 reports the run's metrics)."""
+    from backend import db
     from slimpipe.spec import parse_spec
     from worker.child import run_dir
     from worker.pipeline.launch import LocalStages
-
-    from backend import db
 
     with db.session_scope() as session:
         run = crud.run_status(session=session, run_id=run_id)
@@ -157,11 +158,29 @@ def _recover_on_start(sender: Any = None, **_: Any) -> None:
         log.exception("recovery sweep at worker start failed")
     if _sweeper is None:
         _sweeper = recovery.start_sweeper()
+    _publish_catalog(hostname or socket.gethostname())
     if os.environ.get(START_ENV) != "subprocess":
         try:
             warm_forkserver()  # imports torch and the engine in the background, once
         except Exception:
             log.exception("could not start the forkserver; runs will start it on demand")
+
+
+def _publish_catalog(worker: str) -> None:
+    """What this worker can build, to SQL, from a process of its own (worker/catalog.py), in the background."""
+
+    def publish() -> None:
+        try:
+            done = subprocess.run(
+                [sys.executable, "-m", "worker.catalog", worker], stdin=subprocess.DEVNULL, capture_output=True, text=True
+            )
+        except OSError:
+            log.exception("could not start the catalog publisher")
+            return
+        if done.returncode:
+            log.error("publishing the catalog failed (exit %s): %s", done.returncode, done.stderr[-2000:])
+
+    threading.Thread(target=publish, name="slimpipe-catalog", daemon=True).start()
 
 
 @signals.worker_shutting_down.connect

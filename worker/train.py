@@ -12,6 +12,7 @@ import math
 import statistics
 import tempfile
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,13 +28,16 @@ from worker.pipeline.distributed import bubble_fraction
 from worker.pipeline.microbatch import to_device
 from worker.pipeline.partition import resolve
 from worker.pipeline.runner import InprocRunner, StepResult
-from worker.pipeline.timeline import makespan, replay, transfer_seconds
+from worker.pipeline.timeline import Replay, makespan, transfer_seconds
+from worker.pipeline.timeline import replay as modelled_events
 from worker.zoo.common import parameter_sizes
 from worker.zoo.data import batches, steps_per_epoch
 
 CHECKPOINT = "checkpoint.pt"
 #: Starts stages on another worker: (queue, ranks, world size, rendezvous host, port) -> None.
 PlaceStages = Callable[[str, list[int], int, str, int], None]
+#: Steps whose per-action times and transfer sizes the summary's replay takes the median of (the latest ones).
+REPLAY_WINDOW = 256
 
 
 class TrainingDiverged(ValueError):
@@ -62,14 +66,24 @@ def measure_error_every(spec: ExperimentSpec) -> int:
 
 
 def set_threads(threads: int) -> None:
-    """CPU threads for torch and for the codecs' numba kernels (oversubscribing them is 30x slower on 2 busy cores)."""
-    torch.set_num_threads(threads)
+    """CPU threads for torch (intra- and inter-op) and for the codecs' numba kernels.
+
+    Order matters: numba's OpenMP layer calls `omp_set_num_threads(NUMBA_NUM_THREADS)` in the libgomp
+    torch shares when it starts its pool, which happens once per process (so again in every child forked
+    from the worker's forkserver). Started after `torch.set_num_threads`, it silently put torch back to
+    one thread per core: a `threads: 1` run then spun in libgomp. So numba first, torch last.
+    """
     try:
         import numba
 
         numba.set_num_threads(min(threads, int(getattr(numba.config, "NUMBA_NUM_THREADS", threads))))
     except ImportError:  # pragma: no cover - numba ships with the worker extra
         pass
+    torch.set_num_threads(threads)
+    with contextlib.suppress(RuntimeError):  # only possible before inter-op work started in this process
+        torch.set_num_interop_threads(threads)
+    if torch.get_num_threads() != threads:  # pragma: no cover - a native library reset it again
+        raise RuntimeError(f"torch runs {torch.get_num_threads()} threads after set_num_threads({threads})")
 
 
 def lr_at(step: int, total: int, optim) -> float:
@@ -96,6 +110,9 @@ class Experiment:
     def __init__(self, spec: ExperimentSpec, device: torch.device | None = None):
         self.spec = spec
         self.device = device or pick_device(spec.train.device)
+        # Compute time: CPU seconds of this process where the device is the CPU (other processes on a shared
+        # machine do not inflate it), wall time (synchronised) on CUDA.
+        self.clock = time.process_time if self.device.type == "cpu" else time.perf_counter
         if spec.train.threads is not None:
             set_threads(spec.train.threads)
         torch.manual_seed(spec.train.seed)
@@ -119,6 +136,7 @@ class Experiment:
             microbatches=spec.pipeline.microbatches,
             autocast_dtype=autocast,
             scaler=torch.amp.GradScaler(self.device.type) if precision == "fp16" else None,
+            clock=self.clock,
         )
         self.scaler = self.runner.scaler
         self.optimizer = make_optimizer(self.model.parameters(), spec.optim)
@@ -263,6 +281,7 @@ class DistributedExperiment(Experiment):
                 log(f"stages {', '.join(map(str, ranks))} sent to queue {queue!r}; rendezvous at {host}:{store.port}")
             if not hasattr(self, "stages"):
                 super().__init__(spec, device=stage_device(spec.train.device, 0))
+            self.clock = time.perf_counter  # a step spans every stage process: only wall time measures it
             self.stages_started.wait_ready(store)
             for queue, ranks in remote.items():
                 launch.wait_ready(
@@ -454,8 +473,16 @@ def _loop(exp, spec, out, log, emit, on_progress, should_stop, resume, t_start) 
     eval_modes = {"compressed": [True], "dense": [False], "both": [True, False]}[spec.train.eval_compression]
 
     # ---- train
-    history: dict[str, list[float]] = {k: [] for k in ("time", "fwd", "bwd", "dense", "link", "model", "acc", "bubble")}
+    history: dict[str, list[float]] = {
+        k: [] for k in ("time", "wall", "fwd", "bwd", "dense", "link", "model", "acc", "bubble")
+    }
     timeline: dict[str, Any] | None = None  # the last evaluated step, measured (distributed) and modelled
+    actions_s: dict[tuple[int, str, int], deque[float]] = {}  # per action, its latest compute times
+    transfers: dict[tuple[int, str, int], deque[tuple[int, int]]] = {}  # per transfer, its latest (bytes, messages)
+
+    def replay() -> Replay:
+        return _replay(exp, actions_s, transfers)
+
     val_loss = val_acc = None
     best_val_acc: float | None = None
     dense_val: tuple[float, float] | None = None
@@ -465,16 +492,16 @@ def _loop(exp, spec, out, log, emit, on_progress, should_stop, resume, t_start) 
         if should_stop is not None and should_stop():
             log(f"stopped at step {step} on request")
             summary = {
-                **_summary(exp, history, best_val_acc, val_acc, val_loss, dense_val, step, t_start),
+                **_summary(exp, history, replay(), best_val_acc, val_acc, val_loss, dense_val, step, t_start),
                 "cancelled": True,
             }
             if out is not None:
                 (out / "summary.json").write_text(json.dumps(summary, indent=2))
             return summary
         lr = lr_at(step, exp.max_steps, spec.optim)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), exp.clock()
         result = exp.train_step(step, lr)
-        batch_s = time.perf_counter() - t0
+        batch_s, wall_s = exp.clock() - c0, time.perf_counter() - t0
         step += 1
 
         # ---- wire accounting and the modelled link
@@ -483,6 +510,7 @@ def _loop(exp, spec, out, log, emit, on_progress, should_stop, resume, t_start) 
         bwd = sum(b.wire_bytes for _, b in stats)
         dense = sum(f.dense_bytes + b.dense_bytes for f, b in stats)
         transfer: dict[tuple[int, str, int], float] = {}
+        sizes: dict[tuple[int, str, int], tuple[int, int]] = {}
         for i, (f, b) in enumerate(stats):
             for op, channel in (("F", f), ("B", b)):
                 for mb, nbytes in channel.transfers:
@@ -490,14 +518,20 @@ def _loop(exp, spec, out, log, emit, on_progress, should_stop, resume, t_start) 
                     transfer[key] = transfer.get(key, 0.0) + transfer_seconds(
                         nbytes, link.bandwidth_mbps, link.latency_ms
                     )
+                    total, messages = sizes.get(key, (0, 0))
+                    sizes[key] = (total + nbytes, messages + 1)
         link_s = sum(transfer.values())
         serial = spec.pipeline.schedule == "sequential"
         modelled = makespan(exp.actions, result.compute_s, {} if serial else transfer, serial=serial)
         train_acc = 100.0 * result.correct / result.count
-        for series, value in (("time", batch_s), ("fwd", fwd), ("bwd", bwd), ("dense", dense), ("link", link_s)):
+        if step > start_step + 1 or exp.max_steps - start_step == 1:  # the first step warms caches up
+            for key, seconds in result.compute_s.items():
+                actions_s.setdefault(key, deque(maxlen=REPLAY_WINDOW)).append(seconds)
+            for key, size in sizes.items():
+                transfers.setdefault(key, deque(maxlen=REPLAY_WINDOW)).append(size)
+        series_names = ("time", "wall", "fwd", "bwd", "dense", "link", "model", "acc")
+        for series, value in zip(series_names, (batch_s, wall_s, fwd, bwd, dense, link_s, modelled, train_acc), strict=True):
             history[series].append(value)
-        history["model"].append(modelled)
-        history["acc"].append(train_acc)
         stage_figures = getattr(result, "stages", None)
         if stage_figures:
             history["bubble"].append(bubble_fraction(stage_figures, batch_s))
@@ -509,7 +543,7 @@ def _loop(exp, spec, out, log, emit, on_progress, should_stop, resume, t_start) 
             timeline = {
                 "step": step,
                 "measured": getattr(result, "timeline", None),
-                "modelled": replay(exp.actions, result.compute_s, {} if serial else transfer, serial=serial),
+                "modelled": modelled_events(exp.actions, result.compute_s, {} if serial else transfer, serial=serial),
             }
             for compressed in eval_modes:
                 loss_v, acc_v = exp.evaluate(compressed)
@@ -558,33 +592,39 @@ def _loop(exp, spec, out, log, emit, on_progress, should_stop, resume, t_start) 
         if ckpt is not None and spec.train.checkpoint_every and step % spec.train.checkpoint_every == 0:
             save_checkpoint(exp, step, ckpt)
 
-    summary = _summary(exp, history, best_val_acc, val_acc, val_loss, dense_val, step, t_start)
+    summary = _summary(exp, history, replay(), best_val_acc, val_acc, val_loss, dense_val, step, t_start)
     summary["timeline"] = timeline
     if out is not None:
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 
 
-def _mean(values: list[float], skip_first: bool = False) -> float:
-    if skip_first and len(values) > 1:
-        values = values[1:]
+def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else 0.0
 
 
-def _quantile(values: list[float], q: float, skip_first: bool = True) -> float | None:
-    """The q-quantile of a series (first step dropped: it pays for warm-up), None when empty."""
-    if skip_first and len(values) > 1:
-        values = values[1:]
-    if not values:
-        return None
-    if len(values) == 1:
-        return values[0]
-    return statistics.quantiles(values, n=100, method="inclusive")[round(q * 100) - 1] if q < 1 else max(values)
+def _steady(values: list[float]) -> list[float]:
+    """Every step but the first (which warms caches and compiles kernels), unless it is the only one."""
+    return values[1:] if len(values) > 1 else values
 
 
-def _summary(exp, history, best_val_acc, val_acc, val_loss, dense_val, step, t_start) -> dict[str, Any]:
+def _p90(values: list[float]) -> float:
+    return statistics.quantiles(values, n=10, method="inclusive")[-1] if len(values) > 1 else _mean(values)
+
+
+def _replay(exp, actions_s, transfers) -> Replay:
+    """The pipeline as a representative step: each action's median compute time, each transfer's median size."""
+    compute = {key: statistics.median(times) for key, times in actions_s.items()}
+    sizes = {key: (statistics.median(n for n, _ in seen), max(k for _, k in seen)) for key, seen in transfers.items()}
+    return Replay(exp.spec.pipeline.schedule, list(exp.runner.actions), compute, sizes)
+
+
+def _summary(exp, history, replay, best_val_acc, val_acc, val_loss, dense_val, step, t_start) -> dict[str, Any]:
     fwd, bwd, dense = _mean(history["fwd"]), _mean(history["bwd"]), _mean(history["dense"])
     window = history["acc"][-exp.steps_per_epoch :]
+    link = exp.spec.link
+    times, walls = _steady(history["time"]), _steady(history["wall"])
+    plan = replay.plan(link.bandwidth_mbps, link.latency_ms)
     return {
         "best_val_acc": best_val_acc,
         "final_val_acc": val_acc,
@@ -596,12 +636,18 @@ def _summary(exp, history, best_val_acc, val_acc, val_loss, dense_val, step, t_s
         "wire_bytes_per_step": fwd + bwd,
         "dense_bytes_per_step": dense,
         "compression_ratio": dense / (fwd + bwd) if fwd + bwd else 1.0,
-        "time_per_batch_s": _quantile(history["time"], 0.5) or 0.0,  # median: wall-time spikes skew a mean
-        "time_per_batch_p90_s": _quantile(history["time"], 0.9),
-        "runner": exp.spec.pipeline.runner,
-        "bubble_fraction": _quantile(history["bubble"], 0.5, skip_first=False),
+        "time_clock": "cpu" if exp.clock is time.process_time else "wall",
+        "time_per_batch_s": statistics.median(times) if times else 0.0,
+        "time_per_batch_p90_s": _p90(times),
+        "wall_time_per_batch_s": statistics.median(walls) if walls else 0.0,
         "link_time_per_step_s": _mean(history["link"]),
-        "modelled_time_per_batch_s": _quantile(history["model"], 0.5) or 0.0,
+        "runner": exp.spec.pipeline.runner,
+        "modelled_time_per_batch_s": plan["time_per_batch_s"],
+        "modelled_time_per_batch_p90_s": _p90(_steady(history["model"])),
+        "one_device_time_per_batch_s": plan["one_device_time_per_batch_s"],
+        "speedup_vs_one_device": plan["speedup_vs_one_device"],
+        "replay": replay.to_json(),
+        "bubble_fraction": statistics.median(history["bubble"]) if history["bubble"] else None,
         "steps": step,
         "max_steps": exp.max_steps,
         "n_stages": len(exp.stages),

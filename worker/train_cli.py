@@ -123,7 +123,7 @@ def _train_one(spec: Any, out: str | None, args: argparse.Namespace) -> tuple[in
     print(
         f"done: {summary['steps']} steps, best val acc {summary['best_val_acc']:.2f}%, "
         f"final val acc {summary['final_val_acc']:.2f}%, {summary['wire_bytes_per_step'] / 1e3:.1f} kB/step on the wire "
-        f"(x{summary['compression_ratio']:.2f} smaller than fp32), {summary['time_per_batch_s'] * 1e3:.1f} ms/batch, "
+        f"(x{summary['compression_ratio']:.2f} smaller than fp32), {summary['time_per_batch_s'] * 1e3:.1f} ms/batch ({summary.get('time_clock', 'wall')} median), "
         f"{summary['wall_s']:.1f} s" + (f"; files in {out}" if out else "")
     )
     return 0, summary

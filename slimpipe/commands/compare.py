@@ -9,6 +9,7 @@ from typing import Any
 
 from slimpipe.client import ClientError
 from slimpipe.commands.remote import add_service_arguments, client_from, format_table
+from slimpipe.timeline import SPEEDUP_TEXT
 
 FIGURES = [
     ("best_val_acc", "best val%"),
@@ -17,6 +18,7 @@ FIGURES = [
     ("wire_bytes_per_step", "wire kB/step"),
     ("compression_ratio", "ratio"),
     ("time_per_batch_s", "s/batch"),
+    ("modelled_time_per_batch_s", "modelled s/batch"),
     ("link_time_per_step_s", "link s/step"),
     ("speedup", "speed-up"),
 ]
@@ -37,7 +39,7 @@ def render(table: dict[str, Any]) -> str:
         figures = {**row, "wire_bytes_per_step": _kilo(row.get("wire_bytes_per_step"))}
         values = [row["differences"].get(p) for p in varying] + [figures.get(key) for key, _ in FIGURES]
         rows.append([f"{row['run_id']}{mark}", row["status"], *values])
-    text = format_table(headers, rows)
+    text = format_table(headers, rows) + f"\n{SPEEDUP_TEXT}"
     if table.get("baseline_run_id") is not None:
         text += f"\n* baseline (uncompressed): run {table['baseline_run_id']}"
     return text

@@ -88,3 +88,11 @@ def test_compare_csv_and_errors(api, seed_sweep):
     assert api.get("/api/v1/compare", params={"run_ids": f"{base},999999"}).status_code == 404
     bad = api.get("/api/v1/compare", params={"run_ids": "a,b"})
     assert bad.status_code == 422 and bad.json()["detail"][0]["field"] == "run_ids"
+
+
+def test_speedup_comes_from_the_replayed_time_not_the_noisy_measured_one(api, submit, settings):
+    base, half = submit(sweep={"compression.default.backward.topk": [1, 0.5]})["run_ids"]
+    finish(settings.database_url, base, time_per_batch_s=1.7, link_time_per_step_s=0.1, modelled_time_per_batch_s=0.3)
+    finish(settings.database_url, half, time_per_batch_s=0.1, link_time_per_step_s=0.1, modelled_time_per_batch_s=0.2)
+    rows = {r["run_id"]: r for r in api.get("/api/v1/compare", params={"run_ids": f"{base},{half}"}).json()["runs"]}
+    assert rows[half]["speedup"] == pytest.approx(1.5) and rows[half]["modelled_time_per_batch_s"] == 0.2

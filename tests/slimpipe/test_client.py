@@ -107,6 +107,8 @@ def test_submit_sweep_wait_metrics_logs_compare(client, server, tmp_path):
     assert [r["best_val_acc"] for r in table["runs"]] == [80.0, 80.0]
     assert [r["final_val_acc"] for r in table["runs"]] == [75.0, 75.0]
     assert table["runs"][1]["speedup"] == pytest.approx(1.0)
+    with pytest.raises(ClientError, match="no stored replay"):  # runs logged without a replay: see test_planner
+        client.whatif(run_ids[0], bandwidth_mbps=10, latency_ms=1)
 
 
 def test_log_metrics_for_a_run_trained_elsewhere(client):

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from slimpipe import names
+from slimpipe.timeline import Replay
 from worker import train, train_cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -259,3 +260,19 @@ def test_balance_splits_a_model_automatically():
     summary = train.run(tiny_spec(pipeline={"balance": 2, "microbatches": 2, "schedule": "1f1b"}, train__max_steps=2))
     assert summary["n_stages"] == 2
     assert [p for stage in summary["stages"] for p in stage] == ["flatten", "fc1", "act1", "fc2", "act2", "head"]
+
+
+def test_summary_times_are_cpu_medians_and_its_replay_gives_the_modelled_time():
+    summary = train.run(tiny_spec(train__max_steps=8, link={"bandwidth_mbps": 10, "latency_ms": 2}))
+    assert summary["time_clock"] == "cpu" and summary["runner"] == "inproc"
+    assert 0 < summary["time_per_batch_s"] <= summary["time_per_batch_p90_s"]
+    assert summary["wall_time_per_batch_s"] > 0
+    replay = Replay.from_json(json.loads(json.dumps(summary["replay"])))
+    # tiny_mlp's 3 stages, gpipe over 2 micro-batches: 12 actions; 2 boundaries x 2 directions x 2 transfers of 512 B
+    assert len(replay.actions) == 12 and all(t > 0 for t in replay.compute_s.values())
+    assert set(replay.transfers.values()) == {(512, 1)}
+    assert summary["modelled_time_per_batch_s"] == replay.plan(10, 2)["time_per_batch_s"]
+    assert summary["one_device_time_per_batch_s"] == pytest.approx(sum(replay.compute_s.values()))
+    assert summary["speedup_vs_one_device"] == pytest.approx(
+        summary["one_device_time_per_batch_s"] / summary["modelled_time_per_batch_s"]
+    )

@@ -21,19 +21,10 @@ A stage runs one action per clock; F(j, i) waits for F(j-1, i), B(j, i) for B(j+
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
 
-FORWARD, BACKWARD = "F", "B"
+from slimpipe.timeline import BACKWARD, FORWARD, Action
 
-
-class Action(NamedTuple):
-    clock: int
-    stage: int
-    op: str  # "F" or "B"
-    microbatch: int
-
-    def __str__(self) -> str:
-        return f"{self.stage}{self.op}{self.microbatch}"
+__all__ = ["BACKWARD", "FORWARD", "Action", "ScheduleError", "get_schedule"]
 
 
 class ScheduleError(ValueError):

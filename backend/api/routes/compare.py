@@ -16,6 +16,7 @@ from backend.jsonbody import StrictJSONRoute
 from backend.models import Run
 from backend.schemas import NOT_FOUND, ComparePublic, CompareRow, media
 from slimpipe import names
+from slimpipe.timeline import speedup
 
 router = APIRouter(tags=["compare"], route_class=StrictJSONRoute)
 
@@ -37,7 +38,7 @@ def _mean(values: list[float | None]) -> float | None:
     return sum(finite) / len(finite) if finite else None
 
 
-def run_figures(session: Session, run: Run) -> dict[str, float | None]:
+def run_figures(session: Session, run: Run) -> dict[str, Any]:
     """The summary the engine wrote; anything missing is derived from the metric series (e.g. runs logged over REST)."""
     summary = dict(run.summary or {})
 
@@ -66,6 +67,8 @@ def run_figures(session: Session, run: Run) -> dict[str, float | None]:
         "compression_ratio",
         "time_per_batch_s",
         "link_time_per_step_s",
+        "modelled_time_per_batch_s",
+        "runner",
     )
     return {k: summary.get(k) for k in keys}
 
@@ -81,15 +84,9 @@ def find_baseline(session: Session, compared: list[Run]) -> Run | None:
     return max(pool, key=lambda r: r.id) if pool else None
 
 
-def _accuracy(figures: dict[str, float | None]) -> float | None:
+def _accuracy(figures: dict[str, Any]) -> float | None:
     """What Δ accuracy compares: the final validation accuracy, else the best."""
     return figures["final_val_acc"] if figures["final_val_acc"] is not None else figures["best_val_acc"]
-
-
-def _step_time(figures: dict[str, float | None]) -> float | None:
-    if figures["time_per_batch_s"] is None:
-        return None
-    return figures["time_per_batch_s"] + (figures["link_time_per_step_s"] or 0.0)
 
 
 def build_compare(session: Session, run_ids: list[int], baseline_id: int | None) -> ComparePublic:
@@ -108,14 +105,14 @@ def build_compare(session: Session, run_ids: list[int], baseline_id: int | None)
     paths = sorted({p for f in flat.values() for p in f} - set(IGNORED_FIELDS))
     varying = [p for p in paths if len({repr(f.get(p)) for f in flat.values()}) > 1]
 
-    base_acc = base_time = None
+    base_acc = base_figures = None
     if baseline is not None:
         base_figures = run_figures(session, baseline)
-        base_acc, base_time = _accuracy(base_figures), _step_time(base_figures)
+        base_acc = _accuracy(base_figures)
     rows = []
     for run in compared:
         figures = run_figures(session, run)
-        acc, step_time = _accuracy(figures), _step_time(figures)
+        acc = _accuracy(figures)
         rows.append(
             CompareRow(
                 run_id=run.id,
@@ -123,8 +120,8 @@ def build_compare(session: Session, run_ids: list[int], baseline_id: int | None)
                 status=run.status,
                 differences={p: flat[run.id].get(p) for p in varying},
                 delta_val_acc=acc - base_acc if acc is not None and base_acc is not None else None,
-                speedup=base_time / step_time if base_time and step_time else None,
-                **figures,
+                speedup=speedup(base_figures, figures),
+                **{k: v for k, v in figures.items() if k != "runner"},
             )
         )
     return ComparePublic(runs=rows, baseline_run_id=baseline.id if baseline else None, varying_fields=varying)

@@ -23,13 +23,14 @@ router = APIRouter(tags=["experiments"], route_class=StrictJSONRoute)
 
 
 @router.post("/specs/validate", response_model=SpecValid)
-def validate_spec(body: SpecValidate, settings: SettingsDep) -> SpecValid:
-    return SpecValid(runs=len(specs.expand(body.spec, body.sweep, settings.data_root)))
+def validate_spec(body: SpecValidate, session: SessionDep, settings: SettingsDep) -> SpecValid:
+    trees = crud.model_trees(session=session)
+    return SpecValid(runs=len(specs.expand(body.spec, body.sweep, settings.data_root, trees)))
 
 
 @router.post("/experiments", response_model=ExperimentCreated, status_code=status.HTTP_201_CREATED)
 def create_experiment(body: ExperimentCreate, session: SessionDep, settings: SettingsDep) -> ExperimentCreated:
-    points = specs.expand(body.spec, body.sweep, settings.data_root)
+    points = specs.expand(body.spec, body.sweep, settings.data_root, crud.model_trees(session=session))
     queue = body.queue or specs.default_queue(body.spec)
     if queue not in names.QUEUES:
         raise SpecError(
