@@ -172,12 +172,46 @@ function fmtSummary(key, v) {
   return fmtNum(v, 6);
 }
 
+// One step of the pipeline as a Gantt chart: a bar per forward/backward action, one row per stage.
+function gantt(divId, events, title) {
+  const traces = ["F", "B"].map((op, k) => {
+    const mine = events.filter((e) => e[1] === op);
+    return {
+      type: "bar", orientation: "h", name: op === "F" ? "forward" : "backward", marker: { color: COLORS[k] },
+      y: mine.map((e) => `stage ${e[0]}`), base: mine.map((e) => e[3] * 1e3), x: mine.map((e) => Math.max((e[4] - e[3]) * 1e3, 0.01)),
+      text: mine.map((e) => `${e[0]}${op}${e[2]}`), textposition: "inside", insidetextanchor: "middle",
+      hovertemplate: "%{text}: %{base:.2f} → %{customdata:.2f} ms<extra></extra>",
+      customdata: mine.map((e) => e[4] * 1e3),
+    };
+  });
+  const stages = [...new Set(events.map((e) => e[0]))].sort((a, b) => a - b).map((j) => `stage ${j}`);
+  draw(divId, traces, layout(title, { xTitle: "ms from the step's start", extra: {
+    barmode: "overlay", yaxis: { categoryorder: "array", categoryarray: stages.reverse(), gridcolor: "#eef1f4" } } }));
+}
+
+function drawTimeline(s) {
+  const panel = document.getElementById("timeline-panel");
+  const t = s && s.timeline;
+  panel.hidden = !t || !t.modelled || !t.modelled.length;
+  if (panel.hidden) return;
+  plotlyReady().then(() => {
+    const measured = t.measured && t.measured.length;
+    document.getElementById("chart-timeline-measured").hidden = !measured;
+    if (measured) gantt("chart-timeline-measured", t.measured, `Measured, step ${t.step} (stage processes, wall clock)`);
+    gantt("chart-timeline-modelled", t.modelled, `Modelled, step ${t.step} (one device per stage, the spec's link)`);
+    document.getElementById("timeline-note").textContent = measured
+      ? "the distributed runner's stages as they ran, beside the replay of the same step's action times"
+      : "the in-process runner's replay; a distributed run also shows the measured timeline";
+  }).catch(() => {});
+}
+
 function renderSummary(s) {
   if (!finalSummary() && Object.keys(series).length) renderCards(liveSummary(), !FINAL.has(run.status));
   else renderCards(s, false);
   // The engine may add its own keys (stages, device, the frozen spec); the spec has its own panel.
+  drawTimeline(finalSummary());
   const rows = Object.entries(s)
-    .filter(([k]) => k !== "spec")
+    .filter(([k]) => !["spec", "timeline", "replay"].includes(k))
     .map(([k, v]) => el("tr", {}, el("th", { text: k }), el("td", { class: typeof v === "number" ? "num mono" : "mono wrap", title: typeof v === "number" ? String(v) : null, text: fmtSummary(k, v) })));
   document.getElementById("summary-table").replaceChildren(...(rows.length ? rows : [el("tr", {}, el("td", { class: "muted", text: FINAL.has(run.status) ? "no summary was recorded" : "written when the run finishes" }))]));
 }
