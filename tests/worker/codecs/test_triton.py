@@ -198,8 +198,9 @@ def test_v3_payloads_still_decode_and_unknown_checksums_are_named():
         decode(bytes(v5))
 
 
-def test_auto_picks_triton_for_gpu_tensors_and_numba_for_cpu_ones():
-    assert chain.pick_backend("auto", torch.device("cuda")) == "triton"
+def test_auto_picks_torch_for_gpu_tensors_and_numba_for_cpu_ones_triton_is_opt_in():
+    assert chain.pick_backend("auto", torch.device("cuda")) == "torch"
+    assert chain.pick_backend("triton", torch.device("cuda")) == "triton"
     assert chain.pick_backend("auto", torch.device("cpu")) == "numba"
     with pytest.raises(ValueError, match="device payloads need backend 'triton'"):
         make_codec(CompressionSpec(bits=4), backend="numba").encode(torch.randn(10), device_payload=True)
