@@ -19,6 +19,7 @@ from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel
 
 from slimpipe import names
+from slimpipe.presets import COMPRESSION_PRESET_NOTES
 from slimpipe.spec import (
     CompressionSpec,
     DataSpec,
@@ -110,12 +111,14 @@ def form_schema() -> dict[str, Any]:
             {"key": key, "title": title, "fields": model_fields(model, key)} for key, title, model in SECTIONS
         ],
         "compression_fields": model_fields(CompressionSpec, ""),
+        "compression_presets": list(COMPRESSION_PRESET_NOTES.items()),
         "name_field": _field("name", str, ExperimentSpec.model_fields["name"]),
     }
 
 
 def default_spec() -> dict[str, Any]:
-    return dump_spec(ExperimentSpec.model_validate({"model": {"name": "tiny_mlp"}, "data": {"name": "digits"}}))
+    spec = {"model": {"name": "tiny_mlp"}, "data": {"name": "digits"}, "compression": {"preset": "balanced"}}
+    return dump_spec(ExperimentSpec.model_validate(spec))
 
 
 def _page(request: Request, template: str, **context: Any) -> HTMLResponse:

@@ -216,12 +216,26 @@ function follow() {
   };
 }
 
+// ---------------------------------------------------------------- diagnose
+async function loadDiagnosis() {
+  const d = await api(`/runs/${RUN_ID}/diagnose`).catch(() => null);
+  if (!d) return;
+  document.getElementById("diagnose-cause").replaceChildren(el("strong", { text: "Likely cause: " }), d.likely_cause);
+  document.getElementById("diagnose-findings").replaceChildren(...d.findings.map((f) => el("li", { text: f })));
+  const rows = d.channels.map((c) =>
+    el("tr", {}, el("th", { text: `boundary ${c.boundary} ${c.direction}` }),
+      el("td", { text: `error ${c.rel_error === null ? DASH : c.rel_error.toFixed(3)} · cosine ${c.cosine === null ? DASH : c.cosine.toFixed(3)}` })));
+  document.getElementById("diagnose-channels").replaceChildren(...rows);
+}
+document.getElementById("diagnose-refresh").addEventListener("click", loadDiagnosis);
+
 async function refreshFinal() {
   // The summary lands with the final status; fetch the full row (spec, traceback) and the series once more.
   try {
     renderRun(await api(`/runs/${RUN_ID}`));
     await loadSeries();
     drawCharts();
+    loadDiagnosis();
   } catch {}
   if (source) setTimeout(() => source && source.close(), 3000);
 }
@@ -265,6 +279,7 @@ async function load() {
     return;
   }
   renderRun(r);
+  loadDiagnosis();
   const [, logs] = await Promise.all([seriesLoaded, logsLoaded, plotlyReady()]);
   drawCharts();
   if (logs) addLogLines(logs.lines.slice(-LOG_LINES));
