@@ -19,10 +19,11 @@ from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel
 
 from slimpipe import names
-from slimpipe.presets import COMPRESSION_PRESET_NOTES
+from slimpipe.presets import COMPRESSION_PRESET_NOTES, COMPRESSION_PRESETS
 from slimpipe.spec import (
     CompressionSpec,
     DataSpec,
+    DirectionalCompression,
     ExperimentSpec,
     LinkSpec,
     ModelSpec,
@@ -112,6 +113,9 @@ def form_schema() -> dict[str, Any]:
         ],
         "compression_fields": model_fields(CompressionSpec, ""),
         "compression_presets": list(COMPRESSION_PRESET_NOTES.items()),
+        "compression_preset_values": {
+            name: DirectionalCompression.model_validate(values).model_dump() for name, values in COMPRESSION_PRESETS.items()
+        },
         "name_field": _field("name", str, ExperimentSpec.model_fields["name"]),
     }
 

@@ -99,19 +99,20 @@ class CompressionConfig(_Strict):
     @model_validator(mode="before")
     @classmethod
     def _preset_fills_default(cls, data: Any) -> Any:
-        if not isinstance(data, dict) or data.get("preset") is None:
+        """The preset is the base of `default`; fields given in `default` replace the preset's, per direction."""
+        if not isinstance(data, dict) or data.get("preset") not in COMPRESSION_PRESETS:
+            return data  # no preset, or an unknown one (the Literal check names the choices)
+        given = data.get("default") or {}
+        if isinstance(given, BaseModel):
+            given = given.model_dump()
+        if not isinstance(given, dict):
             return data
-        preset = data["preset"]
-        if preset not in COMPRESSION_PRESETS:
-            return data  # the Literal check names the choices
-        chosen = DirectionalCompression.model_validate(COMPRESSION_PRESETS[preset])
-        given = data.get("default")
-        if given is not None and DirectionalCompression.model_validate(given) != chosen:
-            raise ValueError(
-                f"preset: {preset} sets the default compression; remove compression.default, "
-                "or remove the preset and give compression.default yourself"
-            )
-        return {**data, "default": chosen}
+        preset = COMPRESSION_PRESETS[data["preset"]]
+        merged = {
+            direction: {**preset.get(direction, {}), **(given.get(direction) or {})}
+            for direction in ("forward", "backward")
+        }
+        return {**data, "default": merged}
 
     def for_boundary(self, index: int) -> DirectionalCompression:
         override = self.boundaries.get(index)

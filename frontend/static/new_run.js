@@ -192,14 +192,17 @@ export function readForm() {
   spec.pipeline.stages = mode === "stages" ? readStages() : null;
   spec.pipeline.balance = mode === "balance" ? readInput(document.getElementById("f-pipeline-balance")) : null;
   spec.compression.boundaries = readOverrides();
-  if (spec.compression.preset) delete spec.compression.default; // the preset sets it
   return spec;
 }
 
-// A preset sets the default codecs: show its values, read-only, until "custom" is chosen.
-function syncPreset() {
-  const preset = document.getElementById("f-compression-preset").value;
-  for (const input of document.querySelectorAll("#default-codecs [data-path]")) input.disabled = !!preset;
+// Choosing a preset fills the default codecs with its values; fields changed afterwards replace the preset's.
+const PRESETS = JSON.parse(document.getElementById("compression-presets").textContent);
+function applyPreset() {
+  const values = PRESETS[document.getElementById("f-compression-preset").value];
+  if (!values) return;
+  for (const input of document.querySelectorAll("#default-codecs [data-path]")) {
+    writeInput(input, getPath({ compression: { default: values } }, input.dataset.path));
+  }
 }
 
 export function fillForm(spec) {
@@ -213,7 +216,6 @@ export function fillForm(spec) {
   overrides.querySelectorAll(".override").forEach((o) => o.remove());
   for (const [index, value] of Object.entries(getPath(spec, "compression.boundaries") || {})) addOverride(index, value || {});
   showModel();
-  syncPreset();
   syncing = false;
 }
 
@@ -372,7 +374,7 @@ form.addEventListener("input", (e) => {
 });
 form.addEventListener("change", (e) => {
   if (e.target === text) return;
-  if (e.target.id === "f-compression-preset") syncPreset();
+  if (e.target.id === "f-compression-preset") applyPreset();
   if (e.target.name === "stage-mode") {
     setStageMode(e.target.value);
     if (e.target.value === "stages" && !stageList.children.length) loadPreset();

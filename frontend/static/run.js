@@ -70,6 +70,7 @@ function drawCharts() {
   ]), layout("Time per batch", { yTitle: "s" }));
   const err = perBoundary("err", "error");
   draw("chart-err", err, layout("Reconstruction error (relative)", { yTitle: "‖x̂ − x‖ / ‖x‖", logY: wantsLog(err) }));
+  draw("chart-cos", perBoundary("cos", "cos"), layout("Cosine to the dense tensor", { yTitle: "cos(x̂, x)" }));
 }
 
 // Until the engine writes the summary, the cards show the same figures read off the live series.

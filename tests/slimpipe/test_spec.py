@@ -89,11 +89,11 @@ def test_a_preset_fills_the_default_and_round_trips():
     assert parse_spec(dump_spec(spec)) == spec  # the dumped default equals the preset's, so it is accepted
 
 
-def test_a_preset_with_a_different_default_names_the_fix():
-    with pytest.raises(SpecError) as err:
-        parse_spec({**BASE, "compression": {"preset": "extreme", "default": {"forward": {"bits": 8}}}})
-    assert err.value.errors[0]["field"] == "compression"
-    assert "remove compression.default" in err.value.errors[0]["message"]
+def test_default_fields_given_with_a_preset_replace_the_presets_and_a_bad_name_is_refused():
+    spec = parse_spec({**BASE, "compression": {"preset": "extreme", "default": {"backward": {"bits": 8}}}})
+    assert spec.compression.default.backward.bits == 8
+    assert spec.compression.default.backward.entropy == "ans"  # the rest of the preset's backward stays
+    assert spec.compression.default.forward.bits == 2
     with pytest.raises(SpecError, match="compression.preset"):
         parse_spec({**BASE, "compression": {"preset": "fastest"}})
 
