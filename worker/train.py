@@ -100,7 +100,7 @@ class Experiment:
         self.stages = [self.zoo_model.make_stage(items) for items in resolve(model, self.stage_paths)]
         n = len(self.stages)
         self.boundaries = make_boundaries(spec.compression, n, spec.train.seed)
-        self.eval_boundaries = make_boundaries(spec.compression, n, spec.train.seed)
+        self.eval_boundaries = make_boundaries(spec.compression, n, spec.train.seed, evaluation=True)
         precision = spec.train.precision
         autocast = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
         self.runner = InprocRunner(
@@ -132,7 +132,8 @@ class Experiment:
     @torch.no_grad()
     def evaluate(self, compressed: bool) -> tuple[float, float]:
         """Mean loss and accuracy (%) on the validation split, through fresh eval codecs if compressed.
-        The eval codecs never warm up (no train_step), so compressed evaluation is always compressed."""
+        The eval codecs never warm up (no train_step), so compressed evaluation is always compressed; they
+        round to nearest (see boundary.for_evaluation)."""
         self.model.eval()
         for b in self.eval_boundaries:
             b.reset_codecs()
