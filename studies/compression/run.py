@@ -266,8 +266,8 @@ def main() -> int:
                     if task in entry.get("tasks", TASKS):
                         seeds = range(args.first_seed, args.first_seed + args.seeds)
                         run_ids = submit(client, task, method, entry, seeds, paths, args.device)
-                        earlier = manifest.setdefault(task, {}).get(method, []) if args.first_seed else []
-                        manifest[task][method] = earlier + run_ids
+                        runs = manifest.setdefault(task, {})
+                        runs[method] = (runs.get(method, []) if args.first_seed else []) + run_ids
                         print(f"submitted {task} {method}: runs {manifest[task][method]}", flush=True)
                         manifest_path.write_text(json.dumps(manifest, indent=1))
         rows = collect(client, manifest)
