@@ -132,12 +132,12 @@ def submit(client: Client, task: str, method: str, entry: dict[str, Any], seeds:
                          tags=["study-compression", task, method])
 
 
-def collect(client: Client, manifest: dict[str, dict[str, list[int]]]) -> list[dict[str, Any]]:
-    """One row per (task, method): means over the seeds that finished."""
+def collect(client: Client, manifest: dict[str, dict[str, list[int]]], wait: bool = True) -> list[dict[str, Any]]:
+    """One row per (task, method): means over the seeds that finished (waiting for the others, if `wait`)."""
     rows = []
     for task, methods in manifest.items():
         for method, run_ids in methods.items():
-            runs = [client.wait(run_id) for run_id in run_ids]
+            runs = [client.wait(run_id) if wait else client.run(run_id) for run_id in run_ids]
             done = [r["summary"] for r in runs if r["status"] == "succeeded" and r["summary"]]
             if not done:
                 rows.append({"task": task, "method": method, "seeds": 0, "status": runs[0]["status"] if runs else "-"})
@@ -191,12 +191,18 @@ def plot(rows: list[dict[str, Any]], task: str, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     done = [r for r in rows if r["task"] == task and r["seeds"]]
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
-    for r in done:
+    best = max((r["val_acc"] for r in done), default=100.0)
+    floor = min((r["val_acc"] for r in done if r["val_acc"] >= best - 15), default=0.0) - 1.0
+    fig, ax = plt.subplots(figsize=(8, 4.8), dpi=110)
+    for i, r in enumerate(sorted(done, key=lambda r: r["ratio"])):
         preset = r["method"] in ("balanced", "aggressive", "extreme")
-        ax.scatter(r["ratio"], r["val_acc"], marker="*" if preset else "o", s=120 if preset else 40,
-                   color="tab:red" if preset else "tab:blue")
-        ax.annotate(r["method"], (r["ratio"], r["val_acc"]), fontsize=7, xytext=(4, 2), textcoords="offset points")
+        collapsed = r["val_acc"] < floor  # drawn on the floor so the others stay readable
+        y = floor if collapsed else r["val_acc"]
+        ax.scatter(r["ratio"], y, marker="v" if collapsed else "*" if preset else "o", s=140 if preset else 40,
+                   color="tab:red" if preset else "tab:gray" if collapsed else "tab:blue", clip_on=False)
+        label = f"{r['method']} ({r['val_acc']:.1f}%)" if collapsed else r["method"]
+        ax.annotate(label, (r["ratio"], y), fontsize=7, xytext=(5, 6 if i % 2 else -10), textcoords="offset points")
+    ax.set_ylim(floor, best + 0.8)
     ax.set_xscale("log")
     ax.set_xlabel("fewer bytes than fp32, forward + backward (x, log)")
     ax.set_ylabel("val accuracy through the compressed boundaries (%)")
@@ -214,12 +220,18 @@ def write_report(rows: list[dict[str, Any]], results_md: Path, img_dir: Path) ->
              "number is the mean over the seeds shown, final validation accuracy (%) through the compressed "
              "boundaries and through the dense model. Wire ratio: fp32 bytes / wire bytes, forward and backward "
              "together, averaged over all training steps (warm-up included).", ""]
+    parts += ["Methods (`studies/compression/methods.yaml`, the same on every boundary): `topk-R` plain top-k "
+              "both ways, fp32 values; `qB` B-bit, one scale per tensor, round to nearest; `q2-block-sr` 2-bit, "
+              "blocks of 64, stochastic rounding; `rtopk` randomized top-k; `-ef` per-sample error feedback; "
+              "`-ramp` 40-step ramped warm-up; `delta-q2` per-sample delta (AQ-SGD) on 2-bit stochastic activations, "
+              "2-bit gradients; `balanced` / `aggressive` / `extreme` the presets (docs/guide.md#presets).", ""]
     for task in sorted({r["task"] for r in rows}):
-        plot(rows, task, img_dir / f"study_{task}.png")
         spec = load_spec_text(TASKS[task].read_text())
         parts += [f"### {task}: {spec['model']['name']} on {spec['data']['name']}, "
-                  f"{len(spec['pipeline'].get('stages') or []) or 5} stages", "", table(rows, task), "",
-                  f"![accuracy vs bytes, {task}](img/study_{task}.png)", ""]
+                  f"{len(spec['pipeline'].get('stages') or []) or 5} stages", "", table(rows, task), ""]
+        if any(r["task"] == task and r["seeds"] for r in rows):
+            plot(rows, task, img_dir / f"study_{task}.png")
+            parts += [f"![accuracy vs bytes, {task}](img/study_{task}.png)", ""]
     parts.append(END)
     text = results_md.read_text() if results_md.exists() else "# Results\n"
     section = "\n".join(parts)
@@ -243,7 +255,8 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--first-seed", type=int, default=0, help="add seeds first-seed.. to a method's runs")
     parser.add_argument("--device", choices=["cpu", "cuda"], help="train.device for every run (cuda runs go to the gpu queue)")
-    parser.add_argument("--report-only", action="store_true", help="no new runs: report the runs in runs.json")
+    parser.add_argument("--report-only", action="store_true",
+                        help="no new runs, no waiting: report the finished runs in runs.json")
     parser.add_argument("--results", type=Path, default=ROOT / "docs" / "results.md")
     args = parser.parse_args()
 
@@ -270,7 +283,7 @@ def main() -> int:
                         runs[method] = (runs.get(method, []) if args.first_seed else []) + run_ids
                         print(f"submitted {task} {method}: runs {manifest[task][method]}", flush=True)
                         manifest_path.write_text(json.dumps(manifest, indent=1))
-        rows = collect(client, manifest)
+        rows = collect(client, manifest, wait=not args.report_only)
     (args.var / "results.json").write_text(json.dumps(rows, indent=1))
     write_report(rows, args.results, args.results.parent / "img")
     for task in sorted({r["task"] for r in rows}):
