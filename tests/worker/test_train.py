@@ -56,9 +56,12 @@ def test_run_reports_metrics_logs_progress_and_a_summary():
         names.WIRE_RATIO,
         names.LINK_TIME,
         names.LR,
+        names.CODEC_CACHE_BYTES,
     }
     for b in range(2):
-        expected |= {names.boundary_metric(b, w) for w in ("bytes_fwd", "bytes_bwd", "err_fwd", "err_bwd")}
+        expected |= {
+            names.boundary_metric(b, w) for w in ("bytes_fwd", "bytes_bwd", "err_fwd", "err_bwd", "cos_fwd", "cos_bwd")
+        }
     assert set(by_name) == expected
     assert [p["step"] for p in by_name[names.TRAIN_LOSS]] == [1, 2, 3, 4, 5, 6]
     assert [p["step"] for p in by_name[names.VAL_ACC]] == [3, 6]
