@@ -23,9 +23,11 @@ from backend.deps import require_token
 from backend.jsonbody import StrictJSONRoute
 from slimpipe import names, yamlsafe
 from slimpipe.jsonsafe import json_problems
+from slimpipe.presets import COMPRESSION_PRESET_NOTES, COMPRESSION_PRESETS
 from slimpipe.spec import (
     CompressionSpec,
     DataSpec,
+    DirectionalCompression,
     ExperimentSpec,
     LinkSpec,
     ModelSpec,
@@ -121,12 +123,17 @@ def form_schema() -> dict[str, Any]:
             {"key": key, "title": title, "fields": model_fields(model, key)} for key, title, model in SECTIONS
         ],
         "compression_fields": model_fields(CompressionSpec, ""),
+        "compression_presets": list(COMPRESSION_PRESET_NOTES.items()),
+        "compression_preset_values": {
+            name: DirectionalCompression.model_validate(values).model_dump() for name, values in COMPRESSION_PRESETS.items()
+        },
         "name_field": _field("name", str, ExperimentSpec.model_fields["name"]),
     }
 
 
 def default_spec() -> dict[str, Any]:
-    return dump_spec(ExperimentSpec.model_validate({"model": {"name": "tiny_mlp"}, "data": {"name": "digits"}}))
+    spec = {"model": {"name": "tiny_mlp"}, "data": {"name": "digits"}, "compression": {"preset": "balanced"}}
+    return dump_spec(ExperimentSpec.model_validate(spec))
 
 
 def _page(request: Request, template: str, **context: Any) -> HTMLResponse:

@@ -122,6 +122,29 @@ class RunPublic(RunSummaryPublic):
     traceback: str | None
 
 
+class ChannelDiagnosis(BaseModel):
+    boundary: int
+    direction: str
+    rel_error: float | None = None
+    cosine: float | None = None
+
+
+class DiagnosisPublic(BaseModel):
+    """Where compression error enters and what it does to the run (backend/diagnose.py)."""
+
+    channels: list[ChannelDiagnosis]
+    worst: ChannelDiagnosis | None
+    train_acc: float | None
+    val_acc: float | None
+    best_val_acc: float | None
+    val_acc_dense: float | None
+    train_val_gap: float | None
+    diverging: bool
+    eval_mismatch: float | None
+    findings: list[str]
+    likely_cause: str
+
+
 class RunsPublic(BaseModel):
     data: list[RunSummaryPublic]
     count: int

@@ -49,10 +49,12 @@ LINK_TIME = "link/time_s"
 LR = "optim/lr"
 #: Distributed runner: share of the stages' time in a step spent not computing (GPipe's bubble, measured).
 PIPELINE_BUBBLE = "pipeline/bubble"
+CODEC_CACHE_BYTES = "codec/cache_bytes"  # memory of the per-sample delta/ef caches, both ends of every boundary
 
 
 def boundary_metric(boundary: int, what: str) -> str:
-    """`what` is one of bytes_fwd, bytes_bwd, dense_fwd, dense_bwd, ratio_fwd, ratio_bwd, err_fwd, err_bwd."""
+    """`what` is one of bytes_fwd, bytes_bwd, dense_fwd, dense_bwd, ratio_fwd, ratio_bwd, err_fwd, err_bwd,
+    cos_fwd, cos_bwd (cosine between the decoded and the dense tensor)."""
     return f"wire/b{boundary}/{what}"
 
 

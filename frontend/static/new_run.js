@@ -216,6 +216,16 @@ export function readForm() {
   return spec;
 }
 
+// Choosing a preset fills the default codecs with its values; fields changed afterwards replace the preset's.
+const PRESETS = JSON.parse(document.getElementById("compression-presets").textContent);
+function applyPreset() {
+  const values = PRESETS[document.getElementById("f-compression-preset").value];
+  if (!values) return;
+  for (const input of document.querySelectorAll("#default-codecs [data-path]")) {
+    writeInput(input, getPath({ compression: { default: values } }, input.dataset.path));
+  }
+}
+
 export function fillForm(spec) {
   syncing = true;
   for (const input of pathInputs()) writeInput(input, getPath(spec, input.dataset.path));
@@ -409,6 +419,7 @@ form.addEventListener("input", (e) => {
 });
 form.addEventListener("change", (e) => {
   if (e.target === text) return;
+  if (e.target.id === "f-compression-preset") applyPreset();
   if (e.target.name === "stage-mode") {
     setStageMode(e.target.value);
     if (e.target.value === "stages" && !stageList.children.length) loadPreset();

@@ -149,6 +149,12 @@ def test_submit_a_run_through_the_form_and_watch_it_succeed(page, server: str, s
     assert page.locator("#log-tail").inner_text().strip() != ""
     best = api(server, f"/runs/{run_id}")["summary"]["best_val_acc"]
     page.locator('[data-stat="best_val_acc"] .stat-value', has_text=f"{best:.2f}%").wait_for()
+    # The form's first choice is a preset, and the run page diagnoses the compressed run.
+    assert run["spec"]["compression"]["preset"] == "balanced"
+    assert run["spec"]["compression"]["default"]["forward"]["bits"] == 4
+    diagnosis = api(server, f"/runs/{run_id}/diagnose")
+    page.locator("#diagnose-cause", has_text=diagnosis["likely_cause"]).wait_for()
+    assert page.locator("#diagnose-channels tr").count() == len(diagnosis["channels"]) > 0
     page.wait_for_timeout(600)
     page.screenshot(path=shots / "run-detail.png", full_page=True)
 

@@ -100,3 +100,30 @@ def test_identity_flags():
     assert CompressionSpec().is_identity
     assert not CompressionSpec(bits=8).is_identity
     assert not CompressionSpec(topk=0.5).is_identity
+
+
+def test_a_preset_fills_the_default_and_round_trips():
+    from slimpipe.presets import COMPRESSION_PRESETS
+    from slimpipe.spec import dump_spec
+
+    spec = parse_spec({**BASE, "compression": {"preset": "aggressive", "boundaries": {0: {"forward": {"bits": 8}}}}})
+    assert spec.compression.default.forward == CompressionSpec(**COMPRESSION_PRESETS["aggressive"]["forward"])
+    assert spec.compression.for_boundary(0).forward.bits == 8
+    assert parse_spec(dump_spec(spec)) == spec  # the dumped default equals the preset's, so it is accepted
+
+
+def test_default_fields_given_with_a_preset_replace_the_presets_and_a_bad_name_is_refused():
+    spec = parse_spec({**BASE, "compression": {"preset": "extreme", "default": {"backward": {"bits": 8}}}})
+    assert spec.compression.default.backward.bits == 8
+    assert spec.compression.default.backward.entropy == "ans"  # the rest of the preset's backward stays
+    assert spec.compression.default.forward.bits == 2
+    with pytest.raises(SpecError, match="compression.preset"):
+        parse_spec({**BASE, "compression": {"preset": "fastest"}})
+
+
+def test_every_preset_is_a_valid_compression():
+    from slimpipe.presets import COMPRESSION_PRESET_NOTES, COMPRESSION_PRESETS
+
+    assert list(COMPRESSION_PRESETS) == list(COMPRESSION_PRESET_NOTES) == ["balanced", "aggressive", "extreme"]
+    for preset in COMPRESSION_PRESETS:
+        assert not parse_spec({**BASE, "compression": {"preset": preset}}).compression.default.forward.is_identity

@@ -59,9 +59,12 @@ def test_run_reports_metrics_logs_progress_and_a_summary():
         names.WIRE_RATIO,
         names.LINK_TIME,
         names.LR,
+        names.CODEC_CACHE_BYTES,
     }
     for b in range(2):
-        expected |= {names.boundary_metric(b, w) for w in ("bytes_fwd", "bytes_bwd", "err_fwd", "err_bwd")}
+        expected |= {
+            names.boundary_metric(b, w) for w in ("bytes_fwd", "bytes_bwd", "err_fwd", "err_bwd", "cos_fwd", "cos_bwd")
+        }
     assert set(by_name) == expected
     assert [p["step"] for p in by_name[names.TRAIN_LOSS]] == [1, 2, 3, 4, 5, 6]
     assert [p["step"] for p in by_name[names.VAL_ACC]] == [3, 6]
@@ -276,3 +279,59 @@ def test_summary_times_are_cpu_medians_and_its_replay_gives_the_modelled_time():
     assert summary["speedup_vs_one_device"] == pytest.approx(
         summary["one_device_time_per_batch_s"] / summary["modelled_time_per_batch_s"]
     )
+
+
+def test_warmup_is_training_only_so_compressed_evaluation_stays_compressed():
+    points = []
+    spec = tiny_spec(compression={"default": {"forward": {"topk": 0.1, "warmup_steps": 100}}},
+                     train__eval_compression="both")
+    train.run(spec, on_metrics=points.extend)
+    series = {(p["name"], p["step"]): p["value"] for p in points}
+    # still in warm-up: fp32 payloads (values plus headers) where top-k 0.1 would send ~15%
+    assert 1.0 < series[(names.WIRE_BYTES_FWD, 6)] / series[(names.WIRE_BYTES_BWD, 6)] < 1.25
+    assert series[(names.VAL_LOSS, 6)] != series[(names.VAL_LOSS_DENSE, 6)]  # evaluation is compressed anyway
+
+
+def test_ramped_warmup_shrinks_the_wire_step_by_step():
+    points = []
+    model = {"name": "tiny_mlp", "options": {"hidden": 256}}
+    spec = tiny_spec(model=model, compression={"default": {"forward": {"topk": 0.05, "warmup": "ramp", "warmup_steps": 4}}})
+    train.run(spec, on_metrics=points.extend)
+    fwd = [p["value"] for p in points if p["name"] == names.WIRE_BYTES_FWD]
+    assert fwd[0] > fwd[1] > fwd[2] > fwd[3] > fwd[4] == pytest.approx(fwd[5], rel=0.01)  # index codes vary a little
+
+
+def test_adamw_leaves_biases_and_norm_weights_out_of_weight_decay():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.LayerNorm(8), torch.nn.Linear(8, 2))
+    optimizer = train.make_optimizer(model, train.parse_spec(tiny_spec(optim={"name": "adamw", "weight_decay": 0.1})).optim)
+    decayed, plain = optimizer.param_groups
+    assert decayed["weight_decay"] == 0.1 and plain["weight_decay"] == 0.0
+    assert {id(p) for p in decayed["params"]} == {id(model[0].weight), id(model[2].weight)}
+    assert len(plain["params"]) == 4  # two biases, the LayerNorm's weight and bias
+
+
+def test_boundary_cosines_and_the_delta_cache_are_reported():
+    points = []
+    spec = tiny_spec(compression={"default": {"forward": {"bits": 2, "feedback": "delta"}, "backward": {"bits": 2}}})
+    summary = train.run(spec, on_metrics=points.extend)
+    last = {p["name"]: p["value"] for p in points if p["step"] == 6}
+    assert 0.5 < last[names.boundary_metric(0, "cos_bwd")] < 1.0
+    assert 0.5 < last[names.boundary_metric(1, "cos_fwd")] < 1.0
+    # 64 training samples seen, 16 hidden fp32 values each, both ends of 2 boundaries (val keys live elsewhere)
+    assert last[names.CODEC_CACHE_BYTES] == summary["codec_cache_bytes"] == 64 * 16 * 4 * 2 * 2
+
+
+def test_checkpoint_resume_continues_exactly_with_delta_and_a_ramp(tmp_path):
+    spec = tiny_spec(
+        compression={"default": {"forward": {"bits": 3, "rounding": "stochastic", "feedback": "delta"},
+                                  "backward": {"topk": 0.3, "topk_mode": "random", "warmup": "ramp", "warmup_steps": 5}}},
+        train__checkpoint_every=3,
+    )
+    straight = []
+    train.run(spec, on_metrics=straight.extend, out_dir=tmp_path / "a")
+    calls = []
+    train.run(spec, out_dir=tmp_path / "b", should_stop=lambda: len(calls.append(1) or calls) > 3)
+    resumed = []
+    train.run(spec, on_metrics=resumed.extend, out_dir=tmp_path / "b", resume=True)
+    losses = lambda points: {p["step"]: p["value"] for p in points if p["name"] == names.TRAIN_LOSS}  # noqa: E731
+    assert losses(resumed) == {s: v for s, v in losses(straight).items() if s > 3}

@@ -88,7 +88,13 @@ def _encode(x: torch.Tensor, spec, *, backend: str = "auto", rng: np.random.Gene
     k = topk.keep_count(spec.topk, n)
     header.topk, header.kept = k < n, k
     pos: Any = None  # numpy positions (numba backend) or a tensor (torch backend)
-    if backend == "numba":
+    if header.topk and spec.topk_mode == "random":
+        pos, vals = topk.select_random(flat, k, float(rng.random()))
+        header.kept = k = pos.numel()
+        sections["index"] = indexset.encode_torch(pos, n)
+        if backend == "numba":
+            pos, vals_np = pos.cpu().numpy(), vals.cpu().numpy()
+    elif backend == "numba":
         flat_np = flat.cpu().contiguous().numpy()
         if header.topk:
             pos, vals_np = topk.select(flat_np, k, rng)

@@ -162,3 +162,33 @@ def select_torch(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         return torch.arange(n, device=x.device), x
     idx = torch.topk(x.abs(), k, sorted=False).indices.sort().values
     return idx, x[idx]
+
+
+def inclusion_probabilities(magnitude: torch.Tensor, k: int) -> torch.Tensor:
+    """p_i = min(1, c |x_i|) with sum(p) = k (the largest values saturate at 1 first); float64."""
+    a = magnitude.double()
+    n = a.numel()
+    nonzero = int(torch.count_nonzero(a))
+    if k >= n or nonzero <= k:
+        return (a > 0).double() if k < n else torch.ones_like(a)
+    s = a.sort(descending=True).values
+    tail = s.flip(0).cumsum(0).flip(0)  # tail[j] = sum of s[j:]
+    m = torch.arange(k, device=a.device)
+    fits = (k - m) * s[:k] <= tail[:k]  # with the m largest at 1, the next one's probability is <= 1
+    first = int(torch.nonzero(fits)[0])
+    c = (k - first) / float(tail[first])
+    return (a * c).clamp(max=1.0)
+
+
+def select_random(x: torch.Tensor, k: int, u: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Randomized top-k: about k sorted positions, position i kept with probability p_i ~ |x_i| (see
+    `inclusion_probabilities`), its value sent as x_i / p_i, so the sparse tensor is unbiased: E = x.
+    Systematic sampling with offset `u` in [0, 1) keeps exactly round(sum p) = k positions."""
+    n = x.numel()
+    if k >= n:
+        return torch.arange(n, device=x.device), x
+    p = inclusion_probabilities(x.abs(), k)
+    cum = p.cumsum(0) - u
+    hits = torch.floor(cum) - torch.floor(torch.cat([cum.new_full((1,), -u), cum[:-1]]))
+    idx = torch.nonzero(hits > 0).flatten()
+    return idx, (x[idx].double() / p[idx]).float()

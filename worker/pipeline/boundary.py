@@ -70,17 +70,24 @@ class ChannelStats:
     dense_bytes: int = 0
     err_sq: float = 0.0
     ref_sq: float = 0.0
+    out_sq: float = 0.0
+    dot: float = 0.0  # <decoded, dense> summed over transfers: the cosine between what arrived and what was sent
     transfers: list[tuple[int, int]] = field(default_factory=list)  # (micro-batch, wire bytes)
 
     @property
     def rel_error(self) -> float:
         return (self.err_sq / self.ref_sq) ** 0.5 if self.ref_sq > 0 else 0.0
 
+    @property
+    def cosine(self) -> float:
+        """Cosine between the decoded and the dense tensors (1 = same direction; dense channels report 1)."""
+        return self.dot / (self.ref_sq * self.out_sq) ** 0.5 if self.ref_sq > 0 and self.out_sq > 0 else 1.0
+
 
 class Channel:
     """One direction of one boundary: the sender's codec encodes, the receiver's decodes, bytes are counted.
 
-    `keys` (per-sample ids, one per row) are what `feedback: delta` codecs key their references by.
+    `keys` (per-sample ids, one per row) are what `feedback: delta` / `ef` codecs key their caches by.
     """
 
     def __init__(self, spec: CompressionSpec | None, *, seed: int = 0, measure_error: bool = True):
@@ -88,7 +95,7 @@ class Channel:
         self.dense = spec is None or spec.is_identity
         self.sender: Any = None if spec is None or self.dense else make_channel_codec(spec, seed)
         self.receiver: Any = None if spec is None or self.dense else make_channel_codec(spec, seed)
-        self.uses_keys = spec is not None and spec.feedback == "delta"
+        self.uses_keys = spec is not None and spec.feedback in ("delta", "ef")
         self.measure_error = measure_error
         self.stats = ChannelStats()
 
@@ -102,9 +109,11 @@ class Channel:
             wire = len(payload)
             out = self.receiver.decode(payload, device=x.device).to(dtype=x.dtype).reshape(x.shape)
             if self.measure_error:
-                ref = x.detach().float()
-                self.stats.err_sq += float((out.float() - ref).pow(2).sum())
+                ref, got = x.detach().float(), out.float()
+                self.stats.err_sq += float((got - ref).pow(2).sum())
                 self.stats.ref_sq += float(ref.pow(2).sum())
+                self.stats.out_sq += float(got.pow(2).sum())
+                self.stats.dot += float((got * ref).sum())
         self.stats.wire_bytes += wire
         self.stats.dense_bytes += dense_bytes
         self.stats.transfers.append((microbatch, wire))
@@ -126,6 +135,11 @@ class Channel:
 
     def reset_stats(self) -> None:
         self.stats = ChannelStats()
+
+    @property
+    def cache_bytes(self) -> int:
+        """Memory both ends hold for per-sample feedback (delta references, ef residuals)."""
+        return sum(codec.cache_bytes for codec in (self.sender, self.receiver) if hasattr(codec, "cache_bytes"))
 
 
 class Boundary:
@@ -156,6 +170,15 @@ class Boundary:
         for _, codec in self._codecs():
             codec.reset()
 
+    def set_train_step(self, step: int | None) -> None:
+        """The training step warm-up follows; None (evaluation) applies the full compression."""
+        for _, codec in self._codecs():
+            codec.train_step = step
+
+    @property
+    def cache_bytes(self) -> int:
+        return self.forward.cache_bytes + self.backward.cache_bytes
+
     @property
     def passthrough(self) -> bool:
         """Dense both ways: nothing to encode, so no autograd node is needed; bytes are still counted."""
@@ -166,10 +189,21 @@ class Boundary:
         self.backward.reset_stats()
 
 
-def make_boundaries(config: CompressionConfig, n_stages: int, seed: int = 0) -> list[Boundary]:
-    return [
-        Boundary(i, config.for_boundary(i).forward, config.for_boundary(i).backward, seed) for i in range(n_stages - 1)
-    ]
+def for_evaluation(spec: CompressionSpec) -> CompressionSpec:
+    """The same bits and keep ratio, deterministic: round to nearest and exact top-k. Unbiased coding
+    matters for gradients summed over many steps; one evaluation pass is better served by the smaller
+    error of nearest rounding (step^2/12 per value, up to step^2/4 stochastic)."""
+    return spec.model_copy(update={"rounding": "nearest", "topk_mode": "exact"})
+
+
+def make_boundaries(config: CompressionConfig, n_stages: int, seed: int = 0, evaluation: bool = False) -> list[Boundary]:
+    boundaries = []
+    for i in range(n_stages - 1):
+        forward, backward = config.for_boundary(i).forward, config.for_boundary(i).backward
+        if evaluation:
+            forward, backward = for_evaluation(forward), for_evaluation(backward)
+        boundaries.append(Boundary(i, forward, backward, seed))
+    return boundaries
 
 
 class BoundaryFunction(torch.autograd.Function):

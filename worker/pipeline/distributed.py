@@ -38,7 +38,8 @@ TRAIN, EVAL_COMPRESSED, EVAL_DENSE, SAVE, LOAD, STOP = range(6)
 _RAW_MAGIC = b"SPR1"
 # Fixed slots of the per-rank figures vector; then 8 per micro-batch (see _Figures.vector).
 _FIXED = ("loss", "correct", "count", "compute_s", "recv_wait_s", "send_s", "optimizer_s", "start", "end",
-          "err_sq_fwd", "ref_sq_fwd", "err_sq_bwd", "ref_sq_bwd", "dense_fwd", "dense_bwd")
+          "err_sq_fwd", "ref_sq_fwd", "out_sq_fwd", "dot_fwd", "err_sq_bwd", "ref_sq_bwd", "out_sq_bwd", "dot_bwd",
+          "dense_fwd", "dense_bwd")
 
 
 @dataclass
@@ -78,9 +79,11 @@ def encode_carry(channel: Channel | None, carry: Any, microbatch: int, keys: Any
             if measure_error and not channel.uses_keys:
                 from worker.codecs import decode
 
-                ref = t.detach().float()
-                channel.stats.err_sq += float((decode(payload, device=t.device).float() - ref).pow(2).sum())
+                ref, out = t.detach().float(), decode(payload, device=t.device).float()
+                channel.stats.err_sq += float((out - ref).pow(2).sum())
                 channel.stats.ref_sq += float(ref.pow(2).sum())
+                channel.stats.out_sq += float(out.pow(2).sum())
+                channel.stats.dot += float((out * ref).sum())
             payloads.append(payload)
     message = pack(payloads)
     if channel is not None:
@@ -119,7 +122,7 @@ class StageProgram:
         self.spec = exp.spec
         self.device = exp.device
         self.stage = exp.stages[rank]
-        self.optimizer = make_optimizer(self.stage.parameters(), self.spec.optim)
+        self.optimizer = make_optimizer(self.stage, self.spec.optim)
         self.m = self.spec.pipeline.microbatches
         self.order = [(a.op, a.microbatch) for a in sorted(exp.runner.actions) if a.stage == rank]
         self.first, self.last = rank == 0, rank == world - 1
@@ -169,6 +172,7 @@ class StageProgram:
         for b in (self.prev, self.next):
             if b is not None:
                 b.reset_stats()
+                b.set_train_step(step)  # warm-up follows training steps
         measure = self.measure_error_every > 0 and step % self.measure_error_every == 0
         if self.fwd_in is not None:
             self.fwd_in.expect(self.m)
@@ -232,7 +236,8 @@ class StageProgram:
             "loss": loss_sum, "correct": correct, "count": len(y) if self.last else 0,
             "compute_s": compute_s, "recv_wait_s": self._wait_s() - wait0, "send_s": self._send_s() - send0,
             "optimizer_s": optimizer_s, "start": wall_start, "end": wall_start + time.perf_counter() - t_start,
-            "err_sq_fwd": fwd.err_sq, "ref_sq_fwd": fwd.ref_sq, "err_sq_bwd": bwd.err_sq, "ref_sq_bwd": bwd.ref_sq,
+            "err_sq_fwd": fwd.err_sq, "ref_sq_fwd": fwd.ref_sq, "out_sq_fwd": fwd.out_sq, "dot_fwd": fwd.dot,
+            "err_sq_bwd": bwd.err_sq, "ref_sq_bwd": bwd.ref_sq, "out_sq_bwd": bwd.out_sq, "dot_bwd": bwd.dot,
             "dense_fwd": fwd.dense_bytes, "dense_bwd": bwd.dense_bytes,
         }
         vector = [float(fixed[k]) for k in _FIXED]
@@ -372,10 +377,8 @@ def step_result(vectors: list[torch.Tensor], m: int) -> tuple[DistributedStep, l
     wire: list[tuple[ChannelStats, ChannelStats]] = []
     for j in range(n - 1):
         fwd_v, bwd_v = vectors[j][k + 6 * m : k + 7 * m].tolist(), vectors[j + 1][k + 7 * m : k + 8 * m].tolist()
-        fwd = ChannelStats(int(sum(fwd_v)), int(rows[j]["dense_fwd"]), rows[j]["err_sq_fwd"], rows[j]["ref_sq_fwd"],
-                           [(i, int(b)) for i, b in enumerate(fwd_v)])
-        bwd = ChannelStats(int(sum(bwd_v)), int(rows[j + 1]["dense_bwd"]), rows[j + 1]["err_sq_bwd"],
-                           rows[j + 1]["ref_sq_bwd"], [(i, int(b)) for i, b in enumerate(bwd_v)])
+        fwd = _channel_stats(rows[j], "fwd", fwd_v)
+        bwd = _channel_stats(rows[j + 1], "bwd", bwd_v)
         wire.append((fwd, bwd))
     last = rows[-1]
     stages = [
@@ -385,6 +388,14 @@ def step_result(vectors: list[torch.Tensor], m: int) -> tuple[DistributedStep, l
     result = DistributedStep(loss=last["loss"], correct=int(last["correct"]), count=int(last["count"]),
                              compute_s=compute, stages=stages, timeline=sorted(timeline, key=lambda e: e[3]))
     return result, wire
+
+
+def _channel_stats(row: dict[str, float], direction: str, per_microbatch: list[float]) -> ChannelStats:
+    return ChannelStats(
+        wire_bytes=int(sum(per_microbatch)), dense_bytes=int(row[f"dense_{direction}"]),
+        err_sq=row[f"err_sq_{direction}"], ref_sq=row[f"ref_sq_{direction}"], out_sq=row[f"out_sq_{direction}"],
+        dot=row[f"dot_{direction}"], transfers=[(i, int(b)) for i, b in enumerate(per_microbatch)],
+    )
 
 
 def bubble_fraction(stages: Sequence[StageFigures], batch_s: float) -> float:

@@ -1,4 +1,4 @@
-"""Runs: list, read, cancel, retry, delete."""
+"""Runs: list, read, diagnose, cancel, retry, delete."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ from fastapi import APIRouter, HTTPException, Query, Response, status
 
 from backend import crud, specs
 from backend.deps import MAX_ID, Limit, Offset, RunId, SessionDep, SettingsDep
+from backend.diagnose import CHANNEL, diagnose
 from backend.jsonbody import StrictJSONRoute
 from backend.models import Run
 from backend.queue import QueueError, revoke, send_run
-from backend.schemas import RunPublic, RunsPublic, RunSummaryPublic
+from backend.schemas import DiagnosisPublic, RunPublic, RunsPublic, RunSummaryPublic
 from slimpipe import names
 
 router = APIRouter(tags=["runs"], route_class=StrictJSONRoute)
@@ -75,6 +76,19 @@ def list_runs(
 @router.get("/runs/{run_id}", response_model=RunPublic)
 def get_run(run_id: RunId, session: SessionDep) -> RunPublic:
     return run_public(get_run_or_404(session, run_id))
+
+
+@router.get("/runs/{run_id}/diagnose", response_model=DiagnosisPublic)
+def diagnose_run(run_id: int, session: SessionDep) -> dict:
+    """Where compression error enters, train/val divergence, dense vs compressed eval mismatch, likely cause."""
+    get_run_or_404(session, run_id)
+    wanted = (names.TRAIN_ACC, names.VAL_ACC, names.VAL_ACC_DENSE)
+    series = {
+        name: crud.read_series(session=session, run_id=run_id, name=name)[:2]
+        for name in crud.metric_names(session=session, run_id=run_id)
+        if name in wanted or CHANNEL.match(name)
+    }
+    return diagnose(series)
 
 
 @router.post("/runs/{run_id}/cancel", response_model=RunPublic)

@@ -90,13 +90,17 @@ def test_topk_one_is_dense():
     assert not header.topk and header.kept == 50
 
 
-def test_warmup_sends_dense_fp32_then_compresses():
+def test_warmup_counts_training_steps_and_never_applies_without_one():
     codec = make_codec(CompressionSpec(topk=0.1, bits=2, warmup_steps=2))
     x = torch.randn(300)
-    sizes = [len(codec.encode(x)) for _ in range(3)]
-    assert sizes[0] == sizes[1] == 300 * 4 + wire.header_bytes(1)
-    assert sizes[2] < 200
-    assert codec.step == 3
+    assert len(codec.encode(x)) < 200  # no train_step (evaluation, or a codec on its own): compressed
+    sizes = []
+    for step in range(3):
+        codec.train_step = step
+        sizes += [len(codec.encode(x)), len(codec.encode(x))]  # two micro-batches per training step
+    assert sizes[:4] == [300 * 4 + wire.header_bytes(1)] * 4
+    assert max(sizes[4:]) < 200
+    assert codec.step == 7
 
 
 def test_decode_to_a_device_and_header_fields():

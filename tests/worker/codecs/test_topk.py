@@ -64,3 +64,27 @@ def test_exact_selection_keeps_exactly_k_in_order_with_ties_and_nan():
     assert topk._exact(-ties, 6).tolist() == [1, 2, 3, 4, 5, 7]
     with_nan = np.array([0.5, np.nan, 2.0, -3.0], dtype=np.float32)
     assert sorted(topk._exact(with_nan, 2).tolist()) == [1, 3]  # NaN ranks largest, as in argpartition
+
+
+def test_randomized_topk_probabilities_sum_to_k_and_follow_magnitude():
+    x = torch.tensor([10.0, -5.0, 1.0, 1.0, 0.5, 0.0, -0.5, 2.0])
+    p = topk.inclusion_probabilities(x.abs(), 3)
+    assert float(p.sum()) == pytest.approx(3.0)
+    assert float(p[0]) == 1.0 and float(p.max()) <= 1.0 and float(p[5]) == 0.0
+    assert float(p[1]) > float(p[7]) > float(p[2]) == pytest.approx(float(p[3]))
+
+
+def test_randomized_topk_keeps_exactly_k_and_is_unbiased():
+    torch.manual_seed(0)
+    x = torch.randn(2000) * torch.linspace(0.1, 3.0, 2000)
+    rng = np.random.default_rng(0)
+    total = torch.zeros_like(x, dtype=torch.float64)
+    draws = 4000
+    for _ in range(draws):
+        idx, vals = topk.select_random(x, 100, float(rng.random()))
+        assert idx.numel() == 100 and bool((idx[1:] > idx[:-1]).all())
+        total[idx] += vals.double()
+    mean = total / draws
+    # unbiased: the mean of the sparse draws converges on x (exact top-k keeps ~5% of the mass at zero)
+    assert float((mean - x.double()).norm() / x.norm()) < 0.2
+    assert abs(float(mean.sum() - x.double().sum())) < 0.02 * float(x.abs().sum())

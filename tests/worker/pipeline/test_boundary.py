@@ -109,3 +109,16 @@ def test_raw_codec_round_trips_and_refuses_truncated_payloads():
         RawCodec.decode(codec.encode(torch.randn(3, 4))[:-1])
     with pytest.raises(ValueError, match="bad magic"):
         RawCodec.decode(b"nope")
+
+
+def test_evaluation_boundaries_code_deterministically_with_the_same_bits():
+
+    spec = {"bits": 2, "rounding": "stochastic", "topk": 0.5, "topk_mode": "random", "warmup_steps": 9}
+    config = CompressionConfig.model_validate({"default": {"forward": spec, "backward": spec}})
+    train_b, eval_b = make_boundaries(config, 2)[0], make_boundaries(config, 2, evaluation=True)[0]
+    assert train_b.forward.spec.rounding == "stochastic" and train_b.forward.spec.topk_mode == "random"
+    for channel in (eval_b.forward, eval_b.backward):
+        assert (channel.spec.rounding, channel.spec.topk_mode) == ("nearest", "exact")
+        assert (channel.spec.bits, channel.spec.topk, channel.spec.warmup_steps) == (2, 0.5, 9)
+    x = torch.randn(4, 64)
+    assert torch.equal(eval_b.forward.send(x, 0), eval_b.forward.send(x, 0))
