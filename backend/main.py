@@ -20,7 +20,7 @@ from backend import db
 from backend.api.routes import compare, experiments, health, metrics, planner, runs, zoo
 from backend.deps import require_stream_token, require_token
 from backend.limits import BodySizeLimit
-from backend.schemas import ErrorMessage, MetricsCreate, ValidationErrors
+from backend.schemas import ErrorMessage, LogLinesPublic, MetricsCreate, ValidationErrors
 from backend.security import CrossSiteGuard, HostGuard, redact_access_log
 from backend.settings import Settings, get_settings
 from slimpipe import __version__
@@ -211,7 +211,7 @@ def openapi_schema(app: FastAPI) -> dict[str, Any]:
 
         schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
         components = schema.setdefault("components", {}).setdefault("schemas", {})
-        for model in (MetricsCreate, ValidationErrors, ErrorMessage):
+        for model in (MetricsCreate, LogLinesPublic, ValidationErrors, ErrorMessage):  # bodies routes reference by hand
             extra = model.model_json_schema(ref_template="#/components/schemas/{model}")
             components.update(extra.pop("$defs", {}))
             components[model.__name__] = extra

@@ -13,7 +13,8 @@ class TrainingDiverged(ValueError):
     """The loss became NaN or infinite."""
 
 
-def run(spec: Any, *, on_metrics=None, on_log=None, on_progress=None, should_stop=None, out_dir=None) -> dict[str, Any]:
+def run(spec: Any, *, on_metrics=None, on_log=None, on_progress=None, should_stop=None, out_dir=None,
+        place_stages=None) -> dict[str, Any]:
     total = spec.train.max_steps
     step = 0
     while step < total:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, status
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query, status
 
 from backend.api.routes.runs import get_run_or_404
-from backend.deps import SessionDep
+from backend.deps import RunId, SessionDep
 from backend.schemas import WhatIfPublic
 from slimpipe.timeline import Replay
 
@@ -17,7 +19,12 @@ def _link_error(field: str, value: float, rule: str, example: str) -> HTTPExcept
 
 
 @router.get("/runs/{run_id}/whatif", response_model=WhatIfPublic)
-def what_if(run_id: int, session: SessionDep, bandwidth_mbps: float, latency_ms: float = 0.0) -> WhatIfPublic:
+def what_if(
+    run_id: RunId,
+    session: SessionDep,
+    bandwidth_mbps: Annotated[float, Query(gt=0, le=1e9, allow_inf_nan=False, description="link rate, Mbit/s")],
+    latency_ms: Annotated[float, Query(ge=0, le=1e7, allow_inf_nan=False, description="one-way latency, ms")] = 0.0,
+) -> WhatIfPublic:
     """Replay the run's stored per-action compute times and per-transfer bytes over this link."""
     if not bandwidth_mbps > 0:
         raise _link_error("bandwidth_mbps", bandwidth_mbps, "a positive rate in Mbit/s", "100 or 0.5")

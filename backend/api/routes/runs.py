@@ -46,7 +46,7 @@ def list_runs(
                             description="substring of any tag, case-insensitive"),
     q: str | None = Query(None, max_length=200, pattern=r"^[^\x00]*$",
                           description="substring of the name, a tag or the spec (e.g. topk, digits)"),
-    sort: str = Query("-id", max_length=64, description=f"one of {', '.join(crud.RUN_SORTS)}; prefix - for descending"),
+    sort: str = Query("-id", max_length=64, pattern=rf"^-?({'|'.join(crud.RUN_SORTS)})$", description=f"one of {', '.join(crud.RUN_SORTS)}; prefix - for descending"),
     limit: Limit = 50,
     offset: Offset = 0,
 ) -> RunsPublic:
@@ -79,7 +79,7 @@ def get_run(run_id: RunId, session: SessionDep) -> RunPublic:
 
 
 @router.get("/runs/{run_id}/diagnose", response_model=DiagnosisPublic)
-def diagnose_run(run_id: int, session: SessionDep) -> dict:
+def diagnose_run(run_id: RunId, session: SessionDep) -> dict:
     """Where compression error enters, train/val divergence, dense vs compressed eval mismatch, likely cause."""
     get_run_or_404(session, run_id)
     wanted = (names.TRAIN_ACC, names.VAL_ACC, names.VAL_ACC_DENSE)
