@@ -59,6 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--link-steps", type=int, default=6, help="distributed: steps per link x compression cell")
     parser.add_argument("--links", default=",".join(LINKS), help="distributed: links to measure, comma-separated")
     parser.add_argument("--skip-overlap", action="store_true", help="distributed: only the link part")
+    parser.add_argument("--link-batch", type=int, help="distributed: batch size for the link part (default: the spec's)")
 
 
 def _train(spec_data: dict[str, Any]) -> dict[str, Any]:
@@ -129,10 +130,12 @@ def links(args: argparse.Namespace) -> dict[str, Any]:
     base.pop("epochs", None)
     base["train"].pop("epochs", None)
     base["pipeline"] = {**base.get("pipeline", {}), "schedule": "gpipe"}
+    if args.link_batch:
+        base["data"] = {**base["data"], "batch_size": args.link_batch}
     m = base["pipeline"].get("microbatches", 4)
     plain = statistics.median(_plain_times(base, args.link_steps, 1))
     out: dict[str, Any] = {"one_process_ms": plain * 1e3}
-    print(f"\nlinks: {args.link_spec}, gpipe m={m}, {args.link_steps} steps per cell (median after the first), "
+    print(f"\nlinks: {args.link_spec}, batch {base['data'].get('batch_size')}, gpipe m={m}, {args.link_steps} steps per cell (median after the first), "
           f"one process unsplit {plain * 1e3:.1f} ms/batch, load {os.getloadavg()[0]:.1f}")
     print(f"{'link':18} {'compression':26} {'ratio':>6} {'inproc modelled':>16} {'distributed':>12} "
           f"{'vs dense':>9} {'vs 1 proc':>9} {'bubble':>7} {'gpipe':>6}")
