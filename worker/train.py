@@ -297,15 +297,15 @@ class DistributedExperiment(Experiment):
             if not hasattr(self, "stages"):
                 super().__init__(spec, device=stage_device(spec.train.device, 0))
             self.clock = time.perf_counter  # a step spans every stage process: only wall time measures it
-            self.stages_started.wait_ready(store)
+            local_stages = self.stages_started
+            local_stages.wait_ready(store)
             for queue, ranks in remote.items():
-                launch.wait_ready(
-                    store, ranks, launch.PLACEMENT_TIMEOUT_S, lambda: self.stages_started.failure,  # type: ignore[union-attr]
-                    lambda rank, q=queue: (
-                        f"stage {rank} placed on queue {q!r} did not join within {launch.PLACEMENT_TIMEOUT_S:.0f} s: "
-                        f"start a worker that consumes {q!r} (python -m worker --queues {q}) or change pipeline.placement"
-                    ),
-                )
+
+                def late(rank: int, q: str = queue) -> str:
+                    return (f"stage {rank} placed on queue {q!r} did not join within {launch.PLACEMENT_TIMEOUT_S:.0f} s: "
+                            f"start a worker that consumes {q!r} (python -m worker --queues {q}) or change pipeline.placement")
+
+                launch.wait_ready(store, ranks, launch.PLACEMENT_TIMEOUT_S, lambda: local_stages.failure, late)
             control = launch.init_group(store, 0, n)
             self.program = StageProgram(self, 0, n, control=control, measure_error_every=measure_error_every(spec))
         except BaseException:

@@ -94,12 +94,12 @@ def encode_carry(channel: Channel | None, carry: Any, microbatch: int, keys: Any
 
 
 def decode_carry(channel: Channel | None, message: memoryview, device: torch.device) -> Any:
-    items = []
+    items: list[torch.Tensor | None] = []
     for payload in unpack(message):
         if payload is None:
             items.append(None)
         elif bytes(payload[:4]) == _RAW_MAGIC:
-            items.append(RawCodec.decode(payload).to(device))
+            items.append(RawCodec.decode(payload).to(device))  # type: ignore[arg-type]  # reads a memoryview as well
         else:
             if channel is None or channel.receiver is None:
                 raise ValueError("a compressed payload arrived on a dense channel: the stages disagree on the spec")

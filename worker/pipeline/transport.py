@@ -169,7 +169,7 @@ class Inbox:
                     buffer = torch.empty(int(size), dtype=torch.uint8)
                     if len(buffer):
                         dist.recv(buffer, self.peer, group=self.group)
-                    self._messages.put(memoryview(buffer.numpy()))
+                    self._messages.put(memoryview(buffer.numpy()))  # type: ignore[arg-type]
                 except BaseException as exc:  # noqa: BLE001 - handed to the stage thread
                     self._messages.put(exc)
                     return
