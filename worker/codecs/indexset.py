@@ -168,17 +168,22 @@ def decode(section: memoryview, n: int, k: int) -> np.ndarray:
 # --------------------------------------------------------------------------- torch (any device)
 
 
-def encode_torch(idx: torch.Tensor, n: int) -> bytes:
-    """Same bytes as `encode`, built with torch ops on idx's device."""
-    k = idx.numel()
-    complement = k > n // 2
+def gaps_torch(idx: torch.Tensor, n: int) -> tuple[bool, torch.Tensor]:
+    """(complement?, the gaps between the coded positions): past half full, the dropped positions are coded."""
+    complement = idx.numel() > n // 2
     if complement:
         mask = torch.ones(n, dtype=torch.bool, device=idx.device)
         mask[idx] = False
         coded = mask.nonzero().flatten()
     else:
         coded = idx
-    gaps = torch.diff(coded, prepend=coded.new_tensor([-1])) - 1
+    return complement, torch.diff(coded, prepend=coded.new_tensor([-1])) - 1
+
+
+def encode_torch(idx: torch.Tensor, n: int) -> bytes:
+    """Same bytes as `encode`, built with torch ops on idx's device."""
+    k = idx.numel()
+    complement, gaps = gaps_torch(idx, n)
     p, unary = _rice_parameter_torch(gaps, n)
     if unary + gaps.numel() * p >= n:
         mask = torch.zeros(n, dtype=torch.uint8, device=idx.device)
@@ -188,7 +193,7 @@ def encode_torch(idx: torch.Tensor, n: int) -> bytes:
     stream[torch.cumsum((gaps >> p) + 1, 0) - 1] = 1
     low = bitpack.pack_torch(gaps & ((1 << p) - 1), p).cpu().numpy().tobytes() if p else b""
     mode = RICE_COMPLEMENT if complement else RICE
-    return _HEAD.pack(mode, p, coded.numel(), unary) + bitpack.pack_torch(stream, 1).cpu().numpy().tobytes() + low
+    return _HEAD.pack(mode, p, gaps.numel(), unary) + bitpack.pack_torch(stream, 1).cpu().numpy().tobytes() + low
 
 
 def _rice_parameter_torch(gaps: torch.Tensor, n: int) -> tuple[int, int]:

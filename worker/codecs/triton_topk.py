@@ -109,14 +109,7 @@ def _rice_parameter(gaps: torch.Tensor, n: int) -> tuple[int, int]:
 def encode_index(idx: torch.Tensor, n: int) -> list[bytes | torch.Tensor]:
     """indexset.encode's section as parts (its small header as bytes, then device uint8 tensors)."""
     k = idx.numel()
-    complement = k > n // 2
-    if complement:
-        mask = torch.ones(n, dtype=torch.bool, device=idx.device)
-        mask[idx] = False
-        coded = mask.nonzero().flatten()
-    else:
-        coded = idx
-    gaps = torch.diff(coded, prepend=coded.new_tensor([-1])) - 1
+    complement, gaps = indexset.gaps_torch(idx, n)
     p, unary = _rice_parameter(gaps, n)
     if unary + gaps.numel() * p >= n:
         bitmap = torch.zeros(n, dtype=torch.uint8, device=idx.device)
@@ -125,7 +118,7 @@ def encode_index(idx: torch.Tensor, n: int) -> list[bytes | torch.Tensor]:
     stream = torch.zeros(unary, dtype=torch.uint8, device=idx.device)
     stream[torch.cumsum((gaps >> p) + 1, 0) - 1] = 1
     mode = indexset.RICE_COMPLEMENT if complement else indexset.RICE
-    parts: list[bytes | torch.Tensor] = [indexset._HEAD.pack(mode, p, coded.numel(), unary), pack(stream, 1)]
+    parts: list[bytes | torch.Tensor] = [indexset._HEAD.pack(mode, p, gaps.numel(), unary), pack(stream, 1)]
     if p:
         parts.append(pack(gaps & ((1 << p) - 1), p))
     return parts
