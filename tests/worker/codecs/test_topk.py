@@ -19,7 +19,7 @@ def _check_selection(x: np.ndarray, idx: np.ndarray, vals: np.ndarray, k: int, t
 @pytest.mark.parametrize("kind", ["gaussian", "heavy", "outliers"])
 def test_sampled_threshold_keeps_the_largest_within_one_percent(ratio, kind):
     rng = np.random.default_rng(3)
-    n = 1 << 18  # above EXACT_BELOW, so the sampled path runs
+    n = 2 * topk.EXACT_BELOW  # the sampled path runs
     x = {"gaussian": rng.standard_normal(n), "heavy": rng.standard_t(2, n),
          "outliers": rng.standard_normal(n) * np.where(np.arange(n) % 512 < 4, 40.0, 1.0)}[kind].astype(np.float32)
     k = topk.keep_count(ratio, n)
@@ -28,7 +28,7 @@ def test_sampled_threshold_keeps_the_largest_within_one_percent(ratio, kind):
 
 
 def test_ties_fall_back_to_an_exact_selection():
-    n = 1 << 18
+    n = 2 * topk.EXACT_BELOW
     x = np.ones(n, dtype=np.float32)
     x[::7] = -1.0
     idx, vals = topk.select(x, 1000, np.random.default_rng(0))

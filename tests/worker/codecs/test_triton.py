@@ -11,7 +11,7 @@ import torch  # noqa: E402
 pytest.importorskip("triton")
 
 from slimpipe.spec import CompressionSpec  # noqa: E402
-from worker.codecs import CodecError, chain, decode, device_wire, make_codec, wire  # noqa: E402
+from worker.codecs import CodecError, chain, decode, device_wire, make_codec, topk, wire  # noqa: E402
 from worker.codecs import triton_quantize as quantize_errors  # noqa: E402
 
 
@@ -84,7 +84,7 @@ def test_topk_keeps_the_cpu_positions(ratio):
 @pytest.mark.parametrize("ratio", [0.5, 0.01])
 def test_topk_of_large_tensors_takes_the_cpu_threshold(ratio):
     torch.manual_seed(5)
-    x = torch.randn(150_001)  # above topk.EXACT_BELOW: the sampled bracket and histogram cut
+    x = torch.randn(topk.EXACT_BELOW + 1)  # the sampled bracket and histogram cut, not the exact selection
     cpu, device = _device_payload(x, topk=ratio, bits=2)
     assert bytes(device.numpy()) == _words_version(cpu)
     assert wire.unpack(cpu)[0].kept == pytest.approx(ratio * x.numel(), rel=0.005)  # the histogram cut
