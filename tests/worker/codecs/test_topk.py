@@ -66,6 +66,17 @@ def test_exact_selection_keeps_exactly_k_in_order_with_ties_and_nan():
     assert sorted(topk._exact(with_nan, 2).tolist()) == [1, 3]  # NaN ranks largest, as in argpartition
 
 
+@pytest.mark.parametrize("zeros", [0.5, 0.9, 0.999, 1.0])
+@pytest.mark.parametrize("ratio", [0.05, 0.5])
+def test_exact_selection_of_relu_like_values_matches_a_stable_sort(zeros, ratio):
+    # ReLU outputs: most values one repeated zero (left out of the partition, which they slow down)
+    rng = np.random.default_rng(int(zeros * 1000))
+    x = np.where(rng.random(20_000) < zeros, 0.0, np.round(rng.standard_normal(20_000) * 4) / 4).astype(np.float32)
+    k = topk.keep_count(ratio, x.size)
+    expected = np.sort(np.argsort(-np.abs(x), kind="stable")[:k])  # the k largest, ties to the first
+    assert topk._exact(x, k).tolist() == expected.tolist()
+
+
 def test_randomized_topk_probabilities_sum_to_k_and_follow_magnitude():
     x = torch.tensor([10.0, -5.0, 1.0, 1.0, 0.5, 0.0, -0.5, 2.0])
     p = topk.inclusion_probabilities(x.abs(), 3)
