@@ -1,8 +1,11 @@
 """Time per batch by replay: a schedule's actions with measured compute times over a latency+bandwidth link.
 
-Each stage is its own device; each boundary has one link per direction (full duplex) that carries
-one transfer at a time, taking `latency + bytes * 8 / bandwidth`. A transfer starts when its producer
-finishes and the link is free; the consumer starts when the data has arrived and its device is free.
+Each stage is its own device; each boundary has one link per direction (full duplex) that serializes
+one transfer at a time (`bytes * 8 / bandwidth`); each arrives `latency` after its last byte left, so
+transfers in flight overlap as on a real network (a link is a pipe, not stop-and-wait: the emulated
+link of the distributed runner, `worker/pipeline/link.py`, behaves the same). A transfer starts when its
+producer finishes and the link is free; the consumer starts when the data has arrived and its device is
+free.
 With `serial=True` (the `sequential` schedule: one device) actions run back to back and nothing crosses
 a link. Pure: no torch, so the API replays stored runs for other links (the what-if planner) with the
 same code the training loop uses for the run's own link.
@@ -43,21 +46,35 @@ class Action(NamedTuple):
 Key = tuple[int, str, int]  # (stage or boundary, op, micro-batch)
 
 
+class Transfer(NamedTuple):
+    """One transfer on a link: `busy_s` serializing its bytes (the link carries nothing else in that
+    direction meanwhile), then `delay_s` in flight (the link already free for the next one)."""
+
+    busy_s: float
+    delay_s: float = 0.0
+
+
 def transfer_seconds(wire_bytes: float, bandwidth_mbps: float, latency_ms: float) -> float:
     return latency_ms / 1e3 + wire_bytes * 8 / (bandwidth_mbps * 1e6)
+
+
+def link_transfer(wire_bytes: float, bandwidth_mbps: float, latency_ms: float) -> Transfer:
+    """The bytes of one micro-batch's crossing (all its messages, back to back) and one latency."""
+    return Transfer(wire_bytes * 8 / (bandwidth_mbps * 1e6), latency_ms / 1e3)
 
 
 def makespan(
     actions: Sequence[Action],
     compute_s: Mapping[Key, float],
-    transfer_s: Mapping[Key, float],
+    transfer_s: Mapping[Key, Transfer | float],
     *,
     serial: bool = False,
 ) -> float:
     """Seconds from the first action's start to the last one's end.
 
     `compute_s[(stage, op, mb)]`; `transfer_s[(boundary, op, mb)]`: boundary b's forward transfer of
-    micro-batch mb (op "F", stage b -> b+1) or backward transfer (op "B", stage b+1 -> b).
+    micro-batch mb (op "F", stage b -> b+1) or backward transfer (op "B", stage b+1 -> b), a `Transfer`
+    or a number of seconds the link is busy with it (no latency).
     """
     return max((end for *_, end in replay(actions, compute_s, transfer_s, serial=serial)), default=0.0)
 
@@ -65,7 +82,7 @@ def makespan(
 def replay(
     actions: Sequence[Action],
     compute_s: Mapping[Key, float],
-    transfer_s: Mapping[Key, float],
+    transfer_s: Mapping[Key, Transfer | float],
     *,
     serial: bool = False,
 ) -> list[tuple[int, str, int, float, float]]:
@@ -99,10 +116,11 @@ def replay(
         if boundary < 0 or boundary >= last_stage:
             continue
         link = (boundary, a.op)
+        cost = transfer_s.get((boundary, a.op, a.microbatch), 0.0)
+        busy, delay = (cost, 0.0) if isinstance(cost, int | float) else cost
         t0 = max(end, link_free.get(link, 0.0))
-        t1 = t0 + transfer_s.get((boundary, a.op, a.microbatch), 0.0)
-        link_free[link] = t1
-        arrival[target] = t1
+        link_free[link] = t0 + busy
+        arrival[target] = t0 + busy + delay  # one latency for every transfer: arrivals stay in order
     return events
 
 
@@ -135,12 +153,9 @@ class Replay(NamedTuple):
         transfers = {(int(b), str(op), int(mb)): (float(n), int(k)) for b, op, mb, n, k in data["transfers"]}
         return cls(str(data["schedule"]), actions, compute, transfers)
 
-    def link_seconds(self, bandwidth_mbps: float, latency_ms: float) -> dict[Key, float]:
-        """Per transfer: one latency per message plus all its bytes over the bandwidth."""
-        return {
-            key: messages * latency_ms / 1e3 + nbytes * 8 / (bandwidth_mbps * 1e6)
-            for key, (nbytes, messages) in self.transfers.items()
-        }
+    def link_seconds(self, bandwidth_mbps: float, latency_ms: float) -> dict[Key, Transfer]:
+        """Per transfer: all its bytes over the bandwidth, then one latency (its messages go back to back)."""
+        return {key: link_transfer(nbytes, bandwidth_mbps, latency_ms) for key, (nbytes, _) in self.transfers.items()}
 
     def time_per_batch(self, bandwidth_mbps: float, latency_ms: float) -> float:
         if self.schedule == "sequential":
@@ -153,7 +168,7 @@ class Replay(NamedTuple):
     def plan(self, bandwidth_mbps: float, latency_ms: float) -> dict[str, float]:
         """Time per batch and speed-up vs one device on this link (the what-if planner's answer)."""
         seconds, one = self.time_per_batch(bandwidth_mbps, latency_ms), self.one_device()
-        link = 0.0 if self.schedule == "sequential" else sum(self.link_seconds(bandwidth_mbps, latency_ms).values())
+        link = 0.0 if self.schedule == "sequential" else sum(map(sum, self.link_seconds(bandwidth_mbps, latency_ms).values()))
         return {
             "bandwidth_mbps": bandwidth_mbps,
             "latency_ms": latency_ms,

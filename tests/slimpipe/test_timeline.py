@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from slimpipe.timeline import Replay, makespan, speedup, step_seconds, transfer_seconds
+from slimpipe.timeline import Replay, link_transfer, makespan, speedup, step_seconds
 from worker.pipeline.schedule import gpipe, sequential
 
 
@@ -24,13 +24,13 @@ def test_replay_survives_json_exactly():
 
 def test_plan_is_makespan_over_per_message_transfers():
     replay = three_stage_replay()
-    link = {k: n * transfer_seconds(nbytes / n, 10, 2) for k, (nbytes, n) in replay.transfers.items()}
+    link = {k: link_transfer(nbytes, 10, 2) for k, (nbytes, _) in replay.transfers.items()}  # messages back to back
     expected = makespan(replay.actions, replay.compute_s, link)
     plan = replay.plan(10, 2)
     assert plan["time_per_batch_s"] == pytest.approx(expected, rel=1e-12)
     assert plan["one_device_time_per_batch_s"] == pytest.approx(sum(replay.compute_s.values()))
     assert plan["speedup_vs_one_device"] == pytest.approx(sum(replay.compute_s.values()) / expected)
-    assert plan["link_time_per_step_s"] == pytest.approx(sum(link.values()))
+    assert plan["link_time_per_step_s"] == pytest.approx(sum(map(sum, link.values())))
     # 250 kB at 10 Mbit/s is 0.2 s per transfer: the slow link dominates, a fast one does not.
     assert plan["speedup_vs_one_device"] < 1 < replay.plan(10_000, 0)["speedup_vs_one_device"]
 

@@ -3,7 +3,7 @@
 import pytest
 
 from worker.pipeline.schedule import gpipe, one_f_one_b, sequential
-from worker.pipeline.timeline import makespan, transfer_seconds
+from worker.pipeline.timeline import Transfer, link_transfer, makespan, transfer_seconds
 
 
 def unit(actions, seconds=1.0):
@@ -39,3 +39,19 @@ def test_a_slow_link_serialises_transfers_and_dominates():
     # forward: F0 ends at 1, four 3 s transfers back to back arrive at 4,7,10,13; last F ends 14;
     # backward: 1B0 runs 14..15, four gradient transfers back to back arrive at 18, 21, 24, 27; 0B3 ends at 28.
     assert makespan(actions, unit(actions), transfers) == pytest.approx(28.0)
+
+
+def test_latency_is_in_flight_time_not_link_time():
+    actions = gpipe(2, 4)
+    transfers = {(0, op, i): Transfer(busy_s=0.0, delay_s=3.0) for op in "FB" for i in range(4)}
+    # the four activations are in flight together: 1F0..1F3 at 4, 5, 6, 7 (each 3 s after its 0Fi);
+    # 1B0..1B3 run 8..12, their gradients arrive 3 s later: 0B3 starts at 15 and ends at 16.
+    assert makespan(actions, unit(actions), transfers) == pytest.approx(16.0)
+    stop_and_wait = {key: t.busy_s + t.delay_s for key, t in transfers.items()}
+    assert makespan(actions, unit(actions), stop_and_wait) == pytest.approx(28.0)
+
+
+def test_a_link_transfer_is_bytes_over_bandwidth_then_latency():
+    t = link_transfer(1_250_000, bandwidth_mbps=10, latency_ms=2)
+    assert t == Transfer(pytest.approx(1.0), pytest.approx(0.002))
+    assert sum(t) == pytest.approx(transfer_seconds(1_250_000, 10, 2))
