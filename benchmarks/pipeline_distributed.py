@@ -3,7 +3,8 @@ time per batch over emulated links, dense against compressed, beside the in-proc
 
 Part 1, overlap: a model whose halves cost about the same, 2 stage processes with 1 thread each against
 the same model in one process with one thread (a plain PyTorch loop on the full batch, and the same loop
-over the micro-batches), in alternating rounds; medians of per-step wall times. The model is an MLP of
+over the micro-batches), in alternating rounds, each contender in a fresh interpreter; medians of
+per-step wall times. The model is an MLP of
 8 hidden layers of 1024 on 1536 inputs: the first layer (no input gradient, 1.5x the inputs) costs what
 a hidden layer costs, so 4 + 4 layers are halves of equal cost; micro-batches of 512 rows keep the
 matrix products as efficient as the full batch's (256 rows: the 8 micro-batches cost 1.10x the full batch). (On MNIST's 784 inputs the second half costs 1.35x the first: GPipe's
@@ -18,9 +19,11 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import multiprocessing
 import os
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,9 +71,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _train(spec_data: dict[str, Any]) -> dict[str, Any]:
+    from worker.memory import keep_freed_memory
     from worker.train import run
 
+    keep_freed_memory()  # as in the worker's training child and `slimpipe train`: rank 0 runs in this process
     return run(copy.deepcopy(spec_data))
+
+
+def _fresh(fn: Callable[..., Any], *args: Any) -> Any:
+    """`fn(*args)` in a new interpreter: no contender inherits another's heap, threads or caches."""
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(fn, args)
 
 
 def _plain_times(spec_data: dict[str, Any], steps: int, microbatches: int) -> list[float]:
@@ -78,8 +89,10 @@ def _plain_times(spec_data: dict[str, Any], steps: int, microbatches: int) -> li
     import torch
 
     from slimpipe.spec import parse_spec
+    from worker.memory import keep_freed_memory
     from worker.train import Experiment
 
+    keep_freed_memory()
     exp = Experiment(parse_spec({**spec_data, "pipeline": {**spec_data["pipeline"], "runner": "inproc"}}))
     optimizer = torch.optim.SGD(exp.model.parameters(), lr=1e-3, momentum=0.9)
     times = []
@@ -92,9 +105,6 @@ def _plain_times(spec_data: dict[str, Any], steps: int, microbatches: int) -> li
 
 
 def overlap(args: argparse.Namespace) -> dict[str, Any]:
-    from worker.train import set_threads
-
-    set_threads(1)
     spec = copy.deepcopy(OVERLAP_SPEC)
     m = spec["pipeline"]["microbatches"]
     plain_full: list[float] = []
@@ -102,9 +112,9 @@ def overlap(args: argparse.Namespace) -> dict[str, Any]:
     distributed: list[float] = []
     bubbles: list[float] = []
     for _ in range(args.rounds):
-        plain_full += _plain_times(spec, 8, 1)
-        plain_m += _plain_times(spec, 8, m)
-        summary = _train(spec)
+        plain_full += _fresh(_plain_times, spec, 8, 1)
+        plain_m += _fresh(_plain_times, spec, 8, m)
+        summary = _fresh(_train, spec)
         distributed.append(summary["time_per_batch_s"])
         bubbles.append(summary["bubble_fraction"])
     rows = {
@@ -167,9 +177,6 @@ def links(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from worker.memory import keep_freed_memory
-
-    keep_freed_memory()  # as in the worker's training child and `slimpipe train`: rank 0 runs in this process
     results: dict[str, Any] = {}
     if not args.skip_overlap:
         results["overlap"] = overlap(args)
