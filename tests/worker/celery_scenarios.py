@@ -14,6 +14,7 @@ import time
 
 from slimpipe import names
 from tests.worker.celery_harness import Cluster, spec_with, wait_for
+from worker.child import TERM_GRACE_S
 
 LONG = spec_with(**{"train.max_steps": 100_000, "train.eval_every": 100_000})
 
@@ -167,7 +168,8 @@ def test_worker_killed_for_good_is_swept_by_heartbeat_timeout(cluster: Cluster):
     _wait_training(cluster, run_id)
     assert crud.mark_lost_runs(2.0) == []  # alive: its heartbeat is fresh
     worker.kill9()
-    wait_for(lambda: not _alive(pid), 10, "the orphaned training child to die with its worker")
+    # The child unwinds on SIGTERM (flushing its points) and is force-ended TERM_GRACE_S later at worst.
+    wait_for(lambda: not _alive(pid), TERM_GRACE_S + 5, "the orphaned training child to die with its worker")
     time.sleep(2.5)
     # What every worker's sweeper thread and `slimpipe serve` run periodically (here with a 2 s timeout).
     assert crud.mark_lost_runs(2.0) == [run_id]
@@ -181,7 +183,8 @@ def test_worker_killed_and_restarted_fails_its_run_as_worker_lost(cluster: Clust
     pid = cluster.child_pid(run_id)
     written = _wait_training(cluster, run_id)
     worker.kill9()
-    wait_for(lambda: not _alive(pid), 10, "the orphaned training child to die with its worker")
+    # The child unwinds on SIGTERM (flushing its points) and is force-ended TERM_GRACE_S later at worst.
+    wait_for(lambda: not _alive(pid), TERM_GRACE_S + 5, "the orphaned training child to die with its worker")
     assert cluster.run(run_id).status == names.RUNNING  # nobody has noticed yet
 
     worker.start()  # same node name: it knows it cannot still be running anything
