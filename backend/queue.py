@@ -27,6 +27,10 @@ def celery_client(settings: Settings) -> Any:
     with _lock:
         app = _apps.get(key)
         if app is None:
+            if settings.is_embedded_broker:
+                from backend import embedded_broker
+
+                embedded_broker.register()  # messages appear in the queue folder whole
             app = Celery("slimpipe-api", broker=settings.broker_url)
             app.conf.update(
                 broker_transport_options=settings.broker_transport_options(),

@@ -41,6 +41,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_redirect_stdouts": False,
     }
     if settings.is_embedded_broker:
+        from backend import embedded_broker
+
+        embedded_broker.register()  # messages appear in the queue folder whole (see the module)
         # The filesystem transport keeps fanout bindings in files that dead workers never clean up;
         # nothing here needs broadcast (cancel goes through SQL), so leave remote control off. The
         # exchange tables still need a folder of their own (the transport's default is ./control).
