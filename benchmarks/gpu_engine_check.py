@@ -78,7 +78,7 @@ def check_equivalence(device: str) -> float:
 
 def time_config(data: dict, steps: int) -> dict:
     from slimpipe.spec import parse_spec
-    from worker.pipeline.timeline import makespan, transfer_seconds
+    from worker.pipeline.timeline import link_transfers, makespan, transfer_sizes
     from worker.train import Experiment
 
     exp = Experiment(parse_spec(data))
@@ -103,11 +103,7 @@ def time_config(data: dict, steps: int) -> dict:
     median_compute = {key: statistics.median(c[key] for c in compute) for key in compute[0]}
     modelled = {}
     for bw in (100, 1000, 10000):
-        transfers: dict[tuple[int, str, int], float] = {}
-        for i, (f, b) in enumerate(stats):
-            for op, channel in (("F", f), ("B", b)):
-                for mb, nbytes in channel.transfers:
-                    transfers[(i, op, mb)] = transfers.get((i, op, mb), 0.0) + transfer_seconds(nbytes, bw, 0.1)
+        transfers = link_transfers(transfer_sizes(stats), bw, 0.1)
         serial = exp.spec.pipeline.schedule == "sequential"  # one device: nothing crosses a link
         modelled[bw] = makespan(exp.runner.actions, median_compute, {} if serial else transfers, serial=serial)
     return {

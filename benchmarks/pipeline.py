@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from slimpipe.spec import load_spec_text
-    from worker.pipeline.timeline import makespan, transfer_seconds
+    from worker.pipeline.timeline import link_transfers, makespan, transfer_sizes
     from worker.train import set_threads
 
     set_threads(args.threads)
@@ -185,14 +185,7 @@ def run(args: argparse.Namespace) -> int:
         row = {"wire_bytes": wire, "ratio": dense_bytes / wire, "one_device_s": one_device}
         cells = []
         for bw in BANDWIDTHS_MBPS:
-            transfers: dict[tuple, float] = {}
-            for i, (f, b) in enumerate(stats):
-                for op, channel in (("F", f), ("B", b)):
-                    for mb, nbytes in channel.transfers:
-                        transfers[(i, op, mb)] = transfers.get((i, op, mb), 0.0) + transfer_seconds(
-                            nbytes, bw, latency_ms
-                        )
-            seconds = makespan(exp.runner.actions, compute, transfers)
+            seconds = makespan(exp.runner.actions, compute, link_transfers(transfer_sizes(stats), bw, latency_ms))
             row[f"{bw}mbps_s"] = seconds
             cells.append(f"{seconds * 1e3:8.1f} (x{one_device / seconds:.2f})")
         modelled[label] = row

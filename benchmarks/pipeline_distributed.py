@@ -4,11 +4,10 @@ time per batch over emulated links, dense against compressed, beside the in-proc
 Part 1, overlap: a model whose halves cost about the same, 2 stage processes with 1 thread each against
 the same model in one process with one thread (a plain PyTorch loop on the full batch, and the same loop
 over the micro-batches), in alternating rounds, each contender in a fresh interpreter; medians of
-per-step wall times. The model is an MLP of
-8 hidden layers of 1024 on 1536 inputs: the first layer (no input gradient, 1.5x the inputs) costs what
-a hidden layer costs, so 4 + 4 layers are halves of equal cost; micro-batches of 512 rows keep the
-matrix products as efficient as the full batch's (256 rows: the 8 micro-batches cost 1.10x the full batch). (On MNIST's 784 inputs the second half costs 1.35x the first: GPipe's
-ideal drops from 1.78x to 1.43x before anything else is lost.)
+per-step wall times. The model is an MLP of 8 hidden layers of 1024 on 1536 inputs: the first layer (no
+input gradient, 1.5x the inputs) costs what a hidden layer costs, so 4 + 4 layers are halves of equal
+cost. Micro-batches of 512 rows cost what the full batch costs (of 256 rows: 1.10x). On MNIST's 784
+inputs the second half would cost 1.35x the first, and GPipe's ideal would drop from 1.78x to 1.43x.
 Part 2, links: for each link (none, 1 Gbit/s, 100 Mbit/s / 20 ms, 10 Mbit/s / 50 ms) and compression,
 one process unsplit (plain loop), the inproc runner's modelled time, and the distributed runner measured
 end to end, with the measured bubble beside GPipe's (p-1)/(m+p-1).

@@ -54,13 +54,14 @@ class Transfer(NamedTuple):
     delay_s: float = 0.0
 
 
-def transfer_seconds(wire_bytes: float, bandwidth_mbps: float, latency_ms: float) -> float:
-    return latency_ms / 1e3 + wire_bytes * 8 / (bandwidth_mbps * 1e6)
-
-
 def link_transfer(wire_bytes: float, bandwidth_mbps: float, latency_ms: float) -> Transfer:
     """The bytes of one micro-batch's crossing (all its messages, back to back) and one latency."""
     return Transfer(wire_bytes * 8 / (bandwidth_mbps * 1e6), latency_ms / 1e3)
+
+
+def link_transfers(sizes: Mapping[Key, tuple[float, int]], bandwidth_mbps: float, latency_ms: float) -> dict[Key, Transfer]:
+    """`sizes[(boundary, op, mb)] = (wire bytes, messages)` (as `Replay.transfers`) over one link."""
+    return {key: link_transfer(nbytes, bandwidth_mbps, latency_ms) for key, (nbytes, _) in sizes.items()}
 
 
 def makespan(
@@ -155,7 +156,7 @@ class Replay(NamedTuple):
 
     def link_seconds(self, bandwidth_mbps: float, latency_ms: float) -> dict[Key, Transfer]:
         """Per transfer: all its bytes over the bandwidth, then one latency (its messages go back to back)."""
-        return {key: link_transfer(nbytes, bandwidth_mbps, latency_ms) for key, (nbytes, _) in self.transfers.items()}
+        return link_transfers(self.transfers, bandwidth_mbps, latency_ms)
 
     def time_per_batch(self, bandwidth_mbps: float, latency_ms: float) -> float:
         if self.schedule == "sequential":

@@ -28,7 +28,7 @@ from worker.pipeline.distributed import bubble_fraction
 from worker.pipeline.microbatch import to_device
 from worker.pipeline.partition import resolve
 from worker.pipeline.runner import InprocRunner, StepResult
-from worker.pipeline.timeline import Replay, link_transfer, makespan
+from worker.pipeline.timeline import Replay, link_transfers, makespan, transfer_sizes
 from worker.pipeline.timeline import replay as modelled_events
 from worker.zoo.common import parameter_sizes
 from worker.zoo.data import batches, steps_per_epoch
@@ -524,14 +524,8 @@ def _loop(exp, spec, out, log, emit, on_progress, should_stop, resume, t_start) 
         fwd = sum(f.wire_bytes for f, _ in stats)
         bwd = sum(b.wire_bytes for _, b in stats)
         dense = sum(f.dense_bytes + b.dense_bytes for f, b in stats)
-        sizes: dict[tuple[int, str, int], tuple[int, int]] = {}
-        for i, (f, b) in enumerate(stats):
-            for op, channel in (("F", f), ("B", b)):
-                for mb, nbytes in channel.transfers:
-                    key = (i, op, mb)
-                    total, messages = sizes.get(key, (0, 0))
-                    sizes[key] = (total + nbytes, messages + 1)
-        transfer = {key: link_transfer(nbytes, link.bandwidth_mbps, link.latency_ms) for key, (nbytes, _) in sizes.items()}
+        sizes = transfer_sizes(stats)
+        transfer = link_transfers(sizes, link.bandwidth_mbps, link.latency_ms)
         link_s = sum(map(sum, transfer.values()))
         serial = spec.pipeline.schedule == "sequential"
         modelled = makespan(exp.actions, result.compute_s, {} if serial else transfer, serial=serial)
