@@ -5,7 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, GetJsonSchemaHandler
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
+
+from slimpipe.jsonsafe import DocumentedAsSafeJson
+from slimpipe.spec import ExperimentSpec
 
 
 class _Public(BaseModel):
@@ -44,21 +49,52 @@ def media(*types: str) -> dict[int | str, dict[str, Any]]:
     return {200: {"description": "OK", "content": {t: {"schema": {"type": "string"}} for t in types}}}
 
 
+#: One server-sent event of a run's stream (OpenAPI before 3.2: the media type's schema describes each event).
+RUN_EVENT: dict[str, Any] = {
+    "type": "object",
+    "required": ["event", "data"],
+    "properties": {
+        "event": {"type": "string", "enum": ["status", "metrics", "log"]},
+        "data": {"type": "string", "description": "JSON: the run (status), {points} (metrics) or {lines} (log)"},
+        "id": {"type": "string", "pattern": r"^\d{1,19}:\d{1,19}$", "description": "the cursor to resume after"},
+    },
+}
+
+
 # --------------------------------------------------------------------------- experiments
 
 
-Sweep = dict[Annotated[str, Field(max_length=200)], Annotated[list[Any], Field(max_length=1000)]]
+class _DocumentedAsSpec:
+    """The OpenAPI schema of an ExperimentSpec for a body field read as a plain mapping.
+
+    The service validates a spec only after applying the sweep to it, so the field stays a dict; clients and
+    fuzzers still see every field, type, bound and choice. Rules across fields (a stop condition, stage paths
+    that exist in the model, paths inside the data root) are checked on acceptance and answered with 422.
+    """
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, _: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        return handler(ExperimentSpec.__pydantic_core_schema__)
+
+
+SpecBody = Annotated[dict[str, Any], _DocumentedAsSpec]
+
+Sweep = dict[Annotated[str, Field(max_length=200)], Annotated[list[Any], Field(max_length=1000), DocumentedAsSafeJson]]
 
 
 class ExperimentCreate(BaseModel):
-    spec: dict[str, Any] = Field(description="an ExperimentSpec (see slimpipe.spec)")
+    model_config = ConfigDict(extra="forbid")
+
+    spec: SpecBody = Field(description="an ExperimentSpec (docs/guide.md, slimpipe.spec)")
     sweep: Sweep | None = Field(None, description='{"compression.default.backward.topk": [1, 0.5]}')
     queue: Text | None = Field(None, max_length=64, description="cpu | gpu; default gpu when train.device is cuda, else cpu")
     tags: list[Tag] = Field([], max_length=100)
 
 
 class SpecValidate(BaseModel):
-    spec: dict[str, Any]
+    model_config = ConfigDict(extra="forbid")
+
+    spec: SpecBody
     sweep: Sweep | None = None
 
 

@@ -7,7 +7,11 @@ server error rather than a message, so free-form input is checked here before it
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Annotated, Any, Union
+
+from pydantic import Field, GetJsonSchemaHandler, TypeAdapter
+from pydantic.json_schema import JsonSchemaValue
+from typing_extensions import TypeAliasType
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 MAX_DEPTH = 32
@@ -44,3 +48,35 @@ def json_safe(value: Any) -> Any:
         path, message = problems[0]
         raise ValueError(f"{'.'.join(path) + ' ' if path else ''}{message}")
     return value
+
+
+# What `json_problems` accepts, as types (for JSON schemas only: validating stays with `json_safe`).
+_NUL_FREE = r"^[^\x00]*$"
+_KEYS = Field(json_schema_extra={"propertyNames": {"pattern": _NUL_FREE}})
+# (mypy does not follow a recursive TypeAliasType assigned at runtime; pydantic does.)
+SafeJson = TypeAliasType(  # type: ignore[misc]
+    "SafeJson",
+    Union[  # noqa: UP007
+        None, bool, Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX)], float, Annotated[str, Field(pattern=_NUL_FREE)],
+        list["SafeJson"], Annotated[dict[str, "SafeJson"], _KEYS],  # type: ignore[misc]
+    ],
+)
+_SAFE_MAPPING = TypeAdapter(Annotated[dict[str, SafeJson], _KEYS])
+_SAFE_LIST = TypeAdapter(list[SafeJson])
+
+
+class DocumentedAsSafeJson:
+    """Pydantic annotation for a free-form mapping or list: its JSON schema says what `json_problems` accepts.
+
+    Validation stays with `json_safe` (it names the bad place); the schema tells clients and fuzzers that
+    keys and strings carry no NUL byte and integers fit in 64 bits (nesting depth is not expressible).
+    """
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core: Any, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        if core.get("type") != "list":
+            return handler(_SAFE_MAPPING.core_schema)
+        schema = handler(_SAFE_LIST.core_schema)
+        if core.get("max_length") is not None:
+            schema["maxItems"] = core["max_length"]
+        return schema

@@ -23,7 +23,7 @@ from pydantic_core import PydanticCustomError
 
 from slimpipe import names, yamlsafe
 from slimpipe.datapaths import DATASET_OPTIONS, MODEL_OPTIONS, OptionError, typed_options
-from slimpipe.jsonsafe import json_safe
+from slimpipe.jsonsafe import DocumentedAsSafeJson, json_safe
 from slimpipe.presets import COMPRESSION_PRESETS
 
 
@@ -41,7 +41,7 @@ class _Strict(BaseModel):
 
 
 #: Free-form options: storable as given on SQLite and PostgreSQL (finite, 64-bit, no NUL).
-Options = Annotated[dict[str, Any], AfterValidator(json_safe)]
+Options = Annotated[dict[str, Any], AfterValidator(json_safe), DocumentedAsSafeJson]
 
 
 def _check_options(kind: type[Any], options: dict[str, Any], prefix: str) -> None:
@@ -114,6 +114,9 @@ class BoundaryOverride(_Strict):
     backward: CompressionSpec | None = None
 
 
+BOUNDARY_KEY = re.compile(r"^[0-9]{1,4}$")
+
+
 class CompressionConfig(_Strict):
     """A default for every boundary (or a named preset), overridable per boundary index (0 = after stage 0)."""
 
@@ -121,7 +124,19 @@ class CompressionConfig(_Strict):
         None, description="a tested default for every boundary: balanced ~5x, aggressive ~10x, extreme ~20x fewer bytes"
     )
     default: DirectionalCompression = DirectionalCompression()
-    boundaries: dict[Annotated[int, Field(ge=0, le=1023)], BoundaryOverride] = {}
+    boundaries: dict[Annotated[int, Field(ge=0, le=1023)], BoundaryOverride] = Field(
+        {}, json_schema_extra={"propertyNames": {"pattern": BOUNDARY_KEY.pattern}}
+    )
+
+    @field_validator("boundaries", mode="before")
+    @classmethod
+    def _index_keys(cls, boundaries: Any) -> Any:
+        # JSON keys are strings: take "0", "1", ... and not what int() would also read (" 1", "1.0", "1_0").
+        if isinstance(boundaries, dict):
+            for key in boundaries:
+                if isinstance(key, str) and not BOUNDARY_KEY.match(key):
+                    raise ValueError(f"boundary {key!r} is not a boundary index; use 0, 1, ... (0 = after stage 0)")
+        return boundaries
 
     @model_validator(mode="before")
     @classmethod
@@ -159,7 +174,7 @@ QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
 class ModelSpec(_Strict):
-    name: str
+    name: str = Field(json_schema_extra={"enum": list(names.MODELS)})
     options: Options = {}
 
     @field_validator("name")
@@ -176,7 +191,7 @@ class ModelSpec(_Strict):
 
 
 class DataSpec(_Strict):
-    name: str
+    name: str = Field(json_schema_extra={"enum": list(names.DATASETS)})
     options: Options = {}
     batch_size: int = Field(32, ge=1, le=1 << 20)
     eval_batch_size: int | None = Field(None, ge=1, le=1 << 20)

@@ -311,6 +311,44 @@ def test_openapi_documents_the_error_shapes_statuses_media_types_and_security(ap
     assert set(logs) == {"text/plain", "application/json"}
 
 
+def test_openapi_describes_the_spec_a_body_carries(api):
+    schemas = api.get("/openapi.json").json()["components"]["schemas"]
+    for body in ("ExperimentCreate", "SpecValidate"):
+        assert schemas[body]["properties"]["spec"]["$ref"] == "#/components/schemas/ExperimentSpec"
+        assert schemas[body]["additionalProperties"] is False
+    assert schemas["ExperimentSpec"]["required"] == ["model", "data"]
+    assert schemas["ModelSpec"]["properties"]["name"]["enum"] == list(names.MODELS)
+    assert schemas["DataSpec"]["properties"]["name"]["enum"] == list(names.DATASETS)
+    assert schemas["CompressionSpec"]["properties"]["bits"]["anyOf"][0] == {"type": "integer", "maximum": 16, "minimum": 1}
+    assert schemas["CompressionConfig"]["properties"]["boundaries"]["propertyNames"] == {"pattern": "^[0-9]{1,4}$"}
+    # Free-form options: what the body guard takes (no NUL in keys or strings, 64-bit integers).
+    options = schemas["DataSpec"]["properties"]["options"]
+    assert options["propertyNames"] == {"pattern": "^[^\\x00]*$"}
+    value = schemas["SafeJson"]["anyOf"]
+    assert {"type": "integer", "maximum": float(2**63 - 1), "minimum": float(-(2**63))} in value  # FastAPI writes bounds as floats
+    assert {"type": "string", "pattern": "^[^\\x00]*$"} in value
+
+
+def test_unknown_body_keys_and_odd_boundary_keys_are_named(api):
+    response = api.post("/api/v1/experiments", json={"spec": SPEC, "sweeps": {"optim.lr": [0.1]}})
+    assert response.status_code == 422, response.text
+    assert errors(response)[0]["field"] == "sweeps"
+    # int() reads " 1" and "1.0"; a boundary index is written 0, 1, ...
+    for key in (" 1", "1.0", "1_0"):
+        response = api.post("/api/v1/specs/validate", json={"spec": set_path(SPEC, "compression.boundaries", {key: {}})})
+        assert response.status_code == 422, response.text
+        (error,) = errors(response)
+        assert error["field"] == "compression.boundaries"
+        assert "is not a boundary index" in error["message"]
+
+
+def test_each_event_of_the_stream_is_described(api):
+    content = api.get("/openapi.json").json()["paths"]["/api/v1/runs/{run_id}/events"]["get"]["responses"]["200"]["content"]
+    event = content["text/event-stream"]["schema"]
+    assert event["required"] == ["event", "data"]
+    assert event["properties"]["event"]["enum"] == ["status", "metrics", "log"]
+
+
 @pytest.mark.parametrize(
     ("content", "words"),
     [

@@ -25,6 +25,7 @@ from backend.downsample import keep_indices
 from backend.jsonbody import StrictJSONRoute
 from backend.schemas import (
     NOT_FOUND,
+    RUN_EVENT,
     LogLinePublic,
     LogLinesPublic,
     MetricsAccepted,
@@ -228,7 +229,8 @@ def _parse_cursor(value: str | None) -> tuple[int, int]:
     return (metric, log) if 0 <= metric <= MAX_CURSOR and 0 <= log <= MAX_CURSOR else (0, 0)
 
 
-@stream_router.get("/runs/{run_id}/events", response_class=EventSourceResponse, responses=media("text/event-stream"))
+@stream_router.get("/runs/{run_id}/events", response_class=EventSourceResponse,
+                   responses={200: {"description": "OK", "content": {"text/event-stream": {"schema": RUN_EVENT}}}})
 async def stream_events(
     run_id: RunId,
     request: Request,
