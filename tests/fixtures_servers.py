@@ -151,11 +151,34 @@ def postgres_url(postgres_server: PostgresServer) -> str:
 
 
 class RedisServer:
-    def __init__(self, port: int):
-        self.port = port
+    def __init__(self, port: int, argv: list[str], log: Path):
+        self.port, self.argv, self.log = port, argv, log
+        self.process: subprocess.Popen[bytes] | None = None
 
     def url(self, db: int = 0) -> str:
         return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def start(self) -> None:
+        import redis
+
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT)
+        wait_until(lambda: redis.Redis(port=self.port, socket_timeout=1).ping(), 20, f"redis-server on port {self.port}")
+
+    def crash(self) -> None:
+        """kill -9: without persistence, what it held (queued and unacknowledged messages) is gone."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
 
 
 @contextlib.contextmanager
@@ -166,20 +189,12 @@ def throwaway_redis() -> Iterator[RedisServer]:
     root = Path(tempfile.mkdtemp(prefix="slimpipe-redis-"))
     port = free_port()
     argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(root)]
-    with open(root / "log", "wb") as log:
-        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+    server = RedisServer(port, argv, root / "log")
     try:
-        import redis
-
-        wait_until(lambda: redis.Redis(port=port, socket_timeout=1).ping(), 20, f"redis-server on port {port}")
-        yield RedisServer(port)
+        server.start()
+        yield server
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        server.stop()
         shutil.rmtree(root, ignore_errors=True)
 
 

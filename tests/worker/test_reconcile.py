@@ -55,3 +55,39 @@ def test_runs_whose_redis_messages_were_lost_are_re_sent_once_and_run_once(tmp_p
             assert sum(line.startswith("training process ") for line in logs) == 1  # and trained once
         assert cluster.run(waiting).status in (names.QUEUED, names.RUNNING, names.SUCCEEDED)
         print(f"lost runs reached a final state {took:.1f} s after the worker started")
+
+
+def test_redis_killed_and_restarted_empty_during_a_run_loses_no_run_and_no_metric(tmp_path, postgres_server):
+    """kill -9 of Redis while a run trains and another waits, restarted without persistence (empty)."""
+    from backend import reconcile
+    from tests.fixtures_servers import throwaway_redis
+    from tests.worker.celery_harness import spec_with
+
+    steps = 400
+    training = spec_with(**{"train.max_steps": steps, "train.eval_every": steps})
+    env = {"SLIMPIPE_REQUEUE_AFTER_S": "1", "SLIMPIPE_WORKER_START": "subprocess"}
+    with throwaway_redis() as redis_server, cluster_env(
+        tmp_path, postgres_server.new_database("slimpipe_redis_crash"), redis_server.url(0), **env
+    ) as cluster:
+        cluster.start_worker("cpu1@crash", "cpu")
+        running, waiting = cluster.submit(training), cluster.submit(spec_with(**{"train.max_steps": 3}))
+        (running,), (waiting,) = running, waiting
+        cluster.wait_status(running, (names.RUNNING,), timeout=120)
+        written = len(cluster.series(running, names.TRAIN_LOSS)[0])
+
+        redis_server.crash()
+        time.sleep(1)
+        redis_server.start()
+        t0 = time.monotonic()
+        (after,) = cluster.submit(spec_with(**{"train.max_steps": 3}))
+
+        run = cluster.wait_final(running, timeout=300)
+        assert run.status == names.SUCCEEDED, run.error
+        assert written < steps  # it was training when Redis died
+        assert cluster.series(running, names.TRAIN_LOSS)[0] == list(range(1, steps + 1))  # every step's point
+        for run_id in (waiting, after):  # the one whose message died with Redis, and one sent after
+            run = cluster.wait_final(run_id, timeout=120)
+            assert run.status == names.SUCCEEDED, run.error
+            assert sum(line.startswith("training process ") and " started" in line for line in cluster.logs(run_id)) == 1
+        resent = [r for r in (waiting, after) if any(line.startswith(reconcile.RESENT_PREFIX) for line in cluster.logs(r))]
+        print(f"all three runs final {time.monotonic() - t0:.1f} s after Redis restarted; re-sent: {resent} of {[waiting, after]}")
