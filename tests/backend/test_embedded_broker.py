@@ -70,3 +70,18 @@ def test_register_points_filesystem_urls_at_the_atomic_transport(tmp_path):
     with Connection("filesystem://", transport_options={"data_folder_in": folder, "data_folder_out": folder,
                                                         "control_folder": folder}) as conn:
         assert isinstance(conn.transport, embedded_broker.Transport)
+
+
+def test_messages_are_taken_in_the_order_they_were_sent_across_clock_digits(tmp_path, monkeypatch):
+    # kombu's names: a new message sorted first once the millisecond clock gained a digit.
+    assert sorted([f"{999_999}_a.cpu.msg", f"{1_000_000}_b.cpu.msg"])[0].startswith("1000000")
+    names = [embedded_broker.message_name("cpu", t) for t in (999_999, 1_000_000, 10**18, 10**19)]
+    assert sorted(names) == names
+
+    conn, ch = channel(tmp_path, embedded_broker.Transport)
+    clock = iter([999_999_999, 1_000_000_000, 9_999_999_999_999, 10**19])
+    monkeypatch.setattr(embedded_broker, "time_ns", lambda: next(clock))
+    for n in range(4):
+        ch._put("cpu", {"n": n})
+    assert [ch._get("cpu")["n"] for _ in range(4)] == [0, 1, 2, 3]
+    conn.release()
