@@ -49,6 +49,9 @@ def media(*types: str) -> dict[int | str, dict[str, Any]]:
     return {200: {"description": "OK", "content": {t: {"schema": {"type": "string"}} for t in types}}}
 
 
+#: An event-stream cursor: "<metric id>:<log id>", each 0..2**63-1.
+CURSOR = r"^\d{1,19}:\d{1,19}$"
+
 #: One server-sent event of a run's stream (OpenAPI before 3.2: the media type's schema describes each event).
 RUN_EVENT: dict[str, Any] = {
     "type": "object",
@@ -56,7 +59,7 @@ RUN_EVENT: dict[str, Any] = {
     "properties": {
         "event": {"type": "string", "enum": ["status", "metrics", "log"]},
         "data": {"type": "string", "description": "JSON: the run (status), {points} (metrics) or {lines} (log)"},
-        "id": {"type": "string", "pattern": r"^\d{1,19}:\d{1,19}$", "description": "the cursor to resume after"},
+        "id": {"type": "string", "pattern": CURSOR, "description": "the cursor to resume after"},
     },
 }
 

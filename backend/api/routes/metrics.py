@@ -24,6 +24,7 @@ from backend.deps import MAX_CURSOR, MAX_ID, RunId, SessionDep
 from backend.downsample import keep_indices
 from backend.jsonbody import StrictJSONRoute
 from backend.schemas import (
+    CURSOR,
     NOT_FOUND,
     RUN_EVENT,
     LogLinePublic,
@@ -214,7 +215,6 @@ def _poll(request: Request, run_id: int, after_metric: int, after_log: int) -> t
         return status_row, points, lines
 
 
-CURSOR = r"^\d{1,19}:\d{1,19}$"
 
 
 def _parse_cursor(value: str | None) -> tuple[int, int]:
