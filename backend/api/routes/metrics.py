@@ -215,8 +215,6 @@ def _poll(request: Request, run_id: int, after_metric: int, after_log: int) -> t
         return status_row, points, lines
 
 
-
-
 def _parse_cursor(value: str | None) -> tuple[int, int]:
     """Event ids are "<last metric point id>:<last log line id>", so a reconnect resumes where it stopped.
 
