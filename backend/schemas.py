@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, GetJsonSchemaHandler
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
-from slimpipe.jsonsafe import DocumentedAsSafeJson
+from slimpipe.jsonsafe import NUL_FREE, DocumentedAsSafeJson
 from slimpipe.spec import ExperimentSpec
 
 
@@ -18,8 +18,8 @@ class _Public(BaseModel):
 
 
 #: Text the databases store as given: no NUL byte (PostgreSQL refuses it in text and JSON).
-Text = Annotated[str, Field(pattern=r"^[^\x00]*$")]
-Tag = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[^\x00]*$")]
+Text = Annotated[str, Field(pattern=NUL_FREE)]
+Tag = Annotated[str, Field(min_length=1, max_length=100, pattern=NUL_FREE)]
 
 # --------------------------------------------------------------------------- errors
 

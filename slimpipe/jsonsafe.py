@@ -50,14 +50,16 @@ def json_safe(value: Any) -> Any:
     return value
 
 
+#: A pattern for text that PostgreSQL can store: no NUL byte.
+NUL_FREE = r"^[^\x00]*$"
+
 # What `json_problems` accepts, as types (for JSON schemas only: validating stays with `json_safe`).
-_NUL_FREE = r"^[^\x00]*$"
-_KEYS = Field(json_schema_extra={"propertyNames": {"pattern": _NUL_FREE}})
+_KEYS = Field(json_schema_extra={"propertyNames": {"pattern": NUL_FREE}})
 # (mypy does not follow a recursive TypeAliasType assigned at runtime; pydantic does.)
 SafeJson = TypeAliasType(  # type: ignore[misc]
     "SafeJson",
     Union[  # noqa: UP007
-        None, bool, Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX)], float, Annotated[str, Field(pattern=_NUL_FREE)],
+        None, bool, Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX)], float, Annotated[str, Field(pattern=NUL_FREE)],
         list["SafeJson"], Annotated[dict[str, "SafeJson"], _KEYS],  # type: ignore[misc]
     ],
 )

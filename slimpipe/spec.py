@@ -23,7 +23,7 @@ from pydantic_core import PydanticCustomError
 
 from slimpipe import names, yamlsafe
 from slimpipe.datapaths import DATASET_OPTIONS, MODEL_OPTIONS, OptionError, typed_options
-from slimpipe.jsonsafe import DocumentedAsSafeJson, json_safe
+from slimpipe.jsonsafe import NUL_FREE, DocumentedAsSafeJson, json_safe
 from slimpipe.presets import COMPRESSION_PRESETS
 
 
@@ -310,7 +310,7 @@ class TrainSpec(_Strict):
 
 
 class ExperimentSpec(_Strict):
-    name: str = Field("experiment", min_length=1, max_length=200, pattern=r"^[^\x00]*$")
+    name: str = Field("experiment", min_length=1, max_length=200, pattern=NUL_FREE)
     model: ModelSpec
     data: DataSpec
     pipeline: PipelineSpec = PipelineSpec()
@@ -318,7 +318,7 @@ class ExperimentSpec(_Strict):
     link: LinkSpec = LinkSpec()
     optim: OptimSpec = OptimSpec()
     train: TrainSpec = TrainSpec(max_steps=100)
-    tags: list[Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[^\x00]*$")]] = Field([], max_length=100)
+    tags: list[Annotated[str, Field(min_length=1, max_length=100, pattern=NUL_FREE)]] = Field([], max_length=100)
 
     @model_validator(mode="after")
     def _boundaries_exist(self) -> ExperimentSpec:

@@ -70,8 +70,8 @@ def test_redis_killed_and_restarted_empty_during_a_run_loses_no_run_and_no_metri
         tmp_path, postgres_server.new_database("slimpipe_redis_crash"), redis_server.url(0), **env
     ) as cluster:
         cluster.start_worker("cpu1@crash", "cpu")
-        running, waiting = cluster.submit(training), cluster.submit(spec_with(**{"train.max_steps": 3}))
-        (running,), (waiting,) = running, waiting
+        (running,) = cluster.submit(training)
+        (waiting,) = cluster.submit(spec_with(**{"train.max_steps": 3}))
         cluster.wait_status(running, (names.RUNNING,), timeout=120)
         written = len(cluster.series(running, names.TRAIN_LOSS)[0])
 

@@ -36,6 +36,7 @@ from backend.schemas import (
     media,
 )
 from slimpipe import names
+from slimpipe.jsonsafe import NUL_FREE
 
 router = APIRouter(tags=["metrics and logs"], route_class=StrictJSONRoute, responses=NOT_FOUND)
 #: The event stream alone: it also takes `?token=` (main.py gives it that dependency).
@@ -54,7 +55,7 @@ def read_metrics(
     run_id: RunId,
     session: SessionDep,
     names_: str | None = Query(
-        None, alias="names", max_length=10_000, pattern=r"^[^\x00]*$", description="comma-separated series names; default all"
+        None, alias="names", max_length=10_000, pattern=NUL_FREE, description="comma-separated series names; default all"
     ),
     since_step: int | None = Query(None, ge=-1, le=MAX_ID, description="only points with step > since_step"),
     max_points: int = Query(2000, ge=8, le=1_000_000),

@@ -14,6 +14,7 @@ from backend.models import Run
 from backend.queue import QueueError, revoke, send_run
 from backend.schemas import DiagnosisPublic, RunPublic, RunsPublic, RunSummaryPublic
 from slimpipe import names
+from slimpipe.jsonsafe import NUL_FREE
 
 router = APIRouter(tags=["runs"], route_class=StrictJSONRoute)
 
@@ -42,9 +43,9 @@ def list_runs(
     session: SessionDep,
     status: str | None = Query(None, pattern=f"^({'|'.join(names.RUN_STATES)})$", description="one of the run states"),
     experiment_id: int | None = Query(None, ge=1, le=MAX_ID),
-    tag: str | None = Query(None, min_length=1, max_length=100, pattern=r"^[^\x00]*$",
+    tag: str | None = Query(None, min_length=1, max_length=100, pattern=NUL_FREE,
                             description="substring of any tag, case-insensitive"),
-    q: str | None = Query(None, max_length=200, pattern=r"^[^\x00]*$",
+    q: str | None = Query(None, max_length=200, pattern=NUL_FREE,
                           description="substring of the name, a tag or the spec (e.g. topk, digits)"),
     sort: str = Query("-id", max_length=64, pattern=rf"^-?({'|'.join(crud.RUN_SORTS)})$", description=f"one of {', '.join(crud.RUN_SORTS)}; prefix - for descending"),
     limit: Limit = 50,
