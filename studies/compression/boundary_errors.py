@@ -1,0 +1,151 @@
+"""Screen codecs in seconds: their bytes and errors on a study task's real boundary tensors, no training.
+
+    python studies/compression/boundary_errors.py --task minilm --direction backward
+    python studies/compression/boundary_errors.py --task cnn --direction forward \
+        --codec 'b4-channel={"bits": 4, "scale": "channel", "entropy": "ans"}'
+
+Builds the task's model and data as a run would (same seed, same batches), walks `--steps` training
+batches through the stages in micro-batches with every boundary dense, back-propagates stage by stage
+as the pipeline does, and keeps what crosses each boundary: the activations (forward) and the gradients
+of the loss with respect to them (backward). Each codec then encodes and decodes every kept tensor and
+the table gives, per boundary, the relative L2 error |decoded - x| / |x| and the cosine of decoded and
+x, and the wire ratio (fp32 bytes / payload bytes) over all of them. The weights do not train, so the
+tensors are those of the run's first steps; a codec's error predicts, it does not replace, a run.
+The MiniLM task reads the CSVs `run.py` writes (`--data-root`, default var/study/data).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+HERE = Path(__file__).resolve().parent
+TASKS = {"cnn": HERE / "cnn.yaml", "minilm": HERE / "minilm.yaml"}
+# The presets' halves and what they were measured against (2026-12-01).
+CODECS: dict[str, dict[str, dict[str, Any]]] = {
+    "forward": {
+        "b4-tensor": {"bits": 4, "scale": "tensor"},
+        "b4-channel": {"bits": 4, "scale": "channel", "entropy": "ans"},
+        "b3-channel": {"bits": 3, "scale": "channel", "entropy": "ans"},
+        "b2-channel": {"bits": 2, "scale": "channel", "entropy": "ans"},
+        "b3-block256-sr": {"bits": 3, "block": 256, "rounding": "stochastic", "entropy": "ans"},
+        "topk0.1": {"topk": 0.1},
+    },
+    "backward": {
+        "b4-tensor": {"bits": 4, "scale": "tensor"},
+        "b4-block256-sr": {"bits": 4, "block": 256, "rounding": "stochastic", "entropy": "ans"},
+        "b3-block256-sr": {"bits": 3, "block": 256, "rounding": "stochastic", "entropy": "ans"},
+        "b3-block128-nearest": {"bits": 3, "block": 128, "entropy": "ans"},
+        "b3-channel": {"bits": 3, "scale": "channel", "entropy": "ans"},
+        "topk0.3-b4-block64-sr": {"topk": 0.3, "bits": 4, "block": 64, "rounding": "stochastic", "entropy": "ans"},
+        "topk0.4-b4-block128-sr": {"topk": 0.4, "bits": 4, "block": 128, "rounding": "stochastic", "entropy": "ans"},
+        "b2-block256-sr": {"bits": 2, "block": 256, "rounding": "stochastic", "entropy": "ans"},
+        "topk0.1": {"topk": 0.1},
+    },
+}
+
+
+def boundary_tensors(task: str, data_root: Path, steps: int) -> dict[str, list[tuple[int, Any]]]:
+    """(boundary, tensor) pairs of the floating tensors crossing each boundary, per direction."""
+    import torch
+
+    from slimpipe.spec import load_spec_text, parse_spec
+    from worker.pipeline.microbatch import scatter
+    from worker.pipeline.runner import _full
+    from worker.train import Experiment
+
+    data = load_spec_text(TASKS[task].read_text())
+    if task == "minilm":
+        news = data_root.resolve() / "news"
+        if not (news / "train.csv").exists():
+            raise SystemExit(f"{news}/train.csv is missing: run run.py for the minilm task once (it writes the CSVs)")
+        data["data"]["options"] = {"train": str(news / "train.csv"), "val": str(news / "val.csv")}
+    exp = Experiment(parse_spec(data))
+    kept: dict[str, list[tuple[int, Any]]] = {"forward": [], "backward": []}
+    for step in range(steps):
+        x, y, _ = exp.get_batch(step)
+        for xm, ym in zip(scatter(x, exp.spec.pipeline.microbatches),
+                          torch.tensor_split(y, exp.spec.pipeline.microbatches), strict=True):
+            carry, sent, received = xm, [], []
+            for j, stage in enumerate(exp.stages):
+                if j:
+                    items = carry if isinstance(carry, tuple) else (carry,)
+                    leaves = tuple(t.detach().requires_grad_(t.is_floating_point()) for t in items)
+                    sent.append(items)
+                    received.append(leaves)
+                    carry = leaves if len(leaves) > 1 else leaves[0]
+                carry = stage(carry)
+            torch.nn.functional.cross_entropy(_full(carry), ym).backward()
+            for j in range(len(received) - 1, -1, -1):  # the pipeline's backward, boundary by boundary
+                pairs = [(s, r.grad) for s, r in zip(sent[j], received[j], strict=True)
+                         if r.grad is not None and s.requires_grad]
+                if j and pairs:
+                    torch.autograd.backward([s for s, _ in pairs], [g for _, g in pairs])
+                for r in received[j]:
+                    if r.is_floating_point() and r.grad is not None:
+                        kept["forward"].append((j, r.detach().clone()))
+                        kept["backward"].append((j, r.grad.clone()))
+            exp.model.zero_grad(set_to_none=True)
+    return kept
+
+
+def measure(codec: dict[str, Any], tensors: list[tuple[int, Any]]) -> tuple[float, dict[int, tuple[float, float]]]:
+    """Wire ratio over all tensors, and per boundary the median relative error and cosine."""
+    import statistics
+
+    import torch
+
+    from worker.codecs import make_codec
+
+    per_boundary: dict[int, list[tuple[float, float]]] = {}
+    payload_bytes = dense_bytes = 0
+    c = make_codec(codec, seed=1)
+    for j, x in tensors:
+        payload = c.encode(x)
+        decoded = c.decode(payload).float()
+        payload_bytes += len(payload)
+        dense_bytes += x.numel() * 4
+        norm = float(x.norm())
+        err = float((decoded - x).norm()) / norm if norm else 0.0
+        cos = float(torch.nn.functional.cosine_similarity(decoded.flatten(), x.flatten(), dim=0)) if norm else 1.0
+        per_boundary.setdefault(j, []).append((err, cos))
+    summary = {j: (statistics.median(e for e, _ in v), statistics.median(c for _, c in v)) for j, v in per_boundary.items()}
+    return dense_bytes / payload_bytes, summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--task", choices=sorted(TASKS), default="minilm")
+    parser.add_argument("--direction", choices=["forward", "backward"], default="backward")
+    parser.add_argument("--steps", type=int, default=2, help="training batches to walk (each in micro-batches)")
+    parser.add_argument("--data-root", type=Path, default=ROOT / "var" / "study" / "data")
+    parser.add_argument("--codec", action="append", default=[], metavar='NAME={"bits": 3, ...}',
+                        help="a codec to measure (repeatable); default: the built-in list for the direction")
+    args = parser.parse_args(argv)
+    codecs = dict(CODECS[args.direction])
+    if args.codec:
+        codecs = {}
+        for item in args.codec:
+            name, sep, text = item.partition("=")
+            if not sep:
+                parser.error(f"--codec {item!r}: write NAME={{json}}")
+            codecs[name] = json.loads(text)
+    tensors = boundary_tensors(args.task, args.data_root, args.steps)[args.direction]
+    boundaries = sorted({j for j, _ in tensors})
+    print(f"{args.task}, {args.direction}: {len(tensors)} tensors ({args.steps} batches in micro-batches); "
+          "per boundary: relative L2 error / cosine (medians)")
+    print(f"{'codec':26} {'ratio':>6}  " + "  ".join(f"{f'boundary {j}':>13}" for j in boundaries))
+    for name, codec in codecs.items():
+        ratio, summary = measure(codec, tensors)
+        print(f"{name:26} {ratio:6.1f}  " + "  ".join(f"{summary[j][0]:6.2f}/{summary[j][1]:.3f}" for j in boundaries))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

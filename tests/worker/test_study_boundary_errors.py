@@ -1,0 +1,64 @@
+"""studies/compression/boundary_errors.py: the boundary tensors it keeps are the pipeline's, its figures are the codecs'."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def study():
+    spec = importlib.util.spec_from_file_location("boundary_errors", ROOT / "studies" / "compression" / "boundary_errors.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def cnn_tensors(study):
+    return study.boundary_tensors("cnn", ROOT / "var" / "unused", steps=1)
+
+
+def test_keeps_each_boundarys_activation_and_its_gradient_per_microbatch(cnn_tensors):
+    # digits: batch 64 in 4 micro-batches of 16, 3 stages -> boundaries 0 and 1
+    assert sorted({j for j, _ in cnn_tensors["forward"]}) == [0, 1]
+    assert len(cnn_tensors["forward"]) == len(cnn_tensors["backward"]) == 2 * 4
+    for (j, x), (k, g) in zip(cnn_tensors["forward"], cnn_tensors["backward"], strict=True):
+        assert j == k and x.shape == g.shape and x.shape[0] == 16
+        assert float(g.abs().sum()) > 0  # the stage-by-stage backward reached every boundary
+
+
+def test_stage_by_stage_gradients_equal_the_whole_models(study, cnn_tensors):
+    """The gradient kept at boundary 0 is d(loss)/d(activation) of the unsplit model on that micro-batch."""
+    from slimpipe.spec import load_spec_text, parse_spec
+    from worker.pipeline.microbatch import scatter
+    from worker.pipeline.runner import _full
+    from worker.train import Experiment
+
+    exp = Experiment(parse_spec(load_spec_text(study.TASKS["cnn"].read_text())))
+    x, y, _ = exp.get_batch(0)
+    xm, ym = scatter(x, 4)[0], torch.tensor_split(y, 4)[0]
+    act = exp.stages[0](xm)
+    out = act
+    for stage in exp.stages[1:]:
+        out = stage(out)
+    (grad,) = torch.autograd.grad(torch.nn.functional.cross_entropy(_full(out), ym), [act])
+    first = [j for j, _ in cnn_tensors["forward"]].index(0)  # micro-batch 0's boundary 0
+    kept_x, kept_g = cnn_tensors["forward"][first][1], cnn_tensors["backward"][first][1]
+    torch.testing.assert_close(kept_x, act.detach())
+    torch.testing.assert_close(kept_g, grad, rtol=1e-5, atol=1e-7)
+
+
+def test_measure_reports_the_codecs_ratio_and_error(study, cnn_tensors):
+    tensors = cnn_tensors["backward"]
+    ratio, per_boundary = study.measure({"bits": 8}, tensors)
+    assert 3.0 < ratio < 4.0  # 8-bit values plus block scales
+    assert all(0 < err < 0.02 and cos > 0.999 for err, cos in per_boundary.values())
+    ratio, per_boundary = study.measure({"topk": 0.1}, tensors)
+    assert 7.0 < ratio < 10.0  # 10 % of the values with their indices
+    assert all(0.05 < err < 1.0 for err, _ in per_boundary.values())
