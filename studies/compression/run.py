@@ -44,6 +44,9 @@ TASKS = {"cnn": HERE / "cnn.yaml", "minilm": HERE / "minilm.yaml"}
 US_SOURCES = ("abcnews.go.com", "www.huffingtonpost.com", "www.cnn.com")
 EU_SOURCES = ("www.rte.ie", "www.dw.com", "www.bbc.co.uk")
 BEGIN, END = "<!-- study:compression:begin -->", "<!-- study:compression:end -->"
+# Every (task, method) row measured so far, committed: a lost var/study (a new machine) loses no row,
+# and a later invocation replaces only the rows it measured again.
+ARCHIVE = HERE / "measured.json"
 
 
 # --------------------------------------------------------------------------- data
@@ -159,6 +162,18 @@ def collect(client: Client, manifest: dict[str, dict[str, list[int]]], wait: boo
     return rows
 
 
+def merge_archive(rows: list[dict[str, Any]], archive: Path, today: str) -> list[dict[str, Any]]:
+    """The archived rows, with those measured now (seeds > 0) replacing theirs; the archive is rewritten."""
+    archived = json.loads(archive.read_text()) if archive.exists() else []
+    fresh = [{**r, "date": today} for r in rows if r["seeds"]]
+    replaced = {(r["task"], r["method"]) for r in fresh}
+    merged = [r for r in archived if (r["task"], r["method"]) not in replaced] + fresh
+    merged.sort(key=lambda r: (r["task"], r["method"]))
+    archive.write_text(json.dumps(merged, indent=1) + "\n")
+    known = {(r["task"], r["method"]) for r in merged}
+    return merged + [r for r in rows if not r["seeds"] and (r["task"], r["method"]) not in known]
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -224,7 +239,12 @@ def write_report(rows: list[dict[str, Any]], results_md: Path, img_dir: Path) ->
               "both ways, fp32 values; `qB` B-bit, one scale per tensor, round to nearest; `q2-block-sr` 2-bit, "
               "blocks of 64, stochastic rounding; `rtopk` randomized top-k; `-ef` per-sample error feedback; "
               "`-ramp` 40-step ramped warm-up; `delta-q2` per-sample delta (AQ-SGD) on 2-bit stochastic activations, "
-              "2-bit gradients; `balanced` / `aggressive` / `extreme` the presets (docs/guide.md#presets).", ""]
+              "2-bit gradients; `fwdB-channel` B-bit activations with one scale per channel, round to nearest; "
+              "`bwdB` B-bit gradients in blocks of 256 with stochastic rounding, `-nearest` in blocks of 128 "
+              "rounded to nearest, `-blockN` in blocks of N, `-topkR` top-k R first; `-delta` the per-sample "
+              "delta on the activations; `-only` the other direction uncompressed (methods.yaml has each); "
+              "`balanced` / `aggressive` / `extreme` the presets (docs/guide.md#presets): `aggressive` = "
+              "fwd4-channel-bwd3-nearest, `extreme` = fwd2-channel; `-v1` and `fwd4-channel-bwd3` earlier presets.", ""]
     for task in sorted({r["task"] for r in rows}):
         spec = load_spec_text(TASKS[task].read_text())
         parts += [f"### {task}: {spec['model']['name']} on {spec['data']['name']}, "
@@ -258,6 +278,7 @@ def main() -> int:
     parser.add_argument("--report-only", action="store_true",
                         help="no new runs, no waiting: report the finished runs in runs.json")
     parser.add_argument("--results", type=Path, default=ROOT / "docs" / "results.md")
+    parser.add_argument("--archive", type=Path, default=ARCHIVE, help="the committed rows the report merges in")
     args = parser.parse_args()
 
     methods = yaml.safe_load((HERE / "methods.yaml").read_text())
@@ -285,6 +306,7 @@ def main() -> int:
                         manifest_path.write_text(json.dumps(manifest, indent=1))
         rows = collect(client, manifest, wait=not args.report_only)
     (args.var / "results.json").write_text(json.dumps(rows, indent=1))
+    rows = merge_archive(rows, args.archive, time.strftime("%Y-%m-%d"))
     write_report(rows, args.results, args.results.parent / "img")
     for task in sorted({r["task"] for r in rows}):
         print(f"\n{task}\n{table(rows, task)}")
