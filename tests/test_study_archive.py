@@ -51,3 +51,13 @@ def test_the_committed_archive_holds_rows_the_report_can_print():
     assert none["cnn"]["seeds"] == none["minilm"]["seeds"] == 3
     run = _run_module()
     assert "| none | 1.0x |" in run.table(rows, "minilm")
+
+
+def test_versus_none_pairs_the_seeds_a_row_shares_with_the_uncompressed_run():
+    run = _run_module()
+    base = {**_row("minilm", "none", 89.88), "per_seed": {"0": 90.91, "1": 88.84, "2": 89.88}}
+    one_seed = {**_row("minilm", "x", 90.70, seeds=1), "per_seed": {"0": 90.70}}
+    assert abs(run.versus(one_seed, base) - (90.70 - 90.91)) < 1e-9  # not 90.70 - 89.88
+    old = _row("minilm", "old", 88.29)  # archived before per-seed figures: difference of the means
+    assert abs(run.versus(old, base) - (88.29 - 89.88)) < 1e-9
+    assert run.versus(one_seed, None) is None

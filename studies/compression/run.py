@@ -151,13 +151,14 @@ def collect(client: Client, manifest: dict[str, dict[str, list[int]]], wait: boo
                 return statistics.fmean(values) if values else None
 
             accs = [r["final_val_acc"] for r in done]
+            per_seed = {str(r["spec"]["train"]["seed"]): r["final_val_acc"] for r in done}
             rows.append({
                 "task": task, "method": method, "seeds": len(done), "status": "succeeded",
                 "ratio": mean("compression_ratio"), "val_acc": mean("final_val_acc"),
                 "val_acc_dense": mean("final_val_dense_acc"), "train_acc": mean("final_train_acc"),
                 "val_acc_min": min(accs), "val_acc_max": max(accs),
                 "cache_mb": (mean("codec_cache_bytes") or 0.0) / 1e6,
-                "compression": runs[0]["spec"]["compression"], "run_ids": run_ids,
+                "compression": runs[0]["spec"]["compression"], "run_ids": run_ids, "per_seed": per_seed,
             })
     return rows
 
@@ -181,17 +182,28 @@ def _fmt(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def versus(row: dict[str, Any], base: dict[str, Any] | None) -> float | None:
+    """Accuracy against the uncompressed run: paired over the seeds both have (a 1-seed row is compared
+    with that seed's uncompressed run, not with the mean of others), else the difference of the means."""
+    if base is None:
+        return None
+    shared = sorted(set(row.get("per_seed") or {}) & set(base.get("per_seed") or {}))
+    if shared:
+        return statistics.fmean(row["per_seed"][s] - base["per_seed"][s] for s in shared)
+    return row["val_acc"] - base["val_acc"]
+
+
 def table(rows: list[dict[str, Any]], task: str) -> str:
     base = next((r for r in rows if r["task"] == task and r["method"] == "none" and r["seeds"]), None)
     lines = [
-        "| method | wire ratio vs fp32 (fwd+bwd) | val acc compressed | val acc dense model | vs none | seeds | min-max |",
+        "| method | wire ratio vs fp32 (fwd+bwd) | val acc compressed | val acc dense model | vs none, same seeds | seeds | min-max |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in sorted((r for r in rows if r["task"] == task), key=lambda r: (r.get("ratio") or 0.0)):
         if not r["seeds"]:
             lines.append(f"| {r['method']} | - | not measured ({r['status']}) | - | - | 0 | - |")
             continue
-        delta = None if base is None else r["val_acc"] - base["val_acc"]
+        delta = versus(r, base)
         lines.append(
             f"| {r['method']} | {_fmt(r['ratio'])}x | {_fmt(r['val_acc'], 2)} | {_fmt(r['val_acc_dense'], 2)} | "
             f"{'-' if delta is None else f'{delta:+.2f}'} | {r['seeds']} | {_fmt(r['val_acc_min'])}-{_fmt(r['val_acc_max'])} |"
@@ -206,22 +218,25 @@ def plot(rows: list[dict[str, Any]], task: str, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     done = [r for r in rows if r["task"] == task and r["seeds"]]
-    best = max((r["val_acc"] for r in done), default=100.0)
-    floor = min((r["val_acc"] for r in done if r["val_acc"] >= best - 15), default=0.0) - 1.0
+    base = next((r for r in done if r["method"] == "none"), None)
+    points = [(r, versus(r, base) if base is not None else r["val_acc"]) for r in done]
+    floor = min((d for _, d in points if d >= -15.0), default=-1.0) - 0.5  # worse rows: drawn on the floor
     fig, ax = plt.subplots(figsize=(8, 4.8), dpi=110)
-    for i, r in enumerate(sorted(done, key=lambda r: r["ratio"])):
+    for i, (r, delta) in enumerate(sorted(points, key=lambda p: p[0]["ratio"])):
         preset = r["method"] in ("balanced", "aggressive", "extreme")
-        collapsed = r["val_acc"] < floor  # drawn on the floor so the others stay readable
-        y = floor if collapsed else r["val_acc"]
+        collapsed = delta < floor
+        y = floor if collapsed else delta
+        color = "tab:red" if preset else "tab:gray" if collapsed else "tab:blue"
         ax.scatter(r["ratio"], y, marker="v" if collapsed else "*" if preset else "o", s=140 if preset else 40,
-                   color="tab:red" if preset else "tab:gray" if collapsed else "tab:blue", clip_on=False)
-        label = f"{r['method']} ({r['val_acc']:.1f}%)" if collapsed else r["method"]
+                   facecolors=color if r["seeds"] >= 3 else "none", edgecolors=color, clip_on=False)
+        label = f"{r['method']} ({delta:+.1f})" if collapsed else r["method"]
         ax.annotate(label, (r["ratio"], y), fontsize=7, xytext=(5, 6 if i % 2 else -10), textcoords="offset points")
-    ax.set_ylim(floor, best + 0.8)
+    ax.axhline(0.0, color="black", linewidth=0.8)
+    ax.set_ylim(floor, max(d for _, d in points) + 0.8)
     ax.set_xscale("log")
     ax.set_xlabel("fewer bytes than fp32, forward + backward (x, log)")
-    ax.set_ylabel("val accuracy through the compressed boundaries (%)")
-    ax.set_title(f"compression study: {task} (mean over seeds; stars = presets)")
+    ax.set_ylabel("val accuracy vs uncompressed, same seeds (points)")
+    ax.set_title(f"compression study: {task} (filled: 3 seeds, hollow: fewer; stars = presets)")
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
@@ -234,7 +249,9 @@ def write_report(rows: list[dict[str, Any]], results_md: Path, img_dir: Path) ->
              "Written by `python studies/compression/run.py` from runs submitted through the API; every "
              "number is the mean over the seeds shown, final validation accuracy (%) through the compressed "
              "boundaries and through the dense model. Wire ratio: fp32 bytes / wire bytes, forward and backward "
-             "together, averaged over all training steps (warm-up included).", ""]
+             "together, averaged over all training steps (warm-up included). \"vs none\" pairs seeds: a row's "
+             "accuracy minus the uncompressed run's with the same seed, averaged (rows measured before "
+             "2026-12-01's third session kept no per-seed figures: difference of the means).", ""]
     parts += ["Methods (`studies/compression/methods.yaml`, the same on every boundary): `topk-R` plain top-k "
               "both ways, fp32 values; `qB` B-bit, one scale per tensor, round to nearest; `q2-block-sr` 2-bit, "
               "blocks of 64, stochastic rounding; `rtopk` randomized top-k; `-ef` per-sample error feedback; "
