@@ -56,8 +56,8 @@ COMPRESSION_PRESETS: dict[str, dict[str, dict[str, object]]] = {
 }
 COMPRESSION_PRESET_NOTES: dict[str, str] = {
     "balanced": "4.7x fewer bytes: 4-bit activations, 8-bit gradients (study CNN: +0.0 points)",
-    "aggressive": "11x fewer bytes: 4-bit activations scaled per channel, 3-bit gradients in blocks of 128, "
-    "rANS (study: CNN -0.3, MiniLM -0.5 points)",
+    "aggressive": "10.6-10.9x fewer bytes: 4-bit activations scaled per channel, 3-bit gradients in blocks "
+    "of 128, rANS (study: CNN -0.3, MiniLM -0.5 points)",
     "extreme": "20x fewer bytes: 2-bit activations scaled per channel, 2-bit gradients, rANS "
     "(study: CNN -1.2, MiniLM -5.2 points)",
 }

@@ -231,11 +231,13 @@ def plot(rows: list[dict[str, Any]], task: str, path: Path) -> None:
                    facecolors=color if r["seeds"] >= 3 else "none", edgecolors=color, clip_on=False)
         label = f"{r['method']} ({delta:+.1f})" if collapsed else r["method"]
         ax.annotate(label, (r["ratio"], y), fontsize=7, xytext=(5, 6 if i % 2 else -10), textcoords="offset points")
-    ax.axhline(0.0, color="black", linewidth=0.8)
+    if base is not None:
+        ax.axhline(0.0, color="black", linewidth=0.8)
     ax.set_ylim(floor, max(d for _, d in points) + 0.8)
     ax.set_xscale("log")
     ax.set_xlabel("fewer bytes than fp32, forward + backward (x, log)")
-    ax.set_ylabel("val accuracy vs uncompressed, same seeds (points)")
+    ax.set_ylabel("val accuracy vs uncompressed, same seeds (points)" if base is not None
+                  else "val accuracy through the compressed boundaries (%)")
     ax.set_title(f"compression study: {task} (filled: 3 seeds, hollow: fewer; stars = presets)")
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
