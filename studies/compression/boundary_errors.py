@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -96,19 +97,22 @@ def boundary_tensors(task: str, data_root: Path, steps: int) -> dict[str, list[t
 
 
 def measure(codec: dict[str, Any], tensors: list[tuple[int, Any]]) -> tuple[float, dict[int, tuple[float, float]]]:
-    """Wire ratio over all tensors, and per boundary the median relative error and cosine."""
-    import statistics
-
+    """Wire ratio over all tensors, and per boundary the median relative error and cosine. One codec per
+    boundary, as in a run; per-sample feedback needs the data index, which this screen does not keep."""
     import torch
 
     from worker.codecs import make_codec
 
+    if codec.get("feedback"):
+        raise SystemExit(f"codec {codec}: feedback is not screened here (it needs sample keys); measure it with a run")
     per_boundary: dict[int, list[tuple[float, float]]] = {}
+    codecs: dict[int, Any] = {}
     payload_bytes = dense_bytes = 0
-    c = make_codec(codec, seed=1)
     for j, x in tensors:
-        payload = c.encode(x)
-        decoded = c.decode(payload).float()
+        if j not in codecs:
+            codecs[j] = make_codec(codec, seed=1 + j)
+        payload = codecs[j].encode(x)
+        decoded = codecs[j].decode(payload).float()
         payload_bytes += len(payload)
         dense_bytes += x.numel() * 4
         norm = float(x.norm())
