@@ -80,7 +80,9 @@ def describe_compression(direction: CompressionSpec) -> str:
     parts = []
     if direction.topk not in (None, 1.0):
         parts.append(f"top-k {direction.topk * 100:g}%")
-    if direction.bits is not None:
+    if direction.bits is not None and direction.step_std is not None:
+        parts.append(f"step {direction.step_std:g}σ")
+    elif direction.bits is not None:
         parts.append(f"{direction.bits}-bit")
     elif direction.dtype != "fp32":
         parts.append(direction.dtype)

@@ -73,6 +73,14 @@ class CompressionSpec(_Strict):
     )
     block: int = Field(64, ge=2, le=1 << 20, description="values per scale when scale=block (multiples of 64 are fastest)")
     rounding: Literal["nearest", "stochastic"] = Field("nearest", description="quantization rounding; stochastic is unbiased")
+    step_std: float | None = Field(
+        None,
+        gt=0,
+        le=64,
+        description="quantization step as a multiple of each scale group's standard deviation, levels centred on "
+        "the group's mean, values past the 2^bits levels clamped; entropy coding turns the level counts into bytes "
+        "(needs entropy). null: the group's min..max in 2^bits - 1 steps",
+    )
     entropy: Literal["huffman", "ans"] | None = Field(None, description="lossless coding of the quantized symbols; needs bits")
     feedback: Literal["ef", "delta"] | None = Field(
         None,
@@ -91,6 +99,11 @@ class CompressionSpec(_Strict):
     def _entropy_needs_symbols(self) -> CompressionSpec:
         if self.entropy is not None and self.bits is None:
             raise ValueError(f"entropy: {self.entropy} codes quantized symbols; set bits (e.g. 4) or entropy: null")
+        if self.step_std is not None and (self.bits is None or self.entropy is None):
+            raise ValueError(
+                "step_std sets a fixed step whose levels only entropy coding makes cheap; set bits (e.g. 8) and "
+                "entropy: ans, or step_std: null"
+            )
         return self
 
     @property

@@ -140,3 +140,11 @@ def test_delete_removes_run_metrics_and_logs(api, submit, settings):
 def test_spec_is_kept_per_run(api, submit):
     run_id = submit()["run_ids"][0]
     assert api.get(f"/api/v1/runs/{run_id}").json()["spec"]["model"] == {"name": SPEC["model"]["name"], "options": {}}
+
+
+def test_compression_labels_name_a_fixed_step_in_standard_deviations():
+    from backend.specs import describe_compression
+    from slimpipe.spec import CompressionSpec
+
+    assert describe_compression(CompressionSpec(bits=8, step_std=0.7, entropy="ans")) == "step 0.7σ · ans"
+    assert describe_compression(CompressionSpec(topk=0.1, bits=4)) == "top-k 10% · 4-bit"

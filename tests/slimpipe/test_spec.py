@@ -127,3 +127,10 @@ def test_every_preset_is_a_valid_compression():
     assert list(COMPRESSION_PRESETS) == list(COMPRESSION_PRESET_NOTES) == ["balanced", "aggressive", "extreme"]
     for preset in COMPRESSION_PRESETS:
         assert not parse_spec({**BASE, "compression": {"preset": preset}}).compression.default.forward.is_identity
+
+
+def test_step_std_without_entropy_names_the_field_and_the_fix():
+    with pytest.raises(SpecError, match=r"step_std.*entropy: ans"):
+        parse_spec({**BASE, "compression": {"default": {"forward": {"bits": 8, "step_std": 0.7}}}})
+    spec = parse_spec({**BASE, "compression": {"default": {"forward": {"bits": 8, "step_std": 0.7, "entropy": "ans"}}}})
+    assert spec.compression.default.forward.step_std == 0.7

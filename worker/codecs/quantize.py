@@ -112,6 +112,27 @@ def _minmax(x: np.ndarray, inner: int, ngroups: int, pos: np.ndarray | None) -> 
     return lo.astype(np.float64), hi.astype(np.float64)
 
 
+def std_scales(x: np.ndarray, bits: int, inner: int, ngroups: int, pos: np.ndarray | None, step_std: float):
+    """(lo fp32, step bf16 bits) for a fixed step of `step_std` standard deviations per group, the group's
+    mean on level 2^(bits-1); values past the levels clamp. NumPy float64 on the host for every backend,
+    so all of them send the same bytes. A constant group gets step 0 and its value as lo."""
+    n = x.size
+    if n and not np.isfinite(x).all():
+        raise CodecError(_NOT_FINITE)
+    where = np.arange(n, dtype=np.int64) if pos is None else pos.astype(np.int64)
+    group = (where // inner) % ngroups
+    values = x.astype(np.float64)
+    count = np.bincount(group, minlength=ngroups).astype(np.float64)
+    filled = count > 0
+    mean = np.bincount(group, weights=values, minlength=ngroups) / np.where(filled, count, 1.0)
+    var = np.bincount(group, weights=(values - mean[group]) ** 2, minlength=ngroups) / np.where(filled, count, 1.0)
+    step = bf16_up(step_std * np.sqrt(var))
+    if np.any(bf16_to_float(step) == np.inf):
+        raise CodecError("value range overflows float32 steps; cannot quantize values spanning more than ~3e38")
+    lo = mean - (1 << (bits - 1)) * bf16_to_float(step).astype(np.float64)
+    return np.where(filled, lo, 0.0).astype(np.float32), step
+
+
 def group_scales(x, bits: int, inner: int, ngroups: int, pos: np.ndarray | None):
     """(lo fp32, step bf16 bits) for fp32 values `x`; raises CodecError on NaN/inf."""
     if x.size == 0:

@@ -136,3 +136,69 @@ def test_round_trip_and_size_property(bits, n, block, scale, seed):
             step = ((x.max() - x.min()).item() / ((1 << bits) - 1)) * (1 + 2**-7)
             assert _step_bound(x, y, step)
     assert payload == make_codec(spec, backend="torch").encode(x)
+
+
+# --------------------------------------------------------------------------- step_std: a fixed step in standard deviations
+
+
+def _std_spec(**kw) -> CompressionSpec:
+    return CompressionSpec(**{"bits": 8, "step_std": 0.5, "entropy": "ans", "scale": "tensor", **kw})
+
+
+@pytest.mark.parametrize("scale,topk", [("tensor", None), ("channel", None), ("block", None), ("channel", 0.1), ("block", 0.1)])
+def test_step_std_sends_the_same_bytes_from_numba_and_torch(scale, topk):
+    from tests.worker.codecs.conftest import transformer_like
+
+    x = transformer_like(64, 96)
+    spec = _std_spec(scale=scale, topk=topk, block=128)
+    assert make_codec(spec, backend="numba").encode(x) == make_codec(spec, backend="torch").encode(x)
+
+
+@pytest.mark.parametrize("scale", ["tensor", "channel", "block"])
+def test_step_std_levels_sit_step_apart_around_each_groups_mean(scale):
+    """Decoded values are mean + j * step: within half a step of the input where no clamp applies."""
+    torch.manual_seed(0)
+    x = torch.randn(256, 64) * torch.linspace(0.5, 4, 64) + torch.linspace(-3, 3, 64)
+    payload = make_codec(_std_spec(scale=scale, block=256)).encode(x)
+    header, sections = wire.unpack(payload)
+    lo, step = quantize.parse_scales(sections["scales"], {"tensor": 1, "channel": 64, "block": 64}[scale])
+    groups = {"tensor": x.reshape(1, -1), "channel": x.T, "block": x.reshape(64, 256)}[scale].double()
+    std = groups.std(dim=1, unbiased=False).numpy()
+    assert np.all(step >= 0.5 * std) and np.all(step <= 0.5 * std * (1 + 2**-7))  # bf16, rounded up
+    # the mean sits on level 128, up to the fp32 rounding of lo
+    assert np.all(np.abs(lo + 128 * step - groups.mean(dim=1).numpy()) <= 1e-6 * (1 + np.abs(lo)))
+    y = decode(payload).double()
+    per_value_step = {"tensor": step[0], "channel": torch.from_numpy(step)[None, :], "block": None}[scale]
+    if per_value_step is None:
+        per_value_step = torch.from_numpy(step).repeat_interleave(256).reshape(256, 64)
+    assert bool(((y - x.double()).abs() <= per_value_step / 2 * (1 + 1e-6) + 1e-5).all())
+
+
+def test_step_std_clamps_what_lies_past_the_levels_and_bytes_follow_the_entropy():
+    x = torch.randn(100_000, generator=torch.Generator().manual_seed(0))
+    coarse, fine = (make_codec(_std_spec(step_std=s)).encode(x) for s in (2.0, 0.25))
+    # a Gaussian at a step of 2 std costs about 1.1 bits per value, at 0.25 std about 4 (h(X) - log2 step)
+    assert 0.9 < len(coarse) * 8 / x.numel() < 1.3
+    assert 3.8 < len(fine) * 8 / x.numel() < 4.3
+    assert float((decode(fine) - x).norm() / x.norm()) == pytest.approx(0.25 / math.sqrt(12), rel=0.05)
+    x[0] = 50.0  # past the top level, mean + 127 steps of 0.25 std (about 32): clamps there
+    payload = make_codec(_std_spec(step_std=0.25)).encode(x)
+    _, sections = wire.unpack(payload)
+    lo, step = quantize.parse_scales(sections["scales"], 1)
+    assert float(decode(payload)[0]) == pytest.approx(lo[0] + 255 * step[0], rel=1e-6)
+    assert 30 < lo[0] + 255 * step[0] < 34
+
+
+def test_step_std_keeps_constant_groups_exact_and_refuses_non_finite():
+    x = torch.full((4, 64), 2.5)
+    x[1] = -7.0
+    assert torch.equal(decode(make_codec(_std_spec(scale="block", block=64)).encode(x)), x)
+    with pytest.raises(CodecError, match="NaN or inf"):
+        make_codec(_std_spec()).encode(torch.tensor([1.0, float("nan")]))
+
+
+def test_step_std_needs_bits_and_entropy():
+    with pytest.raises(ValueError, match="step_std .* set bits .* entropy: ans"):
+        CompressionSpec(bits=8, step_std=1.0)
+    with pytest.raises(ValueError, match="step_std"):
+        CompressionSpec(step_std=1.0, entropy=None)

@@ -204,3 +204,9 @@ def test_auto_picks_torch_for_gpu_tensors_and_numba_for_cpu_ones_triton_is_opt_i
     assert chain.pick_backend("auto", torch.device("cpu")) == "numba"
     with pytest.raises(ValueError, match="device payloads need backend 'triton'"):
         make_codec(CompressionSpec(bits=4), backend="numba").encode(torch.randn(10), device_payload=True)
+
+
+def test_step_std_is_refused_with_the_backend_that_has_it():
+    spec = CompressionSpec(bits=8, step_std=0.7, entropy="ans")
+    with pytest.raises(CodecError, match="step_std is not in the triton backend yet; use backend: torch"):
+        make_codec(spec, backend="triton").encode(torch.randn(256))
