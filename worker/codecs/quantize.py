@@ -119,13 +119,18 @@ def std_scales(x: np.ndarray, bits: int, inner: int, ngroups: int, pos: np.ndarr
     n = x.size
     if n and not np.isfinite(x).all():
         raise CodecError(_NOT_FINITE)
-    where = np.arange(n, dtype=np.int64) if pos is None else pos.astype(np.int64)
-    group = (where // inner) % ngroups
     values = x.astype(np.float64)
-    count = np.bincount(group, minlength=ngroups).astype(np.float64)
-    filled = count > 0
-    mean = np.bincount(group, weights=values, minlength=ngroups) / np.where(filled, count, 1.0)
-    var = np.bincount(group, weights=(values - mean[group]) ** 2, minlength=ngroups) / np.where(filled, count, 1.0)
+    if ngroups == 1:  # one tensor-wide group: no group index per value
+        filled = np.array([n > 0])
+        mean = np.array([values.mean() if n else 0.0])
+        var = np.array([np.square(values - mean[0]).mean() if n else 0.0])
+    else:
+        where = np.arange(n, dtype=np.int64) if pos is None else pos.astype(np.int64)
+        group = (where // inner) % ngroups
+        count = np.bincount(group, minlength=ngroups).astype(np.float64)
+        filled = count > 0
+        mean = np.bincount(group, weights=values, minlength=ngroups) / np.where(filled, count, 1.0)
+        var = np.bincount(group, weights=(values - mean[group]) ** 2, minlength=ngroups) / np.where(filled, count, 1.0)
     step = bf16_up(step_std * np.sqrt(var))
     if np.any(bf16_to_float(step) == np.inf):
         raise CodecError("value range overflows float32 steps; cannot quantize values spanning more than ~3e38")

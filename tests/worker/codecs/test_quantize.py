@@ -193,6 +193,8 @@ def test_step_std_keeps_constant_groups_exact_and_refuses_non_finite():
     x = torch.full((4, 64), 2.5)
     x[1] = -7.0
     assert torch.equal(decode(make_codec(_std_spec(scale="block", block=64)).encode(x)), x)
+    for scale in ("tensor", "channel", "block"):
+        assert decode(make_codec(_std_spec(scale=scale)).encode(torch.zeros(0, 8))).shape == (0, 8)
     with pytest.raises(CodecError, match="NaN or inf"):
         make_codec(_std_spec()).encode(torch.tensor([1.0, float("nan")]))
 
