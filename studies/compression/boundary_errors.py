@@ -12,13 +12,13 @@ the table gives, per boundary, the relative L2 error |decoded - x| / |x| and the
 x, and the wire ratio (fp32 bytes / payload bytes) over all of them. The weights do not train, so the
 tensors are those of the run's first steps; a codec's error predicts, it does not replace, a run.
 
-`--frontier` adds, under each codec, the error of a reference scalar quantizer at the codec's own bits
-per value: each channel's mean removed, one uniform step per tensor (the same multiple of every tensor's
-standard deviation), symbols counted at their empirical entropy, side information free. At high rates
-entropy-coded uniform quantization is the best scalar quantizer, 0.25 bit from the rate-distortion bound
-of a memoryless source, so a codec near this reference gains little from other levels or scales; going
-further needs what a per-value codec does not see (a transform shared by both ends, a sample's earlier value).
-The MiniLM task reads the CSVs `run.py` writes (`--data-root`, default var/study/data).
+`--reference` adds, under each codec, the error of a reference quantizer at the codec's own bits per
+value: one uniform step per tensor (the same multiple of every tensor's standard deviation) around its
+mean, symbols counted at their empirical entropy, side information free: what entropy-coded uniform
+quantization, the best scalar quantizer at high rates, does with nothing known about the tensor. A
+reference, not a bound: a codec that errs more at the same bits puts its levels where the values are
+not (min..max levels stretched by heavy tails); one that errs less uses structure one step cannot see
+(a ReLU's exact zeros, channels of very different scales).
 """
 
 from __future__ import annotations
@@ -130,26 +130,20 @@ def measure(codec: dict[str, Any], tensors: list[tuple[int, Any]]) -> tuple[floa
     return dense_bytes / payload_bytes, summary
 
 
-def _uniform_step(x, c: float):
-    """(bits, relative error) of `x` (float64) quantized with step c * std after removing each channel's mean."""
+def _uniform_step(x, c: float) -> tuple[float, float]:
+    """(bits, relative error) of `x` (float64) quantized with a step of c standard deviations around its mean."""
     import torch
 
-    from worker.codecs.quantize import channel_layout
-
-    inner, channels = channel_layout(tuple(x.shape))
-    grouped = x.reshape(-1, channels, inner)
-    mean = grouped.mean(dim=(0, 2), keepdim=True)
-    centred = grouped - mean
+    centred = x - x.mean()
     step = c * float(centred.std()) or 1.0
     q = torch.round(centred / step)
     counts = torch.unique(q, return_counts=True)[1].double()
-    p = counts / counts.sum()
-    bits = float(-(counts * p.log2()).sum())
+    bits = float(-(counts * (counts / counts.sum()).log2()).sum())
     norm = float(x.norm())
     return bits, (float((q * step - centred).norm()) / norm if norm else 0.0)
 
 
-def frontier(tensors: list[tuple[int, Any]], bits_per_value: float, iterations: int = 40) -> tuple[float, dict[int, float]]:
+def reference(tensors: list[tuple[int, Any]], bits_per_value: float, iterations: int = 40) -> tuple[float, dict[int, float]]:
     """The reference quantizer (see the module text) at `bits_per_value` over all tensors: (bits per value
     reached, median relative error per boundary). Bisects the step multiple on a log scale."""
     wide = [(j, x.double()) for j, x in tensors]
@@ -182,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-root", type=Path, default=ROOT / "var" / "study" / "data")
     parser.add_argument("--codec", action="append", default=[], metavar='NAME={"bits": 3, ...}',
                         help="a codec to measure (repeatable); default: the built-in list for the direction")
-    parser.add_argument("--frontier", action="store_true",
+    parser.add_argument("--reference", action="store_true",
                         help="under each codec, the reference uniform quantizer's error at the codec's bits per value")
     args = parser.parse_args(argv)
     codecs = dict(CODECS[args.direction])
@@ -201,8 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, codec in codecs.items():
         ratio, summary = measure(codec, tensors)
         print(f"{name:26} {ratio:6.1f}  " + "  ".join(f"{summary[j][0]:6.2f}/{summary[j][1]:.3f}" for j in boundaries))
-        if args.frontier:
-            _, errors = frontier(tensors, 32.0 / ratio)
+        if args.reference:
+            _, errors = reference(tensors, 32.0 / ratio)
             print(f"{'  uniform step, same bits':26} {ratio:6.1f}  " + "  ".join(f"{errors[j]:6.2f}      " for j in boundaries))
     return 0
 

@@ -64,19 +64,19 @@ def test_measure_reports_the_codecs_ratio_and_error(study, cnn_tensors):
     assert all(0.05 < err < 1.0 for err, _ in per_boundary.values())
 
 
-def test_frontier_reaches_the_rate_asked_with_the_textbook_error_of_uniform_steps(study):
+def test_reference_reaches_the_rate_asked_with_the_textbook_error_of_uniform_steps(study):
     """Gaussian values: entropy-coded uniform quantization errs sqrt(pi*e/6) * 2^-R relative (high-rate
     theory: 0.298 at 2 bits, 0.075 at 4); the bisection lands on the bits per value asked."""
     g = torch.Generator().manual_seed(0)
     tensors = [(0, torch.randn(64, 512, generator=g)), (1, torch.randn(64, 512, generator=g))]
     for rate, low, high in [(2.0, 0.28, 0.32), (4.0, 0.068, 0.080)]:
-        bits, errors = study.frontier(tensors, rate)
+        bits, errors = study.reference(tensors, rate)
         assert bits == pytest.approx(rate, abs=0.01)
         assert sorted(errors) == [0, 1]
         assert all(low < e < high for e in errors.values())
 
 
-def test_a_min_max_codec_errs_more_than_the_frontier_at_its_own_bits(study):
+def test_a_min_max_codec_errs_more_than_the_reference_at_its_own_bits(study):
     """Min-max levels spend their range on the extremes: a little on Gaussian values, a lot on heavy tails."""
     torch.manual_seed(1)
     gaussian = torch.randn(16, 64, 384)
@@ -84,5 +84,5 @@ def test_a_min_max_codec_errs_more_than_the_frontier_at_its_own_bits(study):
     codec = {"bits": 3, "scale": "channel", "entropy": "ans"}
     for values, margin in [(gaussian, 0.97), (heavy, 0.5)]:
         ratio, per_boundary = study.measure(codec, [(0, values)])
-        _, errors = study.frontier([(0, values)], 32.0 / ratio)
+        _, errors = study.reference([(0, values)], 32.0 / ratio)
         assert errors[0] < margin * per_boundary[0][0]
