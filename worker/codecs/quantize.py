@@ -135,6 +135,12 @@ def std_scales(x: np.ndarray, bits: int, inner: int, ngroups: int, pos: np.ndarr
     if np.any(bf16_to_float(step) == np.inf):
         raise CodecError("value range overflows float32 steps; cannot quantize values spanning more than ~3e38")
     lo = mean - (1 << (bits - 1)) * bf16_to_float(step).astype(np.float64)
+    top = lo + ((1 << bits) - 1) * bf16_to_float(step).astype(np.float64)
+    if np.any(np.maximum(np.abs(lo), np.abs(top))[filled] > np.finfo(np.float32).max):
+        raise CodecError(
+            f"{1 << bits} levels of {step_std:g} standard deviations reach past float32's range; use fewer bits "
+            "or a smaller step_std"
+        )
     return np.where(filled, lo, 0.0).astype(np.float32), step
 
 

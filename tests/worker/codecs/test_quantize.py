@@ -197,6 +197,10 @@ def test_step_std_keeps_constant_groups_exact_and_refuses_non_finite():
         assert decode(make_codec(_std_spec(scale=scale)).encode(torch.zeros(0, 8))).shape == (0, 8)
     with pytest.raises(CodecError, match="NaN or inf"):
         make_codec(_std_spec()).encode(torch.tensor([1.0, float("nan")]))
+    huge = torch.tensor([3e34, -3e34, 1e34, 0.0])  # 65536 steps of 1 std span ~1e39
+    with pytest.raises(CodecError, match="65536 levels of 1 standard deviations reach past float32's range"):
+        make_codec(_std_spec(bits=16, step_std=1.0)).encode(huge)
+    assert float((decode(make_codec(_std_spec(bits=8, step_std=1.0)).encode(huge)) - huge).abs().max()) < 2e34
 
 
 def test_step_std_needs_bits_and_entropy():
