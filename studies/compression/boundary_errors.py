@@ -134,11 +134,12 @@ def _uniform_step(x, c: float) -> tuple[float, float]:
     """(bits, relative error) of `x` (float64) quantized with a step of c standard deviations around its mean."""
     import torch
 
+    from worker.codecs.entropy import empirical_entropy_bits
+
     centred = x - x.mean()
     step = c * float(centred.std()) or 1.0
     q = torch.round(centred / step)
-    counts = torch.unique(q, return_counts=True)[1].double()
-    bits = float(-(counts * (counts / counts.sum()).log2()).sum())
+    bits = empirical_entropy_bits((q - q.min()).to(torch.int64).numpy())
     norm = float(x.norm())
     return bits, (float((q * step - centred).norm()) / norm if norm else 0.0)
 

@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from slimpipe.client import Client  # noqa: E402
+from slimpipe.presets import COMPRESSION_PRESETS  # noqa: E402
 from slimpipe.spec import load_spec_text, set_path  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -223,7 +224,7 @@ def plot(rows: list[dict[str, Any]], task: str, path: Path) -> None:
     floor = min((d for _, d in points if d >= -15.0), default=-1.0) - 0.5  # worse rows: drawn on the floor
     fig, ax = plt.subplots(figsize=(8, 4.8), dpi=110)
     for i, (r, delta) in enumerate(sorted(points, key=lambda p: p[0]["ratio"])):
-        preset = r["method"] in ("balanced", "aggressive", "extreme")
+        preset = r["method"] in COMPRESSION_PRESETS
         collapsed = delta < floor
         y = floor if collapsed else delta
         color = "tab:red" if preset else "tab:gray" if collapsed else "tab:blue"
