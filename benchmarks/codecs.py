@@ -33,6 +33,8 @@ CONFIGS = (
         ("b4 huff", {"bits": 4, "entropy": "huffman"}),
         ("b4 ans", {"bits": 4, "entropy": "ans"}),
         ("b8 tensor ans", {"bits": 8, "scale": "tensor", "entropy": "ans"}),
+        ("step0.6 ans", {"bits": 8, "scale": "tensor", "step_std": 0.6, "entropy": "ans"}),  # extreme, forward
+        ("step3 ans", {"bits": 8, "scale": "tensor", "step_std": 3.0, "entropy": "ans"}),  # extreme, backward
     ]
 )
 QUICK = ("fp16", "b1", "b4", "b8", "b10", "b16", "b4 channel", "top0.1", "top0.1 b4", "top0.1 b4 tensor ans",
