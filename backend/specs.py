@@ -82,6 +82,8 @@ def describe_compression(direction: CompressionSpec) -> str:
         parts.append(f"top-k {direction.topk * 100:g}%")
     if direction.bits is not None and direction.step_std is not None:
         parts.append(f"step {direction.step_std:g}σ")
+    elif direction.bits is not None and direction.rate is not None:
+        parts.append(f"{direction.rate:g} bits/value")
     elif direction.bits is not None:
         parts.append(f"{direction.bits}-bit")
     elif direction.dtype != "fp32":

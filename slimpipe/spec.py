@@ -81,6 +81,14 @@ class CompressionSpec(_Strict):
         "the group's mean, values past the 2^bits levels clamped; entropy coding turns the level counts into bytes "
         "(needs entropy). null: the group's min..max in 2^bits - 1 steps",
     )
+    rate: float | None = Field(
+        None,
+        gt=0,
+        lt=16,
+        description="target bits per value: like step_std, with the multiple of each group's standard deviation "
+        "chosen for every tensor so that its levels' entropy is about this many bits (rate control; needs entropy "
+        "and bits above it, which caps the levels: 8 spans the values at 1-4 bits per value)",
+    )
     entropy: Literal["huffman", "ans"] | None = Field(None, description="lossless coding of the quantized symbols; needs bits")
     feedback: Literal["ef", "delta"] | None = Field(
         None,
@@ -104,6 +112,13 @@ class CompressionSpec(_Strict):
                 "step_std sets a fixed step whose levels only entropy coding makes cheap; set bits (e.g. 8) and "
                 "entropy: ans, or step_std: null"
             )
+        if self.rate is not None:
+            if self.step_std is not None:
+                raise ValueError("rate picks the step itself; set step_std: null or rate: null")
+            if self.bits is None or self.entropy is None:
+                raise ValueError("rate is reached by entropy-coding fixed steps; set bits (e.g. 8) and entropy: ans")
+            if self.rate >= self.bits:
+                raise ValueError(f"rate {self.rate:g} needs more than bits: {self.bits} levels; raise bits or lower rate")
         return self
 
     @property

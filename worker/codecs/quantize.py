@@ -112,10 +112,39 @@ def _minmax(x: np.ndarray, inner: int, ngroups: int, pos: np.ndarray | None) -> 
     return lo.astype(np.float64), hi.astype(np.float64)
 
 
-def std_scales(x: np.ndarray, bits: int, inner: int, ngroups: int, pos: np.ndarray | None, step_std: float):
+RATE_SAMPLE = 16384  # values the rate search looks at (drawn with a fixed seed: the same bytes every time)
+
+
+def rate_multiple(z: np.ndarray, peak: float, rate: float, bits: int, iterations: int = 12) -> float:
+    """The step, in standard deviations, at which `z` (a sample of the values, in their groups' standard
+    deviations) rounds to levels of about `rate` bits of entropy per value: bisection on log2 of the step,
+    whose entropy falls as it grows. The step never gets so fine that 2^bits levels around the mean miss a
+    value (`peak`: the largest |value - mean| / std of all of them): where that bounds it (heavy tails at
+    few bits; a gradient with one live token in 64) the levels carry fewer bits, and nothing clamps."""
+    if peak == 0.0 or not z.size:
+        return 1.0
+    lo, hi = float(np.log2(peak / ((1 << (bits - 1)) - 1))), 10.0
+    for _ in range(iterations):
+        mid = (lo + hi) / 2
+        levels = np.rint(z * 2.0**-mid).astype(np.int64)
+        counts = np.bincount(levels - levels.min())
+        p = counts[counts > 0] / levels.size
+        if float(-(p * np.log2(p)).sum()) > rate:
+            lo = mid
+        else:
+            hi = mid
+    return float(2.0**hi)
+
+
+def std_scales(
+    x: np.ndarray, bits: int, inner: int, ngroups: int, pos: np.ndarray | None, step_std: float | None,
+    rate: float | None = None,
+):
     """(lo fp32, step bf16 bits) for a fixed step of `step_std` standard deviations per group, the group's
-    mean on level 2^(bits-1); values past the levels clamp. NumPy float64 on the host for every backend,
-    so all of them send the same bytes. A constant group gets step 0 and its value as lo."""
+    mean on level 2^(bits-1); values past the levels clamp. With `rate` instead, the multiple is the one
+    whose levels carry about `rate` bits per value (`rate_multiple` on a fixed sample of the values). NumPy
+    float64 on the host for every backend, so all of them send the same bytes. A constant group gets step 0
+    and its value as lo."""
     n = x.size
     if n and not np.isfinite(x).all():
         raise CodecError(_NOT_FINITE)
@@ -131,6 +160,18 @@ def std_scales(x: np.ndarray, bits: int, inner: int, ngroups: int, pos: np.ndarr
         filled = count > 0
         mean = np.bincount(group, weights=values, minlength=ngroups) / np.where(filled, count, 1.0)
         var = np.bincount(group, weights=(values - mean[group]) ** 2, minlength=ngroups) / np.where(filled, count, 1.0)
+    if rate is not None:
+        sd = np.sqrt(var)
+        pick = np.random.default_rng(RATE_SAMPLE).integers(0, n, RATE_SAMPLE) if n > RATE_SAMPLE else np.arange(n)
+        g = np.zeros(pick.size, dtype=np.int64) if ngroups == 1 else group[pick]
+        inverse_sd = 1.0 / np.where(sd > 0, sd, np.inf)
+        z = (values[pick] - mean[g]) * inverse_sd[g]
+        if ngroups == 1:
+            peak = float(np.abs(values - mean[0]).max() * inverse_sd[0]) if n else 0.0
+        else:
+            peak = float((np.abs(values - mean[group]) * inverse_sd[group]).max()) if n else 0.0
+        step_std = rate_multiple(z, peak, rate, bits)
+    assert step_std is not None
     step = bf16_up(step_std * np.sqrt(var))
     if np.any(bf16_to_float(step) == np.inf):
         raise CodecError("value range overflows float32 steps; cannot quantize values spanning more than ~3e38")
@@ -139,7 +180,7 @@ def std_scales(x: np.ndarray, bits: int, inner: int, ngroups: int, pos: np.ndarr
     if np.any(np.maximum(np.abs(lo), np.abs(top))[filled] > np.finfo(np.float32).max):
         raise CodecError(
             f"{1 << bits} levels of {step_std:g} standard deviations reach past float32's range; use fewer bits "
-            "or a smaller step_std"
+            "or a smaller step_std (or a higher rate)"
         )
     return np.where(filled, lo, 0.0).astype(np.float32), step
 

@@ -58,8 +58,9 @@ def encode(x: torch.Tensor, spec, *, rng: np.random.Generator, dense: bool = Fal
         header.value_dtype = SPEC_DTYPES[spec.dtype]
         parts["values"] = [_values_tensor(vals, header.value_dtype)]
         return _assemble(header, parts, device, checksum)
-    if spec.step_std is not None:
-        raise CodecError("step_std is not in the triton backend yet; use backend: torch (same bytes)")
+    if spec.step_std is not None or spec.rate is not None:
+        field = "step_std" if spec.step_std is not None else "rate"
+        raise CodecError(f"{field} is not in the triton backend yet; use backend: torch (same bytes)")
     header.bits, header.scale, header.entropy = spec.bits, spec.scale, spec.entropy
     inner, ngroups, by_pos = quantize.group_layout(spec.scale, header.shape, k, spec.block, header.topk)
     where = pos if by_pos else None

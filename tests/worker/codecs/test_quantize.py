@@ -208,3 +208,74 @@ def test_step_std_needs_bits_and_entropy():
         CompressionSpec(bits=8, step_std=1.0)
     with pytest.raises(ValueError, match="step_std"):
         CompressionSpec(step_std=1.0, entropy=None)
+
+
+# --------------------------------------------------------------------------- rate: the step that meets a bit budget
+
+
+def _rate_spec(**kw) -> CompressionSpec:
+    return CompressionSpec(**{"bits": 8, "rate": 2.0, "entropy": "ans", "scale": "tensor", **kw})
+
+
+@pytest.mark.parametrize("rate", [0.5, 1.0, 2.0, 3.0])
+def test_rate_meets_the_bit_budget_on_light_and_heavy_tails(rate):
+    """About `rate` bits per value on the wire (levels at their entropy, plus a header and rANS's table),
+    whatever the distribution: a fixed step_std spends fewer bits on heavier tails."""
+    g = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    for x in (torch.randn(64, 64, 96, generator=g), torch.distributions.StudentT(5.0).sample((64, 64, 96))):
+        payload = make_codec(_rate_spec(rate=rate)).encode(x)
+        assert len(payload) * 8 / x.numel() == pytest.approx(rate, rel=0.04, abs=0.02)
+
+
+def test_rate_never_steps_so_fine_that_the_levels_clamp():
+    """Student-t values (2.5 degrees of freedom: the largest of these lies ~100 standard deviations out) at
+    2 bits per value would need steps whose 256 levels miss the tails: 8 bits spend less and clamp nothing
+    (every value within half a step); 12 bits reach the rate. A tensor with one live row in 64 (a
+    classifier token's gradient) spends what its one row needs, not a bit for every zero."""
+    torch.manual_seed(0)
+    x = torch.distributions.StudentT(2.5).sample((64, 64, 96))
+    capped, wide = (make_codec(_rate_spec(rate=2.0, bits=b)).encode(x) for b in (8, 12))
+    assert 0.5 < len(capped) * 8 / x.numel() < 1.8
+    _, sections = wire.unpack(capped)
+    _, step = quantize.parse_scales(sections["scales"], 1)
+    assert float((decode(capped) - x).abs().max()) <= step[0] / 2 * (1 + 1e-5)  # no value clamped
+    assert len(wide) * 8 / x.numel() == pytest.approx(2.0, rel=0.04)
+    sparse = torch.zeros(8, 64, 384)
+    sparse[:, 0] = torch.randn(8, 384)
+    payload = make_codec(_rate_spec(rate=1.0)).encode(sparse)
+    assert len(payload) * 8 / sparse.numel() < 0.5
+    assert float((decode(payload) - sparse).norm() / sparse.norm()) < 0.05
+
+
+def test_rate_picks_the_step_of_the_textbook_uniform_quantizer():
+    """Gaussian values at 3 bits: step 4.13 * 2^-3 = 0.52 std (h(X) - log2 step), relative error 0.15."""
+    x = torch.randn(200_000, generator=torch.Generator().manual_seed(1))
+    payload = make_codec(_rate_spec(rate=3.0)).encode(x)
+    _, sections = wire.unpack(payload)
+    _, step = quantize.parse_scales(sections["scales"], 1)
+    assert step[0] / float(x.std()) == pytest.approx(math.sqrt(2 * math.pi * math.e) / 8, rel=0.03)
+    assert float((decode(payload) - x).norm() / x.norm()) == pytest.approx(step[0] / float(x.std()) / math.sqrt(12), rel=0.03)
+
+
+@pytest.mark.parametrize("scale,topk", [("tensor", None), ("channel", None), ("block", 0.1)])
+def test_rate_sends_the_same_bytes_from_numba_and_torch_and_on_every_call(scale, topk):
+    from tests.worker.codecs.conftest import transformer_like
+
+    x = transformer_like(128, 192)  # over RATE_SAMPLE values: the search looks at a fixed sample
+    assert x.numel() > quantize.RATE_SAMPLE
+    spec = _rate_spec(scale=scale, topk=topk, block=128)
+    first = make_codec(spec, backend="numba").encode(x)
+    assert first == make_codec(spec, backend="torch").encode(x) == make_codec(spec, backend="numba").encode(x)
+
+
+def test_rate_keeps_constant_tensors_exact_and_names_its_conflicts():
+    x = torch.full((4, 64), -1.5)
+    assert torch.equal(decode(make_codec(_rate_spec()).encode(x)), x)
+    assert decode(make_codec(_rate_spec()).encode(torch.zeros(0, 8))).shape == (0, 8)
+    with pytest.raises(ValueError, match="rate picks the step itself; set step_std: null or rate: null"):
+        CompressionSpec(bits=8, rate=2.0, step_std=1.0, entropy="ans")
+    with pytest.raises(ValueError, match="rate .* set bits .* entropy: ans"):
+        CompressionSpec(bits=8, rate=2.0)
+    with pytest.raises(ValueError, match="rate 4 needs more than bits: 4 levels"):
+        CompressionSpec(bits=4, rate=4.0, entropy="ans")

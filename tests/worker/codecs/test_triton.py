@@ -210,3 +210,5 @@ def test_step_std_is_refused_with_the_backend_that_has_it():
     spec = CompressionSpec(bits=8, step_std=0.7, entropy="ans")
     with pytest.raises(CodecError, match="step_std is not in the triton backend yet; use backend: torch"):
         make_codec(spec, backend="triton").encode(torch.randn(256))
+    with pytest.raises(CodecError, match="rate is not in the triton backend yet; use backend: torch"):
+        make_codec(CompressionSpec(bits=8, rate=2.0, entropy="ans"), backend="triton").encode(torch.randn(256))
