@@ -86,3 +86,24 @@ def test_a_min_max_codec_errs_more_than_the_reference_at_its_own_bits(study):
         ratio, per_boundary = study.measure(codec, [(0, values)])
         _, errors = study.reference([(0, values)], 32.0 / ratio)
         assert errors[0] < margin * per_boundary[0][0]
+
+
+def test_weights_screen_dense_is_exact_and_compression_chains_into_earlier_stages(study):
+    """The weights screen compares each stage's parameter gradient with and without the codecs: none
+    gives cosine 1 and ratio 1; the head's gradient never crosses a boundary, so gradient codecs leave
+    it exact while the stages upstream of a coarse one see its error; stage 0 gets its gradient."""
+    configs = {
+        "dense": {},
+        "8-bit": {"forward": {"bits": 8}, "backward": {"bits": 8}},
+        "coarse gradients": {"backward": {"topk": 0.01}},
+    }
+    results = study.weight_gradients("cnn", ROOT / "var" / "unused", 1, configs)
+    dense, fine, coarse = results["dense"], results["8-bit"], results["coarse gradients"]
+    assert dense["forward"] == dense["backward"] == dense["ratio"] == 1.0
+    assert dense["cosines"] == pytest.approx([1.0, 1.0, 1.0], abs=1e-6)
+    assert 3.0 < fine["forward"] < 4.0 and 3.0 < fine["backward"] < 4.0
+    assert all(c > 0.99 for c in fine["cosines"])
+    assert coarse["forward"] == 1.0 and coarse["backward"] > 20.0
+    assert 1.9 < coarse["ratio"] < 2.0  # dense activations, a twentieth of the gradients' bytes
+    assert coarse["cosines"][2] == pytest.approx(1.0, abs=1e-6)
+    assert coarse["cosines"][0] < 0.9 and coarse["cosines"][1] < 0.9
