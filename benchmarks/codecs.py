@@ -33,8 +33,10 @@ CONFIGS = (
         ("b4 huff", {"bits": 4, "entropy": "huffman"}),
         ("b4 ans", {"bits": 4, "entropy": "ans"}),
         ("b8 tensor ans", {"bits": 8, "scale": "tensor", "entropy": "ans"}),
-        ("step0.6 ans", {"bits": 8, "scale": "tensor", "step_std": 0.6, "entropy": "ans"}),  # extreme, forward
-        ("step3 ans", {"bits": 8, "scale": "tensor", "step_std": 3.0, "entropy": "ans"}),  # extreme, backward
+        ("step0.6 ans", {"bits": 8, "scale": "tensor", "step_std": 0.6, "entropy": "ans"}),
+        ("step3 ans", {"bits": 8, "scale": "tensor", "step_std": 3.0, "entropy": "ans"}),
+        ("rate1.9 ans", {"bits": 8, "scale": "tensor", "rate": 1.9, "entropy": "ans"}),
+        ("rate1 ans", {"bits": 8, "scale": "tensor", "rate": 1.0, "entropy": "ans"}),
     ]
 )
 QUICK = ("fp16", "b1", "b4", "b8", "b10", "b16", "b4 channel", "top0.1", "top0.1 b4", "top0.1 b4 tensor ans",

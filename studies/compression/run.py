@@ -264,10 +264,11 @@ def write_report(rows: list[dict[str, Any]], results_md: Path, img_dir: Path) ->
               "rounded to nearest, `-blockN` in blocks of N, `-topkR` top-k R first; `-delta` the per-sample "
               "delta on the activations; `-only` the other direction uncompressed (methods.yaml has each); "
               "`stepF-bwdB` a fixed step of F standard deviations on the activations and B on the gradients "
-              "(`step_std`, one per tensor, rANS-coded levels); `-boundaryN-only` boundary N alone; "
-              "`balanced` / `aggressive` / `extreme` the presets (docs/guide.md#presets): `aggressive` = "
-              "fwd4-channel-bwd3-nearest, `extreme` = step0.6-bwd3; `-v1`, `-v2` and `fwd4-channel-bwd3` earlier "
-              "presets.", ""]
+              "(`step_std`, one per tensor, rANS-coded levels); `rateF-bwdB` such steps chosen per tensor for "
+              "about F bits per value on the activations and B on the gradients (`rate`); `-boundaryN-only` "
+              "boundary N alone; `balanced` / `aggressive` / `extreme` the presets (docs/guide.md#presets): "
+              "`aggressive` = fwd4-channel-bwd3-nearest, `extreme` = rate1.9-bwd1; `-v1`, `-v2`, `-v3` and "
+              "`fwd4-channel-bwd3` earlier presets.", ""]
     for task in sorted({r["task"] for r in rows}):
         spec = load_spec_text(TASKS[task].read_text())
         parts += [f"### {task}: {spec['model']['name']} on {spec['data']['name']}, "

@@ -113,10 +113,16 @@ def test_a_preset_fills_the_default_and_round_trips():
 
 
 def test_default_fields_given_with_a_preset_replace_the_presets_and_a_bad_name_is_refused():
-    spec = parse_spec({**BASE, "compression": {"preset": "extreme", "default": {"backward": {"step_std": 1.0}}}})
-    assert spec.compression.default.backward.step_std == 1.0
+    spec = parse_spec({**BASE, "compression": {"preset": "extreme", "default": {"backward": {"rate": 1.5}}}})
+    assert spec.compression.default.backward.rate == 1.5
     assert spec.compression.default.backward.entropy == "ans"  # the rest of the preset's backward stays
-    assert spec.compression.default.forward.step_std == 0.6
+    assert spec.compression.default.forward.rate == 1.9
+    with pytest.raises(SpecError, match="rate picks the step itself; set step_std: null or rate: null"):
+        parse_spec({**BASE, "compression": {"preset": "extreme", "default": {"backward": {"step_std": 1.0}}}})
+    spec = parse_spec(
+        {**BASE, "compression": {"preset": "extreme", "default": {"backward": {"step_std": 1.0, "rate": None}}}}
+    )
+    assert spec.compression.default.backward.step_std == 1.0 and spec.compression.default.backward.rate is None
     with pytest.raises(SpecError, match="compression.preset"):
         parse_spec({**BASE, "compression": {"preset": "fastest"}})
 

@@ -123,7 +123,7 @@ def rate_multiple(z: np.ndarray, peak: float, rate: float, bits: int, iterations
     few bits; a gradient with one live token in 64) the levels carry fewer bits, and nothing clamps."""
     if peak == 0.0 or not z.size:
         return 1.0
-    lo, hi = float(np.log2(peak / ((1 << (bits - 1)) - 1))), 10.0
+    lo, hi = float(np.log2(peak / max(1, (1 << (bits - 1)) - 1))), 10.0
     for _ in range(iterations):
         mid = (lo + hi) / 2
         levels = np.rint(z * 2.0**-mid).astype(np.int64)
