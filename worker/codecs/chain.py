@@ -120,7 +120,9 @@ def _encode(x: torch.Tensor, spec, *, backend: str = "auto", rng: np.random.Gene
         where = pos if by_pos else None
         seed = int(rng.integers(0, 2**63))
         if spec.step_std is not None or spec.rate is not None:
-            lo, step = quantize.std_scales(vals_np, spec.bits, inner, ngroups, where, spec.step_std, spec.rate)
+            lo, step = quantize.std_scales(
+                vals_np, spec.bits, inner, ngroups, where, spec.step_std, spec.rate, stochastic
+            )
             symbols = quantize.quantize_symbols(vals_np, spec.bits, lo, step, inner, ngroups, where, stochastic, seed)
         elif spec.scale == "block" and spec.block % 64 == 0:
             lo, step, out = quantize.block_quantize(vals_np, spec.bits, spec.block, stochastic, seed, not spec.entropy)
@@ -141,7 +143,7 @@ def _encode(x: torch.Tensor, spec, *, backend: str = "auto", rng: np.random.Gene
         if spec.step_std is not None or spec.rate is not None:  # the statistics on the host, as numba's
             host_pos = None if where is None else where.cpu().numpy()
             lo, step = quantize.std_scales(
-                vals.cpu().numpy(), spec.bits, inner, ngroups, host_pos, spec.step_std, spec.rate
+                vals.cpu().numpy(), spec.bits, inner, ngroups, host_pos, spec.step_std, spec.rate, stochastic
             )
         else:
             lo, step = quantize.group_scales_torch(vals, spec.bits, inner, ngroups, where)

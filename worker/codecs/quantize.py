@@ -115,20 +115,32 @@ def _minmax(x: np.ndarray, inner: int, ngroups: int, pos: np.ndarray | None) -> 
 RATE_SAMPLE = 16384  # values the rate search looks at (drawn with a fixed seed: the same bytes every time)
 
 
-def rate_multiple(z: np.ndarray, peak: float, rate: float, bits: int, iterations: int = 12) -> float:
+def rate_multiple(
+    z: np.ndarray, peak: float, rate: float, bits: int, stochastic: bool = False, iterations: int = 12
+) -> float:
     """The step, in standard deviations, at which `z` (a sample of the values, in their groups' standard
     deviations) rounds to levels of about `rate` bits of entropy per value: bisection on log2 of the step,
-    whose entropy falls as it grows. The step never gets so fine that 2^bits levels around the mean miss a
-    value (`peak`: the largest |value - mean| / std of all of them): where that bounds it (heavy tails at
-    few bits; a gradient with one live token in 64) the levels carry fewer bits, and nothing clamps."""
+    whose entropy falls as it grows. With `stochastic`, the levels' expected histogram (each value split
+    between its two neighbours by its rounding probabilities). The step never gets so fine that 2^bits
+    levels around the mean miss a value (`peak`: the largest |value - mean| / std of all of them): where
+    that bounds it (heavy tails at few bits; a gradient with one live token in 64) the levels carry fewer
+    bits, and nothing clamps."""
     if peak == 0.0 or not z.size:
         return 1.0
     lo, hi = float(np.log2(peak / max(1, (1 << (bits - 1)) - 1))), 10.0
     for _ in range(iterations):
         mid = (lo + hi) / 2
-        levels = np.rint(z * 2.0**-mid).astype(np.int64)
-        counts = np.bincount(levels - levels.min())
-        p = counts[counts > 0] / levels.size
+        scaled = z * 2.0**-mid
+        if stochastic:
+            below = np.floor(scaled)
+            up = scaled - below
+            index = (below - below.min()).astype(np.int64)
+            counts = np.bincount(index, weights=1.0 - up, minlength=int(index.max()) + 2)
+            counts += np.bincount(index + 1, weights=up, minlength=int(index.max()) + 2)
+        else:
+            levels = np.rint(scaled).astype(np.int64)
+            counts = np.bincount(levels - levels.min()).astype(np.float64)
+        p = counts[counts > 0] / z.size
         if float(-(p * np.log2(p)).sum()) > rate:
             lo = mid
         else:
@@ -138,7 +150,7 @@ def rate_multiple(z: np.ndarray, peak: float, rate: float, bits: int, iterations
 
 def std_scales(
     x: np.ndarray, bits: int, inner: int, ngroups: int, pos: np.ndarray | None, step_std: float | None,
-    rate: float | None = None,
+    rate: float | None = None, stochastic: bool = False,
 ):
     """(lo fp32, step bf16 bits) for a fixed step of `step_std` standard deviations per group, the group's
     mean on level 2^(bits-1); values past the levels clamp. With `rate` instead, the multiple is the one
@@ -170,7 +182,7 @@ def std_scales(
             peak = float(np.abs(values - mean[0]).max() * inverse_sd[0]) if n else 0.0
         else:
             peak = float((np.abs(values - mean[group]) * inverse_sd[group]).max()) if n else 0.0
-        step_std = rate_multiple(z, peak, rate, bits)
+        step_std = rate_multiple(z, peak, rate, bits, stochastic)
     assert step_std is not None
     step = bf16_up(step_std * np.sqrt(var))
     if np.any(bf16_to_float(step) == np.inf):

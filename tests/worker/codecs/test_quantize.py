@@ -217,14 +217,17 @@ def _rate_spec(**kw) -> CompressionSpec:
     return CompressionSpec(**{"bits": 8, "rate": 2.0, "entropy": "ans", "scale": "tensor", **kw})
 
 
+@pytest.mark.parametrize("rounding", ["nearest", "stochastic"])
 @pytest.mark.parametrize("rate", [0.5, 1.0, 2.0, 3.0])
-def test_rate_meets_the_bit_budget_on_light_and_heavy_tails(rate):
+def test_rate_meets_the_bit_budget_on_light_and_heavy_tails(rate, rounding):
     """About `rate` bits per value on the wire (levels at their entropy, plus a header and rANS's table),
-    whatever the distribution: a fixed step_std spends fewer bits on heavier tails."""
+    whatever the distribution: a fixed step_std spends fewer bits on heavier tails. Stochastic rounding
+    spreads values over more levels (26 % more bits at 1 bit per value, were the step nearest's): the
+    search counts its expected levels."""
     g = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
     for x in (torch.randn(64, 64, 96, generator=g), torch.distributions.StudentT(5.0).sample((64, 64, 96))):
-        payload = make_codec(_rate_spec(rate=rate)).encode(x)
+        payload = make_codec(_rate_spec(rate=rate, rounding=rounding)).encode(x)
         assert len(payload) * 8 / x.numel() == pytest.approx(rate, rel=0.04, abs=0.02)
 
 
