@@ -85,6 +85,8 @@ class Wire:
     """One codec per boundary for a direction (None: dense), and the bytes it sent against fp32's."""
 
     def __init__(self, codec: dict[str, Any] | None, seed: int):
+        if codec and codec.get("feedback"):
+            raise SystemExit(f"codec {codec}: feedback is not screened here (it needs sample keys); measure it with a run")
         self.codec, self.seed, self.codecs = codec, seed, {}
         self.payload_bytes = self.dense_bytes = 0
 
@@ -188,26 +190,16 @@ def measure(codec: dict[str, Any], tensors: list[tuple[int, Any]]) -> tuple[floa
     boundary, as in a run; per-sample feedback needs the data index, which this screen does not keep."""
     import torch
 
-    from worker.codecs import make_codec
-
-    if codec.get("feedback"):
-        raise SystemExit(f"codec {codec}: feedback is not screened here (it needs sample keys); measure it with a run")
+    wire = Wire(codec, 1)
     per_boundary: dict[int, list[tuple[float, float]]] = {}
-    codecs: dict[int, Any] = {}
-    payload_bytes = dense_bytes = 0
     for j, x in tensors:
-        if j not in codecs:
-            codecs[j] = make_codec(codec, seed=1 + j)
-        payload = codecs[j].encode(x)
-        decoded = codecs[j].decode(payload).float()
-        payload_bytes += len(payload)
-        dense_bytes += x.numel() * 4
+        decoded = wire(j, x).float()
         norm = float(x.norm())
         err = float((decoded - x).norm()) / norm if norm else 0.0
         cos = float(torch.nn.functional.cosine_similarity(decoded.flatten(), x.flatten(), dim=0)) if norm else 1.0
         per_boundary.setdefault(j, []).append((err, cos))
     summary = {j: (statistics.median(e for e, _ in v), statistics.median(c for _, c in v)) for j, v in per_boundary.items()}
-    return dense_bytes / payload_bytes, summary
+    return wire.ratio, summary
 
 
 def _uniform_step(x, c: float) -> tuple[float, float]:

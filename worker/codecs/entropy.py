@@ -28,8 +28,12 @@ _HEAD = struct.Struct("<BB2xIII")
 
 def empirical_entropy_bits(symbols: np.ndarray) -> float:
     """n * H(symbols) in bits: the bound any symbol-by-symbol lossless coder is measured against."""
-    counts = np.bincount(symbols.ravel()).astype(np.float64)
-    counts = counts[counts > 0]
+    return counts_entropy_bits(np.bincount(symbols.ravel()))
+
+
+def counts_entropy_bits(counts: np.ndarray) -> float:
+    """n * H in bits for a histogram of (possibly fractional, expected) symbol counts."""
+    counts = counts[counts > 0].astype(np.float64)
     return float(-(counts * np.log2(counts / counts.sum())).sum()) if counts.size else 0.0
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from worker.codecs import fused
+from worker.codecs import entropy, fused
 from worker.codecs.wire import CodecError
 
 
@@ -139,9 +139,8 @@ def rate_multiple(
             counts += np.bincount(index + 1, weights=up, minlength=int(index.max()) + 2)
         else:
             levels = np.rint(scaled).astype(np.int64)
-            counts = np.bincount(levels - levels.min()).astype(np.float64)
-        p = counts[counts > 0] / z.size
-        if float(-(p * np.log2(p)).sum()) > rate:
+            counts = np.bincount(levels - levels.min())
+        if entropy.counts_entropy_bits(counts) / z.size > rate:
             lo = mid
         else:
             hi = mid
@@ -172,8 +171,8 @@ def std_scales(
         filled = count > 0
         mean = np.bincount(group, weights=values, minlength=ngroups) / np.where(filled, count, 1.0)
         var = np.bincount(group, weights=(values - mean[group]) ** 2, minlength=ngroups) / np.where(filled, count, 1.0)
+    sd = np.sqrt(var)
     if rate is not None:
-        sd = np.sqrt(var)
         pick = np.random.default_rng(RATE_SAMPLE).integers(0, n, RATE_SAMPLE) if n > RATE_SAMPLE else np.arange(n)
         g = np.zeros(pick.size, dtype=np.int64) if ngroups == 1 else group[pick]
         inverse_sd = 1.0 / np.where(sd > 0, sd, np.inf)
@@ -184,7 +183,7 @@ def std_scales(
             peak = float((np.abs(values - mean[group]) * inverse_sd[group]).max()) if n else 0.0
         step_std = rate_multiple(z, peak, rate, bits, stochastic)
     assert step_std is not None
-    step = bf16_up(step_std * np.sqrt(var))
+    step = bf16_up(step_std * sd)
     if np.any(bf16_to_float(step) == np.inf):
         raise CodecError("value range overflows float32 steps; cannot quantize values spanning more than ~3e38")
     lo = mean - (1 << (bits - 1)) * bf16_to_float(step).astype(np.float64)
