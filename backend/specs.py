@@ -83,7 +83,7 @@ def describe_compression(direction: CompressionSpec) -> str:
     if direction.bits is not None and direction.step_std is not None:
         parts.append(f"step {direction.step_std:g}σ")
     elif direction.bits is not None and direction.rate is not None:
-        parts.append(f"{direction.rate:g} bits/value")
+        parts.append(f"{direction.rate:g} {'bit' if direction.rate == 1 else 'bits'}/value")
     elif direction.bits is not None:
         parts.append(f"{direction.bits}-bit")
     elif direction.dtype != "fp32":

@@ -148,4 +148,5 @@ def test_compression_labels_name_a_fixed_step_in_standard_deviations():
 
     assert describe_compression(CompressionSpec(bits=8, step_std=0.7, entropy="ans")) == "step 0.7σ · ans"
     assert describe_compression(CompressionSpec(bits=8, rate=1.5, entropy="ans")) == "1.5 bits/value · ans"
+    assert describe_compression(CompressionSpec(bits=8, rate=1.0, entropy="ans")) == "1 bit/value · ans"
     assert describe_compression(CompressionSpec(topk=0.1, bits=4)) == "top-k 10% · 4-bit"
