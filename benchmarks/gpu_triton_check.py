@@ -1,6 +1,9 @@
 """A short (< 3 min on an H200) check of the triton codec backend: every block width and top-k 0.1 + 4-bit
-round trips on 64M fp32 values (GB/s, share of HBM bandwidth, bytes identical to the numba CPU path),
-same-run baselines, and the MobileNetV2 5-stage / 4-micro-batch in-process step, dense vs top-k 0.1 + 4-bit.
+round trips on 64M fp32 values (GB/s, share of HBM bandwidth, bytes identical to the numba CPU path, and
+the profiler's kernel-only GB/s beside the wall's), same-run baselines; one MobileNetV2 step whose every
+boundary tensor the triton and the numba backends both encode and decode (anomalies listed, offending
+tensors saved to $OUT); and the 5-stage / 4-micro-batch in-process step, dense vs top-k 0.1 + 4-bit with
+codecs on the torch and on the triton backend.
 
     python -m benchmarks.gpu_triton_check                     # on a GPU machine; JSON to $OUT if set
     TRITON_INTERPRET=1 python -m benchmarks.gpu_triton_check --device cpu --elements 65536 \\
@@ -71,6 +74,11 @@ def codec_rows(x: torch.Tensor, widths: list[int], cpu_check: set[str], repeats:
                 same = False
             check = "bytes = cpu" if same else "MISMATCH"
         rows.append(_row(name, x.numel(), t_enc, t_dec, payload.numel(), _rel(x, y), peak, check))
+        if x.is_cuda:  # wall time beside the device's own: what is left is launches, host work and syncs
+            k_enc, n_enc = kernel_times(lambda c=codec: c.encode(x, device_payload=True))
+            k_dec, n_dec = kernel_times(lambda p=payload: decode(p))
+            rows[-1].update(kernel_encode_gbps=4 * x.numel() / 1e3 / max(k_enc, 1e-3),
+                            kernel_decode_gbps=4 * x.numel() / 1e3 / max(k_dec, 1e-3), device_ops=f"{n_enc}+{n_dec}")
     flat = x.reshape(-1)
     t_enc, h = _timed(lambda: flat.half(), repeats)
     t_dec, y = _timed(lambda: h.float(), repeats)
@@ -91,15 +99,111 @@ def codec_rows(x: torch.Tensor, widths: list[int], cpu_check: set[str], repeats:
 
 
 def step_rows(device: str, batch: int, steps: int, model: str) -> list[dict]:
+    """Time per batch, dense and top-k 0.1 + 4-bit with codecs on the torch and on the triton backend. A run
+    that fails (the triton quantize's refusal on 2026-11-30) is a row with its error, not the end of the check."""
     from benchmarks.gpu_engine_check import CONFIGS, spec, time_config
+    from worker.codecs import chain
 
     rows = []
-    for name in ("dense fp32", "topk 0.1 + 4-bit"):
-        result = time_config(spec(device, batch, CONFIGS[name], "gpipe", "fp32", model), steps)
-        rows.append({"config": f"gpipe {name}", "ms_per_batch": result["ms_per_batch"], "ratio": result["ratio"],
-                     "err_fwd": result["err_fwd"]})
-    rows[1]["vs_dense"] = rows[1]["ms_per_batch"] / rows[0]["ms_per_batch"]
+    for name, backend in (("dense fp32", "torch"), ("topk 0.1 + 4-bit", "torch"), ("topk 0.1 + 4-bit", "triton")):
+        os.environ[chain.GPU_BACKEND_ENV] = backend
+        used = chain.pick_backend("auto", torch.device(device))  # numba in a CPU dry run
+        row: dict[str, Any] = {"config": f"gpipe {name}" + ("" if name.startswith("dense") else f" ({used})")}
+        try:
+            result = time_config(spec(device, batch, CONFIGS[name], "gpipe", "fp32", model), steps)
+        except Exception as e:  # noqa: BLE001 - reported in the table and the JSON
+            row["error"] = f"{type(e).__name__}: {e}"
+        else:
+            row.update(ms_per_batch=result["ms_per_batch"], ratio=result["ratio"], err_fwd=result["err_fwd"])
+            if rows and "ms_per_batch" in rows[0]:
+                row["vs_dense"] = row["ms_per_batch"] / rows[0]["ms_per_batch"]
+        rows.append(row)
+    os.environ.pop(chain.GPU_BACKEND_ENV, None)
     return rows
+
+
+def boundary_check(device: str, batch: int, model: str, keep: int = 2) -> dict:
+    """One top-k 0.1 + 4-bit step on the triton backend in which every boundary tensor is also encoded
+    by numba on the host (the same generator state) and every payload decoded by both: the first real
+    tensors the triton kernels mishandle, with their statistics. The numba result goes on, so one
+    anomaly does not hide the next. Up to `keep` offending tensors are saved to $OUT for a CPU replay
+    (TRITON_INTERPRET=1)."""
+    import copy
+
+    from benchmarks.gpu_engine_check import CONFIGS, spec
+    from slimpipe.spec import parse_spec
+    from worker.codecs import CodecError, chain
+    from worker.train import Experiment
+
+    calls: list[dict] = []
+    saved: list[str] = []
+    encode, decode = chain.encode, chain.decode
+
+    def keep_tensor(x: torch.Tensor, what: str) -> None:
+        if os.environ.get("OUT") and len(saved) < keep:
+            path = os.path.join(os.environ["OUT"], f"boundary_{len(calls) - 1}_{what}.pt")
+            torch.save(x.detach().cpu(), path)
+            saved.append(path)
+
+    def checked_encode(x: torch.Tensor, codec_spec, **options):
+        flat = x.detach().float().reshape(-1)
+        entry: dict[str, Any] = {"call": len(calls), "shape": list(x.shape), "finite": bool(torch.isfinite(flat).all()),
+                                 "absmax": float(flat.abs().max()) if flat.numel() else 0.0,
+                                 "zeros": float((flat == 0).float().mean()) if flat.numel() else 0.0}
+        calls.append(entry)
+        host = {**options, "backend": "numba", "rng": copy.deepcopy(options["rng"])}
+        if isinstance(host.get("keys"), torch.Tensor):
+            host["keys"] = host["keys"].cpu()
+        try:
+            reference = encode(x.detach().cpu(), codec_spec, **host)
+        except CodecError as e:
+            reference, entry["numba"] = None, f"refused: {e}"
+        try:
+            payload = encode(x, codec_spec, **{**options, "backend": "triton"})
+        except CodecError as e:
+            entry["triton"] = f"refused: {e}"
+            keep_tensor(x, "refused")
+            if reference is None:
+                raise
+            return reference
+        entry["bytes"] = "same" if reference is not None and bytes(payload) == bytes(reference) else "DIFFER"
+        if entry["bytes"] != "same":
+            keep_tensor(x, "differ")
+        return reference if reference is not None else payload
+
+    def checked_decode(payload, *, device=None, backend="auto"):
+        got = decode(payload, device=device, backend="triton")
+        want = decode(bytes(payload) if isinstance(payload, torch.Tensor) else payload, device="cpu", backend="numba")
+        same = torch.equal(got[0].cpu(), want[0])
+        if calls:
+            calls[-1].setdefault("decodes", []).append("same" if same else
+                                                      f"DIFFER max {float((got[0].cpu() - want[0]).abs().max()):.3g}")
+        return (want[0].to(got[0].device), *want[1:])
+
+    chain.encode, chain.decode = checked_encode, checked_decode
+    error = None
+    try:
+        exp = Experiment(parse_spec(spec(device, batch, CONFIGS["topk 0.1 + 4-bit"], "gpipe", "fp32", model)))
+        x, y, ids = exp.get_batch(0)
+        exp.optimizer.zero_grad(set_to_none=True)
+        exp.runner.train_step(x, y, ids)
+    except Exception as e:  # noqa: BLE001 - reported
+        error = f"{type(e).__name__}: {e}"
+    finally:
+        chain.encode, chain.decode = encode, decode
+    bad = [c for c in calls if c.get("bytes") != "same" or any(d != "same" for d in c.get("decodes", []))]
+    return {"calls": len(calls), "anomalies": bad, "saved": saved, "error": error}
+
+
+def kernel_times(fn) -> tuple[float, int]:
+    """(microseconds the device spent in kernels and copies, how many) for one call of fn, from the profiler."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        fn()
+        _sync()
+    device = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    return sum(e.self_device_time_total for e in device), len(device)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,21 +232,32 @@ def main(argv: list[str] | None = None) -> int:
           f"GB/s of fp32 input; HBM % = (8n + 2*payload bytes) / time / {args.peak_gbps:.0f} GB/s")
     rows = codec_rows(x, [int(b) for b in args.widths.split(",") if b], set(args.cpu_check.split(",")), args.repeats,
                       args.peak_gbps)
-    print(f"{'config':20} {'bits/el':>8} {'rel L2':>8} {'enc GB/s':>9} {'dec GB/s':>9} {'rt GB/s':>9} {'HBM %':>6}  check")
+    print(f"{'config':20} {'bits/el':>8} {'rel L2':>8} {'enc GB/s':>9} {'dec GB/s':>9} {'rt GB/s':>9} {'HBM %':>6}  "
+          f"{'check':11} kernels only: enc / dec GB/s (device ops)")
     for r in rows:
+        kernels = (f"{r['kernel_encode_gbps']:7.0f} / {r['kernel_decode_gbps']:5.0f} ({r['device_ops']})"
+                   if "device_ops" in r else "")
         print(f"{r['config']:20} {r['bits_per_element']:8.3f} {r['rel_l2']:8.4f} {r['encode_gbps']:9.1f} "
-              f"{r['decode_gbps']:9.1f} {r['round_trip_gbps']:9.1f} {r['hbm_percent']:6.1f}  {r['check']}")
+              f"{r['decode_gbps']:9.1f} {r['round_trip_gbps']:9.1f} {r['hbm_percent']:6.1f}  {r['check']:11} {kernels}")
     del x
+    boundaries = boundary_check(args.device, args.batch, args.model)
+    print(f"{args.model}, one top-k 0.1 + 4-bit step on the triton backend beside numba: {boundaries['calls']} "
+          f"encodes, {len(boundaries['anomalies'])} anomalies" + (f", stopped: {boundaries['error']}" if boundaries["error"]
+                                                                 else ""))
+    for a in boundaries["anomalies"][:8]:
+        print("  ", json.dumps(a))
     steps = step_rows(args.device, args.batch, args.steps, args.model)
-    print(f"{args.model}, its default stages (MobileNetV2: 5), gpipe, 4 micro-batches, batch {args.batch}, in-process, "
-          "codecs on the auto backend (triton on a GPU)")
+    print(f"{args.model}, its default stages (MobileNetV2: 5), gpipe, 4 micro-batches, batch {args.batch}, in-process")
     for r in steps:
+        if "error" in r:
+            print(f"{r['config']:36} {r['error']}")
+            continue
         extra = f"  {r['vs_dense']:.2f}x dense" if "vs_dense" in r else ""
-        print(f"{r['config']:28} {r['ms_per_batch']:8.1f} ms/batch  ratio {r['ratio']:6.2f}  err_fwd {r['err_fwd']:.3f}{extra}")
-    mismatches = sum(r["check"] == "MISMATCH" for r in rows)
+        print(f"{r['config']:36} {r['ms_per_batch']:8.1f} ms/batch  ratio {r['ratio']:6.2f}  err_fwd {r['err_fwd']:.3f}{extra}")
+    mismatches = sum(r["check"] == "MISMATCH" for r in rows) + len(boundaries["anomalies"])
     print(f"total {time.perf_counter() - started:.1f} s; " + ("all checked payloads match the CPU bytes" if not mismatches
-                                                             else f"{mismatches} configs MISMATCH the CPU bytes"))
-    result = {"device": where, "elements": args.elements, "codecs": rows, "step": steps}
+                                                             else f"{mismatches} configs or boundary tensors MISMATCH the CPU"))
+    result = {"device": where, "elements": args.elements, "codecs": rows, "boundaries": boundaries, "step": steps}
     if os.environ.get("OUT"):
         with open(os.path.join(os.environ["OUT"], "gpu_triton_check.json"), "w") as f:
             json.dump(result, f, indent=1)

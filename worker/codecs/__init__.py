@@ -40,7 +40,9 @@ class Codec:
     """
 
     def __init__(self, spec: CompressionSpec, *, backend: str = "auto", seed: int = 0):
-        chain.pick_backend(backend, torch.device("cpu"))  # validate the name early
+        chain.pick_backend(backend, torch.device("cpu"))  # validate the name (and SLIMPIPE_GPU_CODECS) early
+        if backend == "auto":
+            chain.gpu_backend()
         self.spec, self.backend, self.seed = spec, backend, seed
         self.train_step: int | None = None
         self.reset()

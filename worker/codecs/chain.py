@@ -3,11 +3,14 @@
 Three backends compute the same format: "numba" (fused CPU kernels), "triton" (fused kernels on
 the tensor's device, see triton_chain.py; byte-identical to numba) and "torch" (torch ops on the
 tensor's own device, the reference; only finished bytes, or b-bit symbols for the entropy stage,
-reach the host). "auto" picks numba for CPU tensors, triton for others (torch without triton).
+reach the host; its top-k is torch.topk's exact choice, so with top-k its bytes can differ from
+numba's). "auto" picks numba for CPU tensors and torch for others, or triton where the worker's
+SLIMPIPE_GPU_CODECS=triton.
 """
 
 from __future__ import annotations
 
+import os
 import warnings
 from typing import Any
 
@@ -33,11 +36,22 @@ def triton_available() -> bool:
     return True
 
 
+GPU_BACKEND_ENV = "SLIMPIPE_GPU_CODECS"  # what "auto" picks for GPU tensors on this worker: torch (default) or triton
+
+
+def gpu_backend() -> str:
+    """The backend "auto" picks for GPU tensors: torch, or triton where SLIMPIPE_GPU_CODECS=triton.
+    Triton stays opt-in: on an H200 (triton 3.6) its quantize refused real MobileNetV2 gradients as
+    non-finite where the torch and numba paths encode them (docs/results.md); torch is the reference."""
+    chosen = os.environ.get(GPU_BACKEND_ENV, "").strip() or "torch"
+    if chosen not in ("torch", "triton"):
+        raise ValueError(f"{GPU_BACKEND_ENV} must be torch or triton (the codec backend for GPU tensors), not {chosen!r}")
+    return chosen
+
+
 def pick_backend(backend: str, device: torch.device) -> str:
     if backend == "auto":
-        # triton stays opt-in on CUDA: on an H200 (triton 3.6) its quantize refused real MobileNetV2 gradients
-        # as non-finite where the torch and numba paths encode them (docs/results.md); torch is the reference.
-        return "numba" if device.type == "cpu" else "torch"
+        return "numba" if device.type == "cpu" else pick_backend(gpu_backend(), device)
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, not {backend!r}")
     if backend == "triton" and not triton_available():

@@ -150,7 +150,9 @@ def _load_scales(scales_ptr, g, valid, ngroups):
     lo_b = tl.load(scales_ptr + 4 * g[:, None] + b, mask=valid[:, None], other=0).to(tl.uint32)
     lo = tl.sum(lo_b << (8 * b).to(tl.uint32), axis=1).to(tl.float32, bitcast=True).to(tl.float64)
     st_b = tl.load(scales_ptr + 4 * ngroups + 2 * g[:, None] + b, mask=valid[:, None] & (b < 2), other=0).to(tl.uint32)
-    step = tl.sum(st_b << (8 * b + 16).to(tl.uint32), axis=1).to(tl.float32, bitcast=True).to(tl.float64)
+    # bytes 2 and 3 are masked to 0; % 32 keeps their shifts (32, 40) defined: a shift by the width or more is
+    # poison in LLVM, which the GPU compiler may fold into any value, where numpy (the interpreter) gives 0
+    step = tl.sum(st_b << ((8 * b + 16) % 32).to(tl.uint32), axis=1).to(tl.float32, bitcast=True).to(tl.float64)
     return lo, step
 
 

@@ -198,10 +198,20 @@ def test_v3_payloads_still_decode_and_unknown_checksums_are_named():
         decode(bytes(v5))
 
 
-def test_auto_picks_torch_for_gpu_tensors_and_numba_for_cpu_ones_triton_is_opt_in():
+def test_auto_picks_torch_for_gpu_tensors_and_numba_for_cpu_ones_triton_is_opt_in(monkeypatch):
+    monkeypatch.delenv(chain.GPU_BACKEND_ENV, raising=False)
     assert chain.pick_backend("auto", torch.device("cuda")) == "torch"
     assert chain.pick_backend("triton", torch.device("cuda")) == "triton"
     assert chain.pick_backend("auto", torch.device("cpu")) == "numba"
+    monkeypatch.setenv(chain.GPU_BACKEND_ENV, "triton")  # a GPU worker's opt-in; CPU tensors stay on numba
+    assert chain.pick_backend("auto", torch.device("cuda")) == "triton"
+    assert chain.pick_backend("auto", torch.device("cpu")) == "numba"
+    assert chain.pick_backend("torch", torch.device("cuda")) == "torch"  # an explicit backend wins
+    monkeypatch.setenv(chain.GPU_BACKEND_ENV, "trtion")
+    with pytest.raises(ValueError, match="SLIMPIPE_GPU_CODECS must be torch or triton .* not 'trtion'"):
+        make_codec(CompressionSpec(bits=4))
+    assert make_codec(CompressionSpec(bits=4), backend="numba").backend == "numba"
+    monkeypatch.delenv(chain.GPU_BACKEND_ENV)
     with pytest.raises(ValueError, match="device payloads need backend 'triton'"):
         make_codec(CompressionSpec(bits=4), backend="numba").encode(torch.randn(10), device_payload=True)
 
@@ -212,3 +222,29 @@ def test_step_std_is_refused_with_the_backend_that_has_it():
         make_codec(spec, backend="triton").encode(torch.randn(256))
     with pytest.raises(CodecError, match="rate is not in the triton backend yet; use backend: torch"):
         make_codec(CompressionSpec(bits=8, rate=2.0, entropy="ans"), backend="triton").encode(torch.randn(256))
+
+
+def test_gpu_check_compares_every_boundary_tensor_with_numba_and_keeps_the_ones_triton_refuses(tmp_path, monkeypatch):
+    from benchmarks import gpu_triton_check
+    from worker.codecs import triton_chain, triton_quantize
+
+    monkeypatch.setenv("OUT", str(tmp_path))
+    clean = gpu_triton_check.boundary_check("cpu", 8, "tiny_cnn")
+    assert clean["error"] is None and clean["anomalies"] == [] and clean["saved"] == []
+    assert clean["calls"] == 16  # 2 boundaries x 4 micro-batches x forward and backward
+
+    real, seen = triton_chain.encode, []
+
+    def refuse_third(x, spec, **options):  # what the H200 did to a finite gradient on 2026-11-30
+        seen.append(1)
+        if len(seen) == 3:
+            raise CodecError(triton_quantize.NOT_FINITE)
+        return real(x, spec, **options)
+
+    monkeypatch.setattr(triton_chain, "encode", refuse_third)
+    found = gpu_triton_check.boundary_check("cpu", 8, "tiny_cnn")
+    assert found["error"] is None and found["calls"] == 16  # numba's bytes went on: the step finished
+    [anomaly] = found["anomalies"]
+    assert anomaly["call"] == 2 and anomaly["finite"] is True and anomaly["triton"].startswith("refused: tensor has NaN")
+    assert found["saved"] == [str(tmp_path / "boundary_2_refused.pt")]
+    assert list(torch.load(found["saved"][0]).shape) == anomaly["shape"]
