@@ -87,7 +87,8 @@ def _block_kernel(x_ptr, count, block, ngroups, seed, scales_ptr, out_ptr, nbyte
     step = step_u.to(tl.float32, bitcast=True).to(tl.float64)
     not_finite = tl.max(tl.where(valid & ~finite, 1, 0))
     overflow = tl.max(tl.where((rows < ngroups) & (step == float("inf")), 2, 0))
-    tl.atomic_or(bad_ptr, not_finite | overflow)
+    flag = not_finite | overflow
+    tl.atomic_or(bad_ptr, flag, mask=flag != 0)  # no same-address atomic from every program when all is well
     _store_scales(scales_ptr, rows, rows < ngroups, lo32, step_u, ngroups)
     inv = tl.where(step > 0.0, 1.0 / tl.where(step > 0.0, step, 1.0), 0.0)
     q = _symbols(x, lo[:, None], inv[:, None], idx, seed, MAXQ, STOCHASTIC)
@@ -113,7 +114,8 @@ def _scales_kernel(lo_ptr, hi_ptr, ngroups, scales_ptr, lo64_ptr, inv_ptr, bad_p
     hi32 = tl.where(empty, 0.0, hi32)
     step_u = _step_bits(lo32.to(tl.float64), hi32.to(tl.float64), MAXQ)
     step = step_u.to(tl.float32, bitcast=True).to(tl.float64)
-    tl.atomic_or(bad_ptr, tl.max(tl.where(valid & (step == float("inf")), 2, 0)))
+    flag = tl.max(tl.where(valid & (step == float("inf")), 2, 0))
+    tl.atomic_or(bad_ptr, flag, mask=flag != 0)
     _store_scales(scales_ptr, g, valid, lo32, step_u, ngroups)
     tl.store(lo64_ptr + g, lo32.to(tl.float64), mask=valid)
     tl.store(inv_ptr + g, tl.where(step > 0.0, 1.0 / tl.where(step > 0.0, step, 1.0), 0.0), mask=valid)

@@ -72,20 +72,21 @@ def select(flat: torch.Tensor, k: int, rng: np.random.Generator) -> torch.Tensor
     hi_rank = max(0, int(frac * topk.SAMPLE - spread))
     low_rank = min(topk.SAMPLE - 1, int(frac * topk.SAMPLE + spread))
     ascending = flat[draw].abs().sort().values  # ranks count from the largest: rank r is ascending[-1 - r]
-    t_hi, t_lo = ascending[[topk.SAMPLE - 1 - hi_rank, topk.SAMPLE - 1 - low_rank]].double().tolist()
+    t_hi, t_lo = ascending[[topk.SAMPLE - 1 - hi_rank, topk.SAMPLE - 1 - low_rank]].double()
     per = -(-n // NCHUNKS)
     cap = int(per * (low_rank + 1) / topk.SAMPLE * 1.25) + 256
-    width = (t_hi - t_lo) / topk.NBINS
-    inv_w = 1.0 / width if width > 0 else 0.0
-    bracket = torch.tensor([t_lo, t_hi, inv_w], dtype=torch.float64, device=flat.device)
+    width = (t_hi - t_lo) / topk.NBINS  # float64 on the device, as topk.select computes it on the host
+    inv_w = torch.where(width > 0, 1.0 / width, 0.0)
+    bracket = torch.stack([t_lo, t_hi, inv_w])  # no host round trip: the kernel reads the bracket
     keys = torch.empty(n, dtype=torch.int16, device=flat.device)
     counts = torch.zeros(NCHUNKS + 1, dtype=torch.int32, device=flat.device)
     size = tile(n)
     _keys_kernel[(triton.cdiv(n, size),)](flat, n, per, bracket, keys, counts, NBINS=topk.NBINS, N=size, **OPTIONS)
     hist = torch.bincount(keys, minlength=topk.NBINS + 2)
-    if int(counts.max()) > cap:  # the sample put t_lo far too low (topk.select: more candidates than room)
+    host = torch.cat([counts.max().view(1).to(hist.dtype), hist]).cpu().numpy()  # one copy for both
+    if int(host[0]) > cap:  # the sample put t_lo far too low (topk.select: more candidates than room)
         return _exact(flat, k)
-    hist_np = hist.cpu().numpy()[1:]
+    hist_np = host[2:]
     totals = hist_np[::-1].cumsum()[::-1]
     cut = int(np.argmin(np.abs(totals - k)))
     if abs(int(totals[cut]) - k) > topk.TOLERANCE * k:

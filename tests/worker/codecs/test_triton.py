@@ -133,8 +133,9 @@ def test_nan_and_inf_are_refused_with_the_cpu_message(bad):
 def test_a_range_beyond_float32_steps_is_refused_as_on_the_cpu():
     x = torch.tensor([-3e38, 3e38] * 40)
     for backend in ("numba", "triton"):
-        with pytest.raises(CodecError, match="overflows float32 steps"):
-            make_codec(CompressionSpec(bits=1), backend=backend).encode(x)
+        for scale in ("block", "tensor"):  # the fused block kernel, and the scales kernel of the two-pass path
+            with pytest.raises(CodecError, match="overflows float32 steps"):
+                make_codec(CompressionSpec(bits=1, scale=scale), backend=backend).encode(x)
 
 
 def test_half_precision_inputs_and_entropy_stage_match():
