@@ -27,13 +27,21 @@ def _fmix32(h):
 
 
 @triton.jit
-def _words_kernel(data_ptr, nbytes, acc_ptr, WORD_STEP: tl.constexpr, N: tl.constexpr):
-    """acc += sum of fmix32(w_i + i * WORD_STEP) over this program's N 32-bit words (mod 2^32)."""
+def _words_kernel(data_ptr, nbytes, acc_ptr, WORD_STEP: tl.constexpr, N: tl.constexpr, ALIGNED: tl.constexpr):
+    """acc += sum of fmix32(w_i + i * WORD_STEP) over this program's N 32-bit words (mod 2^32). ALIGNED
+    (data on a 4-byte boundary): whole words are read as words, the zero-padded last one from its bytes."""
     words = tl.program_id(0) * N + tl.arange(0, N)
-    b = tl.arange(0, 4)[None, :]
-    at = words[:, None] * 4 + b
-    byte = tl.load(data_ptr + at, mask=at < nbytes, other=0).to(tl.uint32)
-    w = tl.sum(byte << (8 * b).to(tl.uint32), axis=1)
+    if ALIGNED:
+        full = nbytes // 4
+        w = tl.load(data_ptr.to(tl.pointer_type(tl.uint32)) + words, mask=words < full, other=0)
+        b = tl.arange(0, 4)
+        tail = tl.load(data_ptr + 4 * full + b, mask=4 * full + b < nbytes, other=0).to(tl.uint32)
+        w = tl.where(words == full, tl.sum(tail << (8 * b).to(tl.uint32), axis=0), w)
+    else:
+        b = tl.arange(0, 4)[None, :]
+        at = words[:, None] * 4 + b
+        byte = tl.load(data_ptr + at, mask=at < nbytes, other=0).to(tl.uint32)
+        w = tl.sum(byte << (8 * b).to(tl.uint32), axis=1)
     mixed = _fmix32(w + words.to(tl.uint32) * WORD_STEP)
     mixed = tl.where(words * 4 < nbytes, mixed, 0)
     tl.atomic_add(acc_ptr, tl.sum(mixed.to(tl.int64), axis=0) & 0xFFFFFFFF)
@@ -46,7 +54,8 @@ def words_checksum_bytes(data: torch.Tensor) -> torch.Tensor:
     nbytes = data.numel()
     if nbytes:
         n = tile(nbytes // 4)
-        _words_kernel[(triton.cdiv(nbytes, 4 * n),)](data, nbytes, acc, WORD_STEP=wire.WORD_STEP, N=n)
+        _words_kernel[(triton.cdiv(nbytes, 4 * n),)](data, nbytes, acc, WORD_STEP=wire.WORD_STEP, N=n,
+                                                     ALIGNED=data.data_ptr() % 4 == 0)
     return acc.view(torch.uint8)[:4]
 
 

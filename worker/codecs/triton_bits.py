@@ -1,9 +1,11 @@
 """Triton bit-packing: b-bit symbols (1..16) in bitpack.py's LSB-first layout, written and read as bytes.
 
-Eight consecutive values fill exactly b bytes, so a group of eight is one 128-bit number (two
-uint64 halves) whose bytes land at group * b; groups pack and unpack independently and every
-store is a plain byte store (payload sections start at any byte offset). Under TRITON_INTERPRET=1
-the same kernels run on CPU tensors, with larger tiles (the interpreter pays per program).
+Value i holds bits i*b .. i*b + b - 1 of the stream. A writer computes each output byte on its own,
+OR-ing in the (at most 8) values whose bits reach it; a reader takes each value from the one to three
+bytes its bits span. Neither moves values between threads (no groups, reshapes or 64-bit words: the
+kernels are bound by instruction issue, see benchmarks/triton_sass.py), and every store is a plain
+byte store, so payload sections start at any byte offset. Under TRITON_INTERPRET=1 the same kernels
+run on CPU tensors, with larger tiles (the interpreter pays per program).
 """
 
 from __future__ import annotations
@@ -24,50 +26,62 @@ def tile(count: int) -> int:
 OPTIONS = {} if INTERPRET else {"enable_fp_fusion": False}  # no FMA contraction: the CPU path's rounding
 
 
-@triton.jit
-def store_groups(q, gidx, gvalid, out_ptr, nbytes, BITS: tl.constexpr):
-    """Pack q (G, 8) uint64 symbols, group g being values 8*gidx[g]..+8 of the stream, into bytes
-    out[gidx*BITS : gidx*BITS + BITS]; bytes at or past `nbytes` and invalid groups are not written."""
-    at = (tl.arange(0, 8) * BITS)[None, :]
-    lo = tl.sum(tl.where(at < 64, q << (at % 64).to(tl.uint64), 0), axis=1)
-    spill = tl.where(at + BITS > 64, q >> ((64 - at) % 64).to(tl.uint64), 0)
-    hi = tl.sum(tl.where(at >= 64, q << ((at - 64) % 64).to(tl.uint64), tl.where(at < 64, spill, 0)), axis=1)
-    m = tl.arange(0, 16)[None, :]
-    byte = tl.where(m < 8, lo[:, None] >> ((8 * m) % 64).to(tl.uint64), hi[:, None] >> ((8 * m - 64) % 64).to(tl.uint64))
-    where = gidx[:, None] * BITS + m
-    tl.store(out_ptr + where, (byte & 0xFF).to(tl.uint8), mask=gvalid[:, None] & (m < BITS) & (where < nbytes))
+def contributors(bits: int) -> int:
+    """Most values whose bits reach into one byte of a `bits`-bit stream: 8/bits when values tile bytes
+    (bits 1, 2, 4, 8, 16), one more where a value can straddle the byte's edges."""
+    return -(-8 // bits) + (0 if 8 % bits == 0 or bits % 8 == 0 else 1)
+
+
+def pack_constants(bits: int, values: int = TILE) -> dict:
+    """The packing kernels' constexprs for `values` (a multiple of 8) per program."""
+    return {"BITS": bits, "N": values, "NB2": triton.next_power_of_2(values * bits // 8), "K": contributors(bits)}
 
 
 @triton.jit
-def load_groups(in_ptr, gidx, gvalid, nbytes, BITS: tl.constexpr):
-    """Inverse of store_groups: (G, 8) int64 symbols of groups gidx (zeros past `nbytes`)."""
-    m = tl.arange(0, 16)[None, :]
-    where = gidx[:, None] * BITS + m
-    byte = tl.load(in_ptr + where, mask=gvalid[:, None] & (m < BITS) & (where < nbytes), other=0).to(tl.uint64)
-    lo = tl.sum(tl.where(m < 8, byte << ((8 * m) % 64).to(tl.uint64), 0), axis=1)[:, None]
-    hi = tl.sum(tl.where(m >= 8, byte << ((8 * m - 64) % 64).to(tl.uint64), 0), axis=1)[:, None]
-    at = (tl.arange(0, 8) * BITS)[None, :]
-    low_part = (lo >> (at % 64).to(tl.uint64)) | tl.where(at + BITS > 64, hi << ((64 - at) % 64).to(tl.uint64), 0)
-    v = tl.where(at < 64, low_part, hi >> ((at - 64) % 64).to(tl.uint64))
-    return (v & ((1 << BITS) - 1)).to(tl.int64)
+def place(q, at):
+    """q's contribution to a byte whose first bit lies `at` bits before q's first bit (-16 < at < 32):
+    q << at, or q >> -at; both shift amounts stay below 32."""
+    return tl.where(at >= 0, q << tl.maximum(at, 0), q >> tl.maximum(-at, 0))
 
 
 @triton.jit
-def _pack_kernel(sym_ptr, count, out_ptr, nbytes, BITS: tl.constexpr, N: tl.constexpr):
-    g0 = tl.program_id(0) * (N // 8)
-    offs = g0 * 8 + tl.arange(0, N)
-    q = tl.load(sym_ptr + offs, mask=offs < count, other=0).to(tl.uint64)
-    gidx = g0 + tl.arange(0, N // 8)
-    store_groups(tl.reshape(q, (N // 8, 8)), gidx, gidx * 8 < count, out_ptr, nbytes, BITS)
+def read_values(in_ptr, i, valid, nbytes, BITS: tl.constexpr):
+    """The values at int32 positions i of a BITS-bit LSB-first stream (value i is bits i*BITS..): each
+    from the one to three bytes its bits span, read directly; neighbours share bytes, which the cache serves.
+    Bytes at or past `nbytes` read as 0."""
+    SPAN: tl.constexpr = 1 if 8 % BITS == 0 else (BITS // 8 if BITS % 8 == 0 else (BITS + 14) // 8)
+    first = (i >> 3) * BITS + (((i & 7) * BITS) >> 3)  # the byte holding bit i*BITS, without forming i*BITS
+    shift = ((i & 7) * BITS) & 7
+    w = tl.zeros_like(shift)
+    for j in tl.static_range(SPAN):
+        use = valid & (first + j < nbytes) & (8 * j < shift + BITS)
+        w |= tl.load(in_ptr + first + j, mask=use, other=0).to(tl.int32) << (8 * j)
+    return (w >> shift) & ((1 << BITS) - 1)
+
+
+@triton.jit
+def _pack_kernel(sym_ptr, count, out_ptr, nbytes, BITS: tl.constexpr, N: tl.constexpr, NB2: tl.constexpr,
+                 K: tl.constexpr):
+    """Each program writes the N * BITS / 8 bytes of N symbols: byte o ORs in the K values reaching it."""
+    NBYTES: tl.constexpr = N * BITS // 8
+    b = tl.arange(0, NB2)
+    o = tl.program_id(0) * NBYTES + b
+    first = (8 * o) // BITS
+    acc = tl.zeros((NB2,), tl.int32)
+    for k in tl.static_range(K):
+        c = first + k
+        at = c * BITS - 8 * o
+        use = (b < NBYTES) & (c < count) & (at < 8)
+        q = tl.load(sym_ptr + c, mask=use, other=0).to(tl.int32)
+        acc |= tl.where(use, place(q, at), 0)
+    tl.store(out_ptr + o, (acc & 0xFF).to(tl.uint8), mask=(b < NBYTES) & (o < nbytes))
 
 
 @triton.jit
 def _unpack_kernel(in_ptr, nbytes, count, out_ptr, BITS: tl.constexpr, N: tl.constexpr):
-    g0 = tl.program_id(0) * (N // 8)
-    gidx = g0 + tl.arange(0, N // 8)
-    q = tl.reshape(load_groups(in_ptr, gidx, gidx * 8 < count, nbytes, BITS), (N,))
-    offs = g0 * 8 + tl.arange(0, N)
-    tl.store(out_ptr + offs, q, mask=offs < count)
+    offs = tl.program_id(0) * N + tl.arange(0, N)
+    valid = offs < count
+    tl.store(out_ptr + offs, read_values(in_ptr, offs, valid, nbytes, BITS).to(tl.int64), mask=valid)
 
 
 def packed_bytes(count: int, bits: int) -> int:
@@ -81,7 +95,7 @@ def pack(symbols: torch.Tensor, bits: int, out: torch.Tensor | None = None) -> t
     out = torch.empty(nbytes, dtype=torch.uint8, device=symbols.device) if out is None else out
     if count:
         n = tile(count)
-        _pack_kernel[(triton.cdiv(count, n),)](symbols.reshape(-1), count, out, nbytes, BITS=bits, N=n)
+        _pack_kernel[(triton.cdiv(count, n),)](symbols.reshape(-1), count, out, nbytes, **pack_constants(bits, n))
     return out
 
 

@@ -3,8 +3,11 @@
 Same grid and rounding as the numba kernels, bit for bit: min/max in fp32, the step rounded up to
 bf16 in float64, symbols floor((x - lo) * (1/step) + 0.5) (or + splitmix64 noise of the value's
 position), values lo + q * step in float64, no FMA contraction. Block scales with block % 8 == 0
-run as one kernel that reads each block once and writes its scales and packed bytes; other
-layouts reduce min/max with torch, turn them into scales in a small kernel, then quantize.
+run as one kernel that reads a tile of blocks once and writes their scales and packed bytes (byte m
+of a group of 8 values sums their bits shifted by constants); other layouts reduce min/max with
+torch, turn them into scales in a small kernel, then quantize (each byte quantizes the values that
+reach it). Readers take each value from the bytes it spans. These kernels are bound by instruction
+issue on a GPU, not by memory: benchmarks/triton_sass.py counts their instructions per value.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import torch
 import triton
 import triton.language as tl
 
-from worker.codecs.triton_bits import OPTIONS, load_groups, store_groups, tile
+from worker.codecs.triton_bits import OPTIONS, TILE, pack_constants, place, read_values, tile
 from worker.codecs.wire import CodecError
 
 NOT_FINITE = "tensor has NaN or inf values; quantization needs finite values (use bits: null)"
@@ -68,36 +71,51 @@ def _ordered(u):
     return u ^ ((u >> 31) & 0x7FFFFFFF)
 
 
+def block_constants(bits: int, block: int, packed: bool, values: int = TILE) -> dict:
+    """_block_kernel's constexprs for blocks of `block` values, about `values` per program."""
+    bp2 = triton.next_power_of_2(block)
+    return {"BITS": bits, "MAXQ": (1 << bits) - 1, "BP2": bp2, "ROWS": max(1, values // bp2), "PACKED": packed}
+
+
 @triton.jit
 def _block_kernel(x_ptr, count, block, ngroups, seed, scales_ptr, out_ptr, nbytes, sym_ptr, bad_ptr,
                   BITS: tl.constexpr, MAXQ: tl.constexpr, BP2: tl.constexpr, ROWS: tl.constexpr,
                   STOCHASTIC: tl.constexpr, PACKED: tl.constexpr):
-    """ROWS whole blocks per program: min/max, scales, quantize, pack; each value read once."""
+    """ROWS whole blocks per program, as a (block, group of 8, value) tile read once: min/max and scales
+    per block, symbols, then byte m of each group (blocks start on a byte: block % 8 == 0) sums its
+    values' bits, shifted by constants."""
     rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
-    cols = tl.arange(0, BP2)[None, :]
-    idx = rows[:, None] * block + cols
-    valid = (cols < block) & (idx < count)
+    G: tl.constexpr = BP2 // 8
+    g = tl.arange(0, G)[None, :, None]
+    c = tl.arange(0, 8)[None, None, :]
+    idx = rows[:, None, None] * block + 8 * g + c
+    valid = (8 * g + c < block) & (idx < count)
     x = tl.load(x_ptr + idx, mask=valid, other=0.0)
     key = _ordered(x.to(tl.int32, bitcast=True))  # min/max on ordered bits, as fused._finite_minmax (-0.0 < 0.0)
-    lo32 = _ordered(tl.min(tl.where(valid, key, 0x7FFFFFFF), axis=1)).to(tl.float32, bitcast=True)
-    hi32 = _ordered(tl.max(tl.where(valid, key, -0x80000000), axis=1)).to(tl.float32, bitcast=True)
-    finite = tl.abs(x) < float("inf")
+    lo32 = _ordered(tl.min(tl.min(tl.where(valid, key, 0x7FFFFFFF), axis=2), axis=1)).to(tl.float32, bitcast=True)
+    hi32 = _ordered(tl.max(tl.max(tl.where(valid, key, -0x80000000), axis=2), axis=1)).to(tl.float32, bitcast=True)
     lo = lo32.to(tl.float64)
     step_u = _step_bits(lo, hi32.to(tl.float64), MAXQ)
     step = step_u.to(tl.float32, bitcast=True).to(tl.float64)
-    not_finite = tl.max(tl.where(valid & ~finite, 1, 0))
-    overflow = tl.max(tl.where((rows < ngroups) & (step == float("inf")), 2, 0))
+    # on ordered bits +NaN ranks above +inf and -NaN below -inf, so a block holds a NaN or inf iff its min
+    # or max is one: a test per block, not per value (every row below ngroups holds at least one value)
+    real = rows < ngroups
+    not_finite = tl.max(tl.where(real & ~((tl.abs(lo32) < float("inf")) & (tl.abs(hi32) < float("inf"))), 1, 0))
+    overflow = tl.max(tl.where(real & (step == float("inf")), 2, 0))
     flag = not_finite | overflow
     tl.atomic_or(bad_ptr, flag, mask=flag != 0)  # no same-address atomic from every program when all is well
-    _store_scales(scales_ptr, rows, rows < ngroups, lo32, step_u, ngroups)
+    _store_scales(scales_ptr, rows, real, lo32, step_u, ngroups)
     inv = tl.where(step > 0.0, 1.0 / tl.where(step > 0.0, step, 1.0), 0.0)
-    q = _symbols(x, lo[:, None], inv[:, None], idx, seed, MAXQ, STOCHASTIC)
+    q = _symbols(x, lo[:, None, None], inv[:, None, None], idx, seed, MAXQ, STOCHASTIC)
     q = tl.where(valid, q, 0)
     if PACKED:
-        gidx = tl.reshape(idx // 8, (ROWS * BP2 // 8, 8))
-        gvalid = tl.reshape(tl.where(valid, 1, 0), (ROWS * BP2 // 8, 8))
-        store_groups(tl.reshape(q.to(tl.uint64), (ROWS * BP2 // 8, 8)), tl.max(gidx, axis=1), tl.max(gvalid, axis=1) > 0,
-                     out_ptr, nbytes, BITS)
+        gg = tl.arange(0, G)[None, :]
+        first = rows[:, None] * (block // 8 * BITS) + gg * BITS  # each group's first byte
+        used = (8 * gg < block) & (rows[:, None] * block + 8 * gg < count)
+        for m in tl.static_range(BITS):
+            at = c * BITS - 8 * m  # where value c's bits start relative to byte m's: constants
+            byte = tl.sum(tl.where((at < 8) & (at > -BITS), place(q, at), 0), axis=2)  # bits disjoint: sum = or
+            tl.store(out_ptr + first + m, (byte & 0xFF).to(tl.uint8), mask=used & (first + m < nbytes))
     else:
         tl.store(sym_ptr + idx, q, mask=valid)
 
@@ -121,28 +139,50 @@ def _scales_kernel(lo_ptr, hi_ptr, ngroups, scales_ptr, lo64_ptr, inv_ptr, bad_p
     tl.store(inv_ptr + g, tl.where(step > 0.0, 1.0 / tl.where(step > 0.0, step, 1.0), 0.0), mask=valid)
 
 
+def flat_constants(bits: int, packed: bool, values: int = TILE) -> dict:
+    """_quant_kernel's constexprs for `values` (a multiple of 8) per program."""
+    return {"MAXQ": (1 << bits) - 1, "PACKED": packed, **pack_constants(bits, values)}
+
+
+@triton.jit
+def _group(x_ptr, pos_ptr, i, use, inner, ngroups, BY_POS: tl.constexpr):
+    """(value i, its scale group): by i's own position, or by its original one (top-k + channel scales)."""
+    x = tl.load(x_ptr + i, mask=use, other=0.0)
+    if BY_POS:  # noqa: SIM108 - a constexpr branch, compiled only when taken
+        where = tl.load(pos_ptr + i, mask=use, other=0).to(tl.int32)  # positions of an int32-sized tensor
+    else:
+        where = i
+    return x, (where // inner) % ngroups
+
+
 @triton.jit
 def _quant_kernel(x_ptr, pos_ptr, count, inner, ngroups, lo_ptr, inv_ptr, seed, out_ptr, nbytes, sym_ptr,
                   BITS: tl.constexpr, MAXQ: tl.constexpr, BY_POS: tl.constexpr, STOCHASTIC: tl.constexpr,
-                  PACKED: tl.constexpr, N: tl.constexpr):
-    """Quantize with per-group scales looked up by position (tensor, channel, any block size)."""
-    g0 = tl.program_id(0) * (N // 8)
-    offs = g0 * 8 + tl.arange(0, N)
-    valid = offs < count
-    x = tl.load(x_ptr + offs, mask=valid, other=0.0)
-    if BY_POS:  # noqa: SIM108 - a constexpr branch, compiled only when taken
-        where = tl.load(pos_ptr + offs, mask=valid, other=0)
-    else:
-        where = offs.to(tl.int64)
-    g = (where // inner) % ngroups
-    lo = tl.load(lo_ptr + g, mask=valid, other=0.0)
-    inv = tl.load(inv_ptr + g, mask=valid, other=0.0)
-    q = tl.where(valid, _symbols(x, lo, inv, offs, seed, MAXQ, STOCHASTIC), 0)
+                  PACKED: tl.constexpr, N: tl.constexpr, NB2: tl.constexpr, K: tl.constexpr):
+    """Quantize N values with per-group scales looked up by position (tensor, channel, any block size):
+    packed, each of their N * BITS / 8 bytes quantizes the K values that reach it; or as int32 symbols."""
     if PACKED:
-        gidx = g0 + tl.arange(0, N // 8)
-        store_groups(tl.reshape(q.to(tl.uint64), (N // 8, 8)), gidx, gidx * 8 < count, out_ptr, nbytes, BITS)
+        NBYTES: tl.constexpr = N * BITS // 8
+        b = tl.arange(0, NB2)
+        o = tl.program_id(0) * NBYTES + b
+        first = (8 * o) // BITS
+        acc = tl.zeros((NB2,), tl.int32)
+        for k in tl.static_range(K):
+            i = first + k
+            at = i * BITS - 8 * o
+            use = (b < NBYTES) & (i < count) & (at < 8)
+            x, g = _group(x_ptr, pos_ptr, i, use, inner, ngroups, BY_POS)
+            lo = tl.load(lo_ptr + g, mask=use, other=0.0)
+            inv = tl.load(inv_ptr + g, mask=use, other=0.0)
+            acc |= tl.where(use, place(_symbols(x, lo, inv, i, seed, MAXQ, STOCHASTIC), at), 0)
+        tl.store(out_ptr + o, (acc & 0xFF).to(tl.uint8), mask=(b < NBYTES) & (o < nbytes))
     else:
-        tl.store(sym_ptr + offs, q, mask=valid)
+        offs = tl.program_id(0) * N + tl.arange(0, N)
+        valid = offs < count
+        x, g = _group(x_ptr, pos_ptr, offs, valid, inner, ngroups, BY_POS)
+        lo = tl.load(lo_ptr + g, mask=valid, other=0.0)
+        inv = tl.load(inv_ptr + g, mask=valid, other=0.0)
+        tl.store(sym_ptr + offs, _symbols(x, lo, inv, offs, seed, MAXQ, STOCHASTIC), mask=valid)
 
 
 @triton.jit
@@ -163,20 +203,18 @@ def _dequant_kernel(values_ptr, nbytes, sym_ptr, scales_ptr, ngroups, inner, pos
                     BITS: tl.constexpr, PACKED: tl.constexpr, BY_POS: tl.constexpr, SCATTER: tl.constexpr,
                     N: tl.constexpr):
     """Unpack (or read symbols), dequantize with the section's scales, write out[i] or out[pos[i]]."""
-    g0 = tl.program_id(0) * (N // 8)
-    offs = g0 * 8 + tl.arange(0, N)
+    offs = tl.program_id(0) * N + tl.arange(0, N)
     valid = offs < count
-    if PACKED:
-        gidx = g0 + tl.arange(0, N // 8)
-        q = tl.reshape(load_groups(values_ptr, gidx, gidx * 8 < count, nbytes, BITS), (N,))
+    if PACKED:  # noqa: SIM108 - a constexpr branch, compiled only when taken
+        q = read_values(values_ptr, offs, valid, nbytes, BITS)
     else:
-        q = tl.load(sym_ptr + offs, mask=valid, other=0).to(tl.int64)
+        q = tl.load(sym_ptr + offs, mask=valid, other=0)
     if SCATTER:  # noqa: SIM108 - a constexpr branch, compiled only when taken
         pos = tl.load(pos_ptr + offs, mask=valid, other=0)
     else:
         pos = offs.to(tl.int64)
     if BY_POS:  # noqa: SIM108 - a constexpr branch, compiled only when taken
-        g = (pos // inner) % ngroups
+        g = (pos.to(tl.int32) // inner) % ngroups  # positions of an int32-sized tensor
     else:
         g = (offs // inner) % ngroups
     lo, step = _load_scales(scales_ptr, g, valid, ngroups)
@@ -186,15 +224,13 @@ def _dequant_kernel(values_ptr, nbytes, sym_ptr, scales_ptr, ngroups, inner, pos
 @triton.jit
 def _block_dequant_kernel(values_ptr, nbytes, scales_ptr, ngroups, block, pos_ptr, count, out_ptr,
                           BITS: tl.constexpr, BP2: tl.constexpr, ROWS: tl.constexpr, SCATTER: tl.constexpr):
-    """ROWS whole blocks per program: each block's scales read once, its bytes unpacked, values written."""
+    """ROWS whole blocks per program: each block's scales read once, each value read from its bytes, written."""
     rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
     cols = tl.arange(0, BP2)[None, :]
     idx = rows[:, None] * block + cols
     valid = (cols < block) & (idx < count)
     lo, step = _load_scales(scales_ptr, rows, rows < ngroups, ngroups)
-    gidx = tl.max(tl.reshape(idx // 8, (ROWS * BP2 // 8, 8)), axis=1)
-    gvalid = tl.max(tl.reshape(tl.where(valid, 1, 0), (ROWS * BP2 // 8, 8)), axis=1) > 0
-    q = tl.reshape(load_groups(values_ptr, gidx, gvalid, nbytes, BITS), (ROWS, BP2))
+    q = read_values(values_ptr, idx, valid, nbytes, BITS)
     values = (lo[:, None] + q.to(tl.float64) * step[:, None]).to(tl.float32)
     if SCATTER:  # noqa: SIM108 - a constexpr branch, compiled only when taken
         dest = tl.load(pos_ptr + idx, mask=valid, other=0)
@@ -245,11 +281,10 @@ def quantize(vals: torch.Tensor, bits: int, scale: str, inner: int, ngroups: int
     bad = torch.zeros(1, dtype=torch.int32, device=device)
     nbytes = out.numel()
     if scale == "block" and inner % 8 == 0 and inner <= FUSED_MAX_BLOCK:
-        bp2 = triton.next_power_of_2(inner)
-        rows = max(1, tile(count) // bp2)
-        _block_kernel[(triton.cdiv(ngroups, rows),)](
-            vals, count, inner, ngroups, seed, scales_out, out, nbytes, symbols, bad,
-            BITS=bits, MAXQ=maxq, BP2=bp2, ROWS=rows, STOCHASTIC=stochastic, PACKED=packed, **OPTIONS)
+        consts = block_constants(bits, inner, packed, tile(count))
+        _block_kernel[(triton.cdiv(ngroups, consts["ROWS"]),)](
+            vals, count, inner, ngroups, seed, scales_out, out, nbytes, symbols, bad, STOCHASTIC=stochastic, **consts,
+            **OPTIONS)
     else:
         lo32, hi32, finite = _minmax(vals, inner, ngroups, pos)
         lo64 = torch.empty(ngroups, dtype=torch.float64, device=device)
@@ -261,7 +296,7 @@ def quantize(vals: torch.Tensor, bits: int, scale: str, inner: int, ngroups: int
         n = tile(count)
         _quant_kernel[(triton.cdiv(count, n),)](
             vals, vals if pos is None else pos, count, inner, ngroups, lo64, inv, seed, out, nbytes, symbols,
-            BITS=bits, MAXQ=maxq, BY_POS=pos is not None, STOCHASTIC=stochastic, PACKED=packed, N=n, **OPTIONS)
+            BY_POS=pos is not None, STOCHASTIC=stochastic, **flat_constants(bits, packed, n), **OPTIONS)
     _raise_if_bad(bad)
     return None if packed else symbols
 
