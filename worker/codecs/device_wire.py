@@ -8,6 +8,8 @@ bytes). Only the header (tens of bytes) crosses to or from the host.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import triton
 import triton.language as tl
@@ -77,6 +79,17 @@ class DevicePayload:
             at += lengths.get(name, 0)
         self.data = torch.empty(at + 4, dtype=torch.uint8, device=device)
         self.data[: len(head)].copy_(torch.frombuffer(bytearray(head), dtype=torch.uint8))
+        self.checks: list[Callable[[], None]] = []  # run once the payload's last kernels are queued
+
+    def defer(self, check: Callable[[], None]) -> None:
+        """Run `check` (which may raise, and may wait for the device) when the payload is finished,
+        after its checksum is queued, instead of waiting for the device now."""
+        self.checks.append(check)
+
+    def _run_checks(self) -> None:
+        checks, self.checks = self.checks, []
+        for check in checks:
+            check()
 
     def section(self, name: str) -> torch.Tensor:
         start, stop = self.offsets[name]
@@ -100,7 +113,9 @@ class DevicePayload:
         body = self.data[:-4]
         if self.checksum == "words":
             self.data[-4:].copy_(words_checksum_bytes(body))
+            self._run_checks()
         else:
+            self._run_checks()
             crc_bytes = (wire.xxhash.xxh3_64_intdigest(body.cpu().numpy().tobytes()) & 0xFFFFFFFF).to_bytes(4, "little")
             self.data[-4:].copy_(torch.frombuffer(bytearray(crc_bytes), dtype=torch.uint8))
         return self.data
@@ -109,12 +124,22 @@ class DevicePayload:
         """The payload on the host (one copy from the device), its checksum computed there."""
         if self.checksum != "xxh3":
             return bytes(self.finish().cpu().numpy())
+        self._run_checks()
         raw = self.data[:-4].cpu().numpy().tobytes()
         return raw + (wire.xxhash.xxh3_64_intdigest(raw) & 0xFFFFFFFF).to_bytes(4, "little")
 
 
 def unpack(payload: torch.Tensor) -> tuple[Header, dict[str, torch.Tensor]]:
     """wire.unpack for a uint8 tensor payload: (header, section slices of it)."""
+    header, sections, verify = read(payload)
+    verify()
+    return header, sections
+
+
+def read(payload: torch.Tensor) -> tuple[Header, dict[str, torch.Tensor], Callable[[], None]]:
+    """(header, section slices, verify): the header is checked now, the checksum when verify() is called
+    (it raises CodecError on a mismatch), so a caller can queue work on the sections first and discard
+    it if the bytes were corrupt. Only what reads no sizes from the sections may go first."""
     if payload.dtype != torch.uint8 or payload.dim() != 1:
         raise CodecError(f"a device payload is a 1-D uint8 tensor, not {payload.dtype} of {payload.dim()} dims")
     total = payload.numel()
@@ -122,14 +147,19 @@ def unpack(payload: torch.Tensor) -> tuple[Header, dict[str, torch.Tensor]]:
     header, checksum, at = wire.read_head(memoryview(head), total)
     body = payload[: total - 4]
     if checksum == "words":
-        same = bool(torch.equal(words_checksum_bytes(body), payload[total - 4 :]))
+        computed = words_checksum_bytes(body)  # queued now, compared in verify()
+
+        def verify() -> None:
+            if not torch.equal(computed, payload[total - 4 :]):
+                raise CodecError("payload checksum mismatch: the bytes were corrupted in transit")
     else:
-        expected = wire.xxhash.xxh3_64_intdigest(body.cpu().numpy().tobytes()) & 0xFFFFFFFF
-        same = expected == int.from_bytes(bytes(payload[total - 4 :].cpu().numpy()), "little")
-    if not same:
-        raise CodecError("payload checksum mismatch: the bytes were corrupted in transit")
+
+        def verify() -> None:
+            expected = wire.xxhash.xxh3_64_intdigest(body.cpu().numpy().tobytes()) & 0xFFFFFFFF
+            if expected != int.from_bytes(bytes(payload[total - 4 :].cpu().numpy()), "little"):
+                raise CodecError("payload checksum mismatch: the bytes were corrupted in transit")
     sections = {}
     for name in SECTIONS:
         sections[name] = payload[at : at + header.lengths[name]]
         at += header.lengths[name]
-    return header, sections
+    return header, sections, verify

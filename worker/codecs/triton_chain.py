@@ -8,12 +8,14 @@ Entropy coding stays on the host: only the b-bit symbols cross (see docs/results
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 
 from worker.codecs import entropy, quantize, topk, triton_quantize, triton_topk
 from worker.codecs.device_wire import DevicePayload
-from worker.codecs.device_wire import unpack as unpack_device
+from worker.codecs.device_wire import read as read_device
 from worker.codecs.wire import CodecError, Header, _as_bytes, unpack
 
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
@@ -79,7 +81,7 @@ def encode(x: torch.Tensor, spec, *, rng: np.random.Generator, dense: bool = Fal
     for name, section in parts.items():
         payload.write(name, section)
     triton_quantize.quantize(vals, spec.bits, spec.scale, inner, ngroups, where, stochastic, seed,
-                             payload.section("scales"), payload.section("values"))
+                             payload.section("scales"), payload.section("values"), deferred=payload.defer)
     return payload
 
 
@@ -98,13 +100,30 @@ def _as_uint8(view: memoryview, device: torch.device) -> torch.Tensor:
 
 def decode(payload, device: torch.device | str | None = None) -> tuple[torch.Tensor, Header, torch.Tensor | None]:
     """Payload (host bytes, or a uint8 tensor on any device) -> (fp32 tensor on `device`, header, keys)."""
+    verify_later: Callable[[], None] | None = None
     if isinstance(payload, torch.Tensor):
         device = torch.device(device) if device is not None else payload.device
-        header, sec = unpack_device(payload.to(device))
+        header, sec, verify = read_device(payload.to(device))
+        if header.topk or header.entropy or not header.bits:  # sizes read from sections, or no kernel to overlap
+            verify()
+        else:  # a dense b-bit payload: its checksum and its dequantize are queued together, compared after
+            verify_later = verify
     else:
         device = torch.device(device or "cpu")
         header, views = unpack(payload)
         sec = {name: _as_uint8(view, device) for name, view in views.items()}
+    try:
+        decoded = _decode_sections(header, sec, device)
+    except CodecError:
+        if verify_later is not None:
+            verify_later()  # a corrupt payload is reported as corrupt, whatever it broke first
+        raise
+    if verify_later is not None:
+        verify_later()
+    return decoded
+
+
+def _decode_sections(header: Header, sec: dict[str, torch.Tensor], device: torch.device):
     n, k = header.numel, header.kept
     keys = None
     if header.lengths["keys"]:

@@ -12,6 +12,8 @@ issue on a GPU, not by memory: benchmarks/triton_sass.py counts their instructio
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import triton
 import triton.language as tl
@@ -239,7 +241,8 @@ def _block_dequant_kernel(values_ptr, nbytes, scales_ptr, ngroups, block, pos_pt
     tl.store(out_ptr + dest, values, mask=valid)
 
 
-def _raise_if_bad(bad: torch.Tensor) -> None:
+def raise_if_bad(bad: torch.Tensor) -> None:
+    """Raise CodecError for the refusal flags a quantize kernel set (waits for the device)."""
     flag = int(bad.item())
     if flag & 1:
         raise CodecError(NOT_FINITE)
@@ -267,10 +270,12 @@ def _minmax(vals: torch.Tensor, inner: int, ngroups: int, pos: torch.Tensor | No
 
 
 def quantize(vals: torch.Tensor, bits: int, scale: str, inner: int, ngroups: int, pos: torch.Tensor | None,
-             stochastic: bool, seed: int, scales_out: torch.Tensor, values_out: torch.Tensor | None) -> torch.Tensor | None:
+             stochastic: bool, seed: int, scales_out: torch.Tensor, values_out: torch.Tensor | None,
+             deferred: Callable[[Callable[[], None]], None] | None = None) -> torch.Tensor | None:
     """Write the scales section into `scales_out` (6 * ngroups bytes) and the packed values into
     `values_out` (or, when it is None, return int32 symbols for the entropy stage). `pos` is given
-    for channel scales after top-k (groups by original position). Raises CodecError on NaN/inf."""
+    for channel scales after top-k (groups by original position). Raises CodecError on NaN/inf: now,
+    waiting for the device, or, given `deferred` (DevicePayload.defer), when the payload is finished."""
     count, device, maxq = vals.numel(), vals.device, (1 << bits) - 1
     packed = values_out is not None
     symbols = torch.empty(0 if packed else count, dtype=torch.int32, device=device)
@@ -297,7 +302,10 @@ def quantize(vals: torch.Tensor, bits: int, scale: str, inner: int, ngroups: int
         _quant_kernel[(triton.cdiv(count, n),)](
             vals, vals if pos is None else pos, count, inner, ngroups, lo64, inv, seed, out, nbytes, symbols,
             BY_POS=pos is not None, STOCHASTIC=stochastic, **flat_constants(bits, packed, n), **OPTIONS)
-    _raise_if_bad(bad)
+    if deferred is None:
+        raise_if_bad(bad)
+    else:
+        deferred(lambda: raise_if_bad(bad))
     return None if packed else symbols
 
 

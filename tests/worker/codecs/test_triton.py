@@ -168,8 +168,11 @@ def test_words_checksum_is_the_same_on_the_device_and_in_numpy():
             assert int(device_wire.words_checksum(part)) == wire.words_checksum(part.numpy().tobytes()), (size, start)
 
 
-def test_corrupt_or_truncated_device_payloads_are_refused():
-    payload = make_codec(CompressionSpec(topk=0.1, bits=4), backend="triton").encode(torch.randn(4000), device_payload=True)
+@pytest.mark.parametrize("fields", [{"topk": 0.1, "bits": 4}, {"bits": 4}])
+def test_corrupt_or_truncated_device_payloads_are_refused(fields):
+    """A dense b-bit payload's checksum is compared after its dequantize is queued; still refused."""
+    payload = make_codec(CompressionSpec(**fields), backend="triton").encode(torch.randn(4, 1000), device_payload=True)
+    assert torch.equal(decode(payload), decode(payload.clone()))
     for at in (150, payload.numel() // 2, payload.numel() - 1):  # past the 112-byte header
         flipped = payload.clone()
         flipped[at] ^= 0x10
