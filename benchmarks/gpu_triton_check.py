@@ -75,10 +75,11 @@ def codec_rows(x: torch.Tensor, widths: list[int], cpu_check: set[str], repeats:
             check = "bytes = cpu" if same else "MISMATCH"
         rows.append(_row(name, x.numel(), t_enc, t_dec, payload.numel(), _rel(x, y), peak, check))
         if x.is_cuda:  # wall time beside the device's own: what is left is launches, host work and syncs
-            k_enc, n_enc = kernel_times(lambda c=codec: c.encode(x, device_payload=True))
-            k_dec, n_dec = kernel_times(lambda p=payload: decode(p))
+            k_enc, n_enc, top_enc = kernel_times(lambda c=codec: c.encode(x, device_payload=True))
+            k_dec, n_dec, top_dec = kernel_times(lambda p=payload: decode(p))
             rows[-1].update(kernel_encode_gbps=4 * x.numel() / 1e3 / max(k_enc, 1e-3),
-                            kernel_decode_gbps=4 * x.numel() / 1e3 / max(k_dec, 1e-3), device_ops=f"{n_enc}+{n_dec}")
+                            kernel_decode_gbps=4 * x.numel() / 1e3 / max(k_dec, 1e-3), device_ops=f"{n_enc}+{n_dec}",
+                            encode_top_us=top_enc, decode_top_us=top_dec)
     flat = x.reshape(-1)
     t_enc, h = _timed(lambda: flat.half(), repeats)
     t_dec, y = _timed(lambda: h.float(), repeats)
@@ -195,15 +196,20 @@ def boundary_check(device: str, batch: int, model: str, keep: int = 2) -> dict:
     return {"calls": len(calls), "anomalies": bad, "saved": saved, "error": error}
 
 
-def kernel_times(fn) -> tuple[float, int]:
-    """(microseconds the device spent in kernels and copies, how many) for one call of fn, from the profiler."""
+def kernel_times(fn) -> tuple[float, int, list[tuple[str, float]]]:
+    """(microseconds the device spent in kernels and copies, how many, the five longest by name) for one
+    call of fn, from the profiler."""
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         fn()
         _sync()
     device = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
-    return sum(e.self_device_time_total for e in device), len(device)
+    by_name: dict[str, float] = {}
+    for e in device:
+        by_name[e.name[:60]] = by_name.get(e.name[:60], 0.0) + e.self_device_time_total
+    top = sorted(by_name.items(), key=lambda kv: -kv[1])[:5]
+    return sum(e.self_device_time_total for e in device), len(device), top
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -216,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="configs whose bytes are compared with the numba CPU path (every width is compared "
                              "in tests/worker/codecs/test_triton.py; here 64M values cost ~1 s each + numba's compile)")
     parser.add_argument("--peak-gbps", type=float, default=4800.0, help="HBM bandwidth (H200: 4800 GB/s)")
+    parser.add_argument("--tiles", default="2048", help="values per program to try beside triton_bits.TILE (widths "
+                        "1, 4, 11, 16 and top-k): fewer instructions per value, fewer programs resident (benchmarks/triton_sass.py)")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--model", default="mobilenetv2_cifar", help="tiny_cnn for a quick CPU dry run")
@@ -239,6 +247,24 @@ def main(argv: list[str] | None = None) -> int:
                    if "device_ops" in r else "")
         print(f"{r['config']:20} {r['bits_per_element']:8.3f} {r['rel_l2']:8.4f} {r['encode_gbps']:9.1f} "
               f"{r['decode_gbps']:9.1f} {r['round_trip_gbps']:9.1f} {r['hbm_percent']:6.1f}  {r['check']:11} {kernels}")
+    for r in rows:  # where the device time of the slowest rows goes
+        if "encode_top_us" in r and (r["config"].startswith("top") or r["round_trip_gbps"] < 300):
+            for side in ("encode", "decode"):
+                print(f"  {r['config']} {side}: " + ", ".join(f"{name} {us:.0f} us" for name, us in r[f"{side}_top_us"]))
+    from worker.codecs import triton_bits
+
+    default_tile = triton_bits.TILE
+    for t in [int(t) for t in args.tiles.split(",") if t]:
+        triton_bits.TILE = t
+        for r in codec_rows(x, [b for b in (1, 4, 11, 16) if str(b) in args.widths.split(",")], set(), args.repeats,
+                            args.peak_gbps):
+            if r["config"].startswith("base"):
+                continue
+            r["config"] += f" tile {t}"
+            rows.append(r)
+            print(f"{r['config']:20} {r['bits_per_element']:8.3f} {r['rel_l2']:8.4f} {r['encode_gbps']:9.1f} "
+                  f"{r['decode_gbps']:9.1f} {r['round_trip_gbps']:9.1f} {r['hbm_percent']:6.1f}")
+        triton_bits.TILE = default_tile
     del x
     boundaries = boundary_check(args.device, args.batch, args.model)
     print(f"{args.model}, one top-k 0.1 + 4-bit step on the triton backend beside numba: {boundaries['calls']} "
