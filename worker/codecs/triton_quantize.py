@@ -147,20 +147,28 @@ def flat_constants(bits: int, packed: bool, values: int = TILE) -> dict:
 
 
 @triton.jit
-def _group(x_ptr, pos_ptr, i, use, inner, ngroups, BY_POS: tl.constexpr):
-    """(value i, its scale group): by i's own position, or by its original one (top-k + channel scales)."""
+def _scaled(x_ptr, pos_ptr, i, use, inner, ngroups, lo_ptr, inv_ptr, BY_POS: tl.constexpr, ONE_GROUP: tl.constexpr):
+    """(value i, lo and 1/step of its scale group): the group by i's own position, or by its original
+    one (top-k + channel scales); ONE_GROUP (tensor scales) reads the one group's once, no division."""
     x = tl.load(x_ptr + i, mask=use, other=0.0)
-    if BY_POS:  # noqa: SIM108 - a constexpr branch, compiled only when taken
-        where = tl.load(pos_ptr + i, mask=use, other=0).to(tl.int32)  # positions of an int32-sized tensor
+    if ONE_GROUP:
+        lo = tl.load(lo_ptr)
+        inv = tl.load(inv_ptr)
     else:
-        where = i
-    return x, (where // inner) % ngroups
+        if BY_POS:  # noqa: SIM108 - a constexpr branch, compiled only when taken
+            where = tl.load(pos_ptr + i, mask=use, other=0).to(tl.int32)  # positions of an int32-sized tensor
+        else:
+            where = i
+        g = (where // inner) % ngroups
+        lo = tl.load(lo_ptr + g, mask=use, other=0.0)
+        inv = tl.load(inv_ptr + g, mask=use, other=0.0)
+    return x, lo, inv
 
 
 @triton.jit
 def _quant_kernel(x_ptr, pos_ptr, count, inner, ngroups, lo_ptr, inv_ptr, seed, out_ptr, nbytes, sym_ptr,
                   BITS: tl.constexpr, MAXQ: tl.constexpr, BY_POS: tl.constexpr, STOCHASTIC: tl.constexpr,
-                  PACKED: tl.constexpr, N: tl.constexpr, NB2: tl.constexpr, K: tl.constexpr):
+                  PACKED: tl.constexpr, N: tl.constexpr, NB2: tl.constexpr, K: tl.constexpr, ONE_GROUP: tl.constexpr):
     """Quantize N values with per-group scales looked up by position (tensor, channel, any block size):
     packed, each of their N * BITS / 8 bytes quantizes the K values that reach it; or as int32 symbols."""
     if PACKED:
@@ -173,17 +181,13 @@ def _quant_kernel(x_ptr, pos_ptr, count, inner, ngroups, lo_ptr, inv_ptr, seed, 
             i = first + k
             at = i * BITS - 8 * o
             use = (b < NBYTES) & (i < count) & (at < 8)
-            x, g = _group(x_ptr, pos_ptr, i, use, inner, ngroups, BY_POS)
-            lo = tl.load(lo_ptr + g, mask=use, other=0.0)
-            inv = tl.load(inv_ptr + g, mask=use, other=0.0)
+            x, lo, inv = _scaled(x_ptr, pos_ptr, i, use, inner, ngroups, lo_ptr, inv_ptr, BY_POS, ONE_GROUP)
             acc |= tl.where(use, place(_symbols(x, lo, inv, i, seed, MAXQ, STOCHASTIC), at), 0)
         tl.store(out_ptr + o, (acc & 0xFF).to(tl.uint8), mask=(b < NBYTES) & (o < nbytes))
     else:
         offs = tl.program_id(0) * N + tl.arange(0, N)
         valid = offs < count
-        x, g = _group(x_ptr, pos_ptr, offs, valid, inner, ngroups, BY_POS)
-        lo = tl.load(lo_ptr + g, mask=valid, other=0.0)
-        inv = tl.load(inv_ptr + g, mask=valid, other=0.0)
+        x, lo, inv = _scaled(x_ptr, pos_ptr, offs, valid, inner, ngroups, lo_ptr, inv_ptr, BY_POS, ONE_GROUP)
         tl.store(sym_ptr + offs, _symbols(x, lo, inv, offs, seed, MAXQ, STOCHASTIC), mask=valid)
 
 
@@ -203,7 +207,7 @@ def _load_scales(scales_ptr, g, valid, ngroups):
 @triton.jit
 def _dequant_kernel(values_ptr, nbytes, sym_ptr, scales_ptr, ngroups, inner, pos_ptr, count, out_ptr,
                     BITS: tl.constexpr, PACKED: tl.constexpr, BY_POS: tl.constexpr, SCATTER: tl.constexpr,
-                    N: tl.constexpr):
+                    N: tl.constexpr, ONE_GROUP: tl.constexpr):
     """Unpack (or read symbols), dequantize with the section's scales, write out[i] or out[pos[i]]."""
     offs = tl.program_id(0) * N + tl.arange(0, N)
     valid = offs < count
@@ -215,11 +219,14 @@ def _dequant_kernel(values_ptr, nbytes, sym_ptr, scales_ptr, ngroups, inner, pos
         pos = tl.load(pos_ptr + offs, mask=valid, other=0)
     else:
         pos = offs.to(tl.int64)
-    if BY_POS:  # noqa: SIM108 - a constexpr branch, compiled only when taken
-        g = (pos.to(tl.int32) // inner) % ngroups  # positions of an int32-sized tensor
+    if ONE_GROUP:  # tensor scales: the one group's, read once
+        lo, step = _load_scales(scales_ptr, tl.zeros((1,), tl.int32), tl.full((1,), 1, tl.int1), ngroups)
     else:
-        g = (offs // inner) % ngroups
-    lo, step = _load_scales(scales_ptr, g, valid, ngroups)
+        if BY_POS:  # noqa: SIM108 - a constexpr branch, compiled only when taken
+            g = (pos.to(tl.int32) // inner) % ngroups  # positions of an int32-sized tensor
+        else:
+            g = (offs // inner) % ngroups
+        lo, step = _load_scales(scales_ptr, g, valid, ngroups)
     tl.store(out_ptr + pos, (lo + q.to(tl.float64) * step).to(tl.float32), mask=valid)
 
 
@@ -301,7 +308,8 @@ def quantize(vals: torch.Tensor, bits: int, scale: str, inner: int, ngroups: int
         n = tile(count)
         _quant_kernel[(triton.cdiv(count, n),)](
             vals, vals if pos is None else pos, count, inner, ngroups, lo64, inv, seed, out, nbytes, symbols,
-            BY_POS=pos is not None, STOCHASTIC=stochastic, **flat_constants(bits, packed, n), **OPTIONS)
+            BY_POS=pos is not None, STOCHASTIC=stochastic, ONE_GROUP=ngroups == 1, **flat_constants(bits, packed, n),
+            **OPTIONS)
     if deferred is None:
         raise_if_bad(bad)
     else:
@@ -328,4 +336,4 @@ def dequantize(values: torch.Tensor | None, symbols: torch.Tensor | None, bits: 
     n = tile(count)
     _dequant_kernel[(triton.cdiv(count, n),)](
         src, src.numel(), src, scales, ngroups, inner, out if pos is None else pos, count, out,
-        BITS=bits, PACKED=packed, BY_POS=by_pos, SCATTER=pos is not None, N=n, **OPTIONS)
+        BITS=bits, PACKED=packed, BY_POS=by_pos, SCATTER=pos is not None, N=n, ONE_GROUP=ngroups == 1, **OPTIONS)
