@@ -97,7 +97,27 @@ class Channel:
         self.receiver: Any = None if spec is None or self.dense else make_channel_codec(spec, seed)
         self.uses_keys = spec is not None and spec.feedback in ("delta", "ef")
         self.measure_error = measure_error
-        self.stats = ChannelStats()
+        self._stats = ChannelStats()
+        self._error_sums: torch.Tensor | None = None  # (err, ref, out, dot) so far, on the tensors' device
+
+    @property
+    def stats(self) -> ChannelStats:
+        """What crossed so far. The error sums stay on the tensors' device while sending (on a GPU four
+        host syncs a transfer otherwise) and are read back here, once."""
+        if self._error_sums is not None:
+            s = self._stats
+            s.err_sq, s.ref_sq, s.out_sq, s.dot = self._error_sums.tolist()
+            self._error_sums = None
+        return self._stats
+
+    def record_error(self, ref: torch.Tensor, got: torch.Tensor) -> None:
+        """Add one transfer to the reconstruction-error sums, without waiting for the device: the same
+        float64 additions, in the same order, as adding each fp32 sum to the stats on the host."""
+        if self._error_sums is None:
+            s = self._stats
+            self._error_sums = torch.tensor([s.err_sq, s.ref_sq, s.out_sq, s.dot], dtype=torch.float64, device=ref.device)
+        sums = torch.stack([(got - ref).pow(2).sum(), ref.pow(2).sum(), got.pow(2).sum(), (got * ref).sum()])
+        self._error_sums += sums.double()
 
     def send(self, x: torch.Tensor, microbatch: int, keys: torch.Tensor | None = None) -> torch.Tensor:
         dense_bytes = x.numel() * 4
@@ -109,32 +129,27 @@ class Channel:
             wire = len(payload)
             out = self.receiver.decode(payload, device=x.device).to(dtype=x.dtype).reshape(x.shape)
             if self.measure_error:
-                ref, got = x.detach().float(), out.float()
-                self.stats.err_sq += float((got - ref).pow(2).sum())
-                self.stats.ref_sq += float(ref.pow(2).sum())
-                self.stats.out_sq += float(got.pow(2).sum())
-                self.stats.dot += float((got * ref).sum())
-        self.stats.wire_bytes += wire
-        self.stats.dense_bytes += dense_bytes
-        self.stats.transfers.append((microbatch, wire))
+                self.record_error(x.detach().float(), out.float())
+        self.add_transfer(microbatch, wire, dense_bytes)
         return out
+
+    def add_transfer(self, microbatch: int, wire: int, dense_bytes: int) -> None:
+        """Count one message: its bytes on the wire and the fp32 bytes it stands for."""
+        self._stats.wire_bytes += wire
+        self._stats.dense_bytes += dense_bytes
+        self._stats.transfers.append((microbatch, wire))
 
     def count_dense(self, x: torch.Tensor, microbatch: int) -> None:
         """What `send` records for a dense channel, without the call (the runner's fast path)."""
-        wire = x.numel() * x.element_size()
-        self.stats.wire_bytes += wire
-        self.stats.dense_bytes += x.numel() * 4
-        self.stats.transfers.append((microbatch, wire))
+        self.add_transfer(microbatch, x.numel() * x.element_size(), x.numel() * 4)
 
     def count_raw(self, x: torch.Tensor, microbatch: int) -> None:
         """A side tensor (e.g. an attention mask) that crosses uncompressed."""
         wire = x.numel() * x.element_size()
-        self.stats.wire_bytes += wire
-        self.stats.dense_bytes += wire
-        self.stats.transfers.append((microbatch, wire))
+        self.add_transfer(microbatch, wire, wire)
 
     def reset_stats(self) -> None:
-        self.stats = ChannelStats()
+        self._stats, self._error_sums = ChannelStats(), None
 
     @property
     def cache_bytes(self) -> int:

@@ -79,17 +79,12 @@ def encode_carry(channel: Channel | None, carry: Any, microbatch: int, keys: Any
             if measure_error and not channel.uses_keys:
                 from worker.codecs import decode
 
-                ref, out = t.detach().float(), decode(payload, device=t.device).float()
-                channel.stats.err_sq += float((out - ref).pow(2).sum())
-                channel.stats.ref_sq += float(ref.pow(2).sum())
-                channel.stats.out_sq += float(out.pow(2).sum())
-                channel.stats.dot += float((out * ref).sum())
+                channel.record_error(t.detach().float(), decode(payload, device=t.device).float())
             payloads.append(payload)
     message = pack(payloads)
     if channel is not None:
-        channel.stats.wire_bytes += len(message)
-        channel.stats.dense_bytes += sum(t.numel() * 4 for t in items if t is not None and t.is_floating_point())
-        channel.stats.transfers.append((microbatch, len(message)))
+        channel.add_transfer(microbatch, len(message),
+                             sum(t.numel() * 4 for t in items if t is not None and t.is_floating_point()))
     return message
 
 

@@ -122,3 +122,30 @@ def test_evaluation_boundaries_code_deterministically_with_the_same_bits():
         assert (channel.spec.bits, channel.spec.topk, channel.spec.warmup_steps) == (2, 0.5, 9)
     x = torch.randn(4, 64)
     assert torch.equal(eval_b.forward.send(x, 0), eval_b.forward.send(x, 0))
+
+
+def test_error_sums_stay_on_the_device_until_read_and_equal_host_sums_bit_for_bit():
+    """The in-process runner sends every transfer; its error sums are read once, not synced per send."""
+    from worker.codecs import decode
+
+    torch.manual_seed(0)
+    channel = Channel(CompressionSpec(topk=0.3, bits=3), seed=4)
+    twin = Channel(CompressionSpec(topk=0.3, bits=3), seed=4)  # same payloads, summed the old way
+    err = ref_sq = out_sq = dot = 0.0
+    for mb in range(3):
+        x = torch.randn(8, 50)
+        out = channel.send(x, mb)
+        assert channel._error_sums is not None  # pending: nothing read back yet
+        got = decode(twin.sender.encode(x)).float()
+        assert torch.equal(got, out)
+        err += float((got - x).pow(2).sum())
+        ref_sq += float(x.pow(2).sum())
+        out_sq += float(got.pow(2).sum())
+        dot += float((got * x).sum())
+        if mb == 1:  # a read between sends keeps the same order of additions
+            assert channel.stats.err_sq == err
+    stats = channel.stats
+    assert (stats.err_sq, stats.ref_sq, stats.out_sq, stats.dot) == (err, ref_sq, out_sq, dot)
+    assert channel._error_sums is None and len(stats.transfers) == 3 and stats.rel_error == (err / ref_sq) ** 0.5
+    channel.reset_stats()
+    assert channel.stats.err_sq == 0.0 and channel.stats.transfers == []
