@@ -254,3 +254,26 @@ def test_gpu_check_compares_every_boundary_tensor_with_numba_and_keeps_the_ones_
     assert anomaly["call"] == 2 and anomaly["finite"] is True and anomaly["triton"].startswith("refused: tensor has NaN")
     assert found["saved"] == [str(tmp_path / "boundary_2_refused.pt")]
     assert list(torch.load(found["saved"][0]).shape) == anomaly["shape"]
+
+
+def test_in_process_channels_on_the_triton_backend_keep_payloads_on_the_device():
+    from worker.pipeline.boundary import Channel
+
+    torch.manual_seed(2)
+    x = torch.randn(6, 300)
+    spec = CompressionSpec(topk=0.2, bits=5)
+    on_device, on_host = Channel(spec, seed=1), Channel(spec, seed=1)
+    on_device.sender.backend = on_device.receiver.backend = "triton"
+    encoded: list = []
+    real_encode = on_device.sender.encode
+    def recording(*args, **kwargs):
+        encoded.append(real_encode(*args, **kwargs))
+        return encoded[-1]
+
+    on_device.sender.encode = recording
+    assert on_device.device_payloads(x) and not on_host.device_payloads(x)
+    for mb in range(2):
+        assert torch.equal(on_device.send(x, mb), on_host.send(x, mb))
+    assert all(isinstance(p, torch.Tensor) and p.dtype == torch.uint8 for p in encoded)
+    assert on_device.stats.transfers == on_host.stats.transfers  # the same wire bytes, counted the same
+    assert on_device.stats.rel_error == on_host.stats.rel_error > 0
