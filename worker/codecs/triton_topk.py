@@ -5,7 +5,7 @@ the generator's state stays in step with the CPU path), the same bracket and 409
 Triton pass writes every value's bin key (int16); a bincount of the keys is the histogram, the
 cut is chosen from it on the host (4098 counts), and the kept positions are the keys at or above
 the cut (a stream compaction, no sort). Small tensors, and brackets that miss, take the exact
-selection: the k-th largest |x| by torch.kthvalue (a radix select on CUDA), ties broken by position.
+selection: the k-th largest |x| by torch.topk (a multi-block radix select on CUDA), ties broken by position.
 """
 
 from __future__ import annotations
@@ -49,7 +49,8 @@ def _keys_kernel(x_ptr, n, per, bracket_ptr, keys_ptr, counts_ptr, NBINS: tl.con
 def _exact(flat: torch.Tensor, k: int) -> torch.Tensor:
     """topk._exact on the device: sorted positions of the k largest |x|, ties at the threshold first-come."""
     a = flat.abs()
-    t = torch.kthvalue(a, a.numel() - k + 1).values
+    # the k-th largest |x|: torch.topk selects with many blocks a tensor on CUDA, kthvalue with one (pytorch#75599)
+    t = torch.topk(a, k, sorted=False).values.min()
     keep = a > t
     ties = a == t
     keep |= ties & (torch.cumsum(ties, 0) <= k - keep.sum())
