@@ -16,7 +16,7 @@ import torch
 from worker.codecs import entropy, quantize, topk, triton_quantize, triton_topk
 from worker.codecs.device_wire import DevicePayload
 from worker.codecs.device_wire import read as read_device
-from worker.codecs.wire import CodecError, Header, _as_bytes, unpack
+from worker.codecs.wire import SECTIONS, CodecError, Header, _as_bytes, unpack
 
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
 DTYPE_NAMES = {v: k for k, v in TORCH_DTYPES.items()}
@@ -92,10 +92,15 @@ def _assemble(header: Header, parts: dict[str, list[bytes | torch.Tensor]], devi
     return payload
 
 
-def _as_uint8(view: memoryview, device: torch.device) -> torch.Tensor:
-    if not view.nbytes:
-        return torch.zeros(0, dtype=torch.uint8, device=device)
-    return torch.frombuffer(bytearray(view), dtype=torch.uint8).to(device)
+def _sections_on(device: torch.device, payload, header: Header) -> dict[str, torch.Tensor]:
+    """A host payload's sections as slices of one copy of it on `device` (one transfer, not one a section)."""
+    data = torch.frombuffer(bytearray(payload), dtype=torch.uint8).to(device)
+    at = data.numel() - 4 - sum(header.lengths[name] for name in SECTIONS)  # sections follow the head, in order
+    sections = {}
+    for name in SECTIONS:
+        sections[name] = data[at : at + header.lengths[name]]
+        at += header.lengths[name]
+    return sections
 
 
 def decode(payload, device: torch.device | str | None = None) -> tuple[torch.Tensor, Header, torch.Tensor | None]:
@@ -110,8 +115,8 @@ def decode(payload, device: torch.device | str | None = None) -> tuple[torch.Ten
             verify_later = verify
     else:
         device = torch.device(device or "cpu")
-        header, views = unpack(payload)
-        sec = {name: _as_uint8(view, device) for name, view in views.items()}
+        header, _ = unpack(payload)  # checksum verified here, on the host
+        sec = _sections_on(device, payload, header)
     try:
         decoded = _decode_sections(header, sec, device)
     except CodecError:
