@@ -78,7 +78,8 @@ def configurations():
                ["nbytes", "count", "pos_ptr", "out_ptr", "sym_ptr"],
                {"BITS": bits, "PACKED": packed, "BY_POS": by_pos, "SCATTER": scatter, "N": tile, "ONE_GROUP": one}, tile)
     yield ("top-k keys", triton_topk._keys_kernel,
-           {"x_ptr": "*fp32", "n": "i32", "per": "i32", "bracket_ptr": "*fp64", "keys_ptr": "*i16", "counts_ptr": "*i32"},
+           {"x_ptr": "*fp32", "n": "i32", "per": "i32", "bracket_ptr": "*fp64", "keys_ptr": "*i16", "counts_ptr": "*i32",
+            "hist_ptr": "*i32"},
            ["x_ptr", "n", "bracket_ptr", "keys_ptr", "counts_ptr"], {"NBINS": 4096, "N": tile}, tile)
     for sym, bits in (("*u8", 1), ("*i64", 5)):
         consts = triton_bits.pack_constants(bits)

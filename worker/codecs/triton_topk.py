@@ -2,9 +2,9 @@
 
 `select` makes topk.select's choice: the same random sample (drawn from the same generator, so
 the generator's state stays in step with the CPU path), the same bracket and 4096 bins. One
-Triton pass writes every value's bin key (int16); a bincount of the keys is the histogram, the
-cut is chosen from it on the host (4098 counts), and the kept positions are the keys at or above
-the cut (a stream compaction, no sort). Small tensors, and brackets that miss, take the exact
+Triton pass writes every value's bin key (int16) and counts the histogram of the bracket and above
+it; the cut is chosen from it on the host (4097 counts), and the kept positions are the keys at or
+above the cut (a stream compaction, no sort). Small tensors, and brackets that miss, take the exact
 selection: the k-th largest |x| by torch.topk (a multi-block radix select on CUDA), ties broken by position.
 """
 
@@ -23,10 +23,12 @@ NCHUNKS = 64  # topk.select's candidate chunks; their counts decide its fallback
 
 
 @triton.jit
-def _keys_kernel(x_ptr, n, per, bracket_ptr, keys_ptr, counts_ptr, NBINS: tl.constexpr, N: tl.constexpr):
-    """keys[i] = topk._key(|x[i]|) + 1: 0 below the bracket, 1..NBINS in it, NBINS + 1 above it; and
-    counts[c] += candidates (key >= 0) of topk.select's chunk c = i // per. Rows of SUB <= per values
-    span at most two chunks, so each row adds to two counters."""
+def _keys_kernel(x_ptr, n, per, bracket_ptr, keys_ptr, counts_ptr, hist_ptr, NBINS: tl.constexpr, N: tl.constexpr):
+    """keys[i] = topk._key(|x[i]|) + 1: 0 below the bracket (and NaN, never a candidate, as in topk's
+    gather), 1..NBINS in it, NBINS + 1 above it; hist[key] += 1 for the values in and above the bracket
+    (the few in it one atomic each, those above one per program: no bin takes most of the tensor's
+    atomics); and counts[c] += candidates (key >= 0) of topk.select's chunk c = i // per. Rows of
+    SUB <= per values span at most two chunks, so each row adds to two counters."""
     SUB: tl.constexpr = 1024
     offs = tl.program_id(0) * N + tl.arange(0, N)
     valid = offs < n
@@ -34,9 +36,14 @@ def _keys_kernel(x_ptr, n, per, bracket_ptr, keys_ptr, counts_ptr, NBINS: tl.con
     t_lo = tl.load(bracket_ptr)
     t_hi = tl.load(bracket_ptr + 1)
     inv_w = tl.load(bracket_ptr + 2)
-    inside = tl.minimum(((a - t_lo) * inv_w).to(tl.int64), NBINS - 1)
-    key = tl.where(a >= t_hi, NBINS, tl.where(a < t_lo, -1, inside))
+    # clamped before the conversion: a float past int32 (or NaN) would convert to poison on a GPU
+    inside = tl.maximum(tl.minimum((a - t_lo) * inv_w, NBINS - 1.0), -1.0).to(tl.int32)
+    key = tl.where(a >= t_hi, NBINS, tl.where(a >= t_lo, inside, -1))
     tl.store(keys_ptr + offs, (key + 1).to(tl.int16), mask=valid)
+    binned = valid & (key >= 0) & (key < NBINS)
+    tl.atomic_add(hist_ptr + tl.where(binned, key, 0), 1, mask=binned)
+    above = tl.sum(tl.where(valid & (key == NBINS), 1, 0))
+    tl.atomic_add(hist_ptr + NBINS, above, mask=above > 0)
     cand = tl.reshape(tl.where(valid & (key >= 0), 1, 0), (N // SUB, SUB))
     rows = tl.reshape(offs, (N // SUB, SUB))
     first = tl.min(rows, axis=1) // per
@@ -80,14 +87,14 @@ def select(flat: torch.Tensor, k: int, rng: np.random.Generator) -> torch.Tensor
     inv_w = torch.where(width > 0, 1.0 / width, 0.0)
     bracket = torch.stack([t_lo, t_hi, inv_w])  # no host round trip: the kernel reads the bracket
     keys = torch.empty(n, dtype=torch.int16, device=flat.device)
-    counts = torch.zeros(NCHUNKS + 1, dtype=torch.int32, device=flat.device)
+    counts = torch.zeros(NCHUNKS + 1 + topk.NBINS + 1, dtype=torch.int32, device=flat.device)  # chunks, then bins
     size = tile(n)
-    _keys_kernel[(triton.cdiv(n, size),)](flat, n, per, bracket, keys, counts, NBINS=topk.NBINS, N=size, **OPTIONS)
-    hist = torch.bincount(keys, minlength=topk.NBINS + 2)
-    host = torch.cat([counts.max().view(1).to(hist.dtype), hist]).cpu().numpy()  # one copy for both
-    if int(host[0]) > cap:  # the sample put t_lo far too low (topk.select: more candidates than room)
+    _keys_kernel[(triton.cdiv(n, size),)](flat, n, per, bracket, keys, counts, counts[NCHUNKS + 1 :], NBINS=topk.NBINS,
+                                          N=size, **OPTIONS)
+    host = counts.cpu().numpy()  # one copy for both
+    if int(host[: NCHUNKS + 1].max()) > cap:  # the sample put t_lo far too low (topk.select: more candidates than room)
         return _exact(flat, k)
-    hist_np = host[2:]
+    hist_np = host[NCHUNKS + 1 :]  # bins 0..NBINS-1 of the bracket, then above it
     totals = hist_np[::-1].cumsum()[::-1]
     cut = int(np.argmin(np.abs(totals - k)))
     if abs(int(totals[cut]) - k) > topk.TOLERANCE * k:
