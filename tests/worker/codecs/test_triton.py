@@ -277,3 +277,13 @@ def test_in_process_channels_on_the_triton_backend_keep_payloads_on_the_device()
     assert all(isinstance(p, torch.Tensor) and p.dtype == torch.uint8 for p in encoded)
     assert on_device.stats.transfers == on_host.stats.transfers  # the same wire bytes, counted the same
     assert on_device.stats.rel_error == on_host.stats.rel_error > 0
+
+
+def test_nan_is_never_a_top_k_candidate_on_the_threshold_path_as_on_the_cpu():
+    torch.manual_seed(0)
+    x = torch.randn(600_000)  # past topk.EXACT_BELOW: sample, bracket, histogram
+    x[::1000] = float("nan")
+    spec = CompressionSpec(topk=0.1, dtype="fp16")  # no quantizer to refuse the NaN
+    payload = make_codec(spec, backend="triton").encode(x)
+    assert payload == make_codec(spec, backend="numba").encode(x)
+    assert not torch.isnan(decode(payload)).any()
