@@ -99,7 +99,8 @@ def select(flat: torch.Tensor, k: int, rng: np.random.Generator) -> torch.Tensor
     cut = int(np.argmin(np.abs(totals - k)))
     if abs(int(totals[cut]) - k) > topk.TOLERANCE * k:
         return _exact(flat, k)
-    return (keys > cut).nonzero().flatten()  # key + 1 > cut  <=>  key >= cut
+    # key + 1 > cut <=> key >= cut; the histogram says how many there are, so no host sync to size it
+    return torch.nonzero_static(keys > cut, size=int(totals[cut])).flatten()
 
 
 # --------------------------------------------------------------------------- index set
