@@ -39,9 +39,10 @@ def pack_constants(bits: int, values: int = TILE) -> dict:
 
 @triton.jit
 def place(q, at):
-    """q's contribution to a byte whose first bit lies `at` bits before q's first bit (-16 < at < 32):
-    q << at, or q >> -at; both shift amounts stay below 32."""
-    return tl.where(at >= 0, q << tl.maximum(at, 0), q >> tl.maximum(-at, 0))
+    """q's contribution to a byte whose first bit lies `at` bits before q's first bit: q << at, or q >> -at.
+    Callers mask out the `at` that miss the byte; the shift amounts are clamped to 0..31 all the same, as a
+    shift by 32 or more is poison to the GPU compiler."""
+    return tl.where(at >= 0, q << tl.minimum(tl.maximum(at, 0), 31), q >> tl.minimum(tl.maximum(-at, 0), 31))
 
 
 @triton.jit
