@@ -69,13 +69,13 @@ def configurations():
                + ("" if packed else " symbols"), triton_quantize._quant_kernel, quant,
                ["x_ptr", "pos_ptr", "count", "lo_ptr", "inv_ptr", "sym_ptr"],
                {**consts, "BY_POS": by_pos, "STOCHASTIC": False, "ONE_GROUP": one}, consts["N"])
-    flat = {"values_ptr": "*u8", "nbytes": "i32", "sym_ptr": "*i32", "scales_ptr": "*u8", "ngroups": "i32", "inner": "i32",
-            "pos_ptr": "*i64", "count": "i32", "out_ptr": "*fp32"}
+    flat = {"values_ptr": "*u8", "nbytes": "i32", "sym_ptr": "*i32", "scales_ptr": "*u8", "lo_ptr": "*fp64",
+            "step_ptr": "*fp64", "ngroups": "i32", "inner": "i32", "pos_ptr": "*i64", "count": "i32", "out_ptr": "*fp32"}
     for bits, packed, by_pos, scatter, one in ((4, True, False, False, True), (4, True, False, False, False),
                                                (4, True, True, True, False), (8, False, False, False, False)):
         yield (f"decode {'tensor' if one else 'channel'} b{bits}" + (" by position, scatter" if scatter else "")
                + ("" if packed else " symbols"), triton_quantize._dequant_kernel, flat,
-               ["nbytes", "count", "pos_ptr", "out_ptr", "sym_ptr"],
+               ["nbytes", "count", "pos_ptr", "out_ptr", "sym_ptr", "lo_ptr", "step_ptr"],
                {"BITS": bits, "PACKED": packed, "BY_POS": by_pos, "SCATTER": scatter, "N": tile, "ONE_GROUP": one}, tile)
     yield ("top-k keys", triton_topk._keys_kernel,
            {"x_ptr": "*fp32", "n": "i32", "per": "i32", "bracket_ptr": "*fp64", "keys_ptr": "*i16", "counts_ptr": "*i32",

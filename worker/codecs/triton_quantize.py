@@ -205,10 +205,11 @@ def _load_scales(scales_ptr, g, valid, ngroups):
 
 
 @triton.jit
-def _dequant_kernel(values_ptr, nbytes, sym_ptr, scales_ptr, ngroups, inner, pos_ptr, count, out_ptr,
+def _dequant_kernel(values_ptr, nbytes, sym_ptr, scales_ptr, lo_ptr, step_ptr, ngroups, inner, pos_ptr, count, out_ptr,
                     BITS: tl.constexpr, PACKED: tl.constexpr, BY_POS: tl.constexpr, SCATTER: tl.constexpr,
                     N: tl.constexpr, ONE_GROUP: tl.constexpr):
-    """Unpack (or read symbols), dequantize with the section's scales, write out[i] or out[pos[i]]."""
+    """Unpack (or read symbols), dequantize, write out[i] or out[pos[i]]: one group's scales read from the
+    section once, or each value's group's from float64 lo and step arrays (_group_scales)."""
     offs = tl.program_id(0) * N + tl.arange(0, N)
     valid = offs < count
     if PACKED:  # noqa: SIM108 - a constexpr branch, compiled only when taken
@@ -226,7 +227,8 @@ def _dequant_kernel(values_ptr, nbytes, sym_ptr, scales_ptr, ngroups, inner, pos
             g = (pos.to(tl.int32) // inner) % ngroups  # positions of an int32-sized tensor
         else:
             g = (offs // inner) % ngroups
-        lo, step = _load_scales(scales_ptr, g, valid, ngroups)
+        lo = tl.load(lo_ptr + g, mask=valid, other=0.0)
+        step = tl.load(step_ptr + g, mask=valid, other=0.0)
     tl.store(out_ptr + pos, (lo + q.to(tl.float64) * step).to(tl.float32), mask=valid)
 
 
@@ -334,6 +336,14 @@ def dequantize(values: torch.Tensor | None, symbols: torch.Tensor | None, bits: 
     if src is None:
         raise ValueError("dequantize needs packed values or symbols")
     n = tile(count)
+    lo, step = (scales, scales) if ngroups == 1 else _group_scales(scales, ngroups)
     _dequant_kernel[(triton.cdiv(count, n),)](
-        src, src.numel(), src, scales, ngroups, inner, out if pos is None else pos, count, out,
+        src, src.numel(), src, scales, lo, step, ngroups, inner, out if pos is None else pos, count, out,
         BITS=bits, PACKED=packed, BY_POS=by_pos, SCATTER=pos is not None, N=n, ONE_GROUP=ngroups == 1, **OPTIONS)
+
+
+def _group_scales(scales: torch.Tensor, ngroups: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(lo, step) of every group as float64, from the scales section (fp32 lows, then bf16 steps): exact,
+    as the kernels widen them; the copy aligns a section that starts at any byte."""
+    raw = scales[: 6 * ngroups].clone()
+    return raw[: 4 * ngroups].view(torch.float32).double(), raw[4 * ngroups :].view(torch.bfloat16).double()
