@@ -67,6 +67,8 @@ def test_worker_child_costs_the_same_cpu_time_per_step_as_slimpipe_train(tmp_pat
 
     assert service["time_clock"] == mine["time_clock"] == "cpu"
     ratio = service["time_per_batch_s"] / mine["time_per_batch_s"]
-    assert 1 / 1.5 <= ratio <= 1.5, (
+    # The thread bug made it 7.8x. CPU time is not free of load either: alone this ratio ran 0.76-1.07 on a
+    # 2-core VM (four runs), and 1.56 once beside the rest of the suite; 2.5x keeps both apart.
+    assert 1 / 2.5 <= ratio <= 2.5, (
         f"CPU s per step: worker child {service['time_per_batch_s']:.4f}, slimpipe train {mine['time_per_batch_s']:.4f}"
     )
