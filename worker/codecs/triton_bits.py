@@ -61,21 +61,37 @@ def read_values(in_ptr, i, valid, nbytes, BITS: tl.constexpr):
 
 
 @triton.jit
+def output_bytes(N: tl.constexpr, BITS: tl.constexpr, NB2: tl.constexpr):
+    """(o, lane in use): this program's byte positions, the N * BITS / 8 bytes of its N values, in NB2 lanes."""
+    NBYTES: tl.constexpr = N * BITS // 8
+    b = tl.arange(0, NB2)
+    return tl.program_id(0) * NBYTES + b, b < NBYTES
+
+
+@triton.jit
+def reaching(o, k, lanes, count, BITS: tl.constexpr):
+    """(i, at, use) of the k-th value whose bits may reach byte o: its position, where its bits start
+    relative to the byte's (for place), and whether it is real and reaches the byte at all."""
+    i = (8 * o) // BITS + k
+    at = i * BITS - 8 * o
+    return i, at, lanes & (i < count) & (at < 8)
+
+
+@triton.jit
+def store_bytes(out_ptr, o, lanes, nbytes, acc):
+    tl.store(out_ptr + o, (acc & 0xFF).to(tl.uint8), mask=lanes & (o < nbytes))
+
+
+@triton.jit
 def _pack_kernel(sym_ptr, count, out_ptr, nbytes, BITS: tl.constexpr, N: tl.constexpr, NB2: tl.constexpr,
                  K: tl.constexpr):
     """Each program writes the N * BITS / 8 bytes of N symbols: byte o ORs in the K values reaching it."""
-    NBYTES: tl.constexpr = N * BITS // 8
-    b = tl.arange(0, NB2)
-    o = tl.program_id(0) * NBYTES + b
-    first = (8 * o) // BITS
+    o, lanes = output_bytes(N, BITS, NB2)
     acc = tl.zeros((NB2,), tl.int32)
     for k in tl.static_range(K):
-        c = first + k
-        at = c * BITS - 8 * o
-        use = (b < NBYTES) & (c < count) & (at < 8)
-        q = tl.load(sym_ptr + c, mask=use, other=0).to(tl.int32)
-        acc |= tl.where(use, place(q, at), 0)
-    tl.store(out_ptr + o, (acc & 0xFF).to(tl.uint8), mask=(b < NBYTES) & (o < nbytes))
+        i, at, use = reaching(o, k, lanes, count, BITS)
+        acc |= tl.where(use, place(tl.load(sym_ptr + i, mask=use, other=0).to(tl.int32), at), 0)
+    store_bytes(out_ptr, o, lanes, nbytes, acc)
 
 
 @triton.jit

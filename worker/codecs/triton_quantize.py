@@ -18,7 +18,17 @@ import torch
 import triton
 import triton.language as tl
 
-from worker.codecs.triton_bits import OPTIONS, TILE, pack_constants, place, read_values, tile
+from worker.codecs.triton_bits import (
+    OPTIONS,
+    TILE,
+    output_bytes,
+    pack_constants,
+    place,
+    reaching,
+    read_values,
+    store_bytes,
+    tile,
+)
 from worker.codecs.wire import CodecError
 
 NOT_FINITE = "tensor has NaN or inf values; quantization needs finite values (use bits: null)"
@@ -172,18 +182,13 @@ def _quant_kernel(x_ptr, pos_ptr, count, inner, ngroups, lo_ptr, inv_ptr, seed, 
     """Quantize N values with per-group scales looked up by position (tensor, channel, any block size):
     packed, each of their N * BITS / 8 bytes quantizes the K values that reach it; or as int32 symbols."""
     if PACKED:
-        NBYTES: tl.constexpr = N * BITS // 8
-        b = tl.arange(0, NB2)
-        o = tl.program_id(0) * NBYTES + b
-        first = (8 * o) // BITS
+        o, lanes = output_bytes(N, BITS, NB2)
         acc = tl.zeros((NB2,), tl.int32)
         for k in tl.static_range(K):
-            i = first + k
-            at = i * BITS - 8 * o
-            use = (b < NBYTES) & (i < count) & (at < 8)
+            i, at, use = reaching(o, k, lanes, count, BITS)
             x, lo, inv = _scaled(x_ptr, pos_ptr, i, use, inner, ngroups, lo_ptr, inv_ptr, BY_POS, ONE_GROUP)
             acc |= tl.where(use, place(_symbols(x, lo, inv, i, seed, MAXQ, STOCHASTIC), at), 0)
-        tl.store(out_ptr + o, (acc & 0xFF).to(tl.uint8), mask=(b < NBYTES) & (o < nbytes))
+        store_bytes(out_ptr, o, lanes, nbytes, acc)
     else:
         offs = tl.program_id(0) * N + tl.arange(0, N)
         valid = offs < count
