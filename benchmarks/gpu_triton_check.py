@@ -53,7 +53,14 @@ def _rel(x: torch.Tensor, y: torch.Tensor) -> float:
     return float((x.double() - y.double().reshape(x.shape)).norm() / x.double().norm())
 
 
-def codec_rows(x: torch.Tensor, widths: list[int], cpu_check: set[str], repeats: int, peak: float) -> list[dict]:
+def _line(r: dict) -> str:
+    kernels = f"{r['kernel_encode_gbps']:7.0f} / {r['kernel_decode_gbps']:5.0f} ({r['device_ops']})" if "device_ops" in r else ""
+    return (f"{r['config']:20} {r['bits_per_element']:8.3f} {r['rel_l2']:8.4f} {r['encode_gbps']:9.1f} "
+            f"{r['decode_gbps']:9.1f} {r['round_trip_gbps']:9.1f} {r['hbm_percent']:6.1f}  {r['check']:11} {kernels}")
+
+
+def codec_rows(x: torch.Tensor, widths: list[int], cpu_check: set[str], repeats: int, peak: float,
+               baselines: bool = True) -> list[dict]:
     from slimpipe.spec import CompressionSpec
     from worker.codecs import CodecError, decode, make_codec, wire
 
@@ -82,6 +89,8 @@ def codec_rows(x: torch.Tensor, widths: list[int], cpu_check: set[str], repeats:
             rows[-1].update(kernel_encode_gbps=4 * x.numel() / 1e3 / max(k_enc, 1e-3),
                             kernel_decode_gbps=4 * x.numel() / 1e3 / max(k_dec, 1e-3), device_ops=f"{n_enc}+{n_dec}",
                             encode_top_us=top_enc, decode_top_us=top_dec)
+    if not baselines:
+        return rows
     flat = x.reshape(-1)
     t_enc, h = _timed(lambda: flat.half(), repeats)
     t_dec, y = _timed(lambda: h.float(), repeats)
@@ -250,10 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'config':20} {'bits/el':>8} {'rel L2':>8} {'enc GB/s':>9} {'dec GB/s':>9} {'rt GB/s':>9} {'HBM %':>6}  "
           f"{'check':11} kernels only: enc / dec GB/s (device ops)")
     for r in rows:
-        kernels = (f"{r['kernel_encode_gbps']:7.0f} / {r['kernel_decode_gbps']:5.0f} ({r['device_ops']})"
-                   if "device_ops" in r else "")
-        print(f"{r['config']:20} {r['bits_per_element']:8.3f} {r['rel_l2']:8.4f} {r['encode_gbps']:9.1f} "
-              f"{r['decode_gbps']:9.1f} {r['round_trip_gbps']:9.1f} {r['hbm_percent']:6.1f}  {r['check']:11} {kernels}")
+        print(_line(r))
     for r in rows:  # where the device time of the slowest rows goes
         if "encode_top_us" in r and (r["config"].startswith("top") or r["round_trip_gbps"] < 300):
             for side in ("encode", "decode"):
@@ -264,13 +270,10 @@ def main(argv: list[str] | None = None) -> int:
     for t in [int(t) for t in args.tiles.split(",") if t]:
         triton_bits.TILE = t
         for r in codec_rows(x, [b for b in (1, 4, 11, 16) if str(b) in args.widths.split(",")], set(), args.repeats,
-                            args.peak_gbps):
-            if r["config"].startswith("base"):
-                continue
+                            args.peak_gbps, baselines=False):
             r["config"] += f" tile {t}"
             rows.append(r)
-            print(f"{r['config']:20} {r['bits_per_element']:8.3f} {r['rel_l2']:8.4f} {r['encode_gbps']:9.1f} "
-                  f"{r['decode_gbps']:9.1f} {r['round_trip_gbps']:9.1f} {r['hbm_percent']:6.1f}")
+            print(_line(r))
         triton_bits.TILE = default_tile
     del x
     boundaries = boundary_check(args.device, args.batch, args.model)
