@@ -1,7 +1,8 @@
 """`slimpipe bench codecs`: wire size, error and GB/s of boundary codecs against torch/zstd baselines.
 
-With `--device cuda` the tensors live on the GPU, codecs run on the triton backend (payloads stay
-on the device), the baselines run there too (zstd aside), and each row adds the share of the
+With `--device cuda` the tensors live on the GPU, codecs run on the backend `auto` picks there (torch,
+or triton where SLIMPIPE_GPU_CODECS=triton; `--backend triton` asks for it: payloads then stay on the
+device), the baselines run there too (zstd aside), and each row adds the share of the
 device's memory bandwidth it reaches: the least traffic a round trip needs (read the fp32 input,
 write the payload, read it back, write the fp32 output) over its time, against `--peak-gbps`.
 """
@@ -55,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="leave glibc's malloc as it is (default: keep freed memory, as training workers do)")
     parser.add_argument("--json", action="store_true", help="print rows as JSON instead of a table")
     parser.add_argument("--device", default="cpu", help="cpu, or cuda: tensors, codecs and baselines on the GPU")
-    parser.add_argument("--backend", default="auto", help="codec backend (auto: numba on cpu, triton on cuda)")
+    parser.add_argument("--backend", default="auto", help="codec backend (auto: numba on cpu; on cuda torch, or triton where SLIMPIPE_GPU_CODECS=triton)")
     parser.add_argument("--peak-gbps", type=float, default=4800.0,
                         help="device memory bandwidth for the HBM share column (default: H200, 4800 GB/s)")
 
