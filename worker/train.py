@@ -31,7 +31,7 @@ from worker.pipeline.runner import InprocRunner, StepResult
 from worker.pipeline.timeline import Replay, link_transfers, makespan, transfer_sizes
 from worker.pipeline.timeline import replay as modelled_events
 from worker.zoo.common import parameter_sizes
-from worker.zoo.data import batches, steps_per_epoch
+from worker.zoo.data import EpochStream, batches, steps_per_epoch
 
 CHECKPOINT = "checkpoint.pt"
 #: Starts stages on another worker: (queue, ranks, world size, rendezvous host, port) -> None.
@@ -155,17 +155,14 @@ class Experiment:
         t = spec.train
         by_epochs = t.epochs * self.steps_per_epoch if t.epochs is not None else None
         self.max_steps: int = min(s for s in (t.max_steps, by_epochs) if s is not None)
-        self._epoch_order: tuple[int, list] = (-1, [])
+        seed = spec.train.seed
+        self.train_batches = EpochStream(self.data.train, spec.data.batch_size, lambda epoch: seed * 100_003 + epoch)
 
-    def get_batch(self, step: int) -> tuple[Any, torch.Tensor, torch.Tensor]:
-        """Batch `step`: epoch e's order depends only on (seed, e), so a resumed run sees the same data."""
-        epoch, k = divmod(step, self.steps_per_epoch)
-        if self._epoch_order[0] != epoch:
-            g = torch.Generator().manual_seed(self.spec.train.seed * 100_003 + epoch)
-            bs = min(self.spec.data.batch_size, len(self.data.train))
-            self._epoch_order = (epoch, list(batches(self.data.train, bs, shuffle=True, generator=g, drop_last=True)))
-        x, y, ids = self._epoch_order[1][k]
-        return self._inputs(x), y.to(self.device), ids
+    def get_batch(self, step: int, inputs: bool = True) -> tuple[Any, torch.Tensor, torch.Tensor]:
+        """Batch `step` (inputs None unless `inputs`): epoch e's order and augmentation depend only on
+        (seed, e), so a resumed run sees the same data."""
+        x, y, ids = self.train_batches.get(step, inputs)
+        return (self._inputs(x) if inputs else None), y.to(self.device), ids
 
     def _inputs(self, x: Any) -> Any:
         x = to_device(x, self.device)

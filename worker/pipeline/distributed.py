@@ -156,7 +156,7 @@ class StageProgram:
     def train_step(self, step: int, lr: float) -> list[float]:
         t_start, wall_start = time.perf_counter(), time.time()
         send0, wait0 = self._send_s(), self._wait_s()
-        x, y, ids = self.exp.get_batch(step)
+        x, y, ids = self.exp.get_batch(step, inputs=self.first)
         xs = scatter(x, self.m) if self.first else None
         ys = list(torch.tensor_split(y, self.m))
         ks = list(torch.tensor_split(ids, self.m))
@@ -251,15 +251,15 @@ class StageProgram:
 
     @torch.no_grad()
     def evaluate(self, compressed: bool) -> list[float]:
-        from worker.zoo.data import batches
+        from worker.zoo.data import batches, count_batches
 
         boundaries = [b for b in (self.eval_prev, self.eval_next) if b is not None]
         for b in boundaries:
             b.reset_codecs()
         size = self.spec.data.eval_batch_size or max(self.spec.data.batch_size, 64)
-        val = list(batches(self.exp.data.val, size, shuffle=False))
+        val = batches(self.exp.data.val, size, shuffle=False, inputs=self.first)
         if self.fwd_in is not None:
-            self.fwd_in.expect(len(val))
+            self.fwd_in.expect(count_batches(self.exp.data.val, size))
         self.stage.eval()
         loss_sum, correct, count = 0.0, 0, 0
         prev_ch = self.eval_prev.forward if compressed and self.eval_prev is not None else None

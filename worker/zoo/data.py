@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,12 +29,23 @@ class TensorSplit:
                 x = self.transform(x, generator or torch.Generator().manual_seed(0))
         return x, self.y[index]
 
+    def labels(self, index: torch.Tensor) -> torch.Tensor:
+        return self.y[index]
+
 
 class LazySplit:
-    """Items loaded one by one (image files); `load(i) -> (tensor, label)`."""
+    """Items loaded one by one (image files); `load(i) -> (tensor, label)`. Given `labels`, a batch's labels
+    alone are read without loading its items."""
 
-    def __init__(self, n: int, load: Callable[[int], tuple[torch.Tensor, int]], transform: Transform | None = None):
+    def __init__(
+        self,
+        n: int,
+        load: Callable[[int], tuple[torch.Tensor, int]],
+        transform: Transform | None = None,
+        labels: Sequence[int] | None = None,
+    ):
         self.n, self.load, self.transform = n, load, transform
+        self.y = None if labels is None else torch.as_tensor(list(labels), dtype=torch.long)
 
     def __len__(self) -> int:
         return self.n
@@ -45,6 +56,11 @@ class LazySplit:
         if self.transform is not None:
             x = self.transform(x, generator or torch.Generator().manual_seed(0))
         return x, torch.tensor([label for _, label in items], dtype=torch.long)
+
+    def labels(self, index: torch.Tensor) -> torch.Tensor:
+        if self.y is not None:
+            return self.y[index]
+        return torch.tensor([self.load(int(i))[1] for i in index], dtype=torch.long)
 
 
 Split = TensorSplit | LazySplit
@@ -60,16 +76,78 @@ class DataBundle:
 
 
 def batches(
-    split: Split, batch_size: int, *, shuffle: bool, generator: torch.Generator | None = None, drop_last: bool = False
+    split: Split,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    generator: torch.Generator | None = None,
+    drop_last: bool = False,
+    inputs: bool = True,
 ) -> Iterator[tuple[Any, torch.Tensor, torch.Tensor]]:
-    """(inputs, labels, sample ids) per batch; the ids key per-sample codec state (`feedback: delta`)."""
+    """(inputs, labels, sample ids) per batch; the ids key per-sample codec state (`feedback: delta`).
+    `inputs=False` gives None for the inputs and neither loads nor transforms them (a pipeline stage that
+    only needs the labels or the ids)."""
     n = len(split)
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
     stop = n - n % batch_size if drop_last and n >= batch_size else n
     for start in range(0, stop, batch_size):
         index = order[start : start + batch_size]
-        x, y = split.batch(index, generator)
-        yield x, y, index
+        if inputs:
+            x, y = split.batch(index, generator)
+            yield x, y, index
+        else:
+            yield None, split.labels(index), index
+
+
+def count_batches(split: Split, batch_size: int) -> int:
+    """How many batches `batches(split, batch_size, drop_last=False)` yields."""
+    return -(-len(split) // batch_size)
+
+
+class EpochStream:
+    """A run's training batches, made one at a time as they are asked for.
+
+    Epoch e draws its order, then each batch's augmentation in turn, from one generator seeded by
+    `seed(e)`, so batch k of epoch e is the same whether the epoch is read from its start or a run resumes
+    at k (the batches before k are made again and dropped). One batch is held, not the epoch's (a whole
+    CIFAR-10 epoch of float inputs is 614 MB in every stage process). `inputs=False` reads the labels and
+    sample ids from the epoch's order alone, loading and augmenting nothing and leaving the generator
+    where it was, so stages that never see the inputs agree with the one that does."""
+
+    def __init__(self, split: Split, batch_size: int, seed: Callable[[int], int]):
+        self.split, self.seed = split, seed
+        self.batch_size = min(batch_size, len(split))
+        self.per_epoch = steps_per_epoch(split, batch_size)
+        self._epoch, self._next = -1, 0  # the epoch under way, and the batch its generator stands before
+        self._order = torch.empty(0, dtype=torch.long)
+        self._generator = torch.Generator()
+        self._held: tuple[int, Any, torch.Tensor] | None = None
+
+    def _start(self, epoch: int) -> None:
+        self._generator = torch.Generator().manual_seed(self.seed(epoch))
+        self._order = torch.randperm(len(self.split), generator=self._generator)
+        self._epoch, self._next, self._held = epoch, 0, None
+
+    def _index(self, k: int) -> torch.Tensor:
+        return self._order[k * self.batch_size : (k + 1) * self.batch_size]
+
+    def get(self, step: int, inputs: bool = True) -> tuple[Any, torch.Tensor, torch.Tensor]:
+        """(inputs or None, labels, sample ids) of training step `step`."""
+        epoch, k = divmod(step, self.per_epoch)
+        if epoch != self._epoch:
+            self._start(epoch)
+        index = self._index(k)
+        if not inputs:
+            return None, self.split.labels(index), index
+        if self._held is not None and self._held[0] == k:
+            return self._held[1], self._held[2], index
+        if k < self._next:
+            self._start(epoch)
+        while self._next <= k:
+            x, y = self.split.batch(self._index(self._next), self._generator)
+            self._next += 1
+        self._held = (k, x, y)
+        return x, y, index
 
 
 def steps_per_epoch(split: Split, batch_size: int) -> int:

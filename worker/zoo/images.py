@@ -168,8 +168,8 @@ def image_folder(options: dict[str, Any], **_: Any) -> DataBundle:
     norm = normalizer(IMAGENET_MEAN, IMAGENET_STD)
     train_tf = crop_flip(norm, pad=size // 8) if options.get("augment", True) else only_normalize(norm)
     return DataBundle(
-        LazySplit(len(train_items), loader(train_items), train_tf),
-        LazySplit(len(val_items), loader(val_items), only_normalize(norm)),
+        LazySplit(len(train_items), loader(train_items), train_tf, [label for _, label in train_items]),
+        LazySplit(len(val_items), loader(val_items), only_normalize(norm), [label for _, label in val_items]),
         num_classes,
         (3, size, size),
     )

@@ -7,7 +7,16 @@ import pytest
 import torch
 
 from worker.zoo import images, text
-from worker.zoo.data import batches, steps_per_epoch
+from worker.zoo.data import (
+    EpochStream,
+    LazySplit,
+    TensorSplit,
+    batches,
+    count_batches,
+    crop_flip,
+    normalizer,
+    steps_per_epoch,
+)
 from worker.zoo.text import HashTokenizer
 
 
@@ -163,3 +172,82 @@ def test_the_real_minilm_tokenizer_pads_and_masks():
     assert tokenizer.vocab_size == 30522 and int(data.train.x[0].max()) < 30522
     ids, mask, _ = text.tokenize(tokenizer, ["hello world"], None, 6)
     assert ids[0].tolist()[:4] == [101, 7592, 2088, 102] and mask[0].tolist() == [1, 1, 1, 1, 0, 0]
+
+
+class CountingSplit(TensorSplit):
+    """A TensorSplit that counts the batches it makes (inputs loaded and augmented)."""
+
+    made = 0
+
+    def batch(self, index, generator=None):
+        self.made += 1
+        return super().batch(index, generator)
+
+
+def augmented_split(n=23):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (n, 3, 8, 8), dtype=torch.uint8, generator=g)
+    return CountingSplit(x, torch.arange(n) % 5, crop_flip(normalizer([0.5] * 3, [0.25] * 3), pad=2))
+
+
+def epoch_lists(split, batch_size, seed, epochs):
+    """The reference: each epoch's batches made at once from one generator, as `get_batch` once did."""
+    return [
+        list(batches(split, batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed(e)), drop_last=True))
+        for e in range(epochs)
+    ]
+
+
+def test_epoch_stream_gives_the_epochs_batches_in_any_order_holding_one():
+    seed = lambda e: 7 * 100_003 + e  # noqa: E731
+    split = augmented_split()
+    reference = [b for epoch in epoch_lists(split, 4, seed, 2) for b in epoch]  # 5 batches an epoch, 3 left over
+    stream = EpochStream(augmented_split(), 4, seed)
+    assert stream.per_epoch == 5
+    for step in [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 3, 7, 0]:  # in order, the same again, resumed, backwards, epochs
+        x, y, ids = stream.get(step)
+        rx, ry, rids = reference[step]
+        assert torch.equal(x, rx) and torch.equal(y, ry) and torch.equal(ids, rids), step
+    # made as asked: 10 in order, none for the repeat, 4 for a resume at 3 of epoch 0, 3 for 7 (2 of epoch 1),
+    # 1 for step 0 again; never a whole epoch at once
+    assert stream.split.made == 10 + 0 + 4 + 3 + 1
+
+
+def test_epoch_stream_labels_and_ids_alone_touch_neither_inputs_nor_the_generator():
+    seed = lambda e: 3 + e  # noqa: E731
+    reference = [b for epoch in epoch_lists(augmented_split(), 4, seed, 2) for b in epoch]
+    stream = EpochStream(augmented_split(), 4, seed)
+    for step in range(10):
+        none, y, ids = stream.get(step, inputs=False)
+        assert none is None and torch.equal(y, reference[step][1]) and torch.equal(ids, reference[step][2])
+        if step % 3 == 0:  # a later batch with inputs is still the reference's
+            assert torch.equal(stream.get(step)[0], reference[step][0])
+    assert stream.split.made == 1 + 3 + 2 + 3  # the batches between are made (for their draws), in order
+
+
+def test_epoch_stream_with_fewer_samples_than_a_batch_gives_them_all_each_step():
+    stream = EpochStream(augmented_split(3), 8, lambda e: e)
+    assert stream.per_epoch == 1
+    _, y0, ids0 = stream.get(0)
+    _, y1, ids1 = stream.get(1)
+    assert sorted(ids0.tolist()) == sorted(ids1.tolist()) == [0, 1, 2] and len(y0) == len(y1) == 3
+
+
+def test_lazy_split_reads_labels_without_loading_items():
+    loads = []
+
+    def load(i):
+        loads.append(i)
+        return torch.full((1, 2, 2), i, dtype=torch.uint8), i % 3
+
+    given = LazySplit(6, load, labels=[i % 3 for i in range(6)])
+    assert given.labels(torch.tensor([5, 1])).tolist() == [2, 1] and loads == []
+    assert LazySplit(6, load).labels(torch.tensor([5, 1])).tolist() == [2, 1] and loads == [5, 1]
+    x, y, ids = next(batches(given, 4, shuffle=False, inputs=False))
+    assert x is None and y.tolist() == [0, 1, 2, 0] and ids.tolist() == [0, 1, 2, 3] and loads == [5, 1]
+
+
+@pytest.mark.parametrize(("n", "size"), [(1, 1), (7, 3), (9, 3), (2, 64)])
+def test_count_batches_is_what_batches_yields(n, size):
+    split = TensorSplit(torch.zeros(n, 2), torch.zeros(n))
+    assert count_batches(split, size) == len(list(batches(split, size, shuffle=False)))
