@@ -30,7 +30,7 @@ import torch.distributed as dist
 from worker.pipeline.boundary import Boundary, Channel, ChannelStats, RawCodec
 from worker.pipeline.link import EmulatedLink
 from worker.pipeline.microbatch import loss_weights, scatter
-from worker.pipeline.runner import StepResult, _full, _leaf
+from worker.pipeline.runner import StepResult, _backward, _full, _leaf
 from worker.pipeline.schedule import BACKWARD, FORWARD
 from worker.pipeline.transport import Inbox, Outbox, pack, unpack
 
@@ -200,7 +200,8 @@ class StageProgram:
                     self.fwd_out.put(encode_carry(self.next.forward, out, i, ks[i], measure))  # type: ignore[union-attr]
             else:
                 if self.last:
-                    losses.pop(i).backward()
+                    loss = losses.pop(i)
+                    _backward((loss,), (torch.ones_like(loss),))
                 else:
                     grads = decode_carry(self.next.backward, self.bwd_in.take(), self.device)  # type: ignore[union-attr]
                     grads = grads if isinstance(grads, tuple) else (grads,)
@@ -208,7 +209,7 @@ class StageProgram:
                     outs = out if isinstance(out, tuple) else (out,)
                     pairs = [(t, g) for t, g in zip(outs, grads, strict=True) if g is not None and t.requires_grad]
                     if pairs:
-                        torch.autograd.backward([t for t, _ in pairs], [g.to(t.dtype) for t, g in pairs])
+                        _backward(tuple(t for t, _ in pairs), tuple(g for _, g in pairs))  # the engine casts dtypes
                 if not self.first:
                     carry = inputs.pop(i)
                     items = carry if isinstance(carry, tuple) else (carry,)

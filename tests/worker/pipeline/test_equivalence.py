@@ -135,3 +135,22 @@ def test_transformer_stages_carry_the_mask_and_match_the_hf_model(schedule):
     ]
     losses = pipeline_run(zoo_model, stages, schedule, 4, batches)
     assert_same(ref, ref_losses, zoo_model.module, losses, 2e-5)
+
+
+@pytest.mark.parametrize("schedule", ["gpipe", "1f1b"])
+def test_a_loss_scaler_scales_every_stages_gradients_as_in_the_unsplit_model(schedule):
+    """fp16's path: the last stage's backward starts from the scaled loss, and every stage's gradients
+    come out multiplied by the scale, as `scaler.scale(loss).backward()` gives on the whole model."""
+    torch.manual_seed(0)
+    zoo_model = tiny_mlp({"hidden": 16}, num_classes=5, input_shape=(1, 4, 4))
+    zoo_model.module.double()
+    ref = copy.deepcopy(zoo_model.module)
+    x, y = image_batches((1, 4, 4))[0]
+    scale = 1024.0
+    (torch.nn.functional.cross_entropy(ref(x), y) * scale).backward()
+    parts = [zoo_model.make_stage(items) for items in resolve(zoo_model.module, MLP_PARTITIONS[1])]
+    scaler = torch.amp.GradScaler("cpu", init_scale=scale)
+    runner = InprocRunner(parts, make_boundaries(CompressionConfig(), 3), schedule=schedule, microbatches=3, scaler=scaler)
+    runner.train_step(x, y)
+    for (name, p_ref), (_, p) in zip(ref.named_parameters(), zoo_model.module.named_parameters(), strict=True):
+        assert p.grad is not None and torch.allclose(p.grad, p_ref.grad, rtol=1e-10, atol=1e-10), name
