@@ -47,6 +47,8 @@ def channels(series: Series) -> list[dict[str, Any]]:
 def diagnose(series: Series) -> dict[str, Any]:
     entries = channels(series)
     compressed = [e for e in entries if (e.get("rel_error") or 0.0) > 0.0]
+    ratio = _late_mean(series.get(names.WIRE_RATIO, ([], []))[1])
+    sends_fewer_bytes = ratio is not None and ratio > 1.0 + 1e-9
     worst = max(compressed, key=lambda e: e.get("rel_error") or 0.0, default=None)
     worst_grad = min((e for e in compressed if e["direction"] == "backward" and e.get("cosine") is not None),
                      key=lambda e: e["cosine"], default=None)
@@ -85,14 +87,16 @@ def diagnose(series: Series) -> dict[str, Any]:
         "diverging": diverging,
         "eval_mismatch": mismatch,
         "findings": findings,
-        "likely_cause": likely_cause(compressed, worst, worst_grad, mismatch, diverging, val_acc, best_val),
+        "likely_cause": likely_cause(compressed, worst, worst_grad, mismatch, diverging, val_acc, best_val,
+                                     sends_fewer_bytes),
     }
 
 
-def likely_cause(compressed, worst, worst_grad, mismatch, diverging, val_acc, best_val) -> str:
+def likely_cause(compressed, worst, worst_grad, mismatch, diverging, val_acc, best_val,
+                 sends_fewer_bytes: bool = False) -> str:
     if val_acc is None:
         return "no validation yet: the diagnosis needs at least one evaluation (train.eval_every)"
-    if not compressed:
+    if not compressed and not sends_fewer_bytes:
         return "no boundary is compressed, so compression cannot be the cause of what this run shows"
     if mismatch is not None and abs(mismatch) > MISMATCH_POINTS:
         return (f"train/eval mismatch: the model scores {abs(mismatch):.1f} points "
@@ -109,4 +113,7 @@ def likely_cause(compressed, worst, worst_grad, mismatch, diverging, val_acc, be
     if diverging:
         return (f"validation falls ({best_val:.1f}% at best, {val_acc:.1f}% now) while training fits: overfitting "
                 "or a noisy late phase; shorten the run or lower the learning rate")
+    if not compressed:
+        return ("the run sends fewer bytes than fp32 but recorded no boundary error (the distributed runner does not "
+                "measure feedback codecs'), and the evaluations agree: compare it with a dense run")
     return "no compression problem found: boundary errors are small and the evaluations agree"

@@ -572,13 +572,15 @@ def _loop(exp, spec, out, log, emit, on_progress, should_stop, resume, t_start) 
                     names.LR: lr,
                 }
             )
-            for i, (f, b) in enumerate(stats):
+            for i, ((f, b), boundary) in enumerate(zip(stats, exp.boundaries, strict=True)):
                 values[names.boundary_metric(i, "bytes_fwd")] = f.wire_bytes
                 values[names.boundary_metric(i, "bytes_bwd")] = b.wire_bytes
-                values[names.boundary_metric(i, "err_fwd")] = f.rel_error
-                values[names.boundary_metric(i, "err_bwd")] = b.rel_error
-                values[names.boundary_metric(i, "cos_fwd")] = f.cosine
-                values[names.boundary_metric(i, "cos_bwd")] = b.cosine
+                for direction, figures, channel in (("fwd", f, boundary.forward), ("bwd", b, boundary.backward)):
+                    # a compressed channel's error only where it was measured (distributed stages decode
+                    # their own payloads on evaluation steps only; feedback codecs never): not a 0 / 1
+                    if channel.dense or figures.ref_sq > 0:
+                        values[names.boundary_metric(i, f"err_{direction}")] = figures.rel_error
+                        values[names.boundary_metric(i, f"cos_{direction}")] = figures.cosine
             values[names.CODEC_CACHE_BYTES] = sum(boundary.cache_bytes for boundary in exp.boundaries)
             if stage_figures:
                 values[names.PIPELINE_BUBBLE] = history["bubble"][-1]

@@ -62,3 +62,12 @@ def test_the_endpoint_diagnoses_a_runs_stored_series(api, submit):
     assert body["worst"] == {"boundary": 0, "direction": "backward", "rel_error": 0.3, "cosine": 0.95}
     assert body["eval_mismatch"] == 20.0 and body["likely_cause"].startswith("train/eval mismatch")
     assert api.get("/api/v1/runs/999999/diagnose").status_code == 404
+
+
+def test_a_compressed_run_without_boundary_errors_is_not_called_uncompressed():
+    """The distributed runner measures no error for feedback codecs: the wire ratio still says it compresses."""
+    d = diagnose(_series(train__acc=[50.0, 60.0], val__acc=[40.0, 55.0], wire__ratio=[11.1, 11.1]))
+    assert d["channels"] == [] and not d["likely_cause"].startswith("no boundary is compressed")
+    assert "recorded no boundary error" in d["likely_cause"]
+    dense = diagnose(_series(train__acc=[50.0, 60.0], val__acc=[40.0, 55.0], wire__ratio=[1.0, 1.0]))
+    assert dense["likely_cause"].startswith("no boundary is compressed")

@@ -80,6 +80,28 @@ def test_same_losses_and_bytes_as_inproc_with_topk_and_8_bit(schedule, tmp_path)
     assert summary["compression_ratio"] > 3
 
 
+def test_boundary_errors_are_reported_where_measured_and_equal_inprocs(tmp_path):
+    """Distributed stages measure error on evaluation steps only (eval_every 2: steps 1 and 3); the other
+    steps carry no error rather than a 0 and a cosine of 1. Where measured, the figures are in-process's."""
+    compression = {"forward": TOPK_8BIT, "backward": TOPK_8BIT}
+
+    def series(runner: str) -> dict[str, dict[int, float]]:
+        points: list[dict] = []
+        train.run(spec(runner, "gpipe", compression), on_metrics=points.extend, out_dir=tmp_path / runner)
+        out: dict[str, dict[int, float]] = {}
+        for p in points:
+            out.setdefault(p["name"], {})[p["step"]] = p["value"]
+        return out
+
+    inproc, dist = series("inproc"), series("distributed")
+    for b in range(2):
+        for what in ("err_fwd", "err_bwd", "cos_fwd", "cos_bwd"):
+            name = names.boundary_metric(b, what)
+            assert sorted(inproc[name]) == [1, 2, 3, 4] and sorted(dist[name]) == [1, 3], name
+            assert [dist[name][s] for s in (1, 3)] == pytest.approx([inproc[name][s] for s in (1, 3)], rel=1e-5), name
+        assert 0 < dist[names.boundary_metric(b, "err_fwd")][1] < 1 and sorted(dist[names.boundary_metric(b, "bytes_fwd")]) == [1, 2, 3, 4]
+
+
 def test_transformer_carry_crosses_as_a_tuple(tmp_path):
     data = {
         "model": {"name": "hf_classifier", "options": TINY_ROBERTA},
