@@ -63,9 +63,22 @@ export function draw(div, traces, lay) {
     node.replaceChildren();
   }
   steadyRange(traces, lay);
+  roomForLegend(traces, lay);
   // Live series grow in place, so tell Plotly the data changed even when the arrays are the same objects.
   lay.datarevision = ++revision;
   window.Plotly.react(node, traces, lay, CONFIG);
+}
+
+// The top legend shares its line with the title; once it wraps (per-boundary charts: 2 entries a boundary)
+// it would cover the title, so it gets rows of its own between the title and the plot.
+export function roomForLegend(traces, lay, perRow = 4) {
+  const shown = traces.filter((t) => t.showlegend !== false).length;
+  const legend = lay.legend;
+  if (shown <= perRow || !legend || legend.orientation !== "h" || legend.yanchor !== "bottom" || legend.y < 1) return;
+  const rows = Math.ceil(shown / perRow);
+  lay.legend = { ...legend, x: 0, xanchor: "left" };
+  lay.title = { ...lay.title, yref: "container", y: 1, yanchor: "top", pad: { t: 10 } };
+  lay.margin = { ...lay.margin, t: 34 + 19 * rows };
 }
 
 // A series that is constant up to rounding (a ratio of 4.0000 ± 1e-6) would be autoscaled to its noise and

@@ -26,12 +26,12 @@ function boundaries() {
   return [...found].sort((a, b) => a - b);
 }
 
-function perBoundary(what, label) {
+function perBoundary(what, label, mode = "lines") {
   const traces = [];
   for (const b of boundaries()) {
     for (const [dir, dash] of [["fwd", undefined], ["bwd", "dot"]]) {
       const s = series[`wire/b${b}/${what}_${dir}`];
-      if (s) traces.push(line(`${label} b${b} ${dir}`, s, { color: COLORS[b % COLORS.length], dash }));
+      if (s) traces.push(line(`${label} b${b} ${dir}`, s, { color: COLORS[b % COLORS.length], dash, mode }));
     }
   }
   return traces;
@@ -76,9 +76,10 @@ function drawCharts() {
     ["time/batch_s", "time per batch", { color: COLORS[0] }],
     ["link/time_s", "link time (modelled)", { color: COLORS[3], dash: "dash" }],
   ]), layout("Time per batch", { yTitle: "s" }));
-  const err = perBoundary("err", "error");
+  // errors are measured on some steps only by the distributed runner: markers show which
+  const err = perBoundary("err", "error", "lines+markers");
   draw("chart-err", err, layout("Reconstruction error (relative)", { yTitle: "‖x̂ − x‖ / ‖x‖", logY: wantsLog(err) }));
-  draw("chart-cos", perBoundary("cos", "cos"), layout("Cosine to the dense tensor", { yTitle: "cos(x̂, x)" }));
+  draw("chart-cos", perBoundary("cos", "cos", "lines+markers"), layout("Cosine to the dense tensor", { yTitle: "cos(x̂, x)" }));
 }
 
 // Until the engine writes the summary, the cards show the same figures read off the live series.

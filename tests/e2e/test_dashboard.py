@@ -299,3 +299,26 @@ def test_pareto_front_keeps_only_undominated_runs(page, server: str) -> None:
     )
     # Fewer bytes and higher accuracy both win: 2 is beaten by 1, 4 by 0, 5 has no accuracy.
     assert front == [3, 1, 0]
+
+
+def test_a_wrapping_legend_gets_rows_of_its_own_under_the_title(page, server: str) -> None:
+    """Per-boundary charts carry 2 entries a boundary: past one row, the legend would cover the title."""
+    page.goto("/compare")
+    boxes = page.evaluate(
+        """async () => {
+        await (await import('/static/charts.js')).plotlyReady();
+        const { draw, layout, line } = await import('/static/charts.js');
+        const div = document.createElement('div');
+        div.style.width = '600px'; div.style.height = '320px';
+        document.body.append(div);
+        const s = { step: [1, 7], value: [0.1, 0.2] };
+        const traces = [...Array(8).keys()].map(i => line(`error b${i >> 1} ${i % 2 ? 'bwd' : 'fwd'}`, s, {}));
+        draw(div, traces, layout('Reconstruction error (relative)'));
+        const box = (sel) => div.querySelector(sel).getBoundingClientRect();
+        return { title: box('.gtitle'), legend: box('.legend'), plot: box('.nsewdrag') };
+    }"""
+    )
+    title, legend, plot = boxes["title"], boxes["legend"], boxes["plot"]
+    assert title["bottom"] <= legend["top"] + 1  # below the title, not across it
+    assert legend["bottom"] <= plot["top"] + 1  # and above the plot
+    assert legend["height"] > 30  # it did wrap: two rows
