@@ -176,6 +176,10 @@ class Experiment:
     def actions(self):
         return self.runner.actions
 
+    def codec_cache_bytes(self) -> int:
+        """Memory the boundaries' feedback codecs hold (delta references, ef residuals), both ends."""
+        return sum(boundary.cache_bytes for boundary in self.boundaries)
+
     def train_step(self, step: int, lr: float) -> StepResult:
         """Batch `step` forward and backward through the pipeline, then one optimizer step at `lr`."""
         x, y, ids = self.get_batch(step)
@@ -309,6 +313,7 @@ class DistributedExperiment(Experiment):
             self.close(graceful=False)
             raise
         self._wire: list = []
+        self._cache_bytes = 0
 
     @contextlib.contextmanager
     def _guard(self):
@@ -327,12 +332,17 @@ class DistributedExperiment(Experiment):
             self.program.command(TRAIN, step, lr)
             vectors = self.program.gather(self.program.train_step(step, lr))
         result, self._wire = step_result(vectors, self.spec.pipeline.microbatches)  # type: ignore[arg-type]
+        self._cache_bytes = result.cache_bytes
         if not math.isfinite(result.loss):
             raise TrainingDiverged(f"loss is {result.loss} at step {step + 1}; lower optim.lr or check the compression")
         return result
 
     def wire_stats(self):
         return self._wire
+
+    def codec_cache_bytes(self) -> int:
+        """Summed over the stage processes at the last step (this process holds only stage 0's codec ends)."""
+        return self._cache_bytes
 
     @torch.no_grad()
     def evaluate(self, compressed: bool) -> tuple[float, float]:
@@ -581,7 +591,7 @@ def _loop(exp, spec, out, log, emit, on_progress, should_stop, resume, t_start) 
                     if channel.dense or figures.ref_sq > 0:
                         values[names.boundary_metric(i, f"err_{direction}")] = figures.rel_error
                         values[names.boundary_metric(i, f"cos_{direction}")] = figures.cosine
-            values[names.CODEC_CACHE_BYTES] = sum(boundary.cache_bytes for boundary in exp.boundaries)
+            values[names.CODEC_CACHE_BYTES] = exp.codec_cache_bytes()
             if stage_figures:
                 values[names.PIPELINE_BUBBLE] = history["bubble"][-1]
                 for fig in stage_figures:
@@ -661,7 +671,7 @@ def _summary(exp, history, replay, best_val_acc, val_acc, val_loss, dense_val, s
         "n_stages": len(exp.stages),
         "stages": exp.stage_paths,
         "device": str(exp.device),
-        "codec_cache_bytes": sum(boundary.cache_bytes for boundary in exp.boundaries),
+        "codec_cache_bytes": exp.codec_cache_bytes(),
         "wall_s": time.perf_counter() - t_start,
         "cancelled": False,
         "spec": dump_spec(exp.spec),

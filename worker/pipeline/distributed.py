@@ -39,7 +39,7 @@ _RAW_MAGIC = b"SPR1"
 # Fixed slots of the per-rank figures vector; then 8 per micro-batch (see _Figures.vector).
 _FIXED = ("loss", "correct", "count", "compute_s", "recv_wait_s", "send_s", "optimizer_s", "start", "end",
           "err_sq_fwd", "ref_sq_fwd", "out_sq_fwd", "dot_fwd", "err_sq_bwd", "ref_sq_bwd", "out_sq_bwd", "dot_bwd",
-          "dense_fwd", "dense_bwd")
+          "dense_fwd", "dense_bwd", "cache_bytes")
 
 
 @dataclass
@@ -59,6 +59,7 @@ class StageFigures:
 class DistributedStep(StepResult):
     stages: list[StageFigures] | None = None
     timeline: list[tuple[int, str, int, float, float]] | None = None  # (stage, op, mb, start, end), seconds
+    cache_bytes: int = 0  # feedback caches of every stage process (each codec end lives in one of them)
 
 
 # --------------------------------------------------------------------------- payloads of a carry
@@ -235,6 +236,7 @@ class StageProgram:
             "err_sq_fwd": fwd.err_sq, "ref_sq_fwd": fwd.ref_sq, "out_sq_fwd": fwd.out_sq, "dot_fwd": fwd.dot,
             "err_sq_bwd": bwd.err_sq, "ref_sq_bwd": bwd.ref_sq, "out_sq_bwd": bwd.out_sq, "dot_bwd": bwd.dot,
             "dense_fwd": fwd.dense_bytes, "dense_bwd": bwd.dense_bytes,
+            "cache_bytes": sum(b.cache_bytes for b in (self.prev, self.next) if b is not None),
         }
         vector = [float(fixed[k]) for k in _FIXED]
         fwd_bytes, bwd_bytes = [0.0] * self.m, [0.0] * self.m
@@ -382,7 +384,8 @@ def step_result(vectors: list[torch.Tensor], m: int) -> tuple[DistributedStep, l
         for j, r in enumerate(rows)
     ]
     result = DistributedStep(loss=last["loss"], correct=int(last["correct"]), count=int(last["count"]),
-                             compute_s=compute, stages=stages, timeline=sorted(timeline, key=lambda e: e[3]))
+                             compute_s=compute, stages=stages, timeline=sorted(timeline, key=lambda e: e[3]),
+                             cache_bytes=int(sum(r["cache_bytes"] for r in rows)))
     return result, wire
 
 

@@ -208,3 +208,20 @@ def test_spec_with_default_partition_runs_distributed(tmp_path):
     assert parse_spec(data).n_stages is None
     summary = train.run(data, out_dir=tmp_path)
     assert summary["steps"] == 2 and summary["n_stages"] == len(summary["stages"]) >= 2
+
+
+def test_feedback_caches_are_counted_in_every_stage_process(tmp_path):
+    """Each codec end keeps its per-sample cache in the process that runs it; rank 0 alone holds a
+    quarter of them here, so the figure is gathered from every stage, and equals the in-process one."""
+    compression = {"forward": {"bits": 2, "feedback": "delta"}, "backward": {"bits": 2}}
+
+    def cache(runner: str) -> tuple[float, int]:
+        points: list[dict] = []
+        summary = train.run(spec(runner, "gpipe", compression), on_metrics=points.extend, out_dir=tmp_path / runner)
+        last = max(p["step"] for p in points)
+        step = next(p["value"] for p in points if p["step"] == last and p["name"] == names.CODEC_CACHE_BYTES)
+        return step, summary["codec_cache_bytes"]
+
+    inproc, dist = cache("inproc"), cache("distributed")
+    # 4 steps x 32 samples seen, 32 hidden fp32 values (fc1's and fc2's outputs), both ends of 2 boundaries
+    assert inproc == dist == (4 * 32 * 32 * 4 * 2 * 2,) * 2
