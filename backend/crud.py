@@ -451,9 +451,10 @@ def finish_run(
     def go() -> bool:
         with _scope(session) as s:
             values: dict[str, Any] = {"status": status, "finished_at": utcnow(), "error": error, "traceback": traceback}
-            if summary is not None:
-                current = s.scalar(select(runs.c.summary).where(runs.c.id == run_id)) or {}
-                values["summary"] = {**current, **summary}
+            current = s.scalar(select(runs.c.summary).where(runs.c.id == run_id)) or {}
+            merged = {k: v for k, v in {**current, **(summary or {})}.items() if k not in names.LIVE_ONLY_SUMMARY}
+            if merged != current:
+                values["summary"] = merged
             result = s.execute(
                 update(runs)
                 .where(runs.c.id == run_id, runs.c.status.in_((names.QUEUED, names.RUNNING)))

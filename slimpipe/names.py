@@ -65,3 +65,9 @@ def stage_metric(stage: int, what: str) -> str:
 
 # HTTP: without an API token, POST/DELETE need a JSON body or this header (a cross-site page cannot send it).
 CSRF_HEADER = "X-Slimpipe-Request"
+
+# Live-only summary keys: the engine's time left (seconds) and when it was estimated (epoch seconds);
+# a run's final summary drops them.
+SUMMARY_ETA_S = "eta_s"
+SUMMARY_ETA_AT = "eta_at"
+LIVE_ONLY_SUMMARY = (SUMMARY_ETA_S, SUMMARY_ETA_AT)

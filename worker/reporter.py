@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import statistics
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -19,13 +21,16 @@ class LiveSummary:
         names.WIRE_BYTES_FWD: "wire_bytes_fwd_per_step",
         names.WIRE_BYTES_BWD: "wire_bytes_bwd_per_step",
         names.WIRE_RATIO: "compression_ratio",
-        names.TIME_BATCH: "time_per_batch_s",
         names.LINK_TIME: "link_time_per_step_s",
     }
+    # Times are medians, as in the engine's summary: the first step (compiling, warming caches) left out.
+    MEDIANS = {names.TIME_BATCH: "time_per_batch_s"}
+    MEDIAN_WINDOW = 1000
 
     def __init__(self) -> None:
         self.figures: dict[str, float] = {}
         self._sums: dict[str, tuple[float, int]] = {}
+        self._later: dict[str, deque[float]] = {}  # values after the first, the latest MEDIAN_WINDOW
         self._changed = False
 
     def add(self, name: str, value: float) -> None:
@@ -36,6 +41,14 @@ class LiveSummary:
             self.figures["best_val_acc"] = max(value, self.figures.get("best_val_acc", value))
         elif name == names.TRAIN_ACC:
             self.figures["final_train_acc"] = value
+        elif name in self.MEDIANS:
+            key = self.MEDIANS[name]
+            if key in self._later:
+                self._later[key].append(value)
+                self.figures[key] = statistics.median(self._later[key])
+            else:
+                self._later[key] = deque(maxlen=self.MEDIAN_WINDOW)
+                self.figures[key] = value  # the only one so far
         elif name in self.MEANS:
             key = self.MEANS[name]
             total, count = self._sums.get(key, (0.0, 0))
@@ -43,6 +56,14 @@ class LiveSummary:
             self.figures[key] = (total + value) / (count + 1)
         else:
             return
+        self._changed = True
+
+    def set_eta(self, seconds: float | None, at: float) -> None:
+        """The engine's time left (`worker.train.TimeLeft`) and when it was estimated (epoch seconds on
+        the worker's clock); dropped from the summary when the run ends."""
+        if seconds is None or not math.isfinite(seconds):
+            return
+        self.figures[names.SUMMARY_ETA_S], self.figures[names.SUMMARY_ETA_AT] = seconds, at
         self._changed = True
 
     def take(self) -> dict[str, float] | None:
@@ -102,9 +123,10 @@ class Reporter:
     def on_log(self, message: str, level: str = "INFO") -> None:
         self.lines.append({"message": message, "level": level, "time": time.time()})
 
-    def on_progress(self, step: int, total: int | None = None) -> None:
+    def on_progress(self, step: int, total: int | None = None, eta_s: float | None = None) -> None:
         self.step, self.total = step, total if total is not None else self.total
         self._progress_dirty = True
+        self.live.set_eta(eta_s, time.time())
 
     def should_stop(self) -> bool:
         """Once per step: write what is due, then ask SQL whether the run was cancelled."""
@@ -126,9 +148,9 @@ class Reporter:
         if self.points:
             self.points_written += crud.append_metrics(self.run_id, self.points)
             self.points = []
-            figures = self.live.take()
-            if figures:
-                crud.update_summary(self.run_id, figures)
+        figures = self.live.take()
+        if figures:
+            crud.update_summary(self.run_id, figures)
         if self.lines:
             crud.append_logs(self.run_id, self.lines)
             self.lines = []

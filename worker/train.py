@@ -425,7 +425,7 @@ def run(
     *,
     on_metrics: Callable[[list[dict]], None] | None = None,
     on_log: Callable[[str], None] | None = None,
-    on_progress: Callable[[int, int], None] | None = None,
+    on_progress: Callable[[int, int, float | None], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     out_dir: str | Path | None = None,
     resume: bool = False,
@@ -510,6 +510,7 @@ def _loop(exp, spec, out, log, emit, on_progress, should_stop, resume, t_start) 
     dense_val: tuple[float, float] | None = None
     exp.model.train()
     step = start_step
+    time_left = TimeLeft(exp.max_steps, spec.train.eval_every)
     while step < exp.max_steps:
         if should_stop is not None and should_stop():
             log(f"stopped at step {step} on request")
@@ -522,6 +523,7 @@ def _loop(exp, spec, out, log, emit, on_progress, should_stop, resume, t_start) 
             return summary
         lr = lr_at(step, exp.max_steps, spec.optim)
         t0, c0 = time.perf_counter(), exp.clock()
+        eval_s: float | None = None
         result = exp.train_step(step, lr)
         batch_s, wall_s = exp.clock() - c0, time.perf_counter() - t0
         step += 1
@@ -558,6 +560,7 @@ def _loop(exp, spec, out, log, emit, on_progress, should_stop, resume, t_start) 
                 "measured": getattr(result, "timeline", None),
                 "modelled": modelled_events(exp.actions, result.compute_s, {} if serial else transfer, serial=serial),
             }
+            e0 = time.perf_counter()
             for compressed in eval_modes:
                 loss_v, acc_v = exp.evaluate(compressed)
                 if compressed or spec.train.eval_compression == "dense":
@@ -567,6 +570,7 @@ def _loop(exp, spec, out, log, emit, on_progress, should_stop, resume, t_start) 
                 if not compressed and spec.train.eval_compression in ("dense", "both"):
                     dense_val = (loss_v, acc_v)
                     values[names.VAL_LOSS_DENSE], values[names.VAL_ACC_DENSE] = loss_v, acc_v
+            eval_s = time.perf_counter() - e0
 
         # ---- report
         if step % spec.train.log_every == 0 or evaluated:
@@ -605,8 +609,9 @@ def _loop(exp, spec, out, log, emit, on_progress, should_stop, resume, t_start) 
                 f"acc1_val:{_fmt(val_acc, 2)}  time_per_batch:{batch_s:.4f}  wire_fwd:{fwd}  wire_bwd:{bwd}  "
                 f"ratio:{dense / (fwd + bwd) if fwd + bwd else 1.0:.2f}  link_s:{link_s:.4f}  modelled_s:{modelled:.4f}"
             )
+        time_left.record(eval_s)
         if on_progress is not None:
-            on_progress(step, exp.max_steps)
+            on_progress(step, exp.max_steps, time_left.seconds(step))
         if ckpt is not None and spec.train.checkpoint_every and step % spec.train.checkpoint_every == 0:
             save_checkpoint(exp, step, ckpt)
 
@@ -615,6 +620,43 @@ def _loop(exp, spec, out, log, emit, on_progress, should_stop, resume, t_start) 
     if out is not None:
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+class TimeLeft:
+    """The ETA a run reports: steps to go x the median wall time of a step, plus evaluation points to
+    go x the median wall time of one (each over the latest `window`). The first step of a session is
+    left out (it compiles kernels and warms caches), and so are evaluations from the steps' figure; a
+    mean since the start would spread the start-up and every evaluation's pause over all the steps.
+    Before the first evaluation its cost is unknown and counted as nothing."""
+
+    def __init__(self, max_steps: int, eval_every: int, window: int = 200):
+        self.max_steps, self.eval_every = max_steps, eval_every
+        self.steps: deque[float] = deque(maxlen=window)
+        self.evals: deque[float] = deque(maxlen=window)
+        self._last: float | None = None
+
+    def record(self, eval_s: float | None = None, now: float | None = None) -> None:
+        """A step ended (after `eval_s` seconds of evaluation, if it evaluated): its time is everything
+        since the previous step ended (checkpoints, the service's bookkeeping) but the evaluation."""
+        now = time.perf_counter() if now is None else now
+        if self._last is not None:
+            self.steps.append(now - self._last - (eval_s or 0.0))
+        self._last = now
+        if eval_s is not None:
+            self.evals.append(eval_s)
+
+    def evaluations_after(self, step: int) -> int:
+        """Evaluation points in (step, max_steps]: every eval_every-th step, and the last."""
+        if step >= self.max_steps:
+            return 0
+        e = self.eval_every
+        return self.max_steps // e - step // e + (1 if self.max_steps % e else 0)
+
+    def seconds(self, step: int) -> float | None:
+        if not self.steps:
+            return None
+        per_eval = statistics.median(self.evals) if self.evals else 0.0
+        return (self.max_steps - step) * statistics.median(self.steps) + self.evaluations_after(step) * per_eval
 
 
 def _mean(values: list[float]) -> float:

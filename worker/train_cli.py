@@ -91,22 +91,28 @@ def _train_one(spec: Any, out: str | None, args: argparse.Namespace) -> tuple[in
     from worker.train import TrainingDiverged
     from worker.train import run as train
 
-    bar = None if args.no_progress or not sys.stderr.isatty() else tqdm(total=1, unit="step", dynamic_ncols=True)
+    # The bar's time left is the engine's (median step and evaluation times: worker.train.TimeLeft), not
+    # tqdm's rate, which would count the first step's compilation and every evaluation's pause.
+    bar = None if args.no_progress or not sys.stderr.isatty() else tqdm(
+        total=1, unit="step", dynamic_ncols=True, bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]")
+    shown: dict[str, str] = {}
 
     def on_log(line: str) -> None:
         # On a terminal the bar carries the per-step figures; other lines (resume, stop) print above it.
         if bar is None:
             print(line)
         elif line.startswith("step:"):
-            shown = dict(part.split(":", 1) for part in line.split() if part.split(":", 1)[0] in BAR_FIGURES)
-            bar.set_postfix(shown, refresh=False)
+            pairs = (part.split(":", 1) for part in line.split() if ":" in part)
+            shown.update({key: value for key, value in pairs if key in BAR_FIGURES})
         else:
             bar.write(line)
 
-    def on_progress(step: int, total: int) -> None:
+    def on_progress(step: int, total: int, eta_s: float | None = None) -> None:
         if bar is not None:
             bar.total = total
             bar.n = step
+            left = {"left": tqdm.format_interval(eta_s)} if eta_s is not None else {}
+            bar.set_postfix({**left, **shown}, refresh=False)
             bar.refresh()
 
     try:

@@ -87,17 +87,14 @@ export function badge(status) {
   return el("span", { class: `badge ${status || ""}`, text: status || "" });
 }
 
-// Progress and ETA from the run row alone (the rate since the run started).
+// Progress from the run row; the ETA is the engine's as of its latest step (median step and evaluation
+// times, worker/train.py TimeLeft; summary.eta_at says when, on the worker's clock). No estimate, no ETA:
+// a rate since the run started would count its start-up and every evaluation's pause.
 export function progress(run) {
   const step = run.progress_step || 0;
   const total = run.progress_total || 0;
   const frac = total ? Math.min(1, step / total) : run.status === "succeeded" ? 1 : 0;
-  let eta = null;
-  const started = parseTime(run.started_at);
-  if (run.status === "running" && started && step > 0 && total > step) {
-    const elapsed = (Date.now() - started.getTime()) / 1000;
-    eta = (elapsed / step) * (total - step);
-  }
+  const eta = run.status === "running" && run.summary && Number.isFinite(run.summary.eta_s) ? run.summary.eta_s : null;
   return { step, total, frac, eta };
 }
 

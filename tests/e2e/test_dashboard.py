@@ -322,3 +322,21 @@ def test_a_wrapping_legend_gets_rows_of_its_own_under_the_title(page, server: st
     assert title["bottom"] <= legend["top"] + 1  # below the title, not across it
     assert legend["bottom"] <= plot["top"] + 1  # and above the plot
     assert legend["height"] > 30  # it did wrap: two rows
+
+
+def test_eta_is_the_engines_estimate_or_none(page, server: str) -> None:
+    """No rate since the start (it counts the start-up and every evaluation): the engine's figure or nothing."""
+    page.goto("/compare")
+    got = page.evaluate(
+        """async () => {
+        const { progress, progressBar } = await import('/static/format.js');
+        const started_at = new Date(Date.now() - 600e3).toISOString();  // 10 min ago, 1 of 100 steps done
+        const running = { status: 'running', progress_step: 1, progress_total: 100, started_at };
+        return [progress({ ...running, summary: { eta_s: 99.5, eta_at: 1 } }).eta,
+                progress({ ...running, summary: {} }).eta,
+                progress({ ...running, status: 'succeeded', summary: { eta_s: 3 } }).eta,
+                progressBar({ ...running, summary: { eta_s: 99.5 } }).textContent];
+    }"""
+    )
+    assert got[:3] == [99.5, None, None]
+    assert got[3] == "1 / 100 · ETA 1m 40s"  # the old rate would have said 16h 30m

@@ -238,6 +238,25 @@ def test_reporter_keeps_a_live_summary_until_the_engine_writes_its_own(embedded)
     assert final["best_val_acc"] == 71.0 and final["wire_bytes_per_step"] == 240.0
 
 
+def test_live_time_per_batch_is_a_median_without_the_first_step_and_the_eta_goes_when_the_run_ends(embedded):
+    from backend import crud
+    from slimpipe import names
+    from worker.reporter import Reporter
+
+    (run_id,) = embedded.submit(fake(), send=False)
+    reporter = Reporter(run_id)
+    for step, seconds in enumerate([9.0, 1.0, 1.2, 5.0, 1.1], start=1):  # compiling, then one slow step
+        reporter.on_metrics([{"step": step, "name": names.TIME_BATCH, "value": seconds}])
+        reporter.on_progress(step, 10, None if step == 1 else 2.5 * (10 - step))
+    reporter.flush()
+    live = embedded.run(run_id).summary
+    assert live["time_per_batch_s"] == 1.15  # median of 1.0, 1.2, 5.0, 1.1 (a mean of all five: 3.46)
+    assert live[names.SUMMARY_ETA_S] == 12.5 and abs(live[names.SUMMARY_ETA_AT] - time.time()) < 60
+    crud.finish_run(run_id, names.FAILED, "boom")  # no final summary: the live figures stay, the ETA goes
+    ended = embedded.run(run_id).summary
+    assert ended["time_per_batch_s"] == 1.15 and names.SUMMARY_ETA_S not in ended and names.SUMMARY_ETA_AT not in ended
+
+
 # --------------------------------------------------------------------------- recovery
 
 

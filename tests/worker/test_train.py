@@ -42,7 +42,7 @@ TOPK_FWD = {"default": {"forward": {"topk": 0.1}}}
 def test_run_reports_metrics_logs_progress_and_a_summary():
     points, lines, progress = [], [], []
     summary = train.run(
-        tiny_spec(), on_metrics=points.extend, on_log=lines.append, on_progress=lambda s, t: progress.append((s, t))
+        tiny_spec(), on_metrics=points.extend, on_log=lines.append, on_progress=lambda s, t, eta: progress.append((s, t, eta))
     )
     by_name = {}
     for p in points:
@@ -71,7 +71,9 @@ def test_run_reports_metrics_logs_progress_and_a_summary():
     assert all(0 <= p["value"] <= 100 for p in by_name[names.VAL_ACC] + by_name[names.TRAIN_ACC])
     # tiny_mlp's default 3 stages: 16x16 then 16x16 fp32 activations per step, gradients the same.
     assert by_name[names.WIRE_BYTES_FWD][0]["value"] == 2 * 16 * 16 * 4
-    assert progress[-1] == (6, 6) and len(progress) == 6
+    assert [(s, t) for s, t, _ in progress] == [(s, 6) for s in range(1, 7)]
+    # time left: none after the first step (it is left out), then >= 0, and nothing left at the end
+    assert progress[0][2] is None and all(eta >= 0 for _, _, eta in progress[1:]) and progress[-1][2] == 0
     assert lines[1].startswith("step:1  loss_train:") and "acc1_val:-" in lines[1]
     assert "time_per_batch:" in lines[3] and "wire_fwd:2048" in lines[3] and "ratio:1.00" in lines[3]
     for key in (
@@ -335,3 +337,25 @@ def test_checkpoint_resume_continues_exactly_with_delta_and_a_ramp(tmp_path):
     train.run(spec, on_metrics=resumed.extend, out_dir=tmp_path / "b", resume=True)
     losses = lambda points: {p["step"]: p["value"] for p in points if p["name"] == names.TRAIN_LOSS}  # noqa: E731
     assert losses(resumed) == {s: v for s, v in losses(straight).items() if s > 3}
+
+
+def test_time_left_is_median_steps_and_evaluations_to_go():
+    """Steps to go x the median step, evaluations to go x the median evaluation: the first step (compiling)
+    and the evaluations' pauses do not inflate the steps' figure, as a rate since the start would."""
+    left = train.TimeLeft(max_steps=10, eval_every=4)  # evaluations after steps 4, 8 and 10
+    assert [left.evaluations_after(s) for s in (0, 3, 4, 7, 8, 9, 10)] == [3, 3, 2, 2, 1, 1, 0]
+    left.record(now=30.0)  # step 1 ended 30 s in: compilation, left out
+    assert left.seconds(1) is None
+    left.record(now=31.0)  # steps 2, 3: 1 s each
+    left.record(now=32.0)
+    assert left.seconds(3) == 7 * 1.0  # no evaluation timed yet: counted as nothing
+    left.record(eval_s=5.0, now=38.0)  # step 4: 1 s of training, 5 s of evaluation
+    left.record(now=41.0)  # step 5: a slow one (3 s); the median holds
+    assert left.seconds(5) == 5 * 1.0 + 2 * 5.0
+    left.record(now=42.0)  # steps 6, 7
+    left.record(now=43.0)
+    left.record(eval_s=4.0, now=48.0)  # step 8: 1 s + 4 s
+    left.record(now=49.0)  # step 9
+    assert left.seconds(9) == 1 * 1.0 + 1 * 4.5  # the last step, the last evaluation (median of 5 and 4)
+    left.record(eval_s=6.0, now=56.0)  # step 10
+    assert left.seconds(10) == 0.0

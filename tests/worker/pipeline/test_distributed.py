@@ -172,7 +172,7 @@ def _stage_pids(workdir) -> dict[int, int]:
 def test_killing_a_stage_fails_the_run_naming_it_and_leaves_no_process(tmp_path):
     killed: list[int] = []
 
-    def kill_stage_2(step: int, total: int) -> None:
+    def kill_stage_2(step: int, total: int, eta_s: float | None) -> None:
         if step == 2 and not killed:
             victims = [pid for pid, rank in _stage_pids(tmp_path).items() if rank == 2]
             assert len(victims) == 1
@@ -189,7 +189,7 @@ def test_cancel_ends_every_stage_within_5_s(tmp_path):
     stop = threading.Event()
     asked_at: list[float] = []
 
-    def on_progress(step: int, total: int) -> None:
+    def on_progress(step: int, total: int, eta_s: float | None) -> None:
         if step == 3:
             asked_at.append(time.monotonic())
             stop.set()
