@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, GetJsonSchemaHandler
+from pydantic import BaseModel, ConfigDict, Field, GetJsonSchemaHandler, model_validator
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
+from slimpipe import names
 from slimpipe.jsonsafe import NUL_FREE, DocumentedAsSafeJson
 from slimpipe.spec import ExperimentSpec
 
@@ -154,6 +155,14 @@ class RunSummaryPublic(_Public):
     compression: dict[str, str] = Field(
         {}, description='what each direction sends, e.g. {"forward": "dense", "backward": "top-k 10% · 8-bit"}'
     )
+
+    @model_validator(mode="after")
+    def _no_eta_once_ended(self) -> RunSummaryPublic:
+        """The live ETA (summary.eta_s, eta_at) belongs to a running run; a run that ended without the
+        engine's own summary (a lost worker) may still hold it in SQL."""
+        if self.summary and self.status in names.FINAL_STATES:
+            self.summary = {k: v for k, v in self.summary.items() if k not in names.LIVE_ONLY_SUMMARY}
+        return self
 
 
 class RunPublic(RunSummaryPublic):

@@ -1,4 +1,7 @@
+from sqlalchemy import update
+
 from backend import crud, db
+from backend.models import runs, utcnow
 from slimpipe import names
 from tests.backend.conftest import SPEC
 
@@ -150,3 +153,18 @@ def test_compression_labels_name_a_fixed_step_in_standard_deviations():
     assert describe_compression(CompressionSpec(bits=8, rate=1.5, entropy="ans")) == "1.5 bits/value · ans"
     assert describe_compression(CompressionSpec(bits=8, rate=1.0, entropy="ans")) == "1 bit/value · ans"
     assert describe_compression(CompressionSpec(topk=0.1, bits=4)) == "top-k 10% · 4-bit"
+
+
+def test_the_live_eta_is_shown_while_running_and_never_once_the_run_ended(api, submit, settings):
+    run_id = submit()["run_ids"][0]
+    with db.session_scope(settings.database_url) as s:
+        crud.claim_run(run_id, "h", "t", session=s)
+        crud.update_summary(run_id, {names.SUMMARY_ETA_S: 42.0, names.SUMMARY_ETA_AT: 1.7e9, "steps": 3}, session=s)
+    running = api.get(f"/api/v1/runs/{run_id}").json()
+    assert running["summary"][names.SUMMARY_ETA_S] == 42.0
+    with db.session_scope(settings.database_url) as s:  # a lost worker (as crud.mark_lost_runs ends it): no final summary
+        s.execute(update(runs).where(runs.c.id == run_id).values(status=names.FAILED, finished_at=utcnow(), error="lost"))
+    ended = api.get(f"/api/v1/runs/{run_id}").json()
+    listed = api.get("/api/v1/runs").json()["data"]
+    assert ended["status"] == names.FAILED and ended["summary"] == {"steps": 3}
+    assert next(r for r in listed if r["id"] == run_id)["summary"] == {"steps": 3}
