@@ -6,6 +6,7 @@ import argparse
 from collections.abc import Sequence
 from typing import Any
 
+from slimpipe import names
 from slimpipe.client import Client
 
 
@@ -16,6 +17,16 @@ def add_service_arguments(parser: argparse.ArgumentParser) -> None:
 
 def client_from(args: argparse.Namespace) -> Client:
     return Client(url=args.url, token=args.token)
+
+
+def time_left(run: dict[str, Any]) -> str | None:
+    """A running run's ETA as "mm:ss" (the engine's: median step and evaluation times, summary.eta_s), else None."""
+    eta = (run.get("summary") or {}).get(names.SUMMARY_ETA_S)
+    if run.get("status") != names.RUNNING or not isinstance(eta, int | float):
+        return None
+    seconds = max(0, round(eta))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60:02d}:{rest % 60:02d}"
 
 
 def cell(value: Any) -> str:

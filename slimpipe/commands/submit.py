@@ -13,7 +13,7 @@ import yaml
 from slimpipe import names
 from slimpipe.client import Client, ClientError
 from slimpipe.commands import compare as compare_command
-from slimpipe.commands.remote import add_service_arguments, client_from
+from slimpipe.commands.remote import add_service_arguments, client_from, time_left
 from slimpipe.spec import SpecError, load_spec_text
 
 
@@ -64,6 +64,8 @@ def wait_with_progress(client: Client, run_ids: list[int], poll_s: float = 1.0, 
             if status != last[0] or (status == names.RUNNING and time.monotonic() - last[1] >= every_s):
                 step, total = run.get("progress_step"), run.get("progress_total")
                 where = f" step {step}/{total} ({100 * step / total:.0f}%)" if step is not None and total else ""
+                left = time_left(run)
+                where += f", {left} left" if left else ""
                 reason = f": {run['error']}" if run.get("error") and status in names.FINAL_STATES else ""
                 print(f"run {run_id} {status}{where}{reason}", flush=True)
                 shown[run_id] = (status, time.monotonic())

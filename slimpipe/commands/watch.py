@@ -9,7 +9,7 @@ from tqdm import tqdm
 
 from slimpipe import names
 from slimpipe.client import ClientError
-from slimpipe.commands.remote import add_service_arguments, client_from
+from slimpipe.commands.remote import add_service_arguments, client_from, time_left
 
 SHOWN = (names.TRAIN_LOSS, names.TRAIN_ACC, names.VAL_ACC, names.WIRE_RATIO)
 
@@ -25,7 +25,15 @@ def run(args: argparse.Namespace) -> int:
     try:
         with client_from(args) as client:
             client.run(args.run)  # a run that does not exist is reported before any bar is drawn
-            bar = tqdm(desc=f"run {args.run}", unit="step", dynamic_ncols=True)
+            # time left is the engine's (median step and evaluation times), not tqdm's rate since the bar
+            # started, which knows nothing of evaluations and, for a finished run, replays at thousands of steps/s
+            bar = tqdm(desc=f"run {args.run}", unit="step", dynamic_ncols=True,
+                       bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]")
+            left: dict[str, str] = {}
+
+            def show() -> None:
+                bar.set_postfix({**left, **{k.replace("/", "_"): f"{v:.4g}" for k, v in latest.items()}}, refresh=True)
+
             with bar:
                 for event, data in client.events(args.run):
                     if event == "status":
@@ -35,11 +43,14 @@ def run(args: argparse.Namespace) -> int:
                         step = data.get("progress_step") or 0
                         bar.update(max(step - bar.n, 0))
                         bar.set_description(f"run {args.run} {data.get('status')}")
+                        eta = time_left(data)
+                        left = {"left": eta} if eta else {}
+                        show()
                     elif event == "metrics":
                         for point in data["points"]:
                             if point["name"] in SHOWN and point["value"] is not None:
                                 latest[point["name"]] = point["value"]
-                        bar.set_postfix({k.replace("/", "_"): f"{v:.4g}" for k, v in latest.items()}, refresh=True)
+                        show()
     except ClientError as exc:
         print(f"slimpipe: {exc}", file=sys.stderr)
         return 1

@@ -267,3 +267,13 @@ def test_cli_submit_wait_runs_watch_logs_compare(server, tmp_path: Path, capsys)
     bad.write_text(yaml.safe_dump({**SPEC, "pipeline": {"microbatches": 0}}))
     assert cli(submit_cmd, [str(bad), *common]) == 1
     assert "pipeline.microbatches: Input should be greater than or equal to 1" in capsys.readouterr().err
+
+
+def test_the_cli_shows_the_engines_time_left_only_while_a_run_trains():
+    from slimpipe.commands.remote import time_left
+
+    running = {"status": names.RUNNING, "summary": {names.SUMMARY_ETA_S: 47.4, names.SUMMARY_ETA_AT: 1.7e9}}
+    assert time_left(running) == "00:47"
+    assert time_left({**running, "summary": {names.SUMMARY_ETA_S: 3725}}) == "1:02:05"
+    assert time_left({**running, "summary": {}}) is None and time_left({**running, "summary": None}) is None
+    assert time_left({**running, "status": names.SUCCEEDED}) is None
