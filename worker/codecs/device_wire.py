@@ -158,8 +158,4 @@ def read(payload: torch.Tensor) -> tuple[Header, dict[str, torch.Tensor], Callab
             expected = wire.xxhash.xxh3_64_intdigest(body.cpu().numpy().tobytes()) & 0xFFFFFFFF
             if expected != int.from_bytes(bytes(payload[total - 4 :].cpu().numpy()), "little"):
                 raise CodecError("payload checksum mismatch: the bytes were corrupted in transit")
-    sections = {}
-    for name in SECTIONS:
-        sections[name] = payload[at : at + header.lengths[name]]
-        at += header.lengths[name]
-    return header, sections, verify
+    return header, wire.section_slices(payload, header, at), verify

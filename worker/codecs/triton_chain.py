@@ -16,7 +16,7 @@ import torch
 from worker.codecs import entropy, quantize, topk, triton_quantize, triton_topk
 from worker.codecs.device_wire import DevicePayload
 from worker.codecs.device_wire import read as read_device
-from worker.codecs.wire import SECTIONS, CodecError, Header, _as_bytes, unpack
+from worker.codecs.wire import SECTIONS, CodecError, Header, _as_bytes, section_slices, unpack
 
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
 DTYPE_NAMES = {v: k for k, v in TORCH_DTYPES.items()}
@@ -96,11 +96,7 @@ def _sections_on(device: torch.device, payload, header: Header) -> dict[str, tor
     """A host payload's sections as slices of one copy of it on `device` (one transfer, not one a section)."""
     data = torch.frombuffer(bytearray(payload), dtype=torch.uint8).to(device)
     at = data.numel() - 4 - sum(header.lengths[name] for name in SECTIONS)  # sections follow the head, in order
-    sections = {}
-    for name in SECTIONS:
-        sections[name] = data[at : at + header.lengths[name]]
-        at += header.lengths[name]
-    return sections
+    return section_slices(data, header, at)
 
 
 def decode(payload, device: torch.device | str | None = None) -> tuple[torch.Tensor, Header, torch.Tensor | None]:

@@ -138,11 +138,17 @@ def unpack(payload: bytes | bytearray | memoryview) -> tuple[Header, dict[str, m
     body = view[: view.nbytes - _CRC.size]
     if (words_checksum(body) if checksum == "words" else xxhash.xxh3_64_intdigest(body) & 0xFFFFFFFF) != crc:
         raise CodecError("payload checksum mismatch: the bytes were corrupted in transit")
+    return header, section_slices(view, header, at)
+
+
+def section_slices(data: Any, header: Header, at: int) -> dict[str, Any]:
+    """The sections of a payload (a memoryview, or a uint8 tensor on any device) as slices of it, in
+    wire order from offset `at` (where the head ends)."""
     sections = {}
     for name in SECTIONS:
-        sections[name] = view[at : at + header.lengths[name]]
+        sections[name] = data[at : at + header.lengths[name]]
         at += header.lengths[name]
-    return header, sections
+    return sections
 
 
 MAX_HEAD = _FIXED.size + 8 * 255 + _LENGTHS.size  # the longest header: enough bytes for `read_head`
