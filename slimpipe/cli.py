@@ -51,6 +51,7 @@ examples:
   slimpipe train examples/digits_cnn_topk.yaml --set train.max_steps=50
   slimpipe serve --port 8001                                   API + dashboard + one worker
   slimpipe submit examples/digits_cnn_topk.yaml --wait         queue one run, follow it
+  slimpipe submit SPEC --set pipeline.runner=distributed       one process per stage
   slimpipe submit examples/roberta_rte.yaml --sweep-file examples/roberta_rte.sweep.yaml
   slimpipe submit SPEC --sweep compression.default.backward.topk=1,0.5,0.1 --tag study-1
   slimpipe runs --status running                               what is training now

@@ -453,6 +453,20 @@ def set_path(data: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
     return out
 
 
+def apply_settings(data: dict[str, Any], settings: list[str]) -> dict[str, Any]:
+    """`data` with each `PATH=VALUE` of `--set` applied in order; VALUE is read as YAML (`0.1`, `true`, `[1, 2]`)."""
+    for setting in settings:
+        path, sep, value = setting.partition("=")
+        if not sep or not path.strip():
+            raise SpecError([{"field": setting, "message": "write --set as PATH=VALUE, e.g. train.max_steps=20"}])
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise SpecError([{"field": path.strip(), "message": f"{value!r} is not a YAML value; quote it"}]) from None
+        data = set_path(data, path.strip(), parsed)
+    return data
+
+
 def expand_sweep(spec: dict[str, Any], sweep: dict[str, list[Any]] | None) -> list[tuple[dict[str, Any], ExperimentSpec]]:
     """One (sweep values, validated spec) per point of the grid over the sweep's axes."""
     if not sweep:

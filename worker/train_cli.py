@@ -33,19 +33,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _overrides(data: dict[str, Any], settings: list[str]) -> dict[str, Any]:
-    import yaml
-
-    from slimpipe.spec import SpecError, set_path
-
-    for setting in settings:
-        path, sep, value = setting.partition("=")
-        if not sep or not path:
-            raise SpecError([{"field": setting, "message": "write --set as PATH=VALUE, e.g. train.max_steps=20"}])
-        data = set_path(data, path, yaml.safe_load(value))
-    return data
-
-
 def _sweep(args: argparse.Namespace) -> dict[str, list[Any]]:
     from slimpipe.commands.submit import read_sweep
 
@@ -55,7 +42,7 @@ def _sweep(args: argparse.Namespace) -> dict[str, list[Any]]:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from slimpipe.spec import expand_sweep, load_spec_text
+    from slimpipe.spec import apply_settings, expand_sweep, load_spec_text
     from worker.memory import keep_freed_memory
 
     keep_freed_memory()  # see worker/memory.py: the training process reuses freed tensors
@@ -64,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     if not spec_path.exists():
         print(f"slimpipe: spec file {spec_path} does not exist", file=sys.stderr)
         return 2
-    points = expand_sweep(_overrides(load_spec_text(spec_path.read_text()), args.set), _sweep(args) or None)
+    points = expand_sweep(apply_settings(load_spec_text(spec_path.read_text()), args.set), _sweep(args) or None)
     results = []
     for k, (values, spec) in enumerate(points):
         out = args.out

@@ -1,4 +1,4 @@
-"""`slimpipe submit SPEC [--sweep path=v1,v2 ...] [--sweep-file F] [--queue cpu|gpu] [--wait]`: queue runs on the service."""
+"""`slimpipe submit SPEC [--set path=value ...] [--sweep path=v1,v2 ...] [--sweep-file F] [--queue cpu|gpu] [--wait]`: queue runs on the service."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from slimpipe import names
 from slimpipe.client import Client, ClientError
 from slimpipe.commands import compare as compare_command
 from slimpipe.commands.remote import add_service_arguments, client_from, time_left
-from slimpipe.spec import SpecError, load_spec_text
+from slimpipe.spec import SpecError, apply_settings, load_spec_text
 
 
 def parse_sweep(items: list[str]) -> dict[str, list[Any]]:
@@ -79,6 +79,13 @@ def wait_with_progress(client: Client, run_ids: list[int], poll_s: float = 1.0, 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("spec", help="experiment spec, YAML or JSON")
     parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="PATH=VALUE",
+        help="override a field before submitting, e.g. --set pipeline.runner=distributed --set train.max_steps=20",
+    )
+    parser.add_argument(
         "--sweep", action="append", default=[], metavar="PATH=V1,V2", help="one run per value; repeat for a grid"
     )
     parser.add_argument(
@@ -97,7 +104,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         with open(args.spec) as handle:
-            spec = load_spec_text(handle.read())
+            spec = apply_settings(load_spec_text(handle.read()), args.set)
     except OSError as exc:
         print(f"slimpipe: cannot read {args.spec}: {exc.strerror}", file=sys.stderr)
         return 2

@@ -277,3 +277,31 @@ def test_the_cli_shows_the_engines_time_left_only_while_a_run_trains():
     assert time_left({**running, "summary": {names.SUMMARY_ETA_S: 3725}}) == "1:02:05"
     assert time_left({**running, "summary": {}}) is None and time_left({**running, "summary": None}) is None
     assert time_left({**running, "status": names.SUCCEEDED}) is None
+
+
+def test_cli_submit_set_overrides_fields_before_the_service_stores_the_spec(server, client, tmp_path: Path, capsys):
+    common = ["--url", server.url, "--token", TOKEN]
+    spec_file = tmp_path / "base.yaml"
+    spec_file.write_text(yaml.safe_dump({**SPEC, "name": "cli-set"}))
+    sets = ["--set", "train.max_steps=7", "--set", "compression.default.forward.topk=0.25", "--set", "name=cli-set-2"]
+    assert cli(submit_cmd, [str(spec_file), *sets, "--tag", "via-set", *common]) == 0
+    run_id = int(capsys.readouterr().out.split(": ")[1])
+    stored = client.run(run_id)["spec"]
+    assert stored["name"] == "cli-set-2"
+    assert stored["train"]["max_steps"] == 7
+    assert stored["compression"]["default"]["forward"]["topk"] == 0.25
+
+    # A malformed --set and a value the spec refuses: one message naming the field, nothing submitted.
+    before = len(client.runs(tag="via-set"))
+    assert submit_cmd_main([str(spec_file), "--set", "train.max_steps", *common]) == 2
+    assert "write --set as PATH=VALUE" in capsys.readouterr().err
+    assert submit_cmd_main([str(spec_file), "--set", "train.max_steps=-3", *common]) == 1
+    assert "train.max_steps: Input should be greater than or equal to 1" in capsys.readouterr().err
+    assert len(client.runs(tag="via-set")) == before
+
+
+def submit_cmd_main(argv: list[str]) -> int:
+    """Through slimpipe.cli.main, which turns a SpecError into its message and exit code 2."""
+    from slimpipe.cli import main
+
+    return main(["submit", *argv])
