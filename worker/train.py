@@ -492,6 +492,8 @@ def _loop(exp, spec, out, log, emit, on_progress, should_stop, resume, t_start) 
         f"{' | '.join(','.join(s) for s in exp.stage_paths)}, schedule {spec.pipeline.schedule}, "
         f"{spec.pipeline.microbatches} micro-batches, {exp.max_steps} steps, runner {spec.pipeline.runner}"
     )
+    for note in exp.zoo_model.notes:
+        log(f"model {spec.model.name}: {note}")
     eval_modes = {"compressed": [True], "dense": [False], "both": [True, False]}[spec.train.eval_compression]
 
     # ---- train

@@ -49,6 +49,7 @@ class ZooModel:
     make_stage: Callable[[Sequence[tuple[str, nn.Module]]], nn.Module] = Stage
     tokenizer: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # one line each for the run's log, e.g. weights not in a checkpoint
 
 
 class Flatten(nn.Module):

@@ -84,6 +84,39 @@ def _role(path: str) -> str:
     return "head"
 
 
+def _quiet_from_pretrained(name: str, **kwargs: Any) -> tuple[nn.Module, list[str]]:
+    """`from_pretrained` without transformers' progress bar and coloured load report (every stage process
+    of a distributed run printed both into the run's log); what the report said comes back as plain notes."""
+    from transformers import AutoModelForSequenceClassification
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        model, info = AutoModelForSequenceClassification.from_pretrained(name, output_loading_info=True, **kwargs)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+    return model, loading_notes(info)
+
+
+def loading_notes(info: dict[str, Any]) -> list[str]:
+    """One line per kind of key the checkpoint and the model disagree on (sizes that differ raise before)."""
+
+    def listed(keys: Any) -> str:
+        keys = sorted(keys)
+        return ", ".join(keys[:6]) + (f" and {len(keys) - 6} more" if len(keys) > 6 else "")
+
+    notes = []
+    if info.get("missing_keys"):
+        notes.append(f"not in the checkpoint, initialised at random: {listed(info['missing_keys'])}")
+    if info.get("unexpected_keys"):
+        notes.append(f"in the checkpoint but not used by the model: {listed(info['unexpected_keys'])}")
+    return notes
+
+
 def _wrap(model: nn.Module, tokenizer: Any, options: dict[str, Any]) -> ZooModel:
     config: Any = model.config
     if getattr(config, "_attn_implementation", None) not in (None, "eager", "sdpa"):
@@ -103,16 +136,19 @@ def hf_classifier(options: dict[str, Any], *, num_classes: int, tokenizer: Any =
     """options.pretrained (local path or hub id) or options.config (random init, e.g. for tests)."""
     from transformers import AutoModelForSequenceClassification
 
+    notes: list[str] = []
     if options.get("pretrained"):
         _hub_offline()
-        model = AutoModelForSequenceClassification.from_pretrained(
+        model, notes = _quiet_from_pretrained(
             options["pretrained"], num_labels=num_classes, attn_implementation=options.get("attn", "eager")
         )
     else:
         config = _config(options, num_labels=num_classes)
         config._attn_implementation = options.get("attn", "eager")
         model = AutoModelForSequenceClassification.from_config(config)
-    return _wrap(model, tokenizer, options)
+    zoo_model = _wrap(model, tokenizer, options)
+    zoo_model.notes.extend(notes)
+    return zoo_model
 
 
 def minilm_path() -> str:

@@ -87,7 +87,7 @@ def test_roberta_default_partition_is_the_seed_five_stages():
 
 
 @pytest.mark.slow
-def test_minilm_from_the_package_trains_a_few_steps_in_five_stages():
+def test_minilm_from_the_package_trains_a_few_steps_in_five_stages(capfd):
     from worker import train
 
     spec = {
@@ -98,8 +98,15 @@ def test_minilm_from_the_package_trains_a_few_steps_in_five_stages():
         "optim": {"name": "adamw", "lr": 5e-5},
         "train": {"max_steps": 2, "eval_every": 2, "threads": 1},
     }
-    summary = train.run(spec)
+    lines: list[str] = []
+    summary = train.run(spec, on_log=lines.append)
     assert summary["n_stages"] == 5 and summary["steps"] == 2
+    # The fresh head is said once, in plain words; transformers' progress bar and coloured report are not printed.
+    assert [line for line in lines if "checkpoint" in line] == [
+        "model minilm: not in the checkpoint, initialised at random: classifier.bias, classifier.weight"
+    ]
+    printed = capfd.readouterr()
+    assert "LOAD REPORT" not in printed.err + printed.out and "Loading weights" not in printed.err + printed.out
     assert summary["stages"][0] == ["bert.embeddings"] and summary["stages"][-1] == [
         "bert.pooler",
         "dropout",
@@ -110,3 +117,16 @@ def test_minilm_from_the_package_trains_a_few_steps_in_five_stages():
     assert summary["wire_bytes_fwd_per_step"] < 0.7 * dense_fwd
     assert summary["compression_ratio"] > 2
     assert summary["final_val_acc"] is not None
+
+
+def test_loading_notes_name_missing_and_unused_checkpoint_keys():
+    from worker.zoo.transformers_models import loading_notes
+
+    assert loading_notes({"missing_keys": [], "unexpected_keys": set(), "mismatched_keys": []}) == []
+    unused = {f"cls.predictions.k{i}" for i in range(8)}
+    assert loading_notes({"missing_keys": ["classifier.weight"], "unexpected_keys": unused}) == [
+        "not in the checkpoint, initialised at random: classifier.weight",
+        "in the checkpoint but not used by the model: "
+        + ", ".join(f"cls.predictions.k{i}" for i in range(6))
+        + " and 2 more",
+    ]
