@@ -18,7 +18,7 @@ def build(spec_data: dict[str, Any], rank: int, world: int) -> Any:
 
     keep_freed_memory()
     spec = parse_spec(spec_data)
-    exp = Experiment(spec, device=stage_device(spec.train.device, rank))
+    exp = Experiment(spec, device=stage_device(spec.train.device, rank), only_stage=rank)
     return StageProgram(exp, rank, world, measure_error_every=measure_error_every(spec))
 
 

@@ -115,10 +115,25 @@ def make_optimizer(model: torch.nn.Module, optim) -> torch.optim.Optimizer:
     return torch.optim.SGD(model.parameters(), lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay)
 
 
+def release_weights(model: torch.nn.Module, keep: torch.nn.Module) -> None:
+    """Move every parameter and buffer of `model` that `keep` does not hold to the meta device: shapes
+    stay (parameter counts, stage sizes), storage goes. A weight `keep` shares with another stage stays."""
+    kept = {id(t) for t in (*keep.parameters(), *keep.buffers())}
+    for module in model.modules():
+        for slots in (module._parameters, module._buffers):
+            for name, tensor in slots.items():
+                if tensor is None or id(tensor) in kept or tensor.is_meta:
+                    continue
+                empty = torch.empty_like(tensor, device="meta")
+                slots[name] = torch.nn.Parameter(empty, tensor.requires_grad) if isinstance(tensor, torch.nn.Parameter) else empty
+
+
 class Experiment:
     """Everything a run needs, built from a spec: data, model, stages, boundaries, runner, optimizer."""
 
-    def __init__(self, spec: ExperimentSpec, device: torch.device | None = None):
+    def __init__(self, spec: ExperimentSpec, device: torch.device | None = None, only_stage: int | None = None):
+        """`only_stage`: a process of the distributed runner, which puts only that stage on `device` and
+        releases every other weight (a stage's GPU holds its own stage, not the whole model)."""
         self.spec = spec
         self.device = device or pick_device(spec.train.device)
         # Compute time: CPU seconds of this process where the device is the CPU (other processes on a shared
@@ -132,9 +147,12 @@ class Experiment:
         if spec.pipeline.deferred_bn:
             convert_deferred_batch_norm(model, spec.pipeline.microbatches)
         self.dtype = torch.float64 if spec.train.precision == "fp64" else None
-        self.model = model.to(self.device, dtype=self.dtype) if self.dtype else model.to(self.device)
         self.stage_paths = zoo.stage_paths(self.zoo_model, spec.pipeline, lambda p: parameter_sizes(model, p))
         self.stages = [self.zoo_model.make_stage(items) for items in resolve(model, self.stage_paths)]
+        if only_stage is not None:
+            release_weights(model, keep=self.stages[only_stage])
+        (model if only_stage is None else self.stages[only_stage]).to(self.device, dtype=self.dtype)
+        self.model = model
         n = len(self.stages)
         self.boundaries = make_boundaries(spec.compression, n, spec.train.seed)
         self.eval_boundaries = make_boundaries(spec.compression, n, spec.train.seed, evaluation=True)
@@ -273,7 +291,7 @@ class DistributedExperiment(Experiment):
         self.program: StageProgram | None = None
         n = spec.n_stages
         if n is None:  # the model's default partition: build first to count the stages
-            super().__init__(spec, device=stage_device(spec.train.device, 0))
+            super().__init__(spec, device=stage_device(spec.train.device, 0), only_stage=0)
             n = len(self.stages)
         placement = spec.pipeline.placement
         if placement is not None and place_stages is None:
@@ -296,7 +314,7 @@ class DistributedExperiment(Experiment):
                 place_stages(queue, ranks, n, host, store.port)  # type: ignore[misc]
                 log(f"stages {', '.join(map(str, ranks))} sent to queue {queue!r}; rendezvous at {host}:{store.port}")
             if not hasattr(self, "stages"):
-                super().__init__(spec, device=stage_device(spec.train.device, 0))
+                super().__init__(spec, device=stage_device(spec.train.device, 0), only_stage=0)
             self.clock = time.perf_counter  # a step spans every stage process: only wall time measures it
             local_stages = self.stages_started
             local_stages.wait_ready(store)

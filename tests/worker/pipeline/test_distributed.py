@@ -225,3 +225,26 @@ def test_feedback_caches_are_counted_in_every_stage_process(tmp_path):
     inproc, dist = cache("inproc"), cache("distributed")
     # 4 steps x 32 samples seen, 32 hidden fp32 values (fc1's and fc2's outputs), both ends of 2 boundaries
     assert inproc == dist == (4 * 32 * 32 * 4 * 2 * 2,) * 2
+
+
+def test_a_stage_process_holds_only_its_own_stages_weights():
+    """What worker.stage builds for rank k: stage k on the device, every other weight on the meta device."""
+    from torch import nn
+
+    full = train.Experiment(parse_spec(spec("distributed")))
+    sizes = [sum(p.numel() for p in stage.parameters()) for stage in full.stages]
+    for rank in range(3):
+        exp = train.Experiment(parse_spec(spec("distributed")), only_stage=rank)
+        real = [p for p in exp.model.parameters() if not p.is_meta]
+        assert sum(p.numel() for p in real) == sizes[rank]
+        assert {id(p) for p in real} == {id(p) for p in exp.stages[rank].parameters()}
+        assert sum(p.numel() for p in exp.model.parameters()) == sum(sizes)  # shapes stay: the log's count
+        for mine, reference in zip(exp.stages[rank].parameters(), full.stages[rank].parameters(), strict=True):
+            assert mine.equal(reference)  # the same initial weights as a process that builds them all
+
+    # A weight tied across stages stays where the kept stage uses it.
+    shared = nn.Linear(2, 2)
+    model = nn.Sequential(shared, nn.ReLU(), shared, nn.Linear(2, 3))
+    train.release_weights(model, keep=nn.Sequential(model[2]))
+    assert not model[0].weight.is_meta and model[3].weight.is_meta and model[3].bias.is_meta
+    assert isinstance(model[3].weight, nn.Parameter) and model[3].weight.requires_grad
