@@ -1,7 +1,7 @@
 """A stage process of a distributed run: `python -m worker.stage SPEC_JSON RANK WORLD HOST PORT [OUT_DIR]`.
 
 Started by rank 0 on the same host (worker.pipeline.launch) or by a stage task on another worker; builds
-the experiment, keeps its stage, joins the rendezvous and serves rank 0's commands until told to stop.
+the experiment with only its stage's weights on its device, joins the rendezvous and serves rank 0's commands until told to stop.
 """
 
 from __future__ import annotations
