@@ -9,7 +9,12 @@ RUN pip install --index-url "$TORCH_INDEX_URL" torch==2.13.0
 COPY . .
 # Editable, so the backend finds frontend/ and migrations/ beside the code, as in a checkout.
 RUN pip install -e '.[worker]'
-RUN useradd --create-home slimpipe && mkdir -p /app/var /data && chown -R slimpipe /app/var /data
+RUN useradd --create-home slimpipe && mkdir -p /app/var /data /app/worker/codecs/__pycache__ \
+    && chown -R slimpipe /app/var /data /app/worker/codecs/__pycache__
 USER slimpipe
+# The numba codec kernels compiled into the image: a worker's processes load them instead of compiling
+# at their first step (~30 s of CPU each). numba reads a cache folder only where it can also write, hence
+# the folder's owner. A host whose CPU differs from the build machine's compiles again, once per container.
+RUN python -m worker.codecs.precompile
 EXPOSE 8000
 CMD ["slimpipe", "serve", "--host", "0.0.0.0", "--no-worker"]

@@ -14,6 +14,8 @@ $(STAMP): pyproject.toml
 	# torch first, pinned: the local CPU wheel; an open range would pull a multi-GB CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[worker,dev]'
+	# numba's kernels into its on-disk cache once, rather than at every new process's first step
+	$(PY) -m worker.codecs.precompile
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
