@@ -120,12 +120,12 @@ def release_weights(model: torch.nn.Module, keep: torch.nn.Module) -> None:
     stay (parameter counts, stage sizes), storage goes. A weight `keep` shares with another stage stays."""
     kept = {id(t) for t in (*keep.parameters(), *keep.buffers())}
     for module in model.modules():
-        for slots in (module._parameters, module._buffers):
-            for name, tensor in slots.items():
-                if tensor is None or id(tensor) in kept or tensor.is_meta:
-                    continue
-                empty = torch.empty_like(tensor, device="meta")
-                slots[name] = torch.nn.Parameter(empty, tensor.requires_grad) if isinstance(tensor, torch.nn.Parameter) else empty
+        for name, param in module._parameters.items():
+            if param is not None and id(param) not in kept and not param.is_meta:
+                module._parameters[name] = torch.nn.Parameter(param.to("meta"), param.requires_grad)
+        for name, buffer in module._buffers.items():
+            if buffer is not None and id(buffer) not in kept and not buffer.is_meta:
+                module._buffers[name] = buffer.to("meta")
 
 
 class Experiment:
@@ -306,6 +306,7 @@ class DistributedExperiment(Experiment):
         store = launch.open_store(host)
         try:
             local = [r for r in range(1, n) if not any(r in ranks for ranks in remote.values())]
+            t_launch = time.perf_counter()
             self.stages_started = launch.LocalStages(
                 dump_spec(spec), local, n, host=host, port=store.port, threads=spec.train.threads,
                 workdir=workdir, out_dir=workdir,
@@ -325,6 +326,7 @@ class DistributedExperiment(Experiment):
                             f"start a worker that consumes {q!r} (python -m worker --queues {q}) or change pipeline.placement")
 
                 launch.wait_ready(store, ranks, launch.PLACEMENT_TIMEOUT_S, lambda: local_stages.failure, late)
+            log(f"all {n} stage processes ready in {time.perf_counter() - t_launch:.1f} s")
             control = launch.init_group(store, 0, n)
             self.program = StageProgram(self, 0, n, control=control, measure_error_every=measure_error_every(spec))
         except BaseException:

@@ -54,6 +54,7 @@ def read_sweep(sweep_file: str | None, items: list[str]) -> dict[str, list[Any]]
 def wait_with_progress(client: Client, run_ids: list[int], poll_s: float = 1.0, every_s: float = 10.0) -> list[dict]:
     """Poll until every run ends, printing a line when a run changes state and every `every_s` while it trains."""
     shown: dict[int, tuple[str, float]] = {}
+    running_since: dict[int, float] = {}  # when this command first saw the run running
     final: dict[int, dict] = {}
     while len(final) < len(run_ids):
         for run_id in run_ids:
@@ -64,6 +65,10 @@ def wait_with_progress(client: Client, run_ids: list[int], poll_s: float = 1.0, 
             if status != last[0] or (status == names.RUNNING and time.monotonic() - last[1] >= every_s):
                 step, total = run.get("progress_step"), run.get("progress_total")
                 where = f" step {step}/{total} ({100 * step / total:.0f}%)" if step is not None and total else ""
+                if status == names.RUNNING and not where:
+                    since = running_since.setdefault(run_id, time.monotonic())
+                    elapsed = time.monotonic() - since
+                    where = ", starting" + (f" (no step finished after {elapsed:.0f} s)" if elapsed >= 1 else "")
                 left = time_left(run)
                 where += f", {left} left" if left else ""
                 reason = f": {run['error']}" if run.get("error") and status in names.FINAL_STATES else ""

@@ -305,3 +305,25 @@ def submit_cmd_main(argv: list[str]) -> int:
     from slimpipe.cli import main
 
     return main(["submit", *argv])
+
+
+def test_wait_says_a_run_is_starting_until_its_first_step(capsys):
+    """Before its first step a distributed run may spend a minute starting its stages: say so, with the time."""
+
+    class Scripted:  # the service's answers for one run, in order
+        def __init__(self, answers: list[dict]):
+            self.answers = answers
+
+        def run(self, run_id: int) -> dict:
+            return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+
+    running = {"status": names.RUNNING, "progress_step": None, "progress_total": 4, "summary": {}}
+    answers = [{"status": names.QUEUED}, running, running, {**running, "progress_step": 2}, {"status": names.SUCCEEDED}]
+    final = submit_cmd.wait_with_progress(Scripted(answers), [7], poll_s=1.2, every_s=0.0)  # type: ignore[arg-type]
+    lines = capsys.readouterr().out.splitlines()
+    assert final == [{"status": names.SUCCEEDED}]
+    assert lines[0] == "run 7 queued"
+    assert lines[1] == "run 7 running, starting"
+    assert lines[2].startswith("run 7 running, starting (no step finished after 1 s)")
+    assert lines[3] == "run 7 running step 2/4 (50%)"
+    assert lines[4] == "run 7 succeeded"

@@ -65,7 +65,7 @@ def compiled_here() -> int:
     total = 0
     for module in (ans, bitpack, entropy, fused, indexset, topk):
         for value in vars(module).values():
-            if isinstance(value, numba.core.dispatcher.Dispatcher) and value._cache is not None:
+            if isinstance(value, numba.core.dispatcher.Dispatcher) and getattr(value, "_cache", None) is not None:
                 total += sum(value.stats.cache_misses.values())
     return total
 

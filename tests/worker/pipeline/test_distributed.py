@@ -206,8 +206,11 @@ def test_spec_with_default_partition_runs_distributed(tmp_path):
     data = spec("distributed", max_steps=2)
     data["pipeline"].pop("stages")
     assert parse_spec(data).n_stages is None
-    summary = train.run(data, out_dir=tmp_path)
+    lines: list[str] = []
+    summary = train.run(data, out_dir=tmp_path, on_log=lines.append)
     assert summary["steps"] == 2 and summary["n_stages"] == len(summary["stages"]) >= 2
+    ready = [line for line in lines if "stage processes ready" in line]
+    assert len(ready) == 1 and ready[0].startswith(f"all {summary['n_stages']} stage processes ready in ")
 
 
 def test_feedback_caches_are_counted_in_every_stage_process(tmp_path):
