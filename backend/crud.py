@@ -489,6 +489,34 @@ def run_spec(run_id: int, *, session: Session | None = None) -> dict[str, Any] |
         return s.scalar(select(runs.c.spec).where(runs.c.id == run_id))
 
 
+def earlier_attempt(run_id: int, *, session: Session | None = None) -> tuple[int, int | None] | None:
+    """(the run this one retries, that run's step total as it reported it), or None for a first attempt."""
+    with _scope(session) as s:
+        source = s.scalar(select(runs.c.retry_of).where(runs.c.id == run_id))
+        if source is None:
+            return None
+        return source, s.scalar(select(runs.c.progress_total).where(runs.c.id == source))
+
+
+def copy_metrics(source: int, target: int, up_to_step: int, *, session: Session | None = None) -> int:
+    """Copy `source`'s metric points of steps <= `up_to_step` to `target` (a retry that continues
+    from `source`'s checkpoint); returns how many. One INSERT ... SELECT, nothing read into Python."""
+    columns = ", ".join(_METRIC_COLUMNS)
+    # the target id as a literal (an int): a bound parameter in a SELECT list has no type for PostgreSQL
+    picked = ", ".join(str(int(target)) if c == "run_id" else c for c in _METRIC_COLUMNS)
+
+    def go() -> int:
+        with _scope(session) as s:
+            sql = (f"INSERT INTO metric_points ({columns}) SELECT {picked} FROM metric_points "
+                   "WHERE run_id = ? AND step <= ?")
+            connection = s.connection()
+            if connection.dialect.paramstyle != "qmark":
+                sql = sql.replace("?", "%s")
+            return int(connection.exec_driver_sql(sql, (source, up_to_step)).rowcount)
+
+    return _retry_locked(go)
+
+
 def mark_lost_runs(timeout_s: float, *, session: Session | None = None) -> list[int]:
     """Running runs with no heartbeat for `timeout_s` → failed "worker lost"; returns their ids."""
     cutoff = utcnow() - timedelta(seconds=timeout_s)

@@ -327,7 +327,10 @@ class TrainSpec(_Strict):
         "fp32", description="fp16/bf16: autocast; fp64: model and inputs in float64 (exactness checks)"
     )
     eval_compression: Literal["compressed", "dense", "both"] = "compressed"
-    checkpoint_every: int | None = Field(None, ge=1, le=MAX_COUNT)
+    checkpoint_every: int | None = Field(
+        None, ge=1, le=MAX_COUNT,
+        description="save a checkpoint every N steps; `slimpipe train --resume` and a retry through the service continue from it",
+    )
     threads: int | None = Field(None, ge=1, le=512, description="CPU threads for torch; null = torch's default")
 
     @model_validator(mode="after")

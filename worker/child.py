@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -43,6 +44,44 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)
 
 
+def continue_earlier_attempt(run_id: int, spec: Any, log: Any) -> bool:
+    """A retry continues from the last checkpoint its earlier attempt left in this host's runs folder
+    (`train.checkpoint_every`): the checkpoint files are linked into this run's folder and the earlier
+    attempt's metric points up to that step copied here, so the charts run from step 1. Otherwise it
+    starts over and its log says why. Returns whether to resume."""
+    from backend import crud
+    from worker.train import CHECKPOINT, checkpoint_step
+
+    earlier = crud.earlier_attempt(run_id)
+    if earlier is None:
+        return False
+    source, total = earlier
+    if spec.pipeline.placement is not None and len(set(spec.pipeline.placement)) > 1:
+        log(f"run {source} kept each placed stage's checkpoint on that stage's host; starting from step 0")
+        return False
+    folder = run_dir(source)
+    step = checkpoint_step(folder / CHECKPOINT)
+    if step is None:
+        log(f"run {source} left no checkpoint on this host; starting from step 0 "
+            "(with train.checkpoint_every a retry continues from the last checkpoint)")
+        return False
+    if total is not None and step >= total:
+        log(f"run {source}'s checkpoint is of its last step; starting from step 0")
+        return False
+    here = run_dir(run_id)
+    here.mkdir(parents=True, exist_ok=True)
+    for path in folder.glob("checkpoint*.pt"):  # the run's, and each stage's for a distributed run
+        target = here / path.name
+        target.unlink(missing_ok=True)
+        try:
+            os.link(path, target)  # checkpoints are replaced by rename, never rewritten: a link is safe
+        except OSError:
+            shutil.copy2(path, target)
+    copied = crud.copy_metrics(source, run_id, step)
+    log(f"continuing run {source} from its checkpoint at step {step} ({copied} metric points up to it copied)")
+    return True
+
+
 def train_run(run_id: int) -> dict[str, Any]:
     """Train the run and return its outcome as a dict (status, error, traceback, summary)."""
     from backend import crud
@@ -74,6 +113,7 @@ def train_run(run_id: int) -> dict[str, Any]:
         # The API confined the spec's paths when it took the run; check again here, where files are opened,
         # and hand the engine the resolved places (relative paths count from the data root, not from here).
         spec = confined_spec(parse_spec(spec_data), get_settings().data_root)
+        resume = continue_earlier_attempt(run_id, spec, reporter.on_log)
         summary = train.run(
             spec,
             on_metrics=reporter.on_metrics,
@@ -81,6 +121,7 @@ def train_run(run_id: int) -> dict[str, Any]:
             on_progress=reporter.on_progress,
             should_stop=should_stop,
             out_dir=run_dir(run_id),
+            resume=resume,
             place_stages=place_stages,
         )
         if reporter.cancelled:

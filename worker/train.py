@@ -269,13 +269,15 @@ class Experiment:
         return int(state["step"])
 
 
-    def save_checkpoint(self, path: Path, step: int) -> None:
+    def save_checkpoint(self, path: Path, step: int, progress: dict[str, Any]) -> None:
+        """The training state at `step`, and `progress`: the run's figures so far (best accuracy...)."""
         tmp = path.with_suffix(".tmp")
-        torch.save(self.state_dict(step), tmp)
+        torch.save({**self.state_dict(step), "progress": progress}, tmp)
         tmp.replace(path)
 
-    def load_checkpoint(self, path: Path) -> int:
-        return self.load_state_dict(torch.load(path, map_location=self.device, weights_only=True))
+    def load_checkpoint(self, path: Path) -> tuple[int, dict[str, Any]]:
+        state = torch.load(path, map_location=self.device, weights_only=True)
+        return self.load_state_dict(state), dict(state.get("progress") or {})
 
 
 class DistributedExperiment(Experiment):
@@ -375,7 +377,7 @@ class DistributedExperiment(Experiment):
         loss_sum, correct, count = vectors[-1].tolist()  # type: ignore[index]
         return loss_sum / count, 100.0 * correct / count
 
-    def save_checkpoint(self, path: Path, step: int) -> None:
+    def save_checkpoint(self, path: Path, step: int, progress: dict[str, Any]) -> None:
         from worker.pipeline.distributed import SAVE
 
         assert self.program is not None
@@ -384,10 +386,10 @@ class DistributedExperiment(Experiment):
             self.program.save(path.parent, step)
             self.program.gather([0.0])
         tmp = path.with_suffix(".tmp")
-        torch.save({"step": step, "stages": len(self.stages)}, tmp)
+        torch.save({"step": step, "stages": len(self.stages), "progress": progress}, tmp)
         tmp.replace(path)
 
-    def load_checkpoint(self, path: Path) -> int:
+    def load_checkpoint(self, path: Path) -> tuple[int, dict[str, Any]]:
         from worker.pipeline.distributed import LOAD
 
         assert self.program is not None
@@ -397,7 +399,8 @@ class DistributedExperiment(Experiment):
         found = {int(v.item()) for v in steps}  # type: ignore[union-attr]
         if len(found) != 1:
             raise ValueError(f"the stages' checkpoints are from different steps {sorted(found)}; start over without resume")
-        return found.pop()
+        progress = torch.load(path, weights_only=True).get("progress") or {}
+        return found.pop(), dict(progress)
 
     def close(self, graceful: bool = True) -> None:
         """Tell every stage to stop and let them exit (graceful), or end their processes at once."""
@@ -428,12 +431,20 @@ def make_experiment(spec: ExperimentSpec, workdir: Path, place_stages: PlaceStag
     return Experiment(spec)
 
 
-def save_checkpoint(exp: Experiment, step: int, path: Path) -> None:
-    exp.save_checkpoint(path, step)
+def save_checkpoint(exp: Experiment, step: int, path: Path, progress: dict[str, Any] | None = None) -> None:
+    exp.save_checkpoint(path, step, progress or {})
 
 
-def load_checkpoint(exp: Experiment, path: Path) -> int:
+def load_checkpoint(exp: Experiment, path: Path) -> tuple[int, dict[str, Any]]:
+    """(the step the checkpoint was taken after, the run's figures then: best/final validation)."""
     return exp.load_checkpoint(path)
+
+
+def checkpoint_step(path: Path) -> int | None:
+    """The step of the checkpoint at `path` without loading its tensors (mapped, not read); None if absent."""
+    if not path.exists():
+        return None
+    return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["step"])
 
 
 def _fmt(value: float | None, digits: int = 4) -> str:
@@ -501,9 +512,10 @@ def _loop(exp, spec, out, log, emit, on_progress, should_stop, resume, t_start) 
     n_stages = len(exp.stages)
     link = spec.link
     start_step = 0
+    progress: dict[str, Any] = {}
     ckpt = out / CHECKPOINT if out else None
     if resume and ckpt is not None and ckpt.exists():
-        start_step = load_checkpoint(exp, ckpt)
+        start_step, progress = load_checkpoint(exp, ckpt)
         log(f"resumed from {ckpt} at step {start_step}")
     n_params = sum(p.numel() for p in exp.model.parameters())
     log(
@@ -527,9 +539,10 @@ def _loop(exp, spec, out, log, emit, on_progress, should_stop, resume, t_start) 
     def replay() -> Replay:
         return _replay(exp, actions_s, transfers)
 
-    val_loss = val_acc = None
-    best_val_acc: float | None = None
-    dense_val: tuple[float, float] | None = None
+    # the validation figures so far (a resumed run's from its checkpoint)
+    val_loss, val_acc = progress.get("val_loss"), progress.get("val_acc")
+    best_val_acc: float | None = progress.get("best_val_acc")
+    dense_val: tuple[float, float] | None = (*progress["dense_val"],) if progress.get("dense_val") else None
     exp.model.train()
     step = start_step
     time_left = TimeLeft(exp.max_steps, spec.train.eval_every)
@@ -635,7 +648,9 @@ def _loop(exp, spec, out, log, emit, on_progress, should_stop, resume, t_start) 
         if on_progress is not None:
             on_progress(step, exp.max_steps, time_left.seconds(step))
         if ckpt is not None and spec.train.checkpoint_every and step % spec.train.checkpoint_every == 0:
-            save_checkpoint(exp, step, ckpt)
+            figures = {"val_loss": val_loss, "val_acc": val_acc, "best_val_acc": best_val_acc,
+                       "dense_val": list(dense_val) if dense_val else None}
+            save_checkpoint(exp, step, ckpt, figures)
 
     summary = _summary(exp, history, replay(), best_val_acc, val_acc, val_loss, dense_val, step, t_start)
     summary["timeline"] = timeline

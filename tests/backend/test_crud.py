@@ -53,6 +53,29 @@ def test_lost_runs_are_failed_by_heartbeat_timeout(submit, settings):
         assert crud.get_run(session=s, run_id=fresh).status == names.RUNNING
 
 
+def test_a_retry_copies_its_earlier_attempts_points_up_to_a_step(submit, settings):
+    url = settings.database_url
+    first = queued_run(submit)
+    with db.session_scope(url) as s:
+        crud.claim_run(first, "h", "a", session=s)
+        crud.heartbeat(first, 6, 40, session=s)
+        crud.append_metrics(first, [(k, names.TRAIN_LOSS, 1.0 / k, 1000.0 + k) for k in range(1, 7)], session=s)
+        crud.append_metrics(first, [(4, names.VAL_ACC, float("nan"), 1004.0)], session=s)
+        crud.finish_run(first, names.FAILED, error="worker lost", session=s)
+    with db.session_scope(url) as s:
+        second = crud.create_retry(session=s, run=crud.get_run(session=s, run_id=first)).id
+    with db.session_scope(url) as s:
+        assert crud.earlier_attempt(first, session=s) is None
+        assert crud.earlier_attempt(second, session=s) == (first, 40)
+        assert crud.copy_metrics(first, second, 5, session=s) == 6
+    with db.session_scope(url) as s:
+        assert crud.read_series(session=s, run_id=second, name=names.TRAIN_LOSS) == (
+            [1, 2, 3, 4, 5], [1.0, 0.5, 1 / 3, 0.25, 0.2], [1001.0, 1002.0, 1003.0, 1004.0, 1005.0]
+        )
+        assert crud.read_series(session=s, run_id=second, name=names.VAL_ACC)[:2] == ([4], [None])
+        assert len(crud.read_series(session=s, run_id=first, name=names.TRAIN_LOSS)[0]) == 6  # the source keeps its own
+
+
 def test_finish_run_refuses_a_non_final_state(submit, settings):
     import pytest
 

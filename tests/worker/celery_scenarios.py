@@ -111,6 +111,30 @@ def test_retry_reruns_the_frozen_spec_as_a_new_attempt(cluster: Cluster):
     assert (run.attempt, run.retry_of) == (2, first)
     # Same frozen spec and seed: the retry reproduces the first attempt's loss curve.
     assert cluster.series(second, names.TRAIN_LOSS) == cluster.series(first, names.TRAIN_LOSS)
+    assert cluster.logs(second)[1].startswith(f"run {first} left no checkpoint on this host; starting from step 0")
+
+
+def test_retry_of_a_cancelled_run_continues_from_its_last_checkpoint(cluster: Cluster):
+    (first,) = cluster.submit(spec_with(**{"train.max_steps": 100_000, "train.eval_every": 4, "train.checkpoint_every": 5}))
+    _wait_training(cluster, first, 12)
+    cluster.cancel(first)
+    stopped = int(cluster.wait_final(first, timeout=30).error.split()[-1])
+    saved = stopped // 5 * 5
+    second = cluster.retry(first)
+    _wait_training(cluster, second, stopped + 3)
+    cluster.cancel(second)
+    assert cluster.wait_final(second, timeout=30).status == names.CANCELLED
+    assert f"continuing run {first} from its checkpoint at step {saved} " in "\n".join(cluster.logs(second))
+    for name in (names.TRAIN_LOSS, names.VAL_ACC):
+        steps, values = cluster.series(second, name)
+        first_steps, first_values = cluster.series(first, name)
+        # Steps up to the checkpoint are the first attempt's points, copied; the steps it trained past the
+        # checkpoint were trained again from the checkpoint, and came out the same (same data, same state).
+        assert steps == sorted(set(steps)) and steps[0] in (1, 4)
+        common = [s for s in first_steps if s <= stopped]
+        assert steps[: len(common)] == common
+        assert values[: len(common)] == first_values[: len(common)], name
+    assert not (cluster.tmp / "runs" / f"run-{first}" / "checkpoint.tmp").exists()
 
 
 def test_nan_loss_fails_the_run_with_the_reason(cluster: Cluster):

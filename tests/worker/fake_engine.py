@@ -14,7 +14,7 @@ class TrainingDiverged(ValueError):
 
 
 def run(spec: Any, *, on_metrics=None, on_log=None, on_progress=None, should_stop=None, out_dir=None,
-        place_stages=None) -> dict[str, Any]:
+        resume=False, place_stages=None) -> dict[str, Any]:
     total = spec.train.max_steps
     step = 0
     while step < total:

@@ -148,14 +148,19 @@ def test_checkpoint_resume_continues_exactly(tmp_path):
         train__checkpoint_every=3,
     )
     straight = []
-    train.run(spec, on_metrics=straight.extend, out_dir=tmp_path / "a")
+    whole = train.run(spec, on_metrics=straight.extend, out_dir=tmp_path / "a")
     calls = []
     first = train.run(spec, out_dir=tmp_path / "b", should_stop=lambda: len(calls.append(1) or calls) > 3)
-    assert first["steps"] == 3 and (tmp_path / "b" / "checkpoint.pt").exists()
+    assert first["steps"] == 3 and train.checkpoint_step(tmp_path / "b" / "checkpoint.pt") == 3
+    assert train.checkpoint_step(tmp_path / "missing.pt") is None
     assert json.loads((tmp_path / "b" / "summary.json").read_text())["cancelled"] is True
     resumed = []
     summary = train.run(spec, on_metrics=resumed.extend, out_dir=tmp_path / "b", resume=True)
     assert summary["steps"] == 6
+    # The validation figures of the steps before the checkpoint count in the resumed run's summary.
+    assert summary["best_val_acc"] == whole["best_val_acc"] == max(
+        p["value"] for p in straight if p["name"] == names.VAL_ACC
+    )
 
     def losses(points):
         return {p["step"]: p["value"] for p in points if p["name"] == names.TRAIN_LOSS}

@@ -106,6 +106,8 @@ def cancel_run(run_id: RunId, session: SessionDep, settings: SettingsDep) -> Run
 
 @router.post("/runs/{run_id}/retry", response_model=RunPublic, status_code=status.HTTP_201_CREATED)
 def retry_run(run_id: RunId, session: SessionDep, settings: SettingsDep) -> RunPublic:
+    """A new run of the same frozen spec; it continues from the earlier attempt's last checkpoint where
+    the worker that takes it holds one (`train.checkpoint_every`), else it starts from step 0."""
     run = get_run_or_404(session, run_id)
     if run.status not in names.FINAL_STATES:
         raise HTTPException(status.HTTP_409_CONFLICT, detail=f"run {run_id} is {run.status}; cancel it before retrying")
