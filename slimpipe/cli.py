@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from slimpipe.spec import SpecError
@@ -19,6 +20,8 @@ VERBS = {
     "runs": ("slimpipe.commands.runs", "list runs"),
     "watch": ("slimpipe.commands.watch", "follow a run's progress"),
     "logs": ("slimpipe.commands.logs", "print a run's log"),
+    "cancel": ("slimpipe.commands.cancel", "stop runs"),
+    "retry": ("slimpipe.commands.retry", "run failed or cancelled runs again, from their last checkpoint"),
     "compare": ("slimpipe.commands.compare", "compare runs: accuracy, bandwidth, speed-up"),
 }
 BENCHES = {
@@ -56,6 +59,7 @@ examples:
   slimpipe submit SPEC --sweep compression.default.backward.topk=1,0.5,0.1 --tag study-1
   slimpipe runs --status running                               what is training now
   slimpipe watch 3                                             progress of run 3
+  slimpipe cancel 3; slimpipe retry 3 --wait                   stop run 3, then continue it as a new run
   slimpipe compare 3 4 5                                       accuracy, bytes, speed-up
   slimpipe bench codecs                                        codec speed and ratio
 
@@ -89,3 +93,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `slimpipe runs | head`: the reader is gone; stop quietly as other tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush must not raise again
+        return 128 + 13  # SIGPIPE

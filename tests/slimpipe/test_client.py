@@ -327,3 +327,47 @@ def test_wait_says_a_run_is_starting_until_its_first_step(capsys):
     assert lines[2].startswith("run 7 running, starting (no step finished after 1 s)")
     assert lines[3] == "run 7 running step 2/4 (50%)"
     assert lines[4] == "run 7 succeeded"
+
+
+def test_cli_cancel_and_retry(server, client, capsys):
+    from slimpipe.commands import cancel as cancel_cmd
+    from slimpipe.commands import retry as retry_cmd
+
+    common = ["--url", server.url, "--token", TOKEN]
+    queued = client.submit({**SPEC, "name": "cli-cancel"})[0]
+    running = client.submit({**SPEC, "name": "cli-cancel"})[0]
+    with db.session_scope(server.settings.database_url) as s:
+        assert crud.claim_run(running, "test-host", "task", session=s)
+    assert cli(cancel_cmd, [str(queued), str(running), "9999", *common]) == 1
+    captured = capsys.readouterr()
+    assert captured.out.splitlines() == [f"run {queued} cancelled", f"run {running} asked to stop at its next step"]
+    assert captured.err.strip() == "slimpipe: POST /api/v1/runs/9999/cancel: 404 run 9999 not found"
+    assert client.run(queued)["status"] == names.CANCELLED
+
+    # A running run is refused with the server's reason; a cancelled one comes back as a new attempt.
+    assert cli(retry_cmd, [str(running), str(queued), *common]) == 1
+    captured = capsys.readouterr()
+    assert f"run {running} is running; cancel it before retrying" in captured.err
+    (line,) = captured.out.splitlines()
+    new_id = int(line.rsplit(" ", 1)[1])
+    assert line == f"run {queued} retried as run {new_id}"
+    again = client.run(new_id)
+    assert (again["retry_of"], again["attempt"], again["status"]) == (queued, 2, names.QUEUED)
+
+
+def test_output_into_a_closed_pipe_ends_quietly(server):
+    """`slimpipe runs | head -1`: once the reader is gone, exit 141 (SIGPIPE) without a traceback."""
+    import os
+    import subprocess
+    import sys
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "slimpipe", "runs", "--url", server.url, "--token", TOKEN],
+            stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60,
+        )
+    finally:
+        os.close(write_end)
+    assert (done.returncode, done.stderr) == (141, "")
