@@ -251,3 +251,17 @@ def test_a_stage_process_holds_only_its_own_stages_weights():
     train.release_weights(model, keep=nn.Sequential(model[2]))
     assert not model[0].weight.is_meta and model[3].weight.is_meta and model[3].bias.is_meta
     assert isinstance(model[3].weight, nn.Parameter) and model[3].weight.requires_grad
+
+
+def test_a_distributed_run_resumes_exactly_from_its_stages_checkpoints(tmp_path):
+    data = spec("distributed", compression={"forward": TOPK_8BIT, "backward": TOPK_8BIT}, max_steps=6, checkpoint_every=3)
+    straight, _, _ = losses(data, tmp_path / "straight")
+    calls: list[int] = []
+    stopped = train.run(data, out_dir=tmp_path / "b", should_stop=lambda: len(calls.append(1) or calls) > 4)
+    assert stopped["steps"] == 4 and train.checkpoint_step(tmp_path / "b" / "checkpoint.pt") == 3
+    assert sorted(p.name for p in (tmp_path / "b").glob("checkpoint*.pt")) == [
+        "checkpoint.pt", "checkpoint.stage0.pt", "checkpoint.stage1.pt", "checkpoint.stage2.pt"
+    ]
+    resumed, _, summary = losses(data, tmp_path / "b", resume=True)
+    assert summary["steps"] == 6
+    assert resumed == straight[3:]
