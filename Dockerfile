@@ -9,7 +9,9 @@ RUN pip install --index-url "$TORCH_INDEX_URL" torch==2.13.0
 COPY . .
 # Editable, so the backend finds frontend/ and migrations/ beside the code, as in a checkout.
 RUN pip install -e '.[worker]'
-RUN useradd --create-home slimpipe && mkdir -p /app/var /data /app/worker/codecs/__pycache__ \
+# /app/var/runs and /data exist in the image, owned by the user, so that the named volumes
+# docker-compose mounts there start with that owner (a volume on a path the image lacks is root's).
+RUN useradd --create-home slimpipe && mkdir -p /app/var/runs /data /app/worker/codecs/__pycache__ \
     && chown -R slimpipe /app/var /data /app/worker/codecs/__pycache__
 USER slimpipe
 # The numba codec kernels compiled into the image: a worker's processes load them instead of compiling
