@@ -44,14 +44,15 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)
 
 
-def continue_earlier_attempt(run_id: int, spec: Any, log: Any) -> bool:
+def continue_earlier_attempt(run_id: int, spec: Any, reporter: Any) -> bool:
     """A retry continues from the last checkpoint its earlier attempt left in this host's runs folder
     (`train.checkpoint_every`): the checkpoint files are linked into this run's folder and the earlier
     attempt's metric points up to that step copied here, so the charts run from step 1. Otherwise it
     starts over and its log says why. Returns whether to resume."""
-    from backend import crud
+    from backend import crud, db
     from worker.train import CHECKPOINT, checkpoint_step
 
+    log = reporter.on_log
     earlier = crud.earlier_attempt(run_id)
     if earlier is None:
         return False
@@ -78,6 +79,10 @@ def continue_earlier_attempt(run_id: int, spec: Any, log: Any) -> bool:
         except OSError:
             shutil.copy2(path, target)
     copied = crud.copy_metrics(source, run_id, step)
+    with db.session_scope() as session:  # the live summary's best accuracy counts the copied evaluations
+        for value in crud.read_series(session=session, run_id=run_id, name=names.VAL_ACC)[1]:
+            if value is not None:
+                reporter.live.add(names.VAL_ACC, value)
     log(f"continuing run {source} from its checkpoint at step {step} ({copied} metric points up to it copied)")
     return True
 
@@ -113,7 +118,7 @@ def train_run(run_id: int) -> dict[str, Any]:
         # The API confined the spec's paths when it took the run; check again here, where files are opened,
         # and hand the engine the resolved places (relative paths count from the data root, not from here).
         spec = confined_spec(parse_spec(spec_data), get_settings().data_root)
-        resume = continue_earlier_attempt(run_id, spec, reporter.on_log)
+        resume = continue_earlier_attempt(run_id, spec, reporter)
         summary = train.run(
             spec,
             on_metrics=reporter.on_metrics,

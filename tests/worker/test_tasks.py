@@ -408,3 +408,62 @@ def test_a_spec_naming_a_file_outside_the_data_root_fails_before_any_file_is_ope
     assert "outside SLIMPIPE_DATA_ROOT" in run.error
     assert "root:" not in run.error and "root:" not in (run.traceback or "")  # /etc/passwd's first line
     assert not any(line.startswith("step ") for line in embedded.logs(run_id))  # the engine never ran
+
+
+# --------------------------------------------------------------------------- a retry continues from a checkpoint
+
+
+def test_a_retry_takes_over_its_earlier_attempts_checkpoint_and_points(embedded):
+    import torch
+
+    from backend import crud, db
+    from slimpipe.spec import parse_spec
+    from worker.child import continue_earlier_attempt, run_dir
+    from worker.reporter import Reporter
+
+    def attempt_after(spec: dict, checkpoint_step: int | None) -> tuple[int, int]:
+        (first,) = embedded.submit(spec, send=False)
+        with db.session_scope() as s:
+            crud.claim_run(first, "h", "t", session=s)
+            crud.heartbeat(first, 6, 10, session=s)
+            crud.append_metrics(first, [(2, names.VAL_ACC, 80.0), (4, names.VAL_ACC, 90.0), (6, names.VAL_ACC, 95.0)], session=s)
+            crud.append_metrics(first, [(k, names.TRAIN_LOSS, 1.0 / k) for k in range(1, 7)], session=s)
+            crud.finish_run(first, names.FAILED, error="worker lost", session=s)
+        if checkpoint_step is not None:
+            run_dir(first).mkdir(parents=True)
+            torch.save({"step": checkpoint_step, "stages": 2}, run_dir(first) / "checkpoint.pt")
+            torch.save({"step": checkpoint_step}, run_dir(first) / "checkpoint.stage1.pt")
+        with db.session_scope() as s:
+            second = crud.create_retry(session=s, run=crud.get_run(session=s, run_id=first)).id
+        return first, second
+
+    def attempt(spec: dict, second: int) -> tuple[bool, Reporter, list[str]]:
+        reporter = Reporter(second)
+        resumed = continue_earlier_attempt(second, parse_spec(spec), reporter)
+        reporter.flush()
+        return resumed, reporter, embedded.logs(second)
+
+    spec = fake("ok", 10)
+    first, second = attempt_after(spec, 5)
+    resumed, reporter, logs = attempt(spec, second)
+    assert resumed and logs == [f"continuing run {first} from its checkpoint at step 5 (7 metric points up to it copied)"]
+    for name in ("checkpoint.pt", "checkpoint.stage1.pt"):  # linked, not copied: the same file
+        assert os.path.samefile(run_dir(first) / name, run_dir(second) / name)
+    assert embedded.series(second, names.TRAIN_LOSS) == ([1, 2, 3, 4, 5], [1.0, 0.5, 1 / 3, 0.25, 0.2])
+    assert embedded.series(second, names.VAL_ACC) == ([2, 4], [80.0, 90.0])
+    assert reporter.live.figures["best_val_acc"] == 90.0  # the step-6 evaluation came after the checkpoint
+
+    # No checkpoint, one taken at the last step, or stages on several hosts: start over, and say why.
+    first, second = attempt_after(spec, None)
+    assert attempt(spec, second)[::2] == (False, [
+        f"run {first} left no checkpoint on this host; starting from step 0 "
+        "(with train.checkpoint_every a retry continues from the last checkpoint)"
+    ])
+    first, second = attempt_after(spec, 10)
+    assert attempt(spec, second)[::2] == (False, [f"run {first}'s checkpoint is of its last step; starting from step 0"])
+    placed = {**spec, "pipeline": {"runner": "distributed", "balance": 2, "placement": ["cpu", "gpu"]}}
+    first, second = attempt_after(placed, 5)
+    assert attempt(placed, second)[::2] == (False, [
+        f"run {first} kept each placed stage's checkpoint on that stage's host; starting from step 0"
+    ])
+    assert embedded.series(second, names.TRAIN_LOSS) == ([], [])
