@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("spec")
     parser.add_argument("--set", action="append", default=[], metavar="PATH=VALUE")
+    parser.add_argument("--per-step", action="store_true", help="also print each step's time left and ETAs")
     args = parser.parse_args(argv)
     spec = load_spec_text(Path(args.spec).read_text())
     for item in args.set:
@@ -42,11 +43,16 @@ def main(argv: list[str] | None = None) -> int:
     train.run(spec, on_progress=lambda step, total, eta: marks.append((time.perf_counter(), step, total, eta)))
     end = time.perf_counter()
     rate, engine = [], []
+    if args.per_step:
+        print(f"{'step':>5} {'time left s':>12} {'rate ETA s':>11} {'engine ETA s':>13}")
     for now, step, total, eta in marks[:-1]:
         left = end - now
         rate.append(abs((now - start) / step * (total - step) - left) / left)
         if eta is not None:
             engine.append(abs(eta - left) / left)
+        if args.per_step:
+            shown = "-" if eta is None else f"{eta:.1f}"
+            print(f"{step:>5} {left:>12.1f} {(now - start) / step * (total - step):>11.1f} {shown:>13}")
     print(f"{args.spec}: {len(marks)} steps in {end - start:.1f} s; |ETA - time left| / time left, over the steps")
     print(f"  rate since the start (before)   {_spread(rate)}")
     print(f"  engine, median times (now)      {_spread(engine)}   (from step 2: the first is left out)")

@@ -21,6 +21,7 @@ import torch
 
 from slimpipe import names
 from slimpipe.spec import ExperimentSpec, dump_spec, parse_spec
+from slimpipe.timeline import FORWARD
 from worker import zoo
 from worker.pipeline.batchnorm import convert_deferred_batch_norm
 from worker.pipeline.boundary import make_boundaries
@@ -545,7 +546,8 @@ def _loop(exp, spec, out, log, emit, on_progress, should_stop, resume, t_start) 
     dense_val: tuple[float, float] | None = (*progress["dense_val"],) if progress.get("dense_val") else None
     exp.model.train()
     step = start_step
-    time_left = TimeLeft(exp.max_steps, spec.train.eval_every)
+    eval_batches = len(eval_modes) * len(exp.data.val) / spec.data.batch_size  # forward passes per evaluation point
+    time_left = TimeLeft(exp.max_steps, spec.train.eval_every, eval_batches)
     while step < exp.max_steps:
         if should_stop is not None and should_stop():
             log(f"stopped at step {step} on request")
@@ -644,7 +646,7 @@ def _loop(exp, spec, out, log, emit, on_progress, should_stop, resume, t_start) 
                 f"acc1_val:{_fmt(val_acc, 2)}  time_per_batch:{batch_s:.4f}  wire_fwd:{fwd}  wire_bwd:{bwd}  "
                 f"ratio:{dense / (fwd + bwd) if fwd + bwd else 1.0:.2f}  link_s:{link_s:.4f}  modelled_s:{modelled:.4f}"
             )
-        time_left.record(eval_s)
+        time_left.record(eval_s, compute_s=result.compute_s)
         if on_progress is not None:
             on_progress(step, exp.max_steps, time_left.seconds(step))
         if ckpt is not None and spec.train.checkpoint_every and step % spec.train.checkpoint_every == 0:
@@ -664,23 +666,30 @@ class TimeLeft:
     go x the median wall time of one (each over the latest `window`). The first step of a session is
     left out (it compiles kernels and warms caches), and so are evaluations from the steps' figure; a
     mean since the start would spread the start-up and every evaluation's pause over all the steps.
-    Before the first evaluation its cost is unknown and counted as nothing."""
+    Until an evaluation has been timed, one is estimated as the forward passes it makes: the forward
+    actions' share of a step's compute x the median step x `eval_batches` (how many training batches
+    of samples one evaluation point runs forward)."""
 
-    def __init__(self, max_steps: int, eval_every: int, window: int = 200):
-        self.max_steps, self.eval_every = max_steps, eval_every
+    def __init__(self, max_steps: int, eval_every: int, eval_batches: float = 0.0, window: int = 200):
+        self.max_steps, self.eval_every, self.eval_batches = max_steps, eval_every, eval_batches
         self.steps: deque[float] = deque(maxlen=window)
         self.evals: deque[float] = deque(maxlen=window)
+        self.forward_shares: deque[float] = deque(maxlen=window)
         self._last: float | None = None
 
-    def record(self, eval_s: float | None = None, now: float | None = None) -> None:
+    def record(self, eval_s: float | None = None, now: float | None = None,
+               compute_s: dict[tuple[int, str, int], float] | None = None) -> None:
         """A step ended (after `eval_s` seconds of evaluation, if it evaluated): its time is everything
-        since the previous step ended (checkpoints, the service's bookkeeping) but the evaluation."""
+        since the previous step ended (checkpoints, the service's bookkeeping) but the evaluation.
+        `compute_s`: its actions' compute times, whose forward share prices an evaluation not yet timed."""
         now = time.perf_counter() if now is None else now
         if self._last is not None:
             self.steps.append(now - self._last - (eval_s or 0.0))
         self._last = now
         if eval_s is not None:
             self.evals.append(eval_s)
+        if compute_s and (total := sum(compute_s.values())) > 0:
+            self.forward_shares.append(sum(t for (_, op, _), t in compute_s.items() if op == FORWARD) / total)
 
     def evaluations_after(self, step: int) -> int:
         """Evaluation points in (step, max_steps]: every eval_every-th step, and the last."""
@@ -692,8 +701,14 @@ class TimeLeft:
     def seconds(self, step: int) -> float | None:
         if not self.steps:
             return None
-        per_eval = statistics.median(self.evals) if self.evals else 0.0
-        return (self.max_steps - step) * statistics.median(self.steps) + self.evaluations_after(step) * per_eval
+        step_s = statistics.median(self.steps)
+        if self.evals:
+            per_eval = statistics.median(self.evals)
+        elif self.forward_shares:
+            per_eval = step_s * statistics.median(self.forward_shares) * self.eval_batches
+        else:
+            per_eval = 0.0
+        return (self.max_steps - step) * step_s + self.evaluations_after(step) * per_eval
 
 
 def _mean(values: list[float]) -> float:

@@ -364,3 +364,37 @@ def test_time_left_is_median_steps_and_evaluations_to_go():
     assert left.seconds(9) == 1 * 1.0 + 1 * 4.5  # the last step, the last evaluation (median of 5 and 4)
     left.record(eval_s=6.0, now=56.0)  # step 10
     assert left.seconds(10) == 0.0
+
+
+def test_time_left_prices_an_evaluation_from_the_forward_passes_until_one_is_timed():
+    """Before the first evaluation: one costs the steps' forward share x the median step x how many
+    training batches of samples it runs forward; once timed, the measurement replaces the estimate."""
+    left = train.TimeLeft(max_steps=10, eval_every=5, eval_batches=6.0)  # e.g. 192 validation samples, batch 32
+    compute = {(0, "F", 0): 0.1, (1, "F", 0): 0.1, (0, "B", 0): 0.2, (1, "B", 0): 0.4}  # forward: 0.2 of 0.8 s
+    left.record(now=10.0, compute_s=compute)
+    left.record(now=12.0, compute_s=compute)  # a 2 s step
+    assert left.seconds(2) == 8 * 2.0 + 2 * (2.0 * 0.25 * 6.0)
+    left.record(eval_s=1.5, now=15.5, compute_s=compute)
+    assert left.seconds(3) == 7 * 2.0 + 2 * 1.5
+    assert train.TimeLeft(10, 5).seconds(0) is None and not train.TimeLeft(10, 5).forward_shares
+
+
+def test_the_loop_gives_time_left_the_evaluation_size_and_each_steps_action_times(monkeypatch):
+    seen: dict[str, list] = {"made": [], "ops": []}
+
+    class Recording(train.TimeLeft):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            seen["made"].append(self.eval_batches)
+
+        def record(self, eval_s=None, now=None, compute_s=None):
+            seen["ops"].append(sorted({op for _, op, _ in compute_s}))
+            super().record(eval_s, now, compute_s)
+
+    monkeypatch.setattr(train, "TimeLeft", Recording)
+    etas: list[float | None] = []
+    train.run(tiny_spec(train={"max_steps": 6, "eval_every": 4, "eval_compression": "both"}),
+              on_progress=lambda step, total, eta: etas.append(eta))
+    assert seen["made"] == [2 * 32 / 16]  # compressed and dense, 32 validation samples, batches of 16
+    assert seen["ops"] == [["B", "F"]] * 6
+    assert etas[0] is None and all(eta is not None and eta > 0 for eta in etas[1:-1]) and etas[-1] == 0.0
