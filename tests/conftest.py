@@ -1,11 +1,14 @@
 import os
 import random
+import tempfile
 
 import pytest
 
 pytest_plugins = ["tests.fixtures_servers"]
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Run folders (DELETE /runs/{id} removes them) never default to ./var/runs, a developer's own, in tests.
+os.environ["SLIMPIPE_RUNS_DIR"] = tempfile.mkdtemp(prefix="slimpipe-test-runs-")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 

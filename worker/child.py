@@ -21,14 +21,15 @@ from typing import Any
 
 from slimpipe import names
 
-RUNS_DIR_ENV = "SLIMPIPE_RUNS_DIR"
 #: The training engine module (`run`, `TrainingDiverged`); tests point it at a fault-injecting stand-in.
 TRAIN_MODULE_ENV = "SLIMPIPE_TRAIN_MODULE"
 
 
 def run_dir(run_id: int) -> Path:
     """Where a run's checkpoints and artifacts go: `$SLIMPIPE_RUNS_DIR/run-N` (default ./var/runs)."""
-    return Path(os.environ.get(RUNS_DIR_ENV, "./var/runs")).resolve() / f"run-{run_id}"
+    from backend.settings import get_settings
+
+    return get_settings().run_dir(run_id)
 
 
 #: After SIGTERM, the child unwinds (flushing its buffers) or is ended this many seconds later.

@@ -44,6 +44,7 @@ def make_settings(database_url: str, tmp_path: Path) -> Callable[..., Settings]:
             "broker_url": "filesystem://",
             "broker_dir": tmp_path / "broker",
             "data_root": tmp_path / "data",
+            "runs_dir": tmp_path / "runs",
             "api_token": None,
         }
         values.update(overrides)

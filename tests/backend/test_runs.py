@@ -126,8 +126,11 @@ def test_retry_makes_a_new_attempt_of_the_same_spec(api, submit, settings):
 
 
 def test_delete_removes_run_metrics_and_logs(api, submit, settings):
-    run_id = submit()["run_ids"][0]
+    run_id, other = submit()["run_ids"][0], submit()["run_ids"][0]
     api.post(f"/api/v1/runs/{run_id}/metrics", json={"points": [{"step": 1, "name": "train/loss", "value": 1.0}]})
+    for folder in (settings.run_dir(run_id), settings.run_dir(other)):  # what a worker sharing the folder wrote
+        folder.mkdir(parents=True)
+        (folder / "checkpoint.pt").write_bytes(b"weights")
     with db.session_scope(settings.database_url) as session:
         crud.append_logs(run_id, ["hello"], session=session)
     assert api.delete(f"/api/v1/runs/{run_id}").status_code == 204
@@ -137,6 +140,7 @@ def test_delete_removes_run_metrics_and_logs(api, submit, settings):
         assert crud.read_logs(session=session, run_id=run_id) == []
         # A training child of a deleted run is told to stop.
         assert crud.is_cancel_requested(run_id, session=session) is True
+    assert not settings.run_dir(run_id).exists() and (settings.run_dir(other) / "checkpoint.pt").exists()
     assert api.delete(f"/api/v1/runs/{run_id}").status_code == 404
 
 

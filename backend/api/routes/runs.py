@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query, Response, status
@@ -133,4 +134,7 @@ def delete_run(run_id: RunId, session: SessionDep, settings: SettingsDep) -> Res
         revoke(run.celery_id, settings)
     crud.delete_run(session=session, run_id=run_id)
     session.commit()
+    # Its folder (checkpoints can be gigabytes) where this process shares the workers' runs folder; a
+    # retry that continued from it holds hard links of its own. Workers elsewhere keep theirs.
+    shutil.rmtree(settings.run_dir(run_id), ignore_errors=True)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
