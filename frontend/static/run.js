@@ -144,6 +144,8 @@ function renderRun(r) {
 
   document.getElementById("cancel-button").hidden = FINAL.has(run.status);
   document.getElementById("retry-button").hidden = !(run.status === "failed" || run.status === "cancelled");
+  // Runs whose spec saves checkpoints; the server answers 404 (shown as a banner) where it holds none.
+  document.getElementById("download-checkpoint").hidden = !run.spec?.train?.checkpoint_every;
 
   const panel = document.getElementById("error-panel");
   panel.hidden = !(run.status === "failed" || (run.status === "cancelled" && run.error));

@@ -172,3 +172,32 @@ def test_the_live_eta_is_shown_while_running_and_never_once_the_run_ended(api, s
     listed = api.get("/api/v1/runs").json()["data"]
     assert ended["status"] == names.FAILED and ended["summary"] == {"steps": 3}
     assert next(r for r in listed if r["id"] == run_id)["summary"] == {"steps": 3}
+
+
+def test_checkpoint_downloads_as_a_tar_of_the_runs_checkpoint_files(api, submit, settings):
+    import io
+    import os
+    import tarfile
+
+    run_id = submit()["run_ids"][0]
+    missing = api.get(f"/api/v1/runs/{run_id}/checkpoint.tar")
+    assert missing.status_code == 404
+    assert missing.json()["detail"].startswith(f"run {run_id} has no checkpoint on this server: set train.checkpoint_every")
+    folder = settings.run_dir(run_id)
+    folder.mkdir(parents=True)
+    written = {
+        "checkpoint.pt": b"{step: 40}",
+        "checkpoint.stage0.pt": os.urandom(3 * (1 << 20) + 5),  # more than one read, not a block multiple
+        "checkpoint.stage1.pt": b"",
+    }
+    for name, data in written.items():
+        (folder / name).write_bytes(data)
+    (folder / "checkpoint.tmp").write_bytes(b"half written")  # never sent
+    (folder / "metrics.jsonl").write_text("{}\n")
+    response = api.get(f"/api/v1/runs/{run_id}/checkpoint.tar")
+    assert response.status_code == 200 and response.headers["content-type"] == "application/x-tar"
+    assert response.headers["content-disposition"] == f'attachment; filename="run-{run_id}-checkpoint.tar"'
+    with tarfile.open(fileobj=io.BytesIO(response.content)) as tar:
+        assert tar.getnames() == sorted(written)
+        assert {m.name: tar.extractfile(m).read() for m in tar.getmembers()} == written
+    assert api.get("/api/v1/runs/99999/checkpoint.tar").status_code == 404

@@ -340,3 +340,37 @@ def test_eta_is_the_engines_estimate_or_none(page, server: str) -> None:
     )
     assert got[:3] == [99.5, None, None]
     assert got[3] == "1 / 100 · ETA 1m 40s"  # the old rate would have said 16h 30m
+
+
+def test_checkpoint_download_from_the_run_page(page, server: str) -> None:
+    import tarfile
+
+    import torch
+
+    body = {
+        "spec": {
+            "name": "e2e-checkpoint",
+            "model": {"name": "tiny_mlp"},
+            "data": {"name": "digits"},
+            "train": {"max_steps": 10, "checkpoint_every": 5},
+        },
+        "tags": ["e2e"],
+    }
+    run_id = httpx.post(f"{server}/api/v1/experiments", json=body, timeout=10).json()["run_ids"][0]
+    assert wait_runs(server, [run_id], 120)[0]["status"] == "succeeded"
+    page.goto(f"/runs/{run_id}")
+    ready(page)
+    with page.expect_download() as download:
+        page.click("#download-checkpoint")
+    assert download.value.suggested_filename == f"run-{run_id}-checkpoint.tar"
+    with tarfile.open(download.value.path()) as tar:
+        assert tar.getnames() == ["checkpoint.pt"]
+        state = torch.load(io.BytesIO(tar.extractfile("checkpoint.pt").read()), weights_only=True)
+    assert state["step"] == 10 and "fc1.weight" in state["model"]
+    # A run whose spec saves no checkpoint has no button.
+    body["spec"]["train"] = {"max_steps": 2}
+    plain = httpx.post(f"{server}/api/v1/experiments", json=body, timeout=10).json()["run_ids"][0]
+    page.goto(f"/runs/{plain}")
+    ready(page)
+    assert page.locator("#download-checkpoint").is_hidden() and page.locator("#download-spec").is_visible()
+    wait_runs(server, [plain], 120)

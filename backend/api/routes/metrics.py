@@ -6,8 +6,11 @@ import asyncio
 import csv
 import io
 import json
-from collections.abc import AsyncIterator, Iterator
-from typing import Any, Literal
+import os
+import tarfile
+from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
+from typing import Any, BinaryIO, Literal
 
 import yaml
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
@@ -20,7 +23,7 @@ from starlette.concurrency import run_in_threadpool
 
 from backend import crud
 from backend.api.routes.runs import get_run_or_404
-from backend.deps import MAX_CURSOR, MAX_ID, RunId, SessionDep
+from backend.deps import MAX_CURSOR, MAX_ID, RunId, SessionDep, SettingsDep
 from backend.downsample import keep_indices
 from backend.jsonbody import StrictJSONRoute
 from backend.schemas import (
@@ -193,6 +196,48 @@ def download_spec(run_id: RunId, session: SessionDep) -> Response:
     run = get_run_or_404(session, run_id)
     text = yaml.safe_dump(run.spec, sort_keys=False)
     return Response(text, media_type="application/yaml", headers=attachment(f"run-{run_id}-spec.yaml"))
+
+
+@router.get("/runs/{run_id}/checkpoint.tar", response_class=StreamingResponse, responses=media("application/x-tar"))
+def download_checkpoint(run_id: RunId, session: SessionDep, settings: SettingsDep) -> StreamingResponse:
+    """The run's latest checkpoint as a tar: `checkpoint.pt` (in-process runs: model, optimizer and codec
+    state; `torch.load(...)["model"]` is the model's state dict) and, for a distributed run, each stage's
+    `checkpoint.stageK.pt`. Served from this server's runs folder, which `slimpipe serve` shares with its
+    worker; workers on other hosts keep theirs."""
+    get_run_or_404(session, run_id)
+    paths = sorted(settings.run_dir(run_id).glob("checkpoint*.pt"))
+    if not paths:
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND,
+            detail=f"run {run_id} has no checkpoint on this server: set train.checkpoint_every to save one "
+            "(a worker on another host keeps its runs' checkpoints in its own SLIMPIPE_RUNS_DIR)",
+        )
+    # Opened together, before streaming: a newer checkpoint replaces the files by rename, so these stay one step's.
+    files = [path.open("rb") for path in paths]
+    return StreamingResponse(
+        tar_stream(files), media_type="application/x-tar", headers=attachment(f"run-{run_id}-checkpoint.tar")
+    )
+
+
+def tar_stream(files: Sequence[BinaryIO], chunk: int = 1 << 20) -> Iterator[bytes]:
+    """A tar of open files, written as it is read (no copy of a multi-GB checkpoint in memory or on disk)."""
+    try:
+        for handle in files:
+            info = tarfile.TarInfo(Path(handle.name).name)
+            stat = os.fstat(handle.fileno())
+            info.size, info.mtime, info.mode = stat.st_size, int(stat.st_mtime), 0o644
+            yield info.tobuf(tarfile.PAX_FORMAT)
+            left = info.size
+            while left > 0 and (data := handle.read(min(chunk, left))):
+                left -= len(data)
+                yield data
+            if left:
+                raise OSError(f"{handle.name} shrank while it was sent")
+            yield b"\0" * (-info.size % tarfile.BLOCKSIZE)
+        yield b"\0" * (2 * tarfile.BLOCKSIZE)
+    finally:
+        for handle in files:
+            handle.close()
 
 
 # --------------------------------------------------------------------------- live events
