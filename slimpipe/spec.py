@@ -329,7 +329,8 @@ class TrainSpec(_Strict):
     eval_compression: Literal["compressed", "dense", "both"] = "compressed"
     checkpoint_every: int | None = Field(
         None, ge=1, le=MAX_COUNT,
-        description="save a checkpoint every N steps; `slimpipe train --resume` and a retry through the service continue from it",
+        description="save a checkpoint every N steps, after the last step and where the run is stopped; "
+        "`slimpipe train --resume` and a retry through the service continue from it",
     )
     threads: int | None = Field(None, ge=1, le=512, description="CPU threads for torch; null = torch's default")
 

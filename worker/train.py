@@ -548,8 +548,17 @@ def _loop(exp, spec, out, log, emit, on_progress, should_stop, resume, t_start) 
     step = start_step
     eval_batches = len(eval_modes) * len(exp.data.val) / spec.data.batch_size  # forward passes per evaluation point
     time_left = TimeLeft(exp.max_steps, spec.train.eval_every, eval_batches)
+    every = spec.train.checkpoint_every if ckpt is not None else None
+
+    def checkpoint(at: int) -> None:
+        assert ckpt is not None
+        figures = {"val_loss": val_loss, "val_acc": val_acc, "best_val_acc": best_val_acc,
+                   "dense_val": list(dense_val) if dense_val else None}
+        save_checkpoint(exp, at, ckpt, figures)
     while step < exp.max_steps:
         if should_stop is not None and should_stop():
+            if every and step > start_step and step % every:  # a cancel is a pause: a retry continues here
+                checkpoint(step)
             log(f"stopped at step {step} on request")
             summary = {
                 **_summary(exp, history, replay(), best_val_acc, val_acc, val_loss, dense_val, step, t_start),
@@ -649,10 +658,8 @@ def _loop(exp, spec, out, log, emit, on_progress, should_stop, resume, t_start) 
         time_left.record(eval_s, compute_s=result.compute_s)
         if on_progress is not None:
             on_progress(step, exp.max_steps, time_left.seconds(step))
-        if ckpt is not None and spec.train.checkpoint_every and step % spec.train.checkpoint_every == 0:
-            figures = {"val_loss": val_loss, "val_acc": val_acc, "best_val_acc": best_val_acc,
-                       "dense_val": list(dense_val) if dense_val else None}
-            save_checkpoint(exp, step, ckpt, figures)
+        if every and (step % every == 0 or step == exp.max_steps):  # and the trained model at the end
+            checkpoint(step)
 
     summary = _summary(exp, history, replay(), best_val_acc, val_acc, val_loss, dense_val, step, t_start)
     summary["timeline"] = timeline

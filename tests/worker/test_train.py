@@ -398,3 +398,31 @@ def test_the_loop_gives_time_left_the_evaluation_size_and_each_steps_action_time
     assert seen["made"] == [2 * 32 / 16]  # compressed and dense, 32 validation samples, batches of 16
     assert seen["ops"] == [["B", "F"]] * 6
     assert etas[0] is None and all(eta is not None and eta > 0 for eta in etas[1:-1]) and etas[-1] == 0.0
+
+
+def test_checkpoints_every_n_steps_after_the_last_and_where_stopped(tmp_path):
+    saved: list[int] = []
+    real = train.save_checkpoint
+
+    def recording(exp, step, path, progress=None):
+        saved.append(step)
+        real(exp, step, path, progress)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(train, "save_checkpoint", recording)
+        train.run(tiny_spec(train={"max_steps": 7, "eval_every": 3, "checkpoint_every": 3}), out_dir=tmp_path / "a")
+        assert saved == [3, 6, 7]  # 7: the trained model, which a download should give
+        saved.clear()
+        calls: list[int] = []
+        train.run(tiny_spec(train={"max_steps": 7, "eval_every": 3, "checkpoint_every": 3}), out_dir=tmp_path / "b",
+                  should_stop=lambda: len(calls.append(1) or calls) > 5)
+        assert saved == [3, 5]  # stopped after step 5: saved there, so a retry loses nothing
+        saved.clear()
+        calls.clear()
+        train.run(tiny_spec(train={"max_steps": 7, "eval_every": 3, "checkpoint_every": 3}), out_dir=tmp_path / "c",
+                  should_stop=lambda: len(calls.append(1) or calls) > 3)
+        assert saved == [3]  # stopped right after a checkpoint: not saved twice
+        saved.clear()
+        train.run(tiny_spec(train={"max_steps": 4, "eval_every": 3}), out_dir=tmp_path / "d")
+        assert saved == [] and not (tmp_path / "d" / "checkpoint.pt").exists()
+    assert train.checkpoint_step(tmp_path / "b" / "checkpoint.pt") == 5

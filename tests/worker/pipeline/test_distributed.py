@@ -258,10 +258,11 @@ def test_a_distributed_run_resumes_exactly_from_its_stages_checkpoints(tmp_path)
     straight, _, _ = losses(data, tmp_path / "straight")
     calls: list[int] = []
     stopped = train.run(data, out_dir=tmp_path / "b", should_stop=lambda: len(calls.append(1) or calls) > 4)
-    assert stopped["steps"] == 4 and train.checkpoint_step(tmp_path / "b" / "checkpoint.pt") == 3
+    # stopped after step 4: the stop itself saved (every stage), not only step 3's checkpoint
+    assert stopped["steps"] == 4 and train.checkpoint_step(tmp_path / "b" / "checkpoint.pt") == 4
     assert sorted(p.name for p in (tmp_path / "b").glob("checkpoint*.pt")) == [
         "checkpoint.pt", "checkpoint.stage0.pt", "checkpoint.stage1.pt", "checkpoint.stage2.pt"
     ]
     resumed, _, summary = losses(data, tmp_path / "b", resume=True)
     assert summary["steps"] == 6
-    assert resumed == straight[3:]
+    assert resumed == straight[4:]
