@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -214,6 +216,39 @@ class Client:
     def download(self, run_id: int, what: str = "metrics.csv") -> bytes:
         """`metrics.csv`, `metrics.jsonl`, `spec.yaml` or `logs`, as the server's attachment bytes."""
         return self._request("GET", f"/api/v1/runs/{run_id}/{what}").content
+
+    def download_checkpoint(self, run_id: int, folder: str | Path = ".") -> list[Path]:
+        """Unpack the run's latest checkpoint into `folder` (`checkpoint.pt`, and each stage's for a distributed
+        run), streamed to disk; the paths written. ClientError (404) where the server holds none."""
+        import tarfile
+        import tempfile
+
+        path = f"/api/v1/runs/{run_id}/checkpoint.tar"
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile() as spool:
+            try:
+                with self._http.stream("GET", path) as response:
+                    if response.status_code >= 400:
+                        response.read()
+                        message, detail = _message(response)
+                        raise ClientError(f"GET {path}: {message}", response.status_code, detail)
+                    for chunk in response.iter_bytes(1 << 20):
+                        spool.write(chunk)
+            except httpx.TransportError as exc:
+                raise ClientError(f"cannot reach slimpipe at {self.url} ({exc})") from None
+            spool.seek(0)
+            written = []
+            with tarfile.open(fileobj=spool) as tar:
+                for member in tar.getmembers():
+                    # only the checkpoint files the server sends, by name: nothing lands outside `folder`
+                    if member.isfile() and re.fullmatch(r"checkpoint(\.stage\d+)?\.pt", member.name):
+                        source = tar.extractfile(member)
+                        assert source is not None
+                        with source, open(folder / member.name, "wb") as target:
+                            shutil.copyfileobj(source, target, 1 << 20)
+                        written.append(folder / member.name)
+        return written
 
     def events(self, run_id: int) -> Iterator[tuple[str, Any]]:
         """The run's Server-Sent Events as (event, data) until the run ends: metrics, log, status."""

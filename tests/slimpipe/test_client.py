@@ -57,7 +57,9 @@ def server(tmp_path_factory) -> Iterator[Server]:
     tmp = tmp_path_factory.mktemp("client")
     url = f"sqlite:///{tmp / 'slimpipe.db'}"
     db.migrate(url)
-    settings = Settings(database_url=url, broker_dir=tmp / "broker", data_root=tmp / "data", api_token=TOKEN)
+    settings = Settings(
+        database_url=url, broker_dir=tmp / "broker", data_root=tmp / "data", runs_dir=tmp / "runs", api_token=TOKEN
+    )
     with Server(settings) as running:
         yield running
 
@@ -371,3 +373,17 @@ def test_output_into_a_closed_pipe_ends_quietly(server):
     finally:
         os.close(write_end)
     assert (done.returncode, done.stderr) == (141, "")
+
+
+def test_download_checkpoint_unpacks_the_servers_tar(server, client, tmp_path: Path):
+    run_id = client.submit({**SPEC, "name": "cli-checkpoint"})[0]
+    with pytest.raises(ClientError, match="has no checkpoint on this server") as missing:
+        client.download_checkpoint(run_id, tmp_path / "none")
+    assert missing.value.status_code == 404
+    folder = server.settings.run_dir(run_id)
+    folder.mkdir(parents=True)
+    (folder / "checkpoint.pt").write_bytes(b"rank 0")
+    (folder / "checkpoint.stage1.pt").write_bytes(b"x" * (2 * (1 << 20) + 3))
+    written = client.download_checkpoint(run_id, tmp_path / "got")
+    assert written == [tmp_path / "got" / "checkpoint.pt", tmp_path / "got" / "checkpoint.stage1.pt"]
+    assert [p.read_bytes() for p in written] == [b"rank 0", b"x" * (2 * (1 << 20) + 3)]
