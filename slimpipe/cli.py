@@ -20,6 +20,7 @@ VERBS = {
     "runs": ("slimpipe.commands.runs", "list runs"),
     "watch": ("slimpipe.commands.watch", "follow a run's progress"),
     "logs": ("slimpipe.commands.logs", "print a run's log"),
+    "download": ("slimpipe.commands.download", "save a run's metrics, spec, log or latest checkpoint"),
     "cancel": ("slimpipe.commands.cancel", "stop runs"),
     "retry": ("slimpipe.commands.retry", "run failed or cancelled runs again, from their last checkpoint"),
     "compare": ("slimpipe.commands.compare", "compare runs: accuracy, bandwidth, speed-up"),
@@ -60,6 +61,7 @@ examples:
   slimpipe runs --status running                               what is training now
   slimpipe watch 3                                             progress of run 3
   slimpipe cancel 3; slimpipe retry 3 --wait                   stop run 3, then continue it as a new run
+  slimpipe download 3 checkpoint --out mnv2/                   run 3's latest checkpoint files
   slimpipe compare 3 4 5                                       accuracy, bytes, speed-up
   slimpipe bench codecs                                        codec speed and ratio
 

@@ -387,3 +387,30 @@ def test_download_checkpoint_unpacks_the_servers_tar(server, client, tmp_path: P
     written = client.download_checkpoint(run_id, tmp_path / "got")
     assert written == [tmp_path / "got" / "checkpoint.pt", tmp_path / "got" / "checkpoint.stage1.pt"]
     assert [p.read_bytes() for p in written] == [b"rank 0", b"x" * (2 * (1 << 20) + 3)]
+
+
+def test_cli_download_saves_each_kind(server, client, tmp_path: Path, capsys):
+    from slimpipe.commands import download as download_cmd
+
+    common = ["--url", server.url, "--token", TOKEN]
+    run_id = client.submit({**SPEC, "name": "cli-download"})[0]
+    with db.session_scope(server.settings.database_url) as s:
+        crud.append_metrics(run_id, [(1, names.TRAIN_LOSS, 0.5, 1000.0)], session=s)
+        crud.append_logs(run_id, ["hello"], session=s)
+    for what, check in (
+        ("metrics.csv", lambda text: text.splitlines() == ["step,name,value,time", "1,train/loss,0.5,1000.0"]),
+        ("metrics.jsonl", lambda text: '"name": "train/loss"' in text),
+        ("spec", lambda text: yaml.safe_load(text)["name"] == "cli-download"),
+        ("log", lambda text: text.rstrip().endswith("INFO hello")),
+    ):
+        out = tmp_path / what
+        assert cli(download_cmd, [str(run_id), what, "--out", str(out), *common]) == 0
+        assert capsys.readouterr().out.strip() == str(out) and check(out.read_text()), what
+    assert cli(download_cmd, [str(run_id), "checkpoint", "--out", str(tmp_path / "ck"), *common]) == 1
+    assert "has no checkpoint on this server" in capsys.readouterr().err
+    folder = server.settings.run_dir(run_id)
+    folder.mkdir(parents=True)
+    (folder / "checkpoint.pt").write_bytes(b"weights")
+    assert cli(download_cmd, [str(run_id), "checkpoint", "--out", str(tmp_path / "ck"), *common]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "ck" / "checkpoint.pt")
+    assert (tmp_path / "ck" / "checkpoint.pt").read_bytes() == b"weights"
