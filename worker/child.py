@@ -62,7 +62,11 @@ def continue_earlier_attempt(run_id: int, spec: Any, reporter: Any) -> bool:
         log(f"run {source} kept each placed stage's checkpoint on that stage's host; starting from step 0")
         return False
     folder = run_dir(source)
-    step = checkpoint_step(folder / CHECKPOINT)
+    try:
+        step = checkpoint_step(folder / CHECKPOINT)
+    except Exception as exc:  # truncated or foreign: a retry that cannot continue still trains
+        log(f"run {source}'s checkpoint cannot be read ({type(exc).__name__}: {exc}); starting from step 0", "WARNING")
+        return False
     if step is None:
         log(f"run {source} left no checkpoint on this host; starting from step 0 "
             "(with train.checkpoint_every a retry continues from the last checkpoint)")

@@ -461,6 +461,11 @@ def test_a_retry_takes_over_its_earlier_attempts_checkpoint_and_points(embedded)
     ])
     first, second = attempt_after(spec, 10)
     assert attempt(spec, second)[::2] == (False, [f"run {first}'s checkpoint is of its last step; starting from step 0"])
+    first, second = attempt_after(spec, 5)
+    (run_dir(first) / "checkpoint.pt").write_bytes(b"PK\x03\x04 cut short")
+    resumed, _, logs = attempt(spec, second)
+    assert not resumed and logs[0].startswith(f"run {first}'s checkpoint cannot be read (")
+    assert logs[0].endswith("); starting from step 0")
     placed = {**spec, "pipeline": {"runner": "distributed", "balance": 2, "placement": ["cpu", "gpu"]}}
     first, second = attempt_after(placed, 5)
     assert attempt(placed, second)[::2] == (False, [
