@@ -12,6 +12,7 @@ import threading
 import time
 
 import pytest
+import torch
 
 from slimpipe import names
 from slimpipe.spec import parse_spec
@@ -266,3 +267,19 @@ def test_a_distributed_run_resumes_exactly_from_its_stages_checkpoints(tmp_path)
     resumed, _, summary = losses(data, tmp_path / "b", resume=True)
     assert summary["steps"] == 6
     assert resumed == straight[4:]
+
+    # The stages' files make the whole model's state dict, under the model's own names: the same weights
+    # as the straight run's, and as an in-process run's of the same spec.
+    weights = train.model_state(data, tmp_path / "b")
+    assert list(weights) == ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias", "head.weight", "head.bias"]
+    straight_weights = train.model_state(data, tmp_path / "straight")
+    assert all(torch.equal(weights[k], straight_weights[k]) for k in weights)
+    inproc = {**data, "pipeline": {**data["pipeline"], "runner": "inproc"}}
+    train.run(inproc, out_dir=tmp_path / "inproc")
+    reference = train.model_state(inproc, tmp_path / "inproc")
+    assert all(torch.allclose(weights[k], reference[k], atol=1e-5) for k in weights)
+    # A stage file of another step is refused, naming it.
+    stale = torch.load(tmp_path / "b" / "checkpoint.stage1.pt", weights_only=True)
+    torch.save({**stale, "step": 3}, tmp_path / "b" / "checkpoint.stage1.pt")
+    with pytest.raises(ValueError, match="checkpoint.stage1.pt is of step 3, checkpoint.pt of 6"):
+        train.model_state(data, tmp_path / "b")
