@@ -51,7 +51,8 @@ def continue_earlier_attempt(run_id: int, spec: Any, reporter: Any) -> bool:
     attempt's metric points up to that step copied here, so the charts run from step 1. Otherwise it
     starts over and its log says why. Returns whether to resume."""
     from backend import crud, db
-    from worker.train import CHECKPOINT, checkpoint_step
+    from worker.checkpoint import checkpoint_step
+    from worker.train import CHECKPOINT
 
     log = reporter.on_log
     earlier = crud.earlier_attempt(run_id)

@@ -11,7 +11,7 @@ import torch
 
 from slimpipe import names
 from slimpipe.timeline import Replay
-from worker import train, train_cli
+from worker import checkpoint, train, train_cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -151,8 +151,8 @@ def test_checkpoint_resume_continues_exactly(tmp_path):
     whole = train.run(spec, on_metrics=straight.extend, out_dir=tmp_path / "a")
     calls = []
     first = train.run(spec, out_dir=tmp_path / "b", should_stop=lambda: len(calls.append(1) or calls) > 3)
-    assert first["steps"] == 3 and train.checkpoint_step(tmp_path / "b" / "checkpoint.pt") == 3
-    assert train.checkpoint_step(tmp_path / "missing.pt") is None
+    assert first["steps"] == 3 and checkpoint.checkpoint_step(tmp_path / "b" / "checkpoint.pt") == 3
+    assert checkpoint.checkpoint_step(tmp_path / "missing.pt") is None
     assert json.loads((tmp_path / "b" / "summary.json").read_text())["cancelled"] is True
     resumed = []
     summary = train.run(spec, on_metrics=resumed.extend, out_dir=tmp_path / "b", resume=True)
@@ -425,4 +425,4 @@ def test_checkpoints_every_n_steps_after_the_last_and_where_stopped(tmp_path):
         saved.clear()
         train.run(tiny_spec(train={"max_steps": 4, "eval_every": 3}), out_dir=tmp_path / "d")
         assert saved == [] and not (tmp_path / "d" / "checkpoint.pt").exists()
-    assert train.checkpoint_step(tmp_path / "b" / "checkpoint.pt") == 5
+    assert checkpoint.checkpoint_step(tmp_path / "b" / "checkpoint.pt") == 5

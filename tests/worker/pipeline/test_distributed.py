@@ -16,7 +16,7 @@ import torch
 
 from slimpipe import names
 from slimpipe.spec import parse_spec
-from worker import train
+from worker import checkpoint, train
 from worker.pipeline.launch import StageFailed
 
 pytestmark = pytest.mark.slow
@@ -260,7 +260,7 @@ def test_a_distributed_run_resumes_exactly_from_its_stages_checkpoints(tmp_path)
     calls: list[int] = []
     stopped = train.run(data, out_dir=tmp_path / "b", should_stop=lambda: len(calls.append(1) or calls) > 4)
     # stopped after step 4: the stop itself saved (every stage), not only step 3's checkpoint
-    assert stopped["steps"] == 4 and train.checkpoint_step(tmp_path / "b" / "checkpoint.pt") == 4
+    assert stopped["steps"] == 4 and checkpoint.checkpoint_step(tmp_path / "b" / "checkpoint.pt") == 4
     assert sorted(p.name for p in (tmp_path / "b").glob("checkpoint*.pt")) == [
         "checkpoint.pt", "checkpoint.stage0.pt", "checkpoint.stage1.pt", "checkpoint.stage2.pt"
     ]
@@ -270,16 +270,16 @@ def test_a_distributed_run_resumes_exactly_from_its_stages_checkpoints(tmp_path)
 
     # The stages' files make the whole model's state dict, under the model's own names: the same weights
     # as the straight run's, and as an in-process run's of the same spec.
-    weights = train.model_state(data, tmp_path / "b")
+    weights = checkpoint.model_state(data, tmp_path / "b")
     assert list(weights) == ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias", "head.weight", "head.bias"]
-    straight_weights = train.model_state(data, tmp_path / "straight")
+    straight_weights = checkpoint.model_state(data, tmp_path / "straight")
     assert all(torch.equal(weights[k], straight_weights[k]) for k in weights)
     inproc = {**data, "pipeline": {**data["pipeline"], "runner": "inproc"}}
     train.run(inproc, out_dir=tmp_path / "inproc")
-    reference = train.model_state(inproc, tmp_path / "inproc")
+    reference = checkpoint.model_state(inproc, tmp_path / "inproc")
     assert all(torch.allclose(weights[k], reference[k], atol=1e-5) for k in weights)
     # A stage file of another step is refused, naming it.
     stale = torch.load(tmp_path / "b" / "checkpoint.stage1.pt", weights_only=True)
     torch.save({**stale, "step": 3}, tmp_path / "b" / "checkpoint.stage1.pt")
     with pytest.raises(ValueError, match="checkpoint.stage1.pt is of step 3, checkpoint.pt of 6"):
-        train.model_state(data, tmp_path / "b")
+        checkpoint.model_state(data, tmp_path / "b")
