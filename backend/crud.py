@@ -263,12 +263,17 @@ def metric_names(*, session: Session, run_id: int) -> list[str]:
     return found
 
 
-def _driver_sql(session: Session, sql: str, params: tuple[Any, ...]) -> list[Any]:
-    """Plain DB-API rows for `sql` written with `?` marks: the read hot paths skip Row objects."""
+def _driver_exec(session: Session, sql: str, params: tuple[Any, ...]) -> Any:
+    """Run `sql` written with `?` marks through the DB-API driver (the result, no Row objects)."""
     connection = session.connection()
     if connection.dialect.paramstyle != "qmark":
         sql = sql.replace("?", "%s")
-    return list(connection.exec_driver_sql(sql, params).fetchall())
+    return connection.exec_driver_sql(sql, params)
+
+
+def _driver_sql(session: Session, sql: str, params: tuple[Any, ...]) -> list[Any]:
+    """Plain DB-API rows for `sql` written with `?` marks: the read hot paths skip Row objects."""
+    return list(_driver_exec(session, sql, params).fetchall())
 
 
 def read_series(
@@ -505,14 +510,11 @@ def copy_metrics(source: int, target: int, up_to_step: int, *, session: Session 
     # the target id as a literal (an int): a bound parameter in a SELECT list has no type for PostgreSQL
     picked = ", ".join(str(int(target)) if c == "run_id" else c for c in _METRIC_COLUMNS)
 
+    sql = f"INSERT INTO metric_points ({columns}) SELECT {picked} FROM metric_points WHERE run_id = ? AND step <= ?"
+
     def go() -> int:
         with _scope(session) as s:
-            sql = (f"INSERT INTO metric_points ({columns}) SELECT {picked} FROM metric_points "
-                   "WHERE run_id = ? AND step <= ?")
-            connection = s.connection()
-            if connection.dialect.paramstyle != "qmark":
-                sql = sql.replace("?", "%s")
-            return int(connection.exec_driver_sql(sql, (source, up_to_step)).rowcount)
+            return int(_driver_exec(s, sql, (source, up_to_step)).rowcount)
 
     return _retry_locked(go)
 

@@ -49,6 +49,14 @@ def _message(response: httpx.Response) -> tuple[str, Any]:
     return f"{response.status_code} {text}", detail
 
 
+def _checked(response: httpx.Response, method: str, path: str) -> httpx.Response:
+    """`response`, or ClientError with the server's message if it is an error (its body read)."""
+    if response.status_code >= 400:
+        message, detail = _message(response)
+        raise ClientError(f"{method} {path}: {message}", response.status_code, detail)
+    return response
+
+
 def _spec_data(spec: str | Path | Mapping[str, Any] | ExperimentSpec) -> dict[str, Any]:
     if isinstance(spec, ExperimentSpec):
         return dump_spec(spec)
@@ -80,13 +88,13 @@ class Client:
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
-            raise ClientError(
-                f"cannot reach slimpipe at {self.url} ({exc}); start it with `slimpipe serve` or set SLIMPIPE_URL"
-            ) from None
-        if response.status_code >= 400:
-            message, detail = _message(response)
-            raise ClientError(f"{method} {path}: {message}", response.status_code, detail)
-        return response
+            raise self._unreachable(exc) from None
+        return _checked(response, method, path)
+
+    def _unreachable(self, exc: Exception) -> ClientError:
+        return ClientError(
+            f"cannot reach slimpipe at {self.url} ({exc}); start it with `slimpipe serve` or set SLIMPIPE_URL"
+        )
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self._request(method, path, **kwargs)
@@ -230,13 +238,11 @@ class Client:
             try:
                 with self._http.stream("GET", path) as response:
                     if response.status_code >= 400:
-                        response.read()
-                        message, detail = _message(response)
-                        raise ClientError(f"GET {path}: {message}", response.status_code, detail)
-                    for chunk in response.iter_bytes(1 << 20):
+                        response.read()  # the error's body, for its message
+                    for chunk in _checked(response, "GET", path).iter_bytes(1 << 20):
                         spool.write(chunk)
             except httpx.TransportError as exc:
-                raise ClientError(f"cannot reach slimpipe at {self.url} ({exc})") from None
+                raise self._unreachable(exc) from None
             spool.seek(0)
             written = []
             with tarfile.open(fileobj=spool) as tar:

@@ -688,7 +688,7 @@ class TimeLeft:
         self._last = now
         if eval_s is not None:
             self.evals.append(eval_s)
-        if compute_s and (total := sum(compute_s.values())) > 0:
+        if not self.evals and compute_s and (total := sum(compute_s.values())) > 0:  # only until one is timed
             self.forward_shares.append(sum(t for (_, op, _), t in compute_s.items() if op == FORWARD) / total)
 
     def evaluations_after(self, step: int) -> int:
