@@ -179,8 +179,9 @@ def _view(section: memoryview, dtype: torch.dtype) -> torch.Tensor:
         return torch.frombuffer(section, dtype=dtype)
 
 
-def _raw_values(section: memoryview, dtype: str, count: int, device: torch.device) -> torch.Tensor:
-    """Unquantized values as fp32 on `device`; only the wire bytes cross to the device, then they widen there."""
+def _raw_values(section: memoryview, dtype: str, count: int, device: torch.device, *, copy: bool = True) -> torch.Tensor:
+    """Unquantized values as fp32 on `device`; only the wire bytes cross to the device, then they widen there.
+    Without `copy`, fp32 values on the CPU may be a read-only view of the payload."""
     itemsize = 2 if dtype in ("float16", "bfloat16") else 4 if dtype == "float32" else 8
     if section.nbytes != count * itemsize:
         raise CodecError(f"values section is {section.nbytes} bytes; {count} {dtype} values need {count * itemsize}")
@@ -188,7 +189,7 @@ def _raw_values(section: memoryview, dtype: str, count: int, device: torch.devic
         return torch.zeros(0, device=device)
     values = _view(section, torch.uint8).to(device).view(TORCH_DTYPES[dtype])
     if values.dtype == torch.float32:
-        return values.clone() if values.device.type == "cpu" else values
+        return values.clone() if copy and values.device.type == "cpu" else values
     return values.float()
 
 
@@ -224,9 +225,13 @@ def _decode(payload: bytes, *, device: torch.device | str | None = None, backend
     elif header.lengths["index"]:
         raise CodecError("dense payload carries an index section")
     if not header.bits:
-        values = _raw_values(sec["values"], header.value_dtype, k, device)
+        values = _raw_values(sec["values"], header.value_dtype, k, device, copy=pos is None)
         if pos is None:
             out = values
+        elif isinstance(pos, np.ndarray) and device.type == "cpu":  # numpy's scatter: half torch's index_put
+            out_np = np.zeros(n, dtype=np.float32)
+            out_np[pos] = values.numpy()
+            out = torch.from_numpy(out_np)
         else:
             out = torch.zeros(n, device=device)
             out[torch.as_tensor(pos, device=device)] = values

@@ -11,6 +11,7 @@ count u64, unary_bits u64, then the unary bytes and the packed remainders.
 
 from __future__ import annotations
 
+import math
 import struct
 
 import numba as nb
@@ -32,15 +33,18 @@ def binary_entropy(r: float) -> float:
 
 @nb.njit(cache=True)
 def _unary_bits(coded, p0):  # pragma: no cover - compiled
-    """Unary-stream length for p = p0, p0+1, p0+2: sum of (gap >> p) + 1 over the gaps."""
+    """Unary-stream length for p = p0, p0+1, p0+2: sum of (gap >> p) + 1 over the gaps; all -1 when
+    the positions are not increasing from 0 (a negative gap)."""
     s0 = s1 = s2 = 0
-    prev = -1
-    for i in range(coded.size):
-        gap = coded[i] - prev - 1
-        prev = coded[i]
+    negative = 0
+    for i in range(coded.size):  # no loop-carried state but the sums, so it vectorizes
+        gap = coded[i] - (coded[i - 1] if i else -1) - 1
+        negative |= gap
         s0 += gap >> p0
         s1 += gap >> (p0 + 1)
         s2 += gap >> (p0 + 2)
+    if negative < 0:
+        return -1, -1, -1
     return s0 + coded.size, s1 + coded.size, s2 + coded.size
 
 
@@ -90,31 +94,104 @@ def _rice_read(unary_words, unary_bits, low_words, p, out):  # pragma: no cover 
     return i
 
 
+def _rice_guess(n: int, count: int) -> int:
+    """The Rice parameter a geometric gap distribution of mean (n - count) / count favours."""
+    mean = (n - count) / max(count, 1)
+    return min(MAX_P, max(0, round(math.log2(max(mean * math.log(2), 1.0)))))
+
+
 def _rice_parameter(coded: np.ndarray, n: int) -> tuple[int, int]:
     """(p, unary_bits) minimising unary_bits + count*p among p near log2(mean gap * ln 2)."""
     count = coded.size
-    guess = int(np.clip(np.round(np.log2(max((n - count) / max(count, 1) * np.log(2), 1.0))), 0, MAX_P))
+    guess = _rice_guess(n, count)
     p0 = max(0, guess - 1)
-    unary = np.array(_unary_bits(coded, p0)[: min(MAX_P, guess + 1) + 1 - p0], dtype=np.int64)
-    best = int(np.argmin(unary + count * (p0 + np.arange(unary.size))))
+    unary = _unary_bits(coded, p0)[: min(MAX_P, guess + 1) + 1 - p0]
+    if unary[0] < 0 or (count and coded[-1] >= n):
+        raise CodecError(f"{count} positions are not sorted, unique and in [0, {n})")
+    best = min(range(len(unary)), key=lambda i: unary[i] + count * (p0 + i))
     return p0 + best, int(unary[best])
+
+
+@nb.njit(cache=True)
+def _complement(idx, n, out):  # pragma: no cover - compiled
+    """The positions in [0, n) that sorted `idx` leaves out, in order, into `out`; returns how many
+    (-1: more than `out` holds, so `idx` had repeats or positions outside [0, n))."""
+    o = 0
+    start = 0
+    for j in range(idx.size + 1):
+        stop = idx[j] if j < idx.size else n
+        run = stop - start
+        if run > out.size - o:
+            return -1
+        for i in range(run):  # a simple induction: vectorizes
+            out[o + i] = start + i
+        o += max(run, 0)
+        start = max(start, stop + 1)
+    return o
+
+
+@nb.njit(cache=True)
+def _bitmap_write(idx, words):  # pragma: no cover - compiled
+    """Set bit p of the little-endian words for each p in idx; False (nothing more set) at one out of range."""
+    for j in range(idx.size):
+        p = idx[j]
+        if p < 0 or p >= words.size * 64:
+            return False
+        words[p >> 6] |= np.uint64(1) << np.uint64(p & 63)
+    return True
+
+
+@nb.njit(cache=True)
+def _bitmap_read(words, n, out):  # pragma: no cover - compiled
+    """The set bits below n, in order, into `out`; returns how many (-1: more than out holds)."""
+    i = 0
+    for w in range(words.size):
+        word = words[w]
+        while word != 0:
+            pos = w * 64 + np.int64(trailing_zeros(word))  # type: ignore[call-arg]  # numba intrinsic
+            if pos >= n:
+                return i
+            if i >= out.size:
+                return -1
+            out[i] = pos
+            i += 1
+            word &= word - np.uint64(1)
+    return i
+
+
+COMPLEMENT_BY_MASK = 1 << 18  # from here numpy's mask + flatnonzero beats the run-filling kernel (4M: 5.2 vs 6.8 ms)
+
+
+def complement_of(idx: np.ndarray, n: int) -> np.ndarray:
+    """Sorted unique int64 positions in [0, n) -> the sorted positions they leave out."""
+    bad = CodecError(f"{idx.size} positions are not sorted, unique and in [0, {n})")
+    if n >= COMPLEMENT_BY_MASK:
+        if idx.size and (idx[0] < 0 or idx[-1] >= n):
+            raise bad
+        mask = np.ones(n, dtype=bool)
+        mask[idx] = False
+        out = np.flatnonzero(mask)
+        if out.size != n - idx.size:
+            raise bad
+        return out
+    out = np.empty(max(n - idx.size, 0), dtype=np.int64)
+    if _complement(np.ascontiguousarray(idx, dtype=np.int64), n, out) != out.size:
+        raise bad
+    return out
 
 
 def encode(idx: np.ndarray, n: int) -> bytes:
     """Sorted unique int64 positions in [0, n) -> section bytes."""
     k = idx.size
     complement = k > n // 2
-    if complement:
-        mask = np.ones(n, dtype=bool)
-        mask[idx] = False
-        coded = np.flatnonzero(mask)
-    else:
-        coded = np.ascontiguousarray(idx, dtype=np.int64)
+    idx = np.ascontiguousarray(idx, dtype=np.int64)
+    coded = complement_of(idx, n) if complement else idx
     p, unary = _rice_parameter(coded, n)
     if unary + coded.size * p >= n:  # a bitmap is no larger
-        mask = np.zeros(n, dtype=bool)
-        mask[idx] = True
-        return _HEAD.pack(BITMAP, 0, k, 0) + np.packbits(mask, bitorder="little").tobytes()
+        words = np.zeros((n + 63) // 64, dtype=np.uint64)
+        if not _bitmap_write(idx, words):
+            raise CodecError(f"positions must lie in [0, {n})")
+        return _HEAD.pack(BITMAP, 0, k, 0) + words.view(np.uint8)[: (n + 7) // 8].tobytes()
     unary_words = np.zeros(unary // 64 + 2, dtype=np.uint64)
     low_words = np.zeros(coded.size * p // 64 + 2, dtype=np.uint64)
     _rice_write(coded, p, unary_words, low_words)
@@ -149,8 +226,11 @@ def decode(section: memoryview, n: int, k: int) -> np.ndarray:
     """Section bytes -> sorted int64 positions (k of them)."""
     mode, p, count, unary, stream, low = _parse(section, n)
     if mode == BITMAP:
-        idx = np.flatnonzero(np.unpackbits(np.frombuffer(stream, dtype=np.uint8), count=n, bitorder="little"))
-        _check(idx, k, n)
+        idx = np.empty(k, dtype=np.int64)
+        found = _bitmap_read(aligned_words(stream, 0), n, idx)
+        if found != k:
+            raise CodecError(f"index bitmap holds {'more than ' + str(k) if found < 0 else found} positions "
+                             f"(expected {k} in [0, {n}))")
         return idx
     coded = np.empty(count, dtype=np.int64)
     found = _rice_read(aligned_words(stream), unary, aligned_words(low), p, coded)
@@ -158,9 +238,7 @@ def decode(section: memoryview, n: int, k: int) -> np.ndarray:
         raise CodecError(f"index Rice stream holds {'more' if found < 0 else found} gaps, header says {count}")
     if mode == RICE_COMPLEMENT:
         _check(coded, n - k, n)
-        mask = np.ones(n, dtype=bool)
-        mask[coded] = False
-        coded = np.flatnonzero(mask)
+        coded = complement_of(coded, n)
     _check(coded, k, n)
     return coded
 
@@ -197,8 +275,7 @@ def encode_torch(idx: torch.Tensor, n: int) -> bytes:
 
 
 def _rice_parameter_torch(gaps: torch.Tensor, n: int) -> tuple[int, int]:
-    mean = (n - gaps.numel()) / max(gaps.numel(), 1)
-    guess = int(np.clip(np.round(np.log2(max(mean * np.log(2), 1.0))), 0, MAX_P))
+    guess = _rice_guess(n, gaps.numel())
     candidates = list(range(max(0, guess - 1), min(MAX_P, guess + 1) + 1))
     unary = [int((gaps >> p).sum()) + gaps.numel() for p in candidates]
     best = min(range(len(candidates)), key=lambda i: unary[i] + gaps.numel() * candidates[i])

@@ -5,7 +5,8 @@ A process compiles the kernels a run's compression needs at its first step: 24 s
 once. `make venv` and the Docker image run this once, so runs and tests load the kernels instead
 (about 0.1 s). It round-trips a small tensor through every path of the CPU chain: each width 1-16
 under each scale mode, with and without top-k, both roundings, both entropy coders, fixed steps and
-rate control, random top-k, raw fp32/fp16/bf16 values and sample keys.
+rate control, random top-k, raw fp32/fp16/bf16 values, position bitmaps and complements, ReLU zeros
+and sample keys.
 """
 
 from __future__ import annotations
@@ -36,13 +37,14 @@ def grid() -> Iterator[CompressionSpec]:
             yield CompressionSpec(topk=topk, dtype=dtype)
         yield CompressionSpec(topk=topk, bits=8, scale="tensor", step_std=0.5, entropy="ans")
         yield CompressionSpec(topk=topk, bits=8, scale="tensor", rate=1.5, entropy="ans")
+    yield CompressionSpec(topk=0.75)  # the dropped positions coded
     yield CompressionSpec(topk=0.25, topk_mode="random", bits=4)
     yield CompressionSpec(topk=0.25, topk_mode="random")
 
 
 def precompile(shape: tuple[int, ...] = (4, 8, 6, 6)) -> int:
     """Round-trip a tensor of `shape` through every spec of the grid on the numba backend; the count."""
-    from worker.codecs import chain
+    from worker.codecs import chain, indexset
 
     rng = np.random.default_rng(0)
     x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
@@ -53,7 +55,11 @@ def precompile(shape: tuple[int, ...] = (4, 8, 6, 6)) -> int:
         chain.decode(payload, backend="numba")
         count += 1
     chain.decode(chain.encode(x, CompressionSpec(), backend="numba", rng=rng, dense=True), backend="numba")
-    return count + 1
+    relu = x.clamp(min=0)  # ReLU outputs: the exact top-k leaves the repeated zero out of its partition
+    chain.decode(chain.encode(relu, CompressionSpec(topk=0.25), backend="numba", rng=rng), backend="numba")
+    half = np.flatnonzero(np.random.default_rng(0).random(x.numel()) < 0.5)  # a bitmap codes these smallest
+    indexset.decode(memoryview(indexset.encode(half, x.numel())), x.numel(), half.size)
+    return count + 3
 
 
 def compiled_here() -> int:

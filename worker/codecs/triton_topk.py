@@ -63,7 +63,7 @@ def _exact(flat: torch.Tensor, k: int) -> torch.Tensor:
     keep |= ties & (torch.cumsum(ties, 0) <= k - keep.sum())
     idx = keep.nonzero().flatten()
     if idx.numel() != k:  # NaN: numpy's partition ranks it differently; let the CPU decide
-        return torch.from_numpy(topk._exact(flat.cpu().numpy(), k)).to(flat.device)
+        return torch.from_numpy(topk._exact(flat.cpu().numpy(), k)[0]).to(flat.device)
     return idx
 
 

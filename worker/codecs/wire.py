@@ -198,7 +198,7 @@ def peek_numel(payload) -> int:
     """Element count from an unverified header (0 if unreadable); only for sizing work, never trusted."""
     try:
         ndim = _FIXED.unpack_from(payload, 0)[4]
-        return int(np.prod(struct.unpack_from(f"<{ndim}Q", payload, _FIXED.size), dtype=np.float64))
+        return math.prod(struct.unpack_from(f"<{ndim}Q", payload, _FIXED.size))
     except (struct.error, TypeError):
         return 0
 

@@ -84,6 +84,14 @@ class ChannelStats:
         return self.dot / (self.ref_sq * self.out_sq) ** 0.5 if self.ref_sq > 0 and self.out_sq > 0 else 1.0
 
 
+def error_sums(ref: torch.Tensor, got: torch.Tensor) -> torch.Tensor:
+    """[|got - ref|^2, |ref|^2, |got|^2, got . ref] of one transfer, as four fp32 dot products (half the
+    time of elementwise squares and sums on a 16K-value CPU tensor)."""
+    ref, got = ref.reshape(-1), got.reshape(-1)
+    err = got - ref
+    return torch.stack([torch.dot(err, err), torch.dot(ref, ref), torch.dot(got, got), torch.dot(got, ref)])
+
+
 class Channel:
     """One direction of one boundary: the sender's codec encodes, the receiver's decodes, bytes are counted.
 
@@ -116,8 +124,7 @@ class Channel:
         if self._error_sums is None:
             s = self._stats
             self._error_sums = torch.tensor([s.err_sq, s.ref_sq, s.out_sq, s.dot], dtype=torch.float64, device=ref.device)
-        sums = torch.stack([(got - ref).pow(2).sum(), ref.pow(2).sum(), got.pow(2).sum(), (got * ref).sum()])
-        self._error_sums += sums.double()
+        self._error_sums += error_sums(ref, got).double()
 
     def send(self, x: torch.Tensor, microbatch: int, keys: torch.Tensor | None = None) -> torch.Tensor:
         dense_bytes = x.numel() * 4

@@ -65,3 +65,30 @@ def test_binary_entropy_values():
     assert indexset.binary_entropy(0.5) == 1.0
     assert indexset.binary_entropy(0.0) == 0.0
     assert abs(indexset.binary_entropy(0.1) - 0.4690) < 1e-4
+
+
+def test_positions_that_are_not_a_sorted_set_in_range_are_refused_not_written_past_the_end():
+    n = 64
+    for bad in ([3, 3, 9] + list(range(10, 40)), [5, 2] + list(range(10, 50)), list(range(30, 64)) + [64, 65]):
+        with pytest.raises(CodecError, match="sorted, unique and in|must lie in"):
+            indexset.encode(np.array(bad, dtype=np.int64), n)
+    for bad in ([-1000, 5], [2, 1], [4, 4], [1, 64]):  # Rice-coded gaps
+        with pytest.raises(CodecError, match="sorted, unique and in"):
+            indexset.encode(np.array(bad), 64)
+    assert indexset.complement_of(np.array([0, 2, 5]), 7).tolist() == [1, 3, 4, 6]
+    assert indexset.complement_of(np.arange(7), 7).tolist() == []
+
+
+def test_a_bitmap_with_more_positions_than_its_count_is_refused_and_bits_past_n_are_ignored():
+    n = 100
+    idx = _random_set(n, 0.5, 3)
+    section = bytearray(indexset.encode(idx, n))
+    assert section[0] == indexset.BITMAP
+    section[-1] |= 0xF0  # bits 100..103: past n, as np.unpackbits(count=n) ignored them
+    assert np.array_equal(indexset.decode(memoryview(bytes(section)), n, idx.size), idx)
+    spare = int(np.setdiff1d(np.arange(n), idx)[0])
+    section[24 + spare // 8] |= 1 << (spare % 8)
+    with pytest.raises(CodecError, match="bitmap holds more than"):
+        indexset.decode(memoryview(bytes(section)), n, idx.size)
+    with pytest.raises(CodecError, match="bitmap holds"):
+        indexset.decode(memoryview(bytes(section)), n, idx.size + 5)

@@ -60,10 +60,13 @@ def test_exact_selection_keeps_exactly_k_in_order_with_ties_and_nan():
     from worker.codecs import topk
 
     ties = np.array([1, 3, 3, 3, 2, 3, 0, 3], dtype=np.float32)  # five values tie at the 3rd largest
-    assert topk._exact(ties, 3).tolist() == [1, 2, 3]
-    assert topk._exact(-ties, 6).tolist() == [1, 2, 3, 4, 5, 7]
+    idx, vals = topk._exact(ties, 3)
+    assert (idx.tolist(), vals.tolist()) == ([1, 2, 3], [3, 3, 3])
+    idx, vals = topk._exact(-ties, 6)
+    assert (idx.tolist(), vals.tolist()) == ([1, 2, 3, 4, 5, 7], [-3, -3, -3, -2, -3, -3])
     with_nan = np.array([0.5, np.nan, 2.0, -3.0], dtype=np.float32)
-    assert sorted(topk._exact(with_nan, 2).tolist()) == [1, 3]  # NaN ranks largest, as in argpartition
+    idx, vals = topk._exact(with_nan, 2)
+    assert idx.tolist() == [1, 3] and np.isnan(vals[0]) and vals[1] == -3.0  # NaN ranks largest, as in argpartition
 
 
 @pytest.mark.parametrize("zeros", [0.5, 0.9, 0.999, 1.0])
@@ -74,7 +77,8 @@ def test_exact_selection_of_relu_like_values_matches_a_stable_sort(zeros, ratio)
     x = np.where(rng.random(20_000) < zeros, 0.0, np.round(rng.standard_normal(20_000) * 4) / 4).astype(np.float32)
     k = topk.keep_count(ratio, x.size)
     expected = np.sort(np.argsort(-np.abs(x), kind="stable")[:k])  # the k largest, ties to the first
-    assert topk._exact(x, k).tolist() == expected.tolist()
+    idx, vals = topk._exact(x, k)
+    assert idx.tolist() == expected.tolist() and np.array_equal(vals, x[expected])
 
 
 def test_randomized_topk_probabilities_sum_to_k_and_follow_magnitude():

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from slimpipe.spec import CompressionConfig, CompressionSpec
-from worker.pipeline.boundary import Boundary, BoundaryFunction, Channel, RawCodec, make_boundaries, send
+from worker.pipeline.boundary import Boundary, BoundaryFunction, Channel, RawCodec, error_sums, make_boundaries, send
 
 
 def spy_payloads(channel):
@@ -138,10 +138,13 @@ def test_error_sums_stay_on_the_device_until_read_and_equal_host_sums_bit_for_bi
         assert channel._error_sums is not None  # pending: nothing read back yet
         got = decode(twin.sender.encode(x)).float()
         assert torch.equal(got, out)
-        err += float((got - x).pow(2).sum())
-        ref_sq += float(x.pow(2).sum())
-        out_sq += float(got.pow(2).sum())
-        dot += float((got * x).sum())
+        sums = error_sums(x, got).tolist()
+        assert sums == pytest.approx([float((got - x).pow(2).sum()), float(x.pow(2).sum()),
+                                      float(got.pow(2).sum()), float((got * x).sum())], rel=1e-5)
+        err += sums[0]
+        ref_sq += sums[1]
+        out_sq += sums[2]
+        dot += sums[3]
         if mb == 1:  # a read between sends keeps the same order of additions
             assert channel.stats.err_sq == err
     stats = channel.stats
