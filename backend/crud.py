@@ -20,7 +20,17 @@ from sqlalchemy import cast as cast_sql
 from sqlalchemy.orm import Session
 
 from backend import db
-from backend.models import Experiment, LogLine, Run, WorkerCatalog, log_lines, metric_points, runs, utcnow
+from backend.models import (
+    DatabaseIdentity,
+    Experiment,
+    LogLine,
+    Run,
+    WorkerCatalog,
+    log_lines,
+    metric_points,
+    runs,
+    utcnow,
+)
 from slimpipe import names
 
 T = TypeVar("T")
@@ -492,6 +502,25 @@ def run_spec(run_id: int, *, session: Session | None = None) -> dict[str, Any] |
     """The frozen spec a run trains (None if the run is gone)."""
     with _scope(session) as s:
         return s.scalar(select(runs.c.spec).where(runs.c.id == run_id))
+
+
+def database_id(*, session: Session | None = None) -> str:
+    """The database's identity (a 32-hex-digit id, made by migration 0003 with the schema)."""
+    with _scope(session) as s:
+        found = s.scalar(select(DatabaseIdentity.id).order_by(DatabaseIdentity.created_at).limit(1))
+    if found is None:
+        raise RuntimeError("the database has no identity row; run its migrations (slimpipe serve does)")
+    return found
+
+
+def existing_run_ids(run_ids: Iterable[int], *, session: Session | None = None) -> set[int]:
+    """Which of `run_ids` are runs in this database."""
+    ids = sorted(set(run_ids))
+    found: set[int] = set()
+    with _scope(session) as s:
+        for start in range(0, len(ids), 500):
+            found.update(s.scalars(select(runs.c.id).where(runs.c.id.in_(ids[start : start + 500]))))
+    return found
 
 
 def earlier_attempt(run_id: int, *, session: Session | None = None) -> tuple[int, int | None] | None:

@@ -137,6 +137,17 @@ class WorkerCatalog(Base):
     catalog: Mapped[dict[str, Any]] = mapped_column(JSON)
 
 
+class DatabaseIdentity(Base):
+    """One row: a random id made with the schema (migration 0003). Run folders live under it
+    (`backend.runfiles`), so two databases sharing a runs folder, or a database made again from empty,
+    never read each other's checkpoints."""
+
+    __tablename__ = "database_identity"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 # The core tables, for the bulk and hot-path statements in crud.
 experiments = cast(Table, Experiment.__table__)
 runs = cast(Table, Run.__table__)

@@ -23,8 +23,9 @@ class Settings(BaseSettings):
     api_token: str | None = None
     # Local data paths in specs (data.options.path / root) must lie inside this folder.
     data_root: Path = Path("./data")
-    # Where workers write each run's folder run-N (log, metrics, checkpoints); DELETE /runs/{id} removes it
-    # when the API shares the folder (slimpipe serve), and a retry continues from a checkpoint found there.
+    # Where workers write each run's folder <database id>/run-N (log, metrics, checkpoints; backend/runfiles.py);
+    # DELETE /runs/{id} removes it when the API shares the folder (slimpipe serve), a worker removes deleted
+    # runs' folders when it starts, and a retry continues from a checkpoint found there.
     runs_dir: Path = Path("./var/runs")
     host: str = "127.0.0.1"
     # Host header names the API answers to (DNS-rebinding defence); "*" answers any. SLIMPIPE_HOST is added.
@@ -37,10 +38,6 @@ class Settings(BaseSettings):
     max_body_bytes: int = 32 * 1024 * 1024
     # Comma-separated queues this host's worker consumes, e.g. "cpu" or "gpu,cpu".
     worker_queues: str = names.QUEUE_CPU
-
-    def run_dir(self, run_id: int) -> Path:
-        """The folder of run `run_id` under runs_dir (absolute)."""
-        return self.runs_dir.resolve() / f"run-{run_id}"
 
     @property
     def queues(self) -> list[str]:

@@ -26,10 +26,11 @@ TRAIN_MODULE_ENV = "SLIMPIPE_TRAIN_MODULE"
 
 
 def run_dir(run_id: int) -> Path:
-    """Where a run's checkpoints and artifacts go: `$SLIMPIPE_RUNS_DIR/run-N` (default ./var/runs)."""
-    from backend.settings import get_settings
+    """Where a run's checkpoints and artifacts go: `$SLIMPIPE_RUNS_DIR/<database id>/run-N` (default
+    ./var/runs; backend/runfiles.py)."""
+    from backend import runfiles
 
-    return get_settings().run_dir(run_id)
+    return runfiles.run_dir(run_id)
 
 
 #: After SIGTERM, the child unwinds (flushing its buffers) or is ended this many seconds later.

@@ -1,6 +1,6 @@
 from sqlalchemy import update
 
-from backend import crud, db
+from backend import crud, db, runfiles
 from backend.models import runs, utcnow
 from slimpipe import names
 from tests.backend.conftest import SPEC
@@ -128,7 +128,7 @@ def test_retry_makes_a_new_attempt_of_the_same_spec(api, submit, settings):
 def test_delete_removes_run_metrics_and_logs(api, submit, settings):
     run_id, other = submit()["run_ids"][0], submit()["run_ids"][0]
     api.post(f"/api/v1/runs/{run_id}/metrics", json={"points": [{"step": 1, "name": "train/loss", "value": 1.0}]})
-    for folder in (settings.run_dir(run_id), settings.run_dir(other)):  # what a worker sharing the folder wrote
+    for folder in (runfiles.run_dir(run_id, settings), runfiles.run_dir(other, settings)):  # a worker sharing the folder
         folder.mkdir(parents=True)
         (folder / "checkpoint.pt").write_bytes(b"weights")
     with db.session_scope(settings.database_url) as session:
@@ -140,7 +140,8 @@ def test_delete_removes_run_metrics_and_logs(api, submit, settings):
         assert crud.read_logs(session=session, run_id=run_id) == []
         # A training child of a deleted run is told to stop.
         assert crud.is_cancel_requested(run_id, session=session) is True
-    assert not settings.run_dir(run_id).exists() and (settings.run_dir(other) / "checkpoint.pt").exists()
+    assert not runfiles.run_dir(run_id, settings).exists()
+    assert (runfiles.run_dir(other, settings) / "checkpoint.pt").exists()
     assert api.delete(f"/api/v1/runs/{run_id}").status_code == 404
 
 
@@ -183,7 +184,7 @@ def test_checkpoint_downloads_as_a_tar_of_the_runs_checkpoint_files(api, submit,
     missing = api.get(f"/api/v1/runs/{run_id}/checkpoint.tar")
     assert missing.status_code == 404
     assert missing.json()["detail"].startswith(f"run {run_id} has no checkpoint on this server: set train.checkpoint_every")
-    folder = settings.run_dir(run_id)
+    folder = runfiles.run_dir(run_id, settings)
     folder.mkdir(parents=True)
     written = {
         "checkpoint.pt": b"{step: 40}",

@@ -12,7 +12,7 @@ import pytest
 import uvicorn
 import yaml
 
-from backend import crud, db
+from backend import crud, db, runfiles
 from backend.main import create_app
 from backend.settings import Settings
 from slimpipe import names
@@ -380,7 +380,7 @@ def test_download_checkpoint_unpacks_the_servers_tar(server, client, tmp_path: P
     with pytest.raises(ClientError, match="has no checkpoint on this server") as missing:
         client.download_checkpoint(run_id, tmp_path / "none")
     assert missing.value.status_code == 404
-    folder = server.settings.run_dir(run_id)
+    folder = runfiles.run_dir(run_id, server.settings)
     folder.mkdir(parents=True)
     (folder / "checkpoint.pt").write_bytes(b"rank 0")
     (folder / "checkpoint.stage1.pt").write_bytes(b"x" * (2 * (1 << 20) + 3))
@@ -408,7 +408,7 @@ def test_cli_download_saves_each_kind(server, client, tmp_path: Path, capsys):
         assert capsys.readouterr().out.strip() == str(out) and check(out.read_text()), what
     assert cli(download_cmd, [str(run_id), "checkpoint", "--out", str(tmp_path / "ck"), *common]) == 1
     assert "has no checkpoint on this server" in capsys.readouterr().err
-    folder = server.settings.run_dir(run_id)
+    folder = runfiles.run_dir(run_id, server.settings)
     folder.mkdir(parents=True)
     (folder / "checkpoint.pt").write_bytes(b"weights")
     assert cli(download_cmd, [str(run_id), "checkpoint", "--out", str(tmp_path / "ck"), *common]) == 0

@@ -12,6 +12,7 @@ import os
 import signal
 import time
 
+from backend import runfiles
 from slimpipe import names
 from tests.worker.celery_harness import Cluster, spec_with, wait_for
 from worker.child import TERM_GRACE_S
@@ -209,12 +210,16 @@ def test_worker_killed_and_restarted_fails_its_run_as_worker_lost(cluster: Clust
     # The child unwinds on SIGTERM (flushing its points) and is force-ended TERM_GRACE_S later at worst.
     wait_for(lambda: not _alive(pid), TERM_GRACE_S + 5, "the orphaned training child to die with its worker")
     assert cluster.run(run_id).status == names.RUNNING  # nobody has noticed yet
+    deleted = runfiles.run_dir(10**9)  # a run deleted while its folder was here and the API elsewhere
+    (deleted / "stages-1").mkdir(parents=True)
 
     worker.start()  # same node name: it knows it cannot still be running anything
     run = cluster.wait_final(run_id, timeout=10)
     assert run.status == names.FAILED
     assert run.error.startswith("worker lost: cpu1@test restarted")
     assert len(cluster.series(run_id, names.TRAIN_LOSS)[0]) >= written
+    wait_for(lambda: not deleted.exists(), 10, "the restarted worker to remove the deleted run's folder")
+    assert runfiles.run_dir(run_id).is_dir()  # the lost run's stays, for a retry to continue from
 
 
 def test_placement_on_a_queue_no_worker_consumes_fails_naming_the_queue(cluster: Cluster):

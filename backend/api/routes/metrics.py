@@ -21,7 +21,7 @@ from pydantic_core import to_json
 from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
-from backend import crud
+from backend import crud, runfiles
 from backend.api.routes.runs import get_run_or_404
 from backend.deps import MAX_CURSOR, MAX_ID, RunId, SessionDep, SettingsDep
 from backend.downsample import keep_indices
@@ -205,7 +205,7 @@ def download_checkpoint(run_id: RunId, session: SessionDep, settings: SettingsDe
     `checkpoint.stageK.pt`. Served from this server's runs folder, which `slimpipe serve` shares with its
     worker; workers on other hosts keep theirs."""
     get_run_or_404(session, run_id)
-    paths = sorted(settings.run_dir(run_id).glob("checkpoint*.pt"))
+    paths = sorted(runfiles.run_dir(run_id, settings, session=session).glob("checkpoint*.pt"))
     if not paths:
         raise HTTPException(
             status.HTTP_404_NOT_FOUND,

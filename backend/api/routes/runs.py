@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query, Response, status
 
-from backend import crud, specs
+from backend import crud, runfiles, specs
 from backend.deps import MAX_ID, Limit, Offset, RunId, SessionDep, SettingsDep
 from backend.diagnose import CHANNEL, diagnose
 from backend.jsonbody import StrictJSONRoute
@@ -136,5 +136,5 @@ def delete_run(run_id: RunId, session: SessionDep, settings: SettingsDep) -> Res
     session.commit()
     # Its folder (checkpoints can be gigabytes) where this process shares the workers' runs folder; a
     # retry that continued from it holds hard links of its own. Workers elsewhere keep theirs.
-    shutil.rmtree(settings.run_dir(run_id), ignore_errors=True)
+    shutil.rmtree(runfiles.run_dir(run_id, settings, session=session), ignore_errors=True)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

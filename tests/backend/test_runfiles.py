@@ -1,0 +1,53 @@
+"""Run folders are named by their database's identity: a run number means one run of one database."""
+
+from __future__ import annotations
+
+import re
+
+from backend import crud, db, runfiles
+
+
+def test_each_database_has_its_own_folder_so_a_shared_runs_dir_never_mixes_their_runs(api, submit, settings,
+                                                                                      make_settings, tmp_path):
+    other_url = f"sqlite:///{tmp_path / 'other.db'}"  # a second deployment, or the database made again from empty
+    db.migrate(other_url)
+    other = make_settings(database_url=other_url)
+    mine, theirs = runfiles.database_folder(settings), runfiles.database_folder(other)
+    assert mine.parent == theirs.parent == settings.runs_dir.resolve()
+    assert re.fullmatch(r"[0-9a-f]{32}", mine.name) and re.fullmatch(r"[0-9a-f]{32}", theirs.name)
+    assert mine != theirs
+    with db.session_scope(other_url) as s:
+        assert crud.database_id(session=s) == theirs.name
+    db.migrate(other_url)  # migrating again keeps the identity
+    with db.session_scope(other_url) as s:
+        assert crud.database_id(session=s) == theirs.name
+
+    run_id = submit()["run_ids"][0]
+    theirs_with_that_number = runfiles.run_dir(run_id, other)
+    theirs_with_that_number.mkdir(parents=True)
+    (theirs_with_that_number / "checkpoint.pt").write_bytes(b"another database's weights")
+    response = api.get(f"/api/v1/runs/{run_id}/checkpoint.tar")
+    assert response.status_code == 404 and "has no checkpoint on this server" in response.json()["detail"]
+
+
+def test_prune_removes_only_this_databases_folders_of_runs_that_no_longer_exist(api, submit, settings,
+                                                                                make_settings, tmp_path):
+    kept, deleted = submit()["run_ids"][0], submit()["run_ids"][0]
+    for run_id in (kept, deleted, 10_000 + deleted):
+        folder = runfiles.run_dir(run_id, settings)
+        folder.mkdir(parents=True)
+        (folder / "checkpoint.pt").write_bytes(b"w")
+    assert api.delete(f"/api/v1/runs/{deleted}").status_code == 204  # this server shares the folder: gone now
+    assert not runfiles.run_dir(deleted, settings).exists()
+    runfiles.run_dir(deleted, settings).mkdir()  # as a worker on another host still has it
+    (runfiles.database_folder(settings) / "notes").mkdir()  # not a run folder: left alone
+    other_url = f"sqlite:///{tmp_path / 'other.db'}"
+    db.migrate(other_url)
+    other = make_settings(database_url=other_url)
+    runfiles.run_dir(deleted, other).mkdir(parents=True)  # that number in another database
+
+    assert runfiles.prune(settings) == sorted([deleted, 10_000 + deleted])
+    assert runfiles.run_dir(kept, settings).is_dir() and not runfiles.run_dir(deleted, settings).exists()
+    assert (runfiles.database_folder(settings) / "notes").is_dir() and runfiles.run_dir(deleted, other).is_dir()
+    assert runfiles.prune(settings) == []
+    assert runfiles.prune(make_settings(runs_dir=tmp_path / "never-made")) == []
