@@ -357,6 +357,39 @@ def test_cli_cancel_and_retry(server, client, capsys):
     assert (again["retry_of"], again["attempt"], again["status"]) == (queued, 2, names.QUEUED)
 
 
+def test_cli_delete_asks_first_and_removes_runs_with_their_folders(server, client, capsys, monkeypatch):
+    import io
+
+    from slimpipe.commands import delete as delete_cmd
+
+    common = ["--url", server.url, "--token", TOKEN]
+    first, second = (client.submit({**SPEC, "name": "cli-delete"})[0] for _ in range(2))
+    folder = runfiles.run_dir(first, server.settings)
+    folder.mkdir(parents=True)
+    (folder / "checkpoint.pt").write_bytes(b"weights")
+    monkeypatch.setattr("sys.stdin", io.StringIO("y\n"))  # not a terminal: refused without --yes
+    assert cli(delete_cmd, [str(first), *common]) == 1
+    assert "cannot be undone; add --yes" in capsys.readouterr().err and client.run(first)["id"] == first
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr("sys.stdin", Terminal("n\n"))
+    assert cli(delete_cmd, [str(first), *common]) == 1
+    assert "delete runs" in capsys.readouterr().out and client.run(first)["id"] == first
+    monkeypatch.setattr("sys.stdin", Terminal("y\n"))
+    assert cli(delete_cmd, [str(first), "9999", *common]) == 1
+    captured = capsys.readouterr()
+    assert captured.out.endswith(f"[y/N] run {first} deleted\n")
+    assert captured.err.strip() == "slimpipe: DELETE /api/v1/runs/9999: 404 run 9999 not found"
+    assert not folder.exists()
+    with pytest.raises(ClientError, match="404"):
+        client.run(first)
+    assert cli(delete_cmd, [str(second), "--yes", *common]) == 0
+    assert capsys.readouterr().out == f"run {second} deleted\n"
+
+
 def test_output_into_a_closed_pipe_ends_quietly(server):
     """`slimpipe runs | head -1`: once the reader is gone, exit 141 (SIGPIPE) without a traceback."""
     import os
