@@ -23,6 +23,8 @@ CONFIGS = (
         ("b4 tensor", {"bits": 4, "scale": "tensor"}),
         ("b4 channel", {"bits": 4, "scale": "channel"}),
         ("b8 stochastic", {"bits": 8, "rounding": "stochastic"}),
+        ("top0.9", {"topk": 0.9}),
+        ("top0.5", {"topk": 0.5}),
         ("top0.1", {"topk": 0.1}),
         ("top0.01", {"topk": 0.01}),
         ("top0.1 b4", {"topk": 0.1, "bits": 4}),
@@ -42,14 +44,16 @@ CONFIGS = (
 )
 QUICK = ("fp16", "b1", "b4", "b8", "b10", "b16", "b4 channel", "top0.1", "top0.1 b4", "top0.1 b4 tensor ans",
          "top0.1 b4 huff", "b4 ans")
-KINDS = ("gaussian", "heavy", "transformer")
+KINDS = ("gaussian", "heavy", "transformer", "relu")
+DEFAULT_KINDS = KINDS[:3]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--elements", type=int, default=16 << 20, help="fp32 elements per tensor (default 16M)")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats per row; the median is reported")
     parser.add_argument("--quick", action="store_true", help="fewer configs, 1M elements, 1 repeat")
-    parser.add_argument("--kinds", default=",".join(KINDS), help="tensor kinds: gaussian,heavy,transformer")
+    parser.add_argument("--kinds", default=",".join(DEFAULT_KINDS),
+                        help="tensor kinds: gaussian,heavy,transformer (default), relu (activations, half zeros)")
     parser.add_argument("--only", default="", help="comma-separated config names to run (default: all)")
     parser.add_argument("--threads", type=int, default=0, help="torch and numba threads (default: all cores)")
     parser.add_argument("--system-malloc", action="store_true",
@@ -62,7 +66,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def make_tensor(kind: str, n: int, seed: int = 0):
-    """Gaussian; Student-t (df=2) heavy tails; or a (n/4096, 4096) residual stream with ~1% outlier channels."""
+    """Gaussian; Student-t (df=2) heavy tails; a (n/4096, 4096) residual stream with ~1% outlier channels; or
+    ReLU activations (a Gaussian with its negative half zero)."""
     import torch
 
     g = torch.Generator().manual_seed(seed)
@@ -71,6 +76,8 @@ def make_tensor(kind: str, n: int, seed: int = 0):
     if kind == "heavy":
         normal, chi = torch.randn(n, generator=g), torch.randn(n, 2, generator=g).square().sum(1)
         return normal / (chi / 2).sqrt()
+    if kind == "relu":
+        return torch.randn(n, generator=g).clamp(min=0)
     width = 4096 if n % 4096 == 0 else n
     x = torch.randn(n // width, width, generator=g)
     outliers = torch.randperm(width, generator=g)[: max(1, width // 100)]

@@ -44,6 +44,8 @@ def test_tensor_kinds_have_their_shapes_and_tails():
     assert transformer.abs().amax(0).max() > 20 * transformer.std(0).median()
     heavy = bench.make_tensor("heavy", 100_000)
     assert heavy.abs().max() > 50  # Student-t with 2 degrees of freedom
+    relu = bench.make_tensor("relu", 100_000)
+    assert relu.min() == 0 and 0.48 < float((relu == 0).float().mean()) < 0.52
 
 
 def test_cuda_without_a_gpu_says_so(capsys):
