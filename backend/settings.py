@@ -25,7 +25,7 @@ class Settings(BaseSettings):
     data_root: Path = Path("./data")
     # Where workers write each run's folder <database id>/run-N (log, metrics, checkpoints; backend/runfiles.py);
     # DELETE /runs/{id} removes it when the API shares the folder (slimpipe serve), a worker removes deleted
-    # runs' folders when it starts, and a retry continues from a checkpoint found there.
+    # runs' folders in its periodic recovery pass, and a retry continues from a checkpoint found there.
     runs_dir: Path = Path("./var/runs")
     host: str = "127.0.0.1"
     # Host header names the API answers to (DNS-rebinding defence); "*" answers any. SLIMPIPE_HOST is added.

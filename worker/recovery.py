@@ -1,4 +1,5 @@
-"""Runs whose worker died: fail them with "worker lost" so nothing stays `running` forever."""
+"""Runs whose worker died: fail them with "worker lost" so nothing stays `running` forever; and housekeeping
+that the same periodic pass does (lost broker messages, deleted runs' folders)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import threading
 
 from sqlalchemy import select, update
 
-from backend import crud, db, reconcile
+from backend import crud, db, reconcile, runfiles
 from backend.models import Run, utcnow
 from backend.settings import Settings, get_settings
 from slimpipe import names
@@ -34,7 +35,8 @@ def fail_runs_of_worker(worker_host: str) -> list[int]:
 
 def sweep(worker_host: str | None = None) -> list[int]:
     """One recovery pass: this worker's orphans (if named), every run past the heartbeat timeout, then
-    queued runs whose broker message was lost (re-sent; see backend.reconcile). Returns the failed runs."""
+    queued runs whose broker message was lost (re-sent; see backend.reconcile), then the folders of deleted
+    runs in this host's runs folder (backend.runfiles.prune). Returns the failed runs."""
     settings = get_settings()
     lost = fail_runs_of_worker(worker_host) if worker_host else []
     lost += crud.mark_lost_runs(settings.heartbeat_timeout_s)
@@ -44,6 +46,10 @@ def sweep(worker_host: str | None = None) -> list[int]:
         reconcile.resend_lost_runs(settings)
     except Exception:  # the broker is down right now: the next pass tries again
         log.exception("queue reconciliation failed")
+    try:  # folders of runs deleted while the API was on another host, or this worker was down
+        runfiles.prune(settings)
+    except Exception:
+        log.exception("removing deleted runs' folders failed")
     return lost
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from celery import signals
 
-from backend import crud, runfiles
+from backend import crud
 from backend.settings import get_settings
 from slimpipe import names
 from worker import recovery
@@ -156,10 +156,6 @@ def _recover_on_start(sender: Any = None, **_: Any) -> None:
         recovery.sweep(hostname)
     except Exception:
         log.exception("recovery sweep at worker start failed")
-    try:
-        runfiles.prune()  # runs deleted while their folders were here and the API elsewhere
-    except Exception:
-        log.exception("removing deleted runs' folders at worker start failed")
     if _sweeper is None:
         _sweeper = recovery.start_sweeper()
     _publish_catalog(hostname or socket.gethostname())

@@ -271,8 +271,9 @@ def test_a_restarted_worker_fails_only_its_own_running_runs(embedded):
     assert [embedded.run(i).status for i in (mine, other, queued)] == [names.FAILED, names.RUNNING, names.QUEUED]
 
 
-def test_the_sweeper_thread_fails_runs_past_the_heartbeat_timeout(embedded, monkeypatch):
-    from backend import crud
+def test_the_sweeper_thread_fails_runs_past_the_heartbeat_timeout_and_removes_deleted_runs_folders(
+        embedded, monkeypatch):
+    from backend import crud, runfiles
     from backend.settings import get_settings
     from worker import recovery
 
@@ -280,8 +281,11 @@ def test_the_sweeper_thread_fails_runs_past_the_heartbeat_timeout(embedded, monk
     get_settings.cache_clear()
     (run_id,) = embedded.submit(fake(), send=False)
     assert crud.claim_run(run_id, "gone@host", "c1")
+    deleted = runfiles.run_dir(run_id + 1000)  # a run deleted while its folder was on this host
+    deleted.mkdir(parents=True)
     stop = recovery.start_sweeper(interval_s=0.1)
     try:
+        wait_for(lambda: not deleted.exists(), 10, "the sweeper to remove the deleted run's folder")
         run = embedded.wait_final(run_id, timeout=10)
     finally:
         stop.set()
