@@ -57,3 +57,27 @@ def prune(settings: Settings | None = None) -> list[int]:
     if gone:
         log.info("removed the folders of %d deleted runs under %s: %s", len(gone), folder, gone)
     return gone
+
+
+def legacy_folders(settings: Settings | None = None) -> list[Path]:
+    """`<runs_dir>/run-N` folders written before run folders were named by their database (2026-12-07):
+    left where they are, since nothing says which database they belong to."""
+    root = (settings or get_settings()).runs_dir.resolve()
+    if not root.is_dir():
+        return []
+    return sorted((p for p in root.iterdir() if p.is_dir() and _RUN_FOLDER.fullmatch(p.name)),
+                  key=lambda p: int(p.name[4:]))
+
+
+def legacy_notice(settings: Settings | None = None) -> str | None:
+    """What to tell the operator about `legacy_folders`, or None when there are none."""
+    found = legacy_folders(settings)
+    if not found:
+        return None
+    here = database_folder(settings)
+    shown = ", ".join(p.name for p in found[:3]) + (f" … {found[-1].name}" if len(found) > 3 else "")
+    counted = "1 run folder" if len(found) == 1 else f"{len(found)} run folders"
+    return (f"{counted} in {here.parent} {'is' if len(found) == 1 else 'are'} from before run folders were named "
+            f"by their database "
+            f"({shown}); this database's runs use {here}/run-N. Move the ones of this database there to serve their "
+            f"checkpoints and let retries continue from them: mv {here.parent}/run-* {here}/")

@@ -134,7 +134,7 @@ def requeue_lost_messages(settings: Any) -> list[int]:
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from backend import db
+    from backend import db, runfiles
     from backend.settings import get_settings
 
     if args.host:
@@ -154,6 +154,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
     db.migrate()
+    notice = runfiles.legacy_notice(settings)
+    if notice:
+        print(f"slimpipe: {notice}", flush=True)
     if not args.no_worker:
         resent = requeue_lost_messages(settings)
         if resent:

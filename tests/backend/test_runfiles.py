@@ -51,3 +51,19 @@ def test_prune_removes_only_this_databases_folders_of_runs_that_no_longer_exist(
     assert (runfiles.database_folder(settings) / "notes").is_dir() and runfiles.run_dir(deleted, other).is_dir()
     assert runfiles.prune(settings) == []
     assert runfiles.prune(make_settings(runs_dir=tmp_path / "never-made")) == []
+
+
+def test_folders_from_before_the_database_id_are_named_to_the_operator_and_left_alone(settings):
+    assert runfiles.legacy_notice(settings) is None
+    root = settings.runs_dir.resolve()
+    for n in (12, 3, 7, 100):
+        (root / f"run-{n}").mkdir(parents=True)
+    (root / "run-x").mkdir()
+    assert [p.name for p in runfiles.legacy_folders(settings)] == ["run-3", "run-7", "run-12", "run-100"]
+    here = runfiles.database_folder(settings)
+    assert runfiles.legacy_notice(settings) == (
+        f"4 run folders in {root} are from before run folders were named by their database (run-3, run-7, run-12 … "
+        f"run-100); this database's runs use {here}/run-N. Move the ones of this database there to serve their "
+        f"checkpoints and let retries continue from them: mv {root}/run-* {here}/"
+    )
+    assert runfiles.prune(settings) == [] and (root / "run-3").is_dir()
