@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from backend import db
 from backend.models import (
     DatabaseIdentity,
+    DeletedRun,
     Experiment,
     LogLine,
     Run,
@@ -203,11 +204,14 @@ def set_celery_id(*, session: Session, run_id: int, celery_id: str) -> None:
 
 
 def delete_run(*, session: Session, run_id: int) -> None:
-    """The run, its metric points and its log lines (explicitly, so SQLite without FK pragmas agrees)."""
+    """The run, its metric points and its log lines (explicitly, so SQLite without FK pragmas agrees); its
+    id is kept in deleted_runs, so workers on other hosts know to remove its folder."""
     session.execute(delete(metric_points).where(metric_points.c.run_id == run_id))
     session.execute(delete(log_lines).where(log_lines.c.run_id == run_id))
     session.execute(update(runs).where(runs.c.retry_of == run_id).values(retry_of=None))
     session.execute(delete(runs).where(runs.c.id == run_id))
+    session.execute(delete(DeletedRun.__table__).where(DeletedRun.run_id == run_id))
+    session.execute(insert(DeletedRun.__table__).values(run_id=run_id, deleted_at=utcnow()))
 
 
 # --------------------------------------------------------------------------- metrics and logs
@@ -513,13 +517,16 @@ def database_id(*, session: Session | None = None) -> str:
     return found
 
 
-def existing_run_ids(run_ids: Iterable[int], *, session: Session | None = None) -> set[int]:
-    """Which of `run_ids` are runs in this database."""
+def deleted_run_ids(run_ids: Iterable[int], *, session: Session | None = None) -> set[int]:
+    """Which of `run_ids` were deleted through the API and are not runs now (SQLite can give a deleted
+    newest run's id to the next run)."""
     ids = sorted(set(run_ids))
     found: set[int] = set()
     with _scope(session) as s:
         for start in range(0, len(ids), 500):
-            found.update(s.scalars(select(runs.c.id).where(runs.c.id.in_(ids[start : start + 500]))))
+            chunk = ids[start : start + 500]
+            found.update(s.scalars(select(DeletedRun.run_id).where(DeletedRun.run_id.in_(chunk))))
+            found.difference_update(s.scalars(select(runs.c.id).where(runs.c.id.in_(chunk))))
     return found
 
 

@@ -148,6 +148,16 @@ class DatabaseIdentity(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class DeletedRun(Base):
+    """A run deleted through the API: workers remove its folder where they find one (`backend.runfiles.prune`).
+    Only these go: a folder whose run the database does not know (a restored backup, say) is left alone."""
+
+    __tablename__ = "deleted_runs"
+
+    run_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    deleted_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 # The core tables, for the bulk and hot-path statements in crud.
 experiments = cast(Table, Experiment.__table__)
 runs = cast(Table, Run.__table__)

@@ -43,15 +43,16 @@ def run_dir(run_id: int, settings: Settings | None = None, *, session: Session |
 
 
 def prune(settings: Settings | None = None) -> list[int]:
-    """Remove the folders of this database's runs that no longer exist (deleted while their folder was on
-    another host, or while this worker was down); returns their ids. Other databases' folders stay."""
+    """Remove the folders of this database's runs that were deleted (while their folder was on another
+    host, or while this worker was down); returns their ids. Folders of runs the database does not know,
+    and other databases' folders, stay."""
     folder = database_folder(settings)
     if not folder.is_dir():
         return []
     found = {int(m.group(1)): path for path in folder.iterdir() if (m := _RUN_FOLDER.fullmatch(path.name))}
     settings = settings or get_settings()
     with db.session_scope(settings.database_url) as session:
-        gone = sorted(set(found) - crud.existing_run_ids(found, session=session))
+        gone = sorted(crud.deleted_run_ids(found, session=session))
     for run_id in gone:
         shutil.rmtree(found[run_id], ignore_errors=True)
     if gone:

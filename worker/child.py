@@ -94,6 +94,18 @@ def continue_earlier_attempt(run_id: int, spec: Any, reporter: Any) -> bool:
     return True
 
 
+def set_aside_leftovers(run_id: int, log: Any) -> None:
+    """A run's first moments find its folder empty: files there belong to an earlier run of the same number
+    (a database restored from a backup, or SQLite giving a deleted newest run's id to the next run). They
+    are renamed aside, never served or resumed as this run's, and never deleted."""
+    here = run_dir(run_id)
+    if not here.is_dir() or not any(here.iterdir()):
+        return
+    aside = here.with_name(f"{here.name}.leftover-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}")
+    here.rename(aside)
+    log(f"moved the files an earlier run numbered {run_id} left in this host's runs folder to {aside}", "WARNING")
+
+
 def train_run(run_id: int) -> dict[str, Any]:
     """Train the run and return its outcome as a dict (status, error, traceback, summary)."""
     from backend import crud
@@ -125,6 +137,7 @@ def train_run(run_id: int) -> dict[str, Any]:
         # The API confined the spec's paths when it took the run; check again here, where files are opened,
         # and hand the engine the resolved places (relative paths count from the data root, not from here).
         spec = confined_spec(parse_spec(spec_data), get_settings().data_root)
+        set_aside_leftovers(run_id, reporter.on_log)
         resume = continue_earlier_attempt(run_id, spec, reporter)
         summary = train.run(
             spec,

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import re
 
+from sqlalchemy import insert
+
 from backend import crud, db, runfiles
+from backend.models import DeletedRun, utcnow
 
 
 def test_each_database_has_its_own_folder_so_a_shared_runs_dir_never_mixes_their_runs(api, submit, settings,
@@ -23,17 +26,21 @@ def test_each_database_has_its_own_folder_so_a_shared_runs_dir_never_mixes_their
         assert crud.database_id(session=s) == theirs.name
 
     run_id = submit()["run_ids"][0]
+    with db.session_scope(settings.database_url) as s:
+        assert crud.claim_run(run_id, "h", "t", session=s)
     theirs_with_that_number = runfiles.run_dir(run_id, other)
     theirs_with_that_number.mkdir(parents=True)
     (theirs_with_that_number / "checkpoint.pt").write_bytes(b"another database's weights")
     response = api.get(f"/api/v1/runs/{run_id}/checkpoint.tar")
     assert response.status_code == 404 and "has no checkpoint on this server" in response.json()["detail"]
+    runfiles.run_dir(run_id, settings).mkdir(parents=True)
+    (runfiles.run_dir(run_id, settings) / "checkpoint.pt").write_bytes(b"this run's weights")
+    assert b"this run's weights" in api.get(f"/api/v1/runs/{run_id}/checkpoint.tar").content
 
 
-def test_prune_removes_only_this_databases_folders_of_runs_that_no_longer_exist(api, submit, settings,
-                                                                                make_settings, tmp_path):
-    kept, deleted = submit()["run_ids"][0], submit()["run_ids"][0]
-    for run_id in (kept, deleted, 10_000 + deleted):
+def test_prune_removes_only_this_databases_folders_of_deleted_runs(api, submit, settings, make_settings, tmp_path):
+    kept, deleted, unknown = submit()["run_ids"][0], submit()["run_ids"][0], 10**6
+    for run_id in (kept, deleted, unknown):
         folder = runfiles.run_dir(run_id, settings)
         folder.mkdir(parents=True)
         (folder / "checkpoint.pt").write_bytes(b"w")
@@ -46,9 +53,14 @@ def test_prune_removes_only_this_databases_folders_of_runs_that_no_longer_exist(
     other = make_settings(database_url=other_url)
     runfiles.run_dir(deleted, other).mkdir(parents=True)  # that number in another database
 
-    assert runfiles.prune(settings) == sorted([deleted, 10_000 + deleted])
+    with db.session_scope(settings.database_url) as s:  # SQLite gives a deleted newest run's id to the next run
+        s.execute(insert(DeletedRun.__table__).values(run_id=kept, deleted_at=utcnow()))
+
+    assert runfiles.prune(settings) == [deleted]
     assert runfiles.run_dir(kept, settings).is_dir() and not runfiles.run_dir(deleted, settings).exists()
     assert (runfiles.database_folder(settings) / "notes").is_dir() and runfiles.run_dir(deleted, other).is_dir()
+    # A run the database does not know (deleted from a restored backup, or never there) keeps its files.
+    assert runfiles.run_dir(unknown, settings).is_dir()
     assert runfiles.prune(settings) == []
     assert runfiles.prune(make_settings(runs_dir=tmp_path / "never-made")) == []
 

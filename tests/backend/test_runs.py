@@ -186,6 +186,11 @@ def test_checkpoint_downloads_as_a_tar_of_the_runs_checkpoint_files(api, submit,
     assert missing.json()["detail"].startswith(f"run {run_id} has no checkpoint on this server: set train.checkpoint_every")
     folder = runfiles.run_dir(run_id, settings)
     folder.mkdir(parents=True)
+    (folder / "checkpoint.pt").write_bytes(b"left by an earlier run numbered the same")
+    queued = api.get(f"/api/v1/runs/{run_id}/checkpoint.tar")  # a run that never started wrote nothing
+    assert queued.status_code == 404 and "has no checkpoint on this server" in queued.json()["detail"]
+    with db.session_scope(settings.database_url) as s:
+        assert crud.claim_run(run_id, "h", "t", session=s)
     written = {
         "checkpoint.pt": b"{step: 40}",
         "checkpoint.stage0.pt": os.urandom(3 * (1 << 20) + 5),  # more than one read, not a block multiple

@@ -410,6 +410,8 @@ def test_output_into_a_closed_pipe_ends_quietly(server):
 
 def test_download_checkpoint_unpacks_the_servers_tar(server, client, tmp_path: Path):
     run_id = client.submit({**SPEC, "name": "cli-checkpoint"})[0]
+    with db.session_scope(server.settings.database_url) as s:
+        assert crud.claim_run(run_id, "h", "t", session=s)
     with pytest.raises(ClientError, match="has no checkpoint on this server") as missing:
         client.download_checkpoint(run_id, tmp_path / "none")
     assert missing.value.status_code == 404
@@ -441,6 +443,8 @@ def test_cli_download_saves_each_kind(server, client, tmp_path: Path, capsys):
         assert capsys.readouterr().out.strip() == str(out) and check(out.read_text()), what
     assert cli(download_cmd, [str(run_id), "checkpoint", "--out", str(tmp_path / "ck"), *common]) == 1
     assert "has no checkpoint on this server" in capsys.readouterr().err
+    with db.session_scope(server.settings.database_url) as s:
+        assert crud.claim_run(run_id, "h", "t", session=s)
     folder = runfiles.run_dir(run_id, server.settings)
     folder.mkdir(parents=True)
     (folder / "checkpoint.pt").write_bytes(b"weights")

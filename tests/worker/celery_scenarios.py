@@ -12,7 +12,7 @@ import os
 import signal
 import time
 
-from backend import runfiles
+from backend import crud, db, runfiles
 from slimpipe import names
 from tests.worker.celery_harness import Cluster, spec_with, wait_for
 from worker.child import TERM_GRACE_S
@@ -210,8 +210,11 @@ def test_worker_killed_and_restarted_fails_its_run_as_worker_lost(cluster: Clust
     # The child unwinds on SIGTERM (flushing its points) and is force-ended TERM_GRACE_S later at worst.
     wait_for(lambda: not _alive(pid), TERM_GRACE_S + 5, "the orphaned training child to die with its worker")
     assert cluster.run(run_id).status == names.RUNNING  # nobody has noticed yet
-    deleted = runfiles.run_dir(10**9)  # a run deleted while its folder was here and the API elsewhere
+    (gone,) = cluster.submit(LONG, send=False)
+    deleted = runfiles.run_dir(gone)  # a run deleted while its folder was here and the API elsewhere
     (deleted / "stages-1").mkdir(parents=True)
+    with db.session_scope() as s:
+        crud.delete_run(session=s, run_id=gone)
 
     worker.start()  # same node name: it knows it cannot still be running anything
     run = cluster.wait_final(run_id, timeout=10)

@@ -273,16 +273,18 @@ def test_a_restarted_worker_fails_only_its_own_running_runs(embedded):
 
 def test_the_sweeper_thread_fails_runs_past_the_heartbeat_timeout_and_removes_deleted_runs_folders(
         embedded, monkeypatch):
-    from backend import crud, runfiles
+    from backend import crud, db, runfiles
     from backend.settings import get_settings
     from worker import recovery
 
     monkeypatch.setenv("SLIMPIPE_HEARTBEAT_TIMEOUT_S", "0.5")
     get_settings.cache_clear()
-    (run_id,) = embedded.submit(fake(), send=False)
+    run_id, gone = embedded.submit(fake(), sweep={"train.max_steps": [1, 2]}, send=False)
     assert crud.claim_run(run_id, "gone@host", "c1")
-    deleted = runfiles.run_dir(run_id + 1000)  # a run deleted while its folder was on this host
+    deleted = runfiles.run_dir(gone)  # a run deleted while its folder was on this host and the API elsewhere
     deleted.mkdir(parents=True)
+    with db.session_scope() as s:
+        crud.delete_run(session=s, run_id=gone)
     stop = recovery.start_sweeper(interval_s=0.1)
     try:
         wait_for(lambda: not deleted.exists(), 10, "the sweeper to remove the deleted run's folder")
@@ -412,6 +414,21 @@ def test_a_spec_naming_a_file_outside_the_data_root_fails_before_any_file_is_ope
     assert "outside SLIMPIPE_DATA_ROOT" in run.error
     assert "root:" not in run.error and "root:" not in (run.traceback or "")  # /etc/passwd's first line
     assert not any(line.startswith("step ") for line in embedded.logs(run_id))  # the engine never ran
+
+
+def test_files_an_earlier_run_of_the_same_number_left_are_set_aside_not_taken_as_this_runs(embedded):
+    from backend import runfiles
+
+    (run_id,) = embedded.submit(fake("ok", 2), send=False)
+    folder = runfiles.run_dir(run_id)  # as a restored database, or SQLite reusing a deleted run's id, leaves it
+    folder.mkdir(parents=True)
+    (folder / "checkpoint.pt").write_bytes(b"another run's weights")
+    assert run_task(run_id) == names.SUCCEEDED
+    (aside,) = folder.parent.glob(f"run-{run_id}.leftover-*")
+    assert (aside / "checkpoint.pt").read_bytes() == b"another run's weights"
+    assert not (folder / "checkpoint.pt").exists()
+    assert f"moved the files an earlier run numbered {run_id} left in this host's runs folder to {aside}" in (
+        embedded.logs(run_id))
 
 
 # --------------------------------------------------------------------------- a retry continues from a checkpoint

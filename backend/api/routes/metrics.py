@@ -204,8 +204,10 @@ def download_checkpoint(run_id: RunId, session: SessionDep, settings: SettingsDe
     state; `torch.load(...)["model"]` is the model's state dict) and, for a distributed run, each stage's
     `checkpoint.stageK.pt`. Served from this server's runs folder, which `slimpipe serve` shares with its
     worker; workers on other hosts keep theirs."""
-    get_run_or_404(session, run_id)
-    paths = sorted(runfiles.run_dir(run_id, settings, session=session).glob("checkpoint*.pt"))
+    run = get_run_or_404(session, run_id)
+    # A run that never started has written nothing: files under its number are an earlier run's leftovers.
+    started = run.started_at is not None
+    paths = sorted(runfiles.run_dir(run_id, settings, session=session).glob("checkpoint*.pt")) if started else []
     if not paths:
         raise HTTPException(
             status.HTTP_404_NOT_FOUND,

@@ -1,4 +1,4 @@
-"""database identity: one random id per database, naming its runs' folders on every host
+"""run files: one random id per database, naming its runs' folders on every host; deleted runs' ids
 
 Revision ID: 0003
 Revises: 0002
@@ -28,7 +28,14 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_database_identity")),
     )
     op.bulk_insert(table, [{"id": uuid.uuid4().hex, "created_at": backend.models.utcnow()}])
+    op.create_table(
+        "deleted_runs",
+        sa.Column("run_id", sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column("deleted_at", backend.models.UTCDateTime(), nullable=False),
+        sa.PrimaryKeyConstraint("run_id", name=op.f("pk_deleted_runs")),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("deleted_runs")
     op.drop_table("database_identity")
