@@ -14,7 +14,7 @@ from typing import Any
 
 from celery import signals
 
-from backend import crud
+from backend import crud, runfiles
 from backend.settings import get_settings
 from slimpipe import names
 from worker import recovery
@@ -156,6 +156,12 @@ def _recover_on_start(sender: Any = None, **_: Any) -> None:
         recovery.sweep(hostname)
     except Exception:
         log.exception("recovery sweep at worker start failed")
+    try:
+        notice = runfiles.legacy_notice()
+        if notice:
+            log.warning(notice)
+    except Exception:
+        log.exception("could not look for run folders from before the database id")
     if _sweeper is None:
         _sweeper = recovery.start_sweeper()
     _publish_catalog(hostname or socket.gethostname())

@@ -215,6 +215,8 @@ def test_worker_killed_and_restarted_fails_its_run_as_worker_lost(cluster: Clust
     (deleted / "stages-1").mkdir(parents=True)
     with db.session_scope() as s:
         crud.delete_run(session=s, run_id=gone)
+    legacy = runfiles.database_folder().parent / "run-77"  # written before folders were named by database
+    legacy.mkdir(exist_ok=True)
 
     worker.start()  # same node name: it knows it cannot still be running anything
     run = cluster.wait_final(run_id, timeout=10)
@@ -223,6 +225,7 @@ def test_worker_killed_and_restarted_fails_its_run_as_worker_lost(cluster: Clust
     assert len(cluster.series(run_id, names.TRAIN_LOSS)[0]) >= written
     wait_for(lambda: not deleted.exists(), 10, "the restarted worker to remove the deleted run's folder")
     assert runfiles.run_dir(run_id).is_dir()  # the lost run's stays, for a retry to continue from
+    assert legacy.is_dir() and "from before run folders were named by their database" in worker.output()
 
 
 def test_placement_on_a_queue_no_worker_consumes_fails_naming_the_queue(cluster: Cluster):
