@@ -361,7 +361,7 @@ document.getElementById("retry-button").addEventListener("click", act("Retry", a
   location.href = `/runs/${r.id}`;
 }));
 document.getElementById("delete-button").addEventListener("click", act("Delete", async () => {
-  if (!confirm(`Delete run ${RUN_ID}? Its metrics and logs go too.`)) return;
+  if (!confirm(`Delete run ${RUN_ID}? Its metrics, logs and checkpoints go too.`)) return;
   await api(`/runs/${RUN_ID}`, { method: "DELETE" });
   location.href = "/";
 }));

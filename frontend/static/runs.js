@@ -68,7 +68,7 @@ function actionButtons(run) {
       class: "small danger",
       "data-action": "delete",
       onclick: () => {
-        if (confirm(`Delete run ${run.id} (${run.name})? Its metrics and logs go too.`)) act("Delete", () => api(`/runs/${run.id}`, { method: "DELETE" }));
+        if (confirm(`Delete run ${run.id} (${run.name})? Its metrics, logs and checkpoints go too.`)) act("Delete", () => api(`/runs/${run.id}`, { method: "DELETE" }));
       },
     }, "Delete"),
   );

@@ -203,8 +203,11 @@ def test_cancel_a_run_from_the_runs_page(page, server: str, shots) -> None:
     page.wait_for_function(f"[...document.querySelectorAll('#runs-body tr')].some(r => +r.dataset.runId > {run_id})")
     retry = api(server, "/runs?tag=e2e")["data"][0]
     assert retry["retry_of"] == run_id and retry["attempt"] == 2
+    asked: list[str] = []
+    page.on("dialog", lambda dialog: asked.append(dialog.message))  # the page fixture accepts it
     page.locator(f'tr[data-run-id="{retry["id"]}"] [data-action="delete"]').click()
     page.locator(f'tr[data-run-id="{retry["id"]}"]').wait_for(state="detached")
+    assert asked == [f"Delete run {retry['id']} ({retry['name']})? Its metrics, logs and checkpoints go too."]
     assert httpx.get(f"{server}/api/v1/runs/{retry['id']}").status_code == 404
 
 
