@@ -159,13 +159,12 @@ def _bitmap_read(words, n, out):  # pragma: no cover - compiled
     return i
 
 
-COMPLEMENT_BY_MASK = 1 << 18  # from here numpy's mask + flatnonzero beats the run-filling kernel (4M: 5.2 vs 6.8 ms)
-
-
 def complement_of(idx: np.ndarray, n: int) -> np.ndarray:
     """Sorted unique int64 positions in [0, n) -> the sorted positions they leave out."""
     bad = CodecError(f"{idx.size} positions are not sorted, unique and in [0, {n})")
-    if n >= COMPLEMENT_BY_MASK:
+    if idx.size * 10 < n * 9:
+        # numpy's mask + flatnonzero, unless nearly every position is listed: the run-filling kernel then
+        # sees mostly empty runs (131K positions: 0.9 listed 312 vs 454 us; 0.6 listed 520 vs 205 us).
         if idx.size and (idx[0] < 0 or idx[-1] >= n):
             raise bad
         mask = np.ones(n, dtype=bool)

@@ -69,14 +69,18 @@ def test_binary_entropy_values():
 
 def test_positions_that_are_not_a_sorted_set_in_range_are_refused_not_written_past_the_end():
     n = 64
-    for bad in ([3, 3, 9] + list(range(10, 40)), [5, 2] + list(range(10, 50)), list(range(30, 64)) + [64, 65]):
+    for bad in ([3, 3, 9] + list(range(10, 40)), [0, 1, 1] + list(range(3, 64)), list(range(30, 64)) + [64, 65]):
         with pytest.raises(CodecError, match="sorted, unique and in|must lie in"):
             indexset.encode(np.array(bad, dtype=np.int64), n)
     for bad in ([-1000, 5], [2, 1], [4, 4], [1, 64]):  # Rice-coded gaps
         with pytest.raises(CodecError, match="sorted, unique and in"):
             indexset.encode(np.array(bad), 64)
-    assert indexset.complement_of(np.array([0, 2, 5]), 7).tolist() == [1, 3, 4, 6]
-    assert indexset.complement_of(np.arange(7), 7).tolist() == []
+    assert indexset.complement_of(np.array([0, 2, 5]), 7).tolist() == [1, 3, 4, 6]  # numpy's mask
+    assert indexset.complement_of(np.arange(7), 7).tolist() == []  # the run-filling kernel, from here down
+    assert indexset.complement_of(np.array([0, 1, 2, 3, 4, 5, 6, 7, 9, 10]), 11).tolist() == [8]
+    assert indexset.complement_of(np.array([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]), 11).tolist() == [0]
+    with pytest.raises(CodecError, match="sorted, unique and in"):
+        indexset.complement_of(np.array([0, 1, 2, 3, 4, 5, 6, 7, 8, 8]), 10)
 
 
 def test_a_bitmap_with_more_positions_than_its_count_is_refused_and_bits_past_n_are_ignored():
