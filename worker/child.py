@@ -95,9 +95,9 @@ def continue_earlier_attempt(run_id: int, spec: Any, reporter: Any) -> bool:
 
 
 def set_aside_leftovers(run_id: int, log: Any) -> None:
-    """A run's first moments find its folder empty: files there belong to an earlier run of the same number
-    (a database restored from a backup, or SQLite giving a deleted newest run's id to the next run). They
-    are renamed aside, never served or resumed as this run's, and never deleted."""
+    """A run's folder is empty when the run starts; files already there belong to an earlier run of the same
+    number (a database restored from a backup, or SQLite giving a deleted newest run's id to the next run).
+    They are renamed aside: never served or resumed as this run's, and never deleted."""
     here = run_dir(run_id)
     if not here.is_dir() or not any(here.iterdir()):
         return
