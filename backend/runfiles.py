@@ -46,11 +46,11 @@ def prune(settings: Settings | None = None) -> list[int]:
     """Remove the folders of this database's runs that were deleted (while their folder was on another
     host, or while this worker was down); returns their ids. Folders of runs the database does not know,
     and other databases' folders, stay."""
+    settings = settings or get_settings()
     folder = database_folder(settings)
     if not folder.is_dir():
         return []
     found = {int(m.group(1)): path for path in folder.iterdir() if (m := _RUN_FOLDER.fullmatch(path.name))}
-    settings = settings or get_settings()
     with db.session_scope(settings.database_url) as session:
         gone = sorted(crud.deleted_run_ids(found, session=session))
     for run_id in gone:
@@ -77,8 +77,7 @@ def legacy_notice(settings: Settings | None = None) -> str | None:
         return None
     here = database_folder(settings)
     shown = ", ".join(p.name for p in found[:3]) + (f" … {found[-1].name}" if len(found) > 3 else "")
-    counted = "1 run folder" if len(found) == 1 else f"{len(found)} run folders"
-    return (f"{counted} in {here.parent} {'is' if len(found) == 1 else 'are'} from before run folders were named "
-            f"by their database "
-            f"({shown}); this database's runs use {here}/run-N. Move the ones of this database there to serve their "
+    counted = "1 run folder in {} is" if len(found) == 1 else f"{len(found)} run folders in {{}} are"
+    return (f"{counted.format(here.parent)} from before run folders were named by their database ({shown}); "
+            f"this database's runs use {here}/run-N. Move the ones of this database there to serve their "
             f"checkpoints and let retries continue from them: mv {here.parent}/run-* {here}/")

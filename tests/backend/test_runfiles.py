@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from sqlalchemy import insert
 
 from backend import crud, db, runfiles
 from backend.models import DeletedRun, utcnow
 
 
-def test_each_database_has_its_own_folder_so_a_shared_runs_dir_never_mixes_their_runs(api, submit, settings,
-                                                                                      make_settings, tmp_path):
-    other_url = f"sqlite:///{tmp_path / 'other.db'}"  # a second deployment, or the database made again from empty
-    db.migrate(other_url)
-    other = make_settings(database_url=other_url)
+@pytest.fixture
+def other(make_settings, tmp_path):
+    """Settings of a second database sharing the runs folder: another deployment, or one made again from empty."""
+    url = f"sqlite:///{tmp_path / 'other.db'}"
+    db.migrate(url)
+    return make_settings(database_url=url)
+
+
+def test_each_database_has_its_own_folder_so_a_shared_runs_dir_never_mixes_their_runs(api, submit, settings, other):
+    other_url = other.database_url
     mine, theirs = runfiles.database_folder(settings), runfiles.database_folder(other)
     assert mine.parent == theirs.parent == settings.runs_dir.resolve()
     assert re.fullmatch(r"[0-9a-f]{32}", mine.name) and re.fullmatch(r"[0-9a-f]{32}", theirs.name)
@@ -38,7 +44,8 @@ def test_each_database_has_its_own_folder_so_a_shared_runs_dir_never_mixes_their
     assert b"this run's weights" in api.get(f"/api/v1/runs/{run_id}/checkpoint.tar").content
 
 
-def test_prune_removes_only_this_databases_folders_of_deleted_runs(api, submit, settings, make_settings, tmp_path):
+def test_prune_removes_only_this_databases_folders_of_deleted_runs(api, submit, settings, other, make_settings,
+                                                                   tmp_path):
     kept, deleted, unknown = submit()["run_ids"][0], submit()["run_ids"][0], 10**6
     for run_id in (kept, deleted, unknown):
         folder = runfiles.run_dir(run_id, settings)
@@ -48,9 +55,6 @@ def test_prune_removes_only_this_databases_folders_of_deleted_runs(api, submit, 
     assert not runfiles.run_dir(deleted, settings).exists()
     runfiles.run_dir(deleted, settings).mkdir()  # as a worker on another host still has it
     (runfiles.database_folder(settings) / "notes").mkdir()  # not a run folder: left alone
-    other_url = f"sqlite:///{tmp_path / 'other.db'}"
-    db.migrate(other_url)
-    other = make_settings(database_url=other_url)
     runfiles.run_dir(deleted, other).mkdir(parents=True)  # that number in another database
 
     with db.session_scope(settings.database_url) as s:  # SQLite gives a deleted newest run's id to the next run
