@@ -210,8 +210,8 @@ def delete_run(*, session: Session, run_id: int) -> None:
     session.execute(delete(log_lines).where(log_lines.c.run_id == run_id))
     session.execute(update(runs).where(runs.c.retry_of == run_id).values(retry_of=None))
     session.execute(delete(runs).where(runs.c.id == run_id))
-    session.execute(delete(DeletedRun.__table__).where(DeletedRun.run_id == run_id))
-    session.execute(insert(DeletedRun.__table__).values(run_id=run_id, deleted_at=utcnow()))
+    session.execute(delete(DeletedRun).where(DeletedRun.run_id == run_id))
+    session.execute(insert(DeletedRun).values(run_id=run_id, deleted_at=utcnow()))
 
 
 # --------------------------------------------------------------------------- metrics and logs
