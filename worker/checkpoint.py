@@ -18,14 +18,14 @@ def model_state(spec: ExperimentSpec | dict, folder: Path) -> dict[str, torch.Te
     state = torch.load(folder / CHECKPOINT, map_location="cpu", weights_only=True)
     if "model" in state:
         return state["model"]
-    exp = Experiment(spec, device=torch.device("cpu"))
+    exp = Experiment(spec, device=torch.device("cpu"), on_meta=True)  # shapes only: the files hold every weight
     if len(exp.stages) != state.get("stages"):
         raise ValueError(f"{folder / CHECKPOINT} is of {state.get('stages')} stages; the spec cuts {len(exp.stages)}")
     for k, stage in enumerate(exp.stages):
         stage_state = torch.load(folder / f"checkpoint.stage{k}.pt", map_location="cpu", weights_only=True)
         if stage_state["step"] != state["step"]:
             raise ValueError(f"checkpoint.stage{k}.pt is of step {stage_state['step']}, checkpoint.pt of {state['step']}")
-        stage.load_state_dict(stage_state["stage"])
+        stage.load_state_dict(stage_state["stage"], assign=True)
     return exp.model.state_dict()
 
 

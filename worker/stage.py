@@ -1,7 +1,8 @@
 """A stage process of a distributed run: `python -m worker.stage SPEC_JSON RANK WORLD HOST PORT [OUT_DIR]`.
 
 Started by rank 0 on the same host (worker.pipeline.launch) or by a stage task on another worker; builds
-the experiment with only its stage's weights on its device, joins the rendezvous and serves rank 0's commands until told to stop.
+the experiment on the meta device (shapes, no weights), joins the rendezvous, receives its stage's weights
+from rank 0 onto its device and serves rank 0's commands until told to stop.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ def build(spec_data: dict[str, Any], rank: int, world: int) -> Any:
 
     keep_freed_memory()
     spec = parse_spec(spec_data)
-    exp = Experiment(spec, device=stage_device(spec.train.device, rank), only_stage=rank)
+    exp = Experiment(spec, device=stage_device(spec.train.device, rank), only_stage=rank, on_meta=True)
     return StageProgram(exp, rank, world, measure_error_every=measure_error_every(spec))
 
 

@@ -132,9 +132,13 @@ def release_weights(model: torch.nn.Module, keep: torch.nn.Module) -> None:
 class Experiment:
     """Everything a run needs, built from a spec: data, model, stages, boundaries, runner, optimizer."""
 
-    def __init__(self, spec: ExperimentSpec, device: torch.device | None = None, only_stage: int | None = None):
-        """`only_stage`: a process of the distributed runner, which puts only that stage on `device` and
-        releases every other weight (a stage's GPU holds its own stage, not the whole model)."""
+    def __init__(self, spec: ExperimentSpec, device: torch.device | None = None, only_stage: int | None = None,
+                 on_meta: bool = False):
+        """`only_stage`: a process of the distributed runner, which puts only that stage on `device` (rank 0
+        releases the other stages' weights once it has sent them, see DistributedExperiment).
+        `on_meta`: a stage process (worker.stage): the model is built on the meta device, shapes without
+        storage, and `StageProgram.receive_weights` puts rank 0's weights for `only_stage` on `device`; no
+        process but rank 0 holds the whole model, even for a moment."""
         self.spec = spec
         self.device = device or pick_device(spec.train.device)
         # Compute time: CPU seconds of this process where the device is the CPU (other processes on a shared
@@ -143,16 +147,16 @@ class Experiment:
         if spec.train.threads is not None:
             set_threads(spec.train.threads)
         torch.manual_seed(spec.train.seed)
-        self.zoo_model, self.data = zoo.build(spec.model, spec.data)
+        self.zoo_model, self.data = zoo.build(spec.model, spec.data, on_meta=on_meta)
         model = self.zoo_model.module
         if spec.pipeline.deferred_bn:
-            convert_deferred_batch_norm(model, spec.pipeline.microbatches)
+            with torch.device("meta") if on_meta else contextlib.nullcontext():
+                convert_deferred_batch_norm(model, spec.pipeline.microbatches)
         self.dtype = torch.float64 if spec.train.precision == "fp64" else None
         self.stage_paths = zoo.stage_paths(self.zoo_model, spec.pipeline, lambda p: parameter_sizes(model, p))
         self.stages = [self.zoo_model.make_stage(items) for items in resolve(model, self.stage_paths)]
-        if only_stage is not None:
-            release_weights(model, keep=self.stages[only_stage])
-        (model if only_stage is None else self.stages[only_stage]).to(self.device, dtype=self.dtype)
+        if not on_meta:
+            (model if only_stage is None else self.stages[only_stage]).to(self.device, dtype=self.dtype)
         self.model = model
         n = len(self.stages)
         self.boundaries = make_boundaries(spec.compression, n, spec.train.seed)
@@ -169,7 +173,8 @@ class Experiment:
             clock=self.clock,
         )
         self.scaler = self.runner.scaler
-        self.optimizer = make_optimizer(self.model, spec.optim)
+        # over the kept stage only: an optimizer over the whole model would keep the released weights alive
+        self.optimizer = make_optimizer(self.model if only_stage is None else self.stages[only_stage], spec.optim)
         self.steps_per_epoch = steps_per_epoch(self.data.train, spec.data.batch_size)
         t = spec.train
         by_epochs = t.epochs * self.steps_per_epoch if t.epochs is not None else None
@@ -287,6 +292,7 @@ class DistributedExperiment(Experiment):
 
     def __init__(self, spec: ExperimentSpec, workdir: Path, place_stages: PlaceStages | None = None,
                  log: Callable[[str], None] = lambda line: None):
+        from worker.memory import blocks_of_their_own
         from worker.pipeline import launch
         from worker.pipeline.distributed import StageProgram
 
@@ -294,7 +300,8 @@ class DistributedExperiment(Experiment):
         self.program: StageProgram | None = None
         n = spec.n_stages
         if n is None:  # the model's default partition: build first to count the stages
-            super().__init__(spec, device=stage_device(spec.train.device, 0), only_stage=0)
+            with blocks_of_their_own():
+                super().__init__(spec, device=stage_device(spec.train.device, 0), only_stage=0)
             n = len(self.stages)
         placement = spec.pipeline.placement
         if placement is not None and place_stages is None:
@@ -318,7 +325,8 @@ class DistributedExperiment(Experiment):
                 place_stages(queue, ranks, n, host, store.port)  # type: ignore[misc]
                 log(f"stages {', '.join(map(str, ranks))} sent to queue {queue!r}; rendezvous at {host}:{store.port}")
             if not hasattr(self, "stages"):
-                super().__init__(spec, device=stage_device(spec.train.device, 0), only_stage=0)
+                with blocks_of_their_own():
+                    super().__init__(spec, device=stage_device(spec.train.device, 0), only_stage=0)
             self.clock = time.perf_counter  # a step spans every stage process: only wall time measures it
             local_stages = self.stages_started
             local_stages.wait_ready(store)
@@ -332,6 +340,9 @@ class DistributedExperiment(Experiment):
             log(f"all {n} stage processes ready in {time.perf_counter() - t_launch:.1f} s")
             control = launch.init_group(store, 0, n)
             self.program = StageProgram(self, 0, n, control=control, measure_error_every=measure_error_every(spec))
+            with self._guard():
+                self.program.send_weights()
+            release_weights(self.model, keep=self.stages[0])  # rank 0's device holds stage 0 only
         except BaseException:
             self.close(graceful=False)
             raise

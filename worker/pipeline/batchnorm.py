@@ -12,8 +12,10 @@ class DeferredBatchNorm(_BatchNorm):
     def __init__(self, *args, chunks: int = 1, **kwargs):
         super().__init__(*args, **kwargs)
         self.chunks = chunks
-        self.sum = torch.zeros(self.num_features)
-        self.sum_squares = torch.zeros(self.num_features)
+        # a mini-batch's sums, made on the input's device at the first micro-batch (not buffers: never saved,
+        # and a module built on the meta device has no storage to move)
+        self.sum: torch.Tensor | None = None
+        self.sum_squares: torch.Tensor | None = None
         self.counted = 0
         self.tracked = 0
 
@@ -27,8 +29,9 @@ class DeferredBatchNorm(_BatchNorm):
         dims = [d for d in range(x.dim()) if d != 1]
         with torch.no_grad():
             xf = x.detach().float()
-            if self.sum.device != x.device:
-                self.sum, self.sum_squares = self.sum.to(x.device), self.sum_squares.to(x.device)
+            if self.sum is None or self.sum_squares is None or self.sum.device != x.device:
+                self.sum = torch.zeros(self.num_features, device=x.device)
+                self.sum_squares = torch.zeros(self.num_features, device=x.device)
             self.sum += xf.sum(dims)
             self.sum_squares += (xf**2).sum(dims)
             self.counted += x.numel() // x.size(1)
@@ -39,6 +42,7 @@ class DeferredBatchNorm(_BatchNorm):
 
     def _commit(self) -> None:
         assert self.running_mean is not None and self.running_var is not None and self.num_batches_tracked is not None
+        assert self.sum is not None and self.sum_squares is not None
         mean = self.sum / self.counted
         var = self.sum_squares / self.counted - mean**2
         var = var * self.counted / max(1, self.counted - 1)  # unbiased, as nn.BatchNorm tracks it

@@ -1,10 +1,12 @@
 """The distributed runner: one process per stage, torch.distributed between them.
 
-Every rank builds the same `Experiment` from the spec and seed (same initial weights, same batches), then
-keeps its own stage, an optimizer over that stage's parameters, and its ends of the two boundaries beside
-it. Rank 0 also drives: before each step or evaluation it broadcasts a small command on a gloo control
-group, runs its own part, and gathers a fixed-size vector of figures from every rank (loss, per-action
-compute times and start/end stamps, receive waits, wire bytes per micro-batch). So `worker.train` runs
+Every rank builds the same `Experiment` from the spec and seed (same batches, same partition): rank 0 with
+the model's weights, every other rank on the meta device, shapes only, until rank 0 sends its stage's
+weights (`send_weights`), so no stage process ever holds the whole model. Each rank keeps its own stage,
+an optimizer over that stage's parameters, and its ends of the two boundaries beside it. Rank 0 also
+drives: before each step or evaluation it broadcasts a small command on a gloo control group, runs its
+own part, and gathers a fixed-size vector of figures from every rank (loss, per-action compute times and
+start/end stamps, receive waits, wire bytes per micro-batch). So `worker.train` runs
 the same loop, reports the same metric names and writes the same summary for both runners.
 
 Within a step a rank walks its row of the schedule table (`schedule.get_schedule`): F(i) takes micro-batch
@@ -284,6 +286,35 @@ class StageProgram:
         self.stage.train()
         return [loss_sum, float(correct), float(count)]
 
+    # ---- initial weights: rank 0 built the model; every other rank built its shapes only (worker.stage)
+
+    def send_weights(self) -> None:
+        """Rank 0: every other rank's stage as rank 0 built it (seeded init or pretrained weights), one
+        tensor at a time on the control group, before the first command."""
+        for rank in range(1, self.world):
+            tensors = stage_tensors(self.exp.stages[rank])
+            dist.send_object_list([[(name, t.dtype, tuple(t.shape)) for name, t in tensors]], dst=rank, group=self.control)
+            for _, t in tensors:
+                if t.numel():
+                    dist.send(_bytes_view(t.detach().cpu().contiguous()), dst=rank, group=self.control)
+
+    def receive_weights(self) -> None:
+        """Ranks > 0: rank 0's weights for this stage, put on this rank's device (and in float64 for fp64
+        runs, as Module.to casts) in place of the meta tensors, so the optimizer keeps the same objects."""
+        box: list[Any] = [None]
+        dist.recv_object_list(box, src=0, group=self.control)
+        manifest: list[tuple[str, torch.dtype, tuple[int, ...]]] = box[0]
+        mine = stage_tensors(self.stage)
+        check_manifest(self.rank, mine, manifest)
+        for (_, old), (_, dtype, shape) in zip(mine, manifest, strict=True):
+            value = torch.empty(shape, dtype=dtype)
+            if value.numel():
+                dist.recv(_bytes_view(value), src=0, group=self.control)
+            cast = self.exp.dtype if self.exp.dtype is not None and value.is_floating_point() else value.dtype
+            value = value.to(self.device, cast)
+            new = torch.nn.Parameter(value, old.requires_grad) if isinstance(old, torch.nn.Parameter) else value
+            torch.utils.swap_tensors(old, new)
+
     # ---- checkpoints: each rank keeps its own stage's state
 
     def checkpoint_path(self, directory: Path) -> Path:
@@ -352,6 +383,28 @@ class StageProgram:
         for inbox in (self.fwd_in, self.bwd_in):
             if inbox is not None:
                 inbox.close()
+
+
+def stage_tensors(stage: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
+    """A stage's parameters, then its buffers (non-persistent ones too: they are built, not saved), each once."""
+    return [*stage.named_parameters(), *stage.named_buffers()]
+
+
+def check_manifest(rank: int, mine: list[tuple[str, torch.Tensor]],
+                   manifest: list[tuple[str, torch.dtype, tuple[int, ...]]]) -> None:
+    """Rank `rank`'s stage tensors against the names and shapes rank 0 is about to send for it."""
+    if [(name, tuple(t.shape)) for name, t in mine] == [(name, shape) for name, _, shape in manifest]:
+        return
+    theirs = {name: shape for name, _, shape in manifest}
+    ours = {name: tuple(t.shape) for name, t in mine}
+    differ = sorted(n for n in theirs.keys() | ours.keys() if theirs.get(n) != ours.get(n)) or ["their order"]
+    raise ValueError(f"stage {rank} and rank 0 built different modules ({', '.join(differ[:4])} differ): every "
+                     "worker of a distributed run needs the same model files and library versions")
+
+
+def _bytes_view(t: torch.Tensor) -> torch.Tensor:
+    """A contiguous tensor's storage as flat bytes (gloo sends any dtype, bool included, this way)."""
+    return t.reshape(-1).view(torch.uint8)
 
 
 # --------------------------------------------------------------------------- rank 0's view

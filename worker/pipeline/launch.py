@@ -184,6 +184,7 @@ def stage_main(argv: Sequence[str], build: Callable[..., Any]) -> int:
     store.set(READY_KEY.format(rank=rank), "1")
     control = init_group(store, rank, world)
     program.control = control
+    program.receive_weights()
     program.serve(out_dir)
     import torch.distributed as dist
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+import torch
 
 from slimpipe.spec import DataSpec, ModelSpec, PipelineSpec
 from worker.zoo import images, text, transformers_models, vision
@@ -43,8 +46,11 @@ DATASETS: dict[str, Callable[..., DataBundle]] = {
 TEXT_DATASETS = ("synthetic_text", "glue", "text_file")
 
 
-def build(model_spec: ModelSpec, data_spec: DataSpec) -> tuple[ZooModel, DataBundle]:
-    """Tokenizer (from the model), then data, then the model sized to the data."""
+def build(model_spec: ModelSpec, data_spec: DataSpec, on_meta: bool = False) -> tuple[ZooModel, DataBundle]:
+    """Tokenizer (from the model), then data, then the model sized to the data.
+
+    `on_meta`: the model's parameters and buffers are built on the meta device (shapes, no storage, no
+    pretrained weights read): a distributed stage process, which gets its own stage's weights from rank 0."""
     entry = MODELS[model_spec.name]
     kind = "text" if data_spec.name in TEXT_DATASETS else "image"
     if kind != entry.takes:
@@ -60,7 +66,9 @@ def build(model_spec: ModelSpec, data_spec: DataSpec) -> tuple[ZooModel, DataBun
             "pick a matching model or dataset"
         )
     num_classes = int(model_spec.options.get("num_labels", data.num_classes))
-    model = entry.build(model_spec.options, num_classes=num_classes, input_shape=data.input_shape, tokenizer=tokenizer)
+    with torch.device("meta") if on_meta else contextlib.nullcontext():
+        model = entry.build(model_spec.options, num_classes=num_classes, input_shape=data.input_shape,
+                            tokenizer=tokenizer, on_meta=on_meta)
     return model, data
 
 

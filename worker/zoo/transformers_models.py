@@ -132,18 +132,24 @@ def _wrap(model: nn.Module, tokenizer: Any, options: dict[str, Any]) -> ZooModel
     return ZooModel(model, stages, blocks, make_stage=lambda items: HFStage(items, config), tokenizer=tokenizer)
 
 
-def hf_classifier(options: dict[str, Any], *, num_classes: int, tokenizer: Any = None, **_: Any) -> ZooModel:
-    """options.pretrained (local path or hub id) or options.config (random init, e.g. for tests)."""
-    from transformers import AutoModelForSequenceClassification
+def hf_classifier(options: dict[str, Any], *, num_classes: int, tokenizer: Any = None, on_meta: bool = False,
+                  **_: Any) -> ZooModel:
+    """options.pretrained (local path or hub id) or options.config (random init, e.g. for tests).
+    `on_meta` (built under torch.device("meta")): a pretrained model's shapes from its config, no weights read."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
 
     notes: list[str] = []
-    if options.get("pretrained"):
+    if options.get("pretrained") and not on_meta:
         _hub_offline()
         model, notes = _quiet_from_pretrained(
             options["pretrained"], num_labels=num_classes, attn_implementation=options.get("attn", "eager")
         )
     else:
-        config = _config(options, num_labels=num_classes)
+        if options.get("pretrained"):
+            _hub_offline()
+            config = AutoConfig.from_pretrained(options["pretrained"], num_labels=num_classes)
+        else:
+            config = _config(options, num_labels=num_classes)
         config._attn_implementation = options.get("attn", "eager")
         model = AutoModelForSequenceClassification.from_config(config)
     zoo_model = _wrap(model, tokenizer, options)
@@ -163,4 +169,5 @@ def minilm_tokenizer(options: dict[str, Any]) -> Any:
 
 def minilm(options: dict[str, Any], *, num_classes: int, tokenizer: Any = None, **kw: Any) -> ZooModel:
     """The real pretrained all-MiniLM-L6-v2 (6 layers, 384 wide) plus a fresh classification head."""
-    return hf_classifier({**options, "pretrained": minilm_path()}, num_classes=num_classes, tokenizer=tokenizer)
+    return hf_classifier({**options, "pretrained": minilm_path()}, num_classes=num_classes, tokenizer=tokenizer,
+                         on_meta=kw.get("on_meta", False))

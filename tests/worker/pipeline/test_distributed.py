@@ -231,20 +231,45 @@ def test_feedback_caches_are_counted_in_every_stage_process(tmp_path):
     assert inproc == dist == (4 * 32 * 32 * 4 * 2 * 2,) * 2
 
 
-def test_a_stage_process_holds_only_its_own_stages_weights():
-    """What worker.stage builds for rank k: stage k on the device, every other weight on the meta device."""
+def test_stages_start_from_rank_0s_weights_and_no_process_holds_the_whole_model_but_rank_0(tmp_path):
+    """worker.stage builds rank k on the meta device (no weight at all, not even its own stage's) until
+    rank 0 sends stage k; rank 0 keeps stage 0 and releases the rest. Every stage then holds exactly the
+    weights a process that builds the whole model starts from (float64 here: received, then cast)."""
+    data = spec("distributed", precision="fp64")
+    full = train.Experiment(parse_spec(data))
+    for rank in range(3):
+        shell = train.Experiment(parse_spec(data), only_stage=rank, on_meta=True)  # what worker.stage.build makes
+        assert all(t.is_meta for t in [*shell.model.parameters(), *shell.model.buffers()])
+        assert [p.shape for p in shell.stages[rank].parameters()] == [p.shape for p in full.stages[rank].parameters()]
+        assert {id(p) for group in shell.optimizer.param_groups for p in group["params"]} == {
+            id(p) for p in shell.stages[rank].parameters()}  # the objects the received weights are swapped into
+    exp = train.DistributedExperiment(parse_spec(data), tmp_path)
+    try:
+        assert {id(p) for p in exp.model.parameters() if not p.is_meta} == {id(p) for p in exp.stages[0].parameters()}
+        exp.save_checkpoint(tmp_path / "checkpoint.pt", 0, {})
+    finally:
+        exp.close()
+    weights, reference = checkpoint.model_state(data, tmp_path), full.model.state_dict()
+    assert list(weights) == list(reference)
+    assert all(weights[k].dtype == torch.float64 and torch.equal(weights[k], reference[k]) for k in weights)
+
+
+def test_a_stage_that_built_other_modules_than_rank_0_is_refused_naming_them():
     from torch import nn
 
-    full = train.Experiment(parse_spec(spec("distributed")))
-    sizes = [sum(p.numel() for p in stage.parameters()) for stage in full.stages]
-    for rank in range(3):
-        exp = train.Experiment(parse_spec(spec("distributed")), only_stage=rank)
-        real = [p for p in exp.model.parameters() if not p.is_meta]
-        assert sum(p.numel() for p in real) == sizes[rank]
-        assert {id(p) for p in real} == {id(p) for p in exp.stages[rank].parameters()}
-        assert sum(p.numel() for p in exp.model.parameters()) == sum(sizes)  # shapes stay: the log's count
-        for mine, reference in zip(exp.stages[rank].parameters(), full.stages[rank].parameters(), strict=True):
-            assert mine.equal(reference)  # the same initial weights as a process that builds them all
+    from worker.pipeline.distributed import check_manifest
+
+    mine = [("blocks.0.weight", nn.Parameter(torch.empty(4, 3))), ("blocks.0.bias", nn.Parameter(torch.empty(4)))]
+    check_manifest(2, mine, [("blocks.0.weight", torch.float32, (4, 3)), ("blocks.0.bias", torch.float32, (4,))])
+    with pytest.raises(ValueError, match=r"stage 2 and rank 0 built different modules \(blocks.0.bias, blocks.0.weight "
+                                         r"differ\): every worker of a distributed run needs the same model files"):
+        check_manifest(2, mine, [("blocks.0.weight", torch.float32, (4, 5)), ("blocks.0.bias", torch.float32, (5,))])
+    with pytest.raises(ValueError, match=r"\(blocks.1.weight differ\)"):
+        check_manifest(2, mine, [*[(n, t.dtype, tuple(t.shape)) for n, t in mine], ("blocks.1.weight", torch.float32, (4,))])
+
+
+def test_release_weights_keeps_a_weight_tied_across_stages():
+    from torch import nn
 
     # A weight tied across stages stays where the kept stage uses it.
     shared = nn.Linear(2, 2)
@@ -283,3 +308,19 @@ def test_a_distributed_run_resumes_exactly_from_its_stages_checkpoints(tmp_path)
     torch.save({**stale, "step": 3}, tmp_path / "b" / "checkpoint.stage1.pt")
     with pytest.raises(ValueError, match="checkpoint.stage1.pt is of step 3, checkpoint.pt of 6"):
         checkpoint.model_state(data, tmp_path / "b")
+
+
+def test_stage_memory_bench_reports_every_rank(tmp_path, capsys):
+    import json
+
+    from benchmarks import stage_memory
+
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(spec("distributed", max_steps=2)))
+    assert stage_memory.main([str(path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = {line.split()[0]: [float(v) for v in line.split()[1:]] for line in lines[2:6]}
+    assert sorted(rows) == ["0", "1", "2", "all"]
+    assert all(peak >= last > 50 for peak, last in rows.values())  # torch alone is more than 50 MiB
+    assert rows["all"][0] == pytest.approx(sum(rows[r][0] for r in "012"), abs=2)
+    assert lines[-1].startswith("all 3 stage processes ready in")

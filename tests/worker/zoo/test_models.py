@@ -7,6 +7,7 @@ from slimpipe.spec import DataSpec, ModelSpec, PipelineSpec
 from worker import zoo
 from worker.pipeline.partition import resolve
 from worker.zoo.common import parameter_sizes
+from worker.zoo.data import batches
 from worker.zoo.vision import MOBILENETV2_STAGES
 
 IMAGE_MODELS = ["tiny_mlp", "tiny_cnn", "mobilenetv2_cifar", "resnet18_cifar"]
@@ -130,3 +131,34 @@ def test_loading_notes_name_missing_and_unused_checkpoint_keys():
         + ", ".join(f"cls.predictions.k{i}" for i in range(6))
         + " and 2 more",
     ]
+
+
+META_CASES = [
+    (ModelSpec(name="tiny_cnn"), DataSpec(name="digits")),
+    (ModelSpec(name="mobilenetv2_cifar", options={"width_mult": 0.25}),
+     DataSpec(name="synthetic_images", options={"n_train": 8, "n_val": 4})),
+    (ModelSpec(name="hf_classifier", options=TINY_ROBERTA), DataSpec(name="synthetic_text", options={"n_train": 8, "n_val": 4})),
+    (ModelSpec(name="minilm"), DataSpec(name="synthetic_text", options={"n_train": 8, "n_val": 4})),
+]
+
+
+@pytest.mark.parametrize("model_spec,data_spec", META_CASES, ids=lambda c: getattr(c, "name", None))
+def test_a_model_built_on_meta_has_the_same_tensors_and_no_storage(model_spec, data_spec, monkeypatch):
+    """What a distributed stage process builds before rank 0 sends its stage: every parameter and buffer
+    of the regular build, same names, shapes and dtypes, none holding memory. MiniLM's weights are not
+    read (from_pretrained would read them)."""
+    from transformers import AutoModelForSequenceClassification
+
+    real, _ = zoo.build(model_spec, data_spec)
+    monkeypatch.setattr(AutoModelForSequenceClassification, "from_pretrained",
+                        lambda *a, **k: pytest.fail("a meta build read pretrained weights"))
+    meta, data = zoo.build(model_spec, data_spec, on_meta=True)
+
+    def tensors(module):
+        return [(name, t.shape, t.dtype) for name, t in [*module.named_parameters(), *module.named_buffers()]]
+
+    assert tensors(meta.module) == tensors(real.module)
+    assert all(t.is_meta for t in [*meta.module.parameters(), *meta.module.buffers()])
+    assert meta.default_stages == real.default_stages
+    x, y, _ = next(iter(batches(data.train, 4, shuffle=False)))  # the data is real
+    assert not any(t.is_meta for t in (*(x if isinstance(x, tuple) else (x,)), y))
