@@ -19,6 +19,7 @@ in-process runner's (`boundary.Channel`): same spec and seed give the same losse
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import time
 from collections.abc import Sequence
@@ -293,7 +294,10 @@ class StageProgram:
         tensor at a time on the control group, before the first command."""
         for rank in range(1, self.world):
             tensors = stage_tensors(self.exp.stages[rank])
-            dist.send_object_list([[(name, t.dtype, tuple(t.shape)) for name, t in tensors]], dst=rank, group=self.control)
+            listing = [[name, str(t.dtype).removeprefix("torch."), list(t.shape)] for name, t in tensors]
+            blob = torch.frombuffer(bytearray(json.dumps(listing).encode()), dtype=torch.uint8)
+            dist.send(torch.tensor([blob.numel()]), dst=rank, group=self.control)
+            dist.send(blob, dst=rank, group=self.control)
             for _, t in tensors:
                 if t.numel():
                     dist.send(_bytes_view(t.detach().cpu().contiguous()), dst=rank, group=self.control)
@@ -301,9 +305,11 @@ class StageProgram:
     def receive_weights(self) -> None:
         """Ranks > 0: rank 0's weights for this stage, put on this rank's device (and in float64 for fp64
         runs, as Module.to casts) in place of the meta tensors, so the optimizer keeps the same objects."""
-        box: list[Any] = [None]
-        dist.recv_object_list(box, src=0, group=self.control)
-        manifest: list[tuple[str, torch.dtype, tuple[int, ...]]] = box[0]
+        size = torch.zeros(1, dtype=torch.int64)
+        dist.recv(size, src=0, group=self.control)
+        blob = torch.empty(int(size), dtype=torch.uint8)
+        dist.recv(blob, src=0, group=self.control)
+        manifest = read_manifest(bytes(blob.numpy()))
         mine = stage_tensors(self.stage)
         check_manifest(self.rank, mine, manifest)
         for (_, old), (_, dtype, shape) in zip(mine, manifest, strict=True):
@@ -388,6 +394,17 @@ class StageProgram:
 def stage_tensors(stage: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
     """A stage's parameters, then its buffers (non-persistent ones too: they are built, not saved), each once."""
     return [*stage.named_parameters(), *stage.named_buffers()]
+
+
+def read_manifest(blob: bytes) -> list[tuple[str, torch.dtype, tuple[int, ...]]]:
+    """[(name, dtype, shape)] from rank 0's JSON listing (JSON, not pickle: nothing a peer sends runs here)."""
+    manifest = []
+    for name, dtype_name, shape in json.loads(blob):
+        dtype = getattr(torch, str(dtype_name), None)
+        if not isinstance(dtype, torch.dtype) or not all(isinstance(d, int) and d >= 0 for d in shape):
+            raise ValueError(f"rank 0 sent {name!r} as {dtype_name} {shape}, not a tensor this stage can take")
+        manifest.append((str(name), dtype, tuple(shape)))
+    return manifest
 
 
 def check_manifest(rank: int, mine: list[tuple[str, torch.Tensor]],

@@ -257,7 +257,7 @@ def test_stages_start_from_rank_0s_weights_and_no_process_holds_the_whole_model_
 def test_a_stage_that_built_other_modules_than_rank_0_is_refused_naming_them():
     from torch import nn
 
-    from worker.pipeline.distributed import check_manifest
+    from worker.pipeline.distributed import check_manifest, read_manifest
 
     mine = [("blocks.0.weight", nn.Parameter(torch.empty(4, 3))), ("blocks.0.bias", nn.Parameter(torch.empty(4)))]
     check_manifest(2, mine, [("blocks.0.weight", torch.float32, (4, 3)), ("blocks.0.bias", torch.float32, (4,))])
@@ -266,6 +266,12 @@ def test_a_stage_that_built_other_modules_than_rank_0_is_refused_naming_them():
         check_manifest(2, mine, [("blocks.0.weight", torch.float32, (4, 5)), ("blocks.0.bias", torch.float32, (5,))])
     with pytest.raises(ValueError, match=r"\(blocks.1.weight differ\)"):
         check_manifest(2, mine, [*[(n, t.dtype, tuple(t.shape)) for n, t in mine], ("blocks.1.weight", torch.float32, (4,))])
+    # The listing is JSON: a dtype is a torch dtype's name, nothing else of torch's.
+    assert read_manifest(b'[["w", "bfloat16", [2, 3]], ["n", "int64", []]]') == [
+        ("w", torch.bfloat16, (2, 3)), ("n", torch.int64, ())]
+    for bad in (b'[["w", "load", [2]]]', b'[["w", "float32", [-1]]]', b'[["w", "float32", [2.5]]]'):
+        with pytest.raises(ValueError, match="rank 0 sent 'w' as .* not a tensor this stage can take"):
+            read_manifest(bad)
 
 
 def test_release_weights_keeps_a_weight_tied_across_stages():
