@@ -1,4 +1,5 @@
 // Plotly helpers: one look for every chart, cheap live updates.
+import { fmtSecs } from "./format.js";
 
 const FONT = { family: "Inter, system-ui, -apple-system, Segoe UI, sans-serif", size: 12, color: "#1f2933" };
 export const COLORS = ["#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#0891b2", "#db2777", "#65a30d", "#475569", "#ea580c"];
@@ -96,6 +97,40 @@ export function steadyRange(traces, lay) {
   if (hi - lo > 1e-3 * size) return;
   const pad = size ? 0.05 * size : 1;
   lay.yaxis = { ...lay.yaxis, range: [lo - pad, hi + pad], autorange: false };
+}
+
+export function median(values) {
+  const v = values.filter((x) => typeof x === "number" && Number.isFinite(x)).sort((a, b) => a - b);
+  if (!v.length) return undefined;
+  const mid = v.length >> 1;
+  return v.length % 2 ? v[mid] : (v[mid - 1] + v[mid]) / 2;
+}
+
+// The first step of a session compiles kernels and warms caches: at 10x a steady step it squashed the time
+// chart to a flat line along the bottom. Points over `factor` x their trace's median go off the top of the
+// y axis, and a note says which steps and how long they took.
+export function clipSpikes(traces, lay, factor = 4) {
+  let top = 0;
+  const spikes = [];
+  for (const t of traces) {
+    const mid = median(t.y || []);
+    if (!(mid > 0) || t.y.length < 3) continue;
+    t.y.forEach((v, i) => {
+      if (typeof v !== "number" || !Number.isFinite(v)) return;
+      if (v > factor * mid) spikes.push([t.x[i], v]);
+      else top = Math.max(top, v);
+    });
+  }
+  if (!spikes.length || !(top > 0)) return;
+  spikes.sort((a, b) => b[1] - a[1]);
+  const [step, worst] = spikes[0];
+  const text = spikes.length === 1 ? `step ${step}: ${fmtSecs(worst)}, off the chart`
+    : `${spikes.length} steps off the chart, up to ${fmtSecs(worst)} (step ${step})`;
+  lay.yaxis = { ...lay.yaxis, range: [0, 1.15 * top], autorange: false };
+  lay.annotations = [...(lay.annotations || []), {
+    text, xref: "paper", yref: "paper", x: 0.99, y: 0.99, xanchor: "right", yanchor: "top", showarrow: false,
+    font: { size: 11, color: "#6b7280" },
+  }];
 }
 
 // Points that are not dominated: no other run has higher acc with fewer bytes.

@@ -1,6 +1,6 @@
 // Compare: the table of differing fields and results, overlaid curves, acc-vs-bytes scatter with its Pareto front.
 import { api, download, markReady, showBanner } from "./api.js";
-import { COLORS, draw, layout, line, paretoFront, plotlyReady } from "./charts.js";
+import { clipSpikes, COLORS, draw, layout, line, paretoFront, plotlyReady } from "./charts.js";
 import { groupLabel, groupRuns, meanSeries } from "./study.js";
 import { badge, el, fmtBytes, fmtDelta, fmtPct, fmtRatio, fmtSecs, fmtValue, DASH } from "./format.js";
 
@@ -107,8 +107,10 @@ async function drawCurves() {
       const s = curveCache.get(`${r.run_id}:${name}`);
       if (s) traces.push(line(label(r), s, { color: COLORS[i % COLORS.length], width: r.run_id === table.baseline_run_id ? 2.4 : 1.4 }));
     });
-    draw("chart-curves", traces, layout("", { yTitle: y, extra: { hovermode: "closest",
-      legend: { orientation: "v", x: 1.02, xanchor: "left", y: 1, font: { size: 10 } }, margin: { l: 60, r: 10, t: 44, b: 46 } } }));
+    const lay = layout("", { yTitle: y, extra: { hovermode: "closest",
+      legend: { orientation: "v", x: 1.02, xanchor: "left", y: 1, font: { size: 10 } }, margin: { l: 60, r: 10, t: 44, b: 46 } } });
+    if (name === "time/batch_s") clipSpikes(traces, lay);
+    draw("chart-curves", traces, lay);
   };
   let pending = null;
   const soon = () => (pending ??= setTimeout(() => { pending = null; render(); }, 250));

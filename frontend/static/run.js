@@ -1,6 +1,6 @@
 // Run detail: status, live curves over SSE, log tail, spec, summary, downloads, actions.
 import { api, ApiError, download, events, markReady, showBanner } from "./api.js";
-import { COLORS, draw, layout, line, plotlyReady, wantsLog } from "./charts.js";
+import { clipSpikes, COLORS, draw, layout, line, median, plotlyReady, wantsLog } from "./charts.js";
 import { badge, el, fmtAgo, fmtBytes, fmtNum, fmtPct, fmtRatio, fmtSecs, progress, fmtDuration, DASH } from "./format.js";
 
 const RUN_ID = Number(document.getElementById("run-head").dataset.runId);
@@ -72,10 +72,13 @@ function drawCharts() {
   const ratio = perBoundary("ratio", "ratio");
   ratio.push(...present([["wire/ratio", "overall", { color: "#111827", width: 2.2 }]]));
   draw("chart-ratio", ratio, layout("Compression ratio (dense fp32 / wire)", { yTitle: "×" }));
-  draw("chart-time", present([
+  const time = present([
     ["time/batch_s", "time per batch", { color: COLORS[0] }],
     ["link/time_s", "link time (modelled)", { color: COLORS[3], dash: "dash" }],
-  ]), layout("Time per batch", { yTitle: "s" }));
+  ]);
+  const timeLayout = layout("Time per batch", { yTitle: "s" });
+  clipSpikes(time, timeLayout);
+  draw("chart-time", time, timeLayout);
   // errors are measured on some steps only by the distributed runner: markers show which
   const err = perBoundary("err", "error", "lines+markers");
   draw("chart-err", err, layout("Reconstruction error (relative)", { yTitle: "‖x̂ − x‖ / ‖x‖", logY: wantsLog(err) }));
@@ -85,10 +88,8 @@ function drawCharts() {
 // Until the engine writes the summary, the cards show the same figures read off the live series.
 function liveSummary() {
   const last = (name) => (series[name] ? series[name].value[series[name].value.length - 1] : undefined);
-  const mean = (name, n) => {
-    const v = series[name] ? series[name].value.slice(-n).filter((x) => x != null) : [];
-    return v.length ? v.reduce((a, b) => a + b, 0) / v.length : undefined;
-  };
+  // as the summary will: the median of the latest steps, the session's first (it warms up) left out
+  const steady = (name, n) => (series[name] ? median(series[name].value.slice(1).slice(-n)) ?? series[name].value[0] : undefined);
   const acc = series["val/acc"] ? series["val/acc"].value.filter((x) => x != null) : [];
   const fwd = last("wire/bytes_fwd"), bwd = last("wire/bytes_bwd");
   return {
@@ -96,7 +97,7 @@ function liveSummary() {
     final_val_acc: last("val/acc"),
     wire_bytes_per_step: fwd !== undefined || bwd !== undefined ? (fwd || 0) + (bwd || 0) : undefined,
     compression_ratio: last("wire/ratio"),
-    time_per_batch_s: mean("time/batch_s", 20),
+    time_per_batch_s: steady("time/batch_s", 20),
     link_time_per_step_s: last("link/time_s"),
   };
 }

@@ -327,6 +327,31 @@ def test_a_wrapping_legend_gets_rows_of_its_own_under_the_title(page, server: st
     assert legend["height"] > 30  # it did wrap: two rows
 
 
+def test_a_warm_up_step_goes_off_the_time_chart_with_a_note(page, server: str) -> None:
+    """Step 1 at 10x a steady step squashed the time chart flat; it goes off the top, and the note names it."""
+    page.goto("/compare")
+    got = page.evaluate(
+        """async () => {
+        const { clipSpikes, layout, line, median } = await import('/static/charts.js');
+        const time = { step: [1, 2, 3, 4, 5], value: [5.75, 0.57, 0.61, 0.55, 0.68] };
+        const link = { step: [1, 2, 3, 4, 5], value: [0.21, 0.21, 0.21, 0.21, 0.21] };
+        const lay = layout('Time per batch');
+        clipSpikes([line('time', time), line('link', link)], lay);
+        const two = layout('Time per batch');
+        clipSpikes([line('time', { step: [1, 2, 3, 4, 5], value: [5.75, 0.57, 9.1, 0.55, 0.68] })], two);
+        const steady = layout('Time per batch');
+        clipSpikes([line('time', { step: [1, 2, 3], value: [0.6, 0.5, 0.7] })], steady);
+        return { range: lay.yaxis.range, note: lay.annotations.map(a => a.text), two: two.annotations[0].text,
+                 steady: [steady.yaxis.range, steady.annotations], medians: [median([3, 1, 2]), median([4, null, 1, 2, 3]), median([])] };
+    }"""
+    )
+    assert got["range"] == pytest.approx([0, 0.68 * 1.15])
+    assert got["note"] == ["step 1: 5.75 s, off the chart"]
+    assert got["two"] == "2 steps off the chart, up to 9.10 s (step 3)"
+    assert got["steady"] == [None, None]  # nothing to clip: Plotly's own range
+    assert got["medians"] == [2, 2.5, None]
+
+
 def test_eta_is_the_engines_estimate_or_none(page, server: str) -> None:
     """No rate since the start (it counts the start-up and every evaluation): the engine's figure or nothing."""
     page.goto("/compare")
