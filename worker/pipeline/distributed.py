@@ -414,9 +414,10 @@ def check_manifest(rank: int, mine: list[tuple[str, torch.Tensor]],
         return
     theirs = {name: shape for name, _, shape in manifest}
     ours = {name: tuple(t.shape) for name, t in mine}
-    differ = sorted(n for n in theirs.keys() | ours.keys() if theirs.get(n) != ours.get(n)) or ["their order"]
-    raise ValueError(f"stage {rank} and rank 0 built different modules ({', '.join(differ[:4])} differ): every "
-                     "worker of a distributed run needs the same model files and library versions")
+    differ = sorted(n for n in theirs.keys() | ours.keys() if theirs.get(n) != ours.get(n))
+    what = f"{', '.join(differ[:4])} differ" if differ else "the same tensors in another order"
+    raise ValueError(f"stage {rank} and rank 0 built different modules ({what}): every worker of a distributed "
+                     "run needs the same model files and library versions")
 
 
 def _bytes_view(t: torch.Tensor) -> torch.Tensor:

@@ -264,6 +264,8 @@ def test_a_stage_that_built_other_modules_than_rank_0_is_refused_naming_them():
     with pytest.raises(ValueError, match=r"stage 2 and rank 0 built different modules \(blocks.0.bias, blocks.0.weight "
                                          r"differ\): every worker of a distributed run needs the same model files"):
         check_manifest(2, mine, [("blocks.0.weight", torch.float32, (4, 5)), ("blocks.0.bias", torch.float32, (5,))])
+    with pytest.raises(ValueError, match=r"\(the same tensors in another order\)"):
+        check_manifest(2, mine, [("blocks.0.bias", torch.float32, (4,)), ("blocks.0.weight", torch.float32, (4, 3))])
     with pytest.raises(ValueError, match=r"\(blocks.1.weight differ\)"):
         check_manifest(2, mine, [*[(n, t.dtype, tuple(t.shape)) for n, t in mine], ("blocks.1.weight", torch.float32, (4,))])
     # The listing is JSON: a dtype is a torch dtype's name, nothing else of torch's.
