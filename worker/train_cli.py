@@ -74,6 +74,7 @@ BAR_FIGURES = ("loss_train", "acc1_val", "ratio", "time_per_batch")
 def _train_one(spec: Any, out: str | None, args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     from tqdm import tqdm
 
+    from worker.pipeline.launch import StageFailed
     from worker.pipeline.partition import PartitionError
     from worker.train import TrainingDiverged
     from worker.train import run as train
@@ -110,6 +111,9 @@ def _train_one(spec: Any, out: str | None, args: argparse.Namespace) -> tuple[in
             return 1, {}
         print(f"slimpipe: {exc}", file=sys.stderr)
         return 2, {}
+    except StageFailed as exc:  # its traceback, if it had one, is above: the stage's stderr is ours
+        print(f"slimpipe: {exc}", file=sys.stderr)
+        return 1, {}
     finally:
         if bar is not None:
             bar.close()

@@ -13,11 +13,13 @@ import contextlib
 import datetime
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -81,7 +83,7 @@ def wait_ready(store: Any, ranks: Sequence[int], timeout_s: float, failure: Call
     for rank in ranks:
         while not store.check([READY_KEY.format(rank=rank)]):
             if (reason := failure()) is not None:
-                raise StageFailed(f"{reason} before joining the run")
+                raise StageFailed(f"before joining the run, {reason}")
             if time.monotonic() > deadline:
                 raise StageFailed(late(rank))
             time.sleep(0.05)
@@ -93,6 +95,31 @@ def describe_exit(code: int) -> str:
             return f"was killed by {signal.Signals(-code).name}"
         return f"was killed by signal {-code}"
     return f"exited with code {code}"
+
+
+#: The line a Python traceback ends with, as torch.distributed's excepthook prints it ("[rank2]: ValueError: ...").
+_EXCEPTION_LINE = re.compile(r"^(?:\[rank\d+\]:\s*)?([A-Za-z_][\w.]*(?:Error|Exception|Failed|Exit)\b.*)$")
+
+
+def _relay(pipe: Any, tail: deque[str]) -> None:
+    """Copy a stage's stderr to this process's, line by line, keeping its last lines for a failure message."""
+    out = getattr(sys.stderr, "buffer", None)
+    for line in iter(pipe.readline, b""):
+        tail.append(line.decode(errors="replace").rstrip())
+        with contextlib.suppress(OSError, ValueError):  # our stderr closed: the stage's lines still count
+            if out is not None:
+                out.write(line)
+                out.flush()
+            else:
+                sys.stderr.write(line.decode(errors="replace"))
+    pipe.close()
+
+
+def last_exception(lines: Sequence[str]) -> str | None:
+    """The exception a stage died of, from the last non-empty line of its stderr (None if that is not one)."""
+    last = next((line for line in reversed(lines) if line.strip()), "")
+    found = _EXCEPTION_LINE.match(last.strip())
+    return found.group(1)[:500] if found else None
 
 
 class LocalStages:
@@ -110,11 +137,17 @@ class LocalStages:
         if host.startswith("127."):
             env.setdefault("GLOO_SOCKET_IFNAME", "lo")
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
+        self._tails: dict[int, deque[str]] = {}
+        self._relays: dict[int, threading.Thread] = {}
         for rank in ranks:
             argv = [sys.executable, "-m", "worker.stage", str(spec_path), str(rank), str(world), host, str(port)]
             if out_dir is not None:
                 argv.append(str(out_dir))
-            self.procs[rank] = subprocess.Popen(argv, env=env)
+            proc = self.procs[rank] = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE)
+            self._tails[rank] = deque(maxlen=20)
+            self._relays[rank] = threading.Thread(target=_relay, args=(proc.stderr, self._tails[rank]),
+                                                  name=f"slimpipe-stage-{rank}-stderr", daemon=True)
+            self._relays[rank].start()
         self._watcher = threading.Thread(target=self._watch, name="slimpipe-stage-watcher", daemon=True)
         self._watcher.start()
 
@@ -123,7 +156,9 @@ class LocalStages:
             for rank, proc in self.procs.items():
                 code = proc.poll()
                 if code is not None and code != 0 and not self._closing and self.failure is None:
-                    self.failure = f"stage {rank} (pid {proc.pid}) {describe_exit(code)}"
+                    self._relays[rank].join(timeout=1.0)  # its last lines, once the pipe closes
+                    reason = last_exception(self._tails[rank]) if code > 0 else None
+                    self.failure = f"stage {rank} (pid {proc.pid}) {describe_exit(code)}" + (f": {reason}" if reason else "")
                     self.abort.set()
                     self._end_all(grace_s=1.0)
                     return
@@ -135,12 +170,13 @@ class LocalStages:
                    lambda rank: f"stage {rank} did not reach the rendezvous within {timeout_s:.0f} s")
 
     def raise_failure(self, exc: BaseException) -> None:
-        """Re-raise a transport error as the stage death behind it, when a stage died."""
-        for _ in range(20):  # the watcher polls every 50 ms
-            if self.failure is not None:
-                raise StageFailed(self.failure) from exc
-            if all(p.poll() is None for p in self.procs.values()):
-                time.sleep(0.05)
+        """Re-raise a transport error as the stage death behind it, when a stage died (the watcher polls every
+        50 ms, then reads the dead stage's last lines for up to 1 s)."""
+        deadline = time.monotonic() + 2.0
+        while self.failure is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if self.failure is not None:
+            raise StageFailed(self.failure) from exc
         raise exc
 
     def _end_all(self, grace_s: float) -> None:

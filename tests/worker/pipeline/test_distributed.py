@@ -7,6 +7,7 @@ per-step losses agree — to 1e-9 in float64 with compression off, and with a de
 from __future__ import annotations
 
 import os
+import re
 import signal
 import threading
 import time
@@ -332,3 +333,64 @@ def test_stage_memory_bench_reports_every_rank(tmp_path, capsys):
     assert all(peak >= last > 50 for peak, last in rows.values())  # torch alone is more than 50 MiB
     assert rows["all"][0] == pytest.approx(sum(rows[r][0] for r in "012"), abs=2)
     assert lines[-1].startswith("all 3 stage processes ready in")
+
+
+def test_a_stage_that_dies_of_an_exception_is_named_with_it(tmp_path, capfd):
+    """The run's error says what the stage died of, not only its exit code; its stderr still reaches ours."""
+    from worker.pipeline import launch
+
+    store = launch.open_store()
+    stages = launch.LocalStages({"model": {"name": "nope"}}, [1], 2, host="127.0.0.1", port=store.port, threads=1,
+                                workdir=tmp_path)
+    try:
+        deadline = time.monotonic() + 60
+        while stages.failure is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stages.close(grace_s=0.0)
+    assert stages.failure is not None
+    assert re.fullmatch(r"stage 1 \(pid \d+\) exited with code 1: slimpipe\.spec\.SpecError: model\.name: unknown "
+                        r"model 'nope'; choose one of .*", stages.failure), stages.failure
+    assert "Traceback (most recent call last)" in capfd.readouterr().err
+
+
+def test_last_exception_is_the_tracebacks_last_line_or_nothing():
+    from worker.pipeline.launch import last_exception
+
+    assert last_exception(["Traceback (most recent call last):", '  File "x.py", line 1', "[rank2]: ValueError: bad", ""]) == "ValueError: bad"
+    assert last_exception(["torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"]) == (
+        "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB")
+    assert last_exception(["KeyboardInterrupt"]) is None  # not an Error line: no reason rather than a wrong one
+    assert last_exception(["RuntimeError: first", "some later log line"]) is None
+    assert last_exception([]) is None
+
+
+def test_slimpipe_train_says_which_stage_died_and_of_what(tmp_path, capsys, monkeypatch):
+    """Rank 0 sends a listing the stages cannot take: they die of the ValueError, and the command ends with
+    one line naming the stage and the exception, exit code 1, no traceback of rank 0's."""
+    import argparse
+    import json
+
+    import torch.distributed as dist
+
+    from worker import train_cli
+    from worker.pipeline import distributed
+
+    def send_a_wrong_listing(self) -> None:
+        blob = torch.frombuffer(bytearray(b'[["nope", "float32", [1]]]'), dtype=torch.uint8)
+        for rank in range(1, self.world):
+            dist.send(torch.tensor([blob.numel()]), dst=rank, group=self.control)
+            dist.send(blob, dst=rank, group=self.control)
+
+    monkeypatch.setattr(distributed.StageProgram, "send_weights", send_a_wrong_listing)
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(spec("distributed")))
+    parser = argparse.ArgumentParser()
+    train_cli.add_arguments(parser)
+    assert train_cli.run(parser.parse_args([str(path), "--out", str(tmp_path / "out"), "--no-progress"])) == 1
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    assert re.fullmatch(r"slimpipe: stage ([12]) \(pid \d+\) exited with code 1: ValueError: stage \1 and rank 0 built "
+                        r"different modules \(.*nope.*\): every worker .*", last), last
+    assert "[rank0]" not in err and "Traceback" in err  # the stage's traceback, relayed; none of rank 0's
+    assert _stage_pids(tmp_path / "out") == {}
