@@ -104,3 +104,76 @@ def test_ans_streams_that_do_not_end_in_the_initial_state_are_refused():
         ans.decode(memoryview(words.tobytes()), sizes[:3], freq, 12, symbols.size)
     with pytest.raises(CodecError, match="sum to"):
         ans.decode(memoryview(words.tobytes()), sizes, freq * 2, 12, symbols.size)
+
+
+def _textbook_rans(symbols: np.ndarray, freq: np.ndarray, precision: int, chunk: int) -> tuple[list[int], list[int]]:
+    """The format's definition, one stream at a time in Python integers: x = (x // f << precision) + x % f + cum,
+    a 16-bit word out first whenever x >= f << (32 - precision); the final state leads each stream."""
+    cum = np.concatenate([[0], np.cumsum(freq)[:-1]]).tolist()
+    freq_l, sizes, words = freq.tolist(), [], []
+    for start in range(0, symbols.size, chunk):
+        x, out = 1 << 16, []
+        for s in reversed(symbols[start : start + chunk].tolist()):
+            f = freq_l[s]
+            if x >= f << (32 - precision):
+                out.append(x & 0xFFFF)
+                x >>= 16
+            x = ((x // f) << precision) + x % f + cum[s]
+        stream = [x >> 16, x & 0xFFFF, *reversed(out)]
+        sizes.append(len(stream))
+        words.extend(stream)
+    return sizes, words
+
+
+@pytest.mark.parametrize("bits,precision", [(4, 12), (3, 16), (8, 14)])
+def test_ans_writes_the_textbook_streams_and_reads_them_back(bits, precision):
+    """The coders multiply instead of dividing and run 2 (encode) or 4 (decode) streams side by side; the
+    bytes are the one-stream-at-a-time definition's. 5 whole streams and a short one: a pair, a quad and
+    single streams."""
+    from worker.codecs import ans
+
+    symbols = _gaussian_symbols(5 * ans.CHUNK + 77, bits)
+    offset, counts = entropy._model(symbols)
+    freq = ans.normalize(counts, precision)
+    shifted = symbols - np.uint16(offset)
+    sizes, words = ans.encode(shifted, freq, precision)
+    want_sizes, want_words = _textbook_rans(shifted, freq, precision, ans.CHUNK)
+    assert sizes.tolist() == want_sizes and words.tolist() == want_words
+    assert np.array_equal(ans.decode(memoryview(words.tobytes()), sizes, freq, precision, symbols.size), shifted)
+    for stream in (1, 3, 5):  # in the quad, in the quad (its last), alone (the short one)
+        for corrupt in ("flip", "drop"):
+            bad_words, bad_sizes = words.copy(), sizes.copy()
+            at = int(sizes[:stream].sum()) + min(50, int(sizes[stream]) // 2)
+            if corrupt == "flip":
+                bad_words[at] ^= 0x0100
+            else:  # a stream one word short, its neighbour one word long: the total still matches
+                bad_sizes[stream] -= 1
+                bad_sizes[stream - 1] += 1
+            with pytest.raises(CodecError, match="ANS stream is corrupt"):
+                ans.decode(memoryview(bad_words.tobytes()), bad_sizes, freq, precision, symbols.size)
+
+
+def test_ans_division_by_magic_numbers_is_exact_for_every_frequency_and_32_bit_state():
+    """Granlund & Montgomery's unsigned division as the encoder runs it, against //, for every frequency
+    of a 16-bit scale and states at the edges of the 32-bit range and in between."""
+    import numba as nb
+
+    from worker.codecs import ans
+
+    @nb.njit
+    def mismatches(freq, xs, cum, magic, sh1, sh2, cmpl, precision):
+        bad = 0
+        for s in range(freq.size):
+            f = np.uint64(freq[s])
+            for x in xs:
+                want = ((x // f) << np.uint64(precision)) + x % f + cum[s]
+                if ans._put(x, s, cum, magic, sh1, sh2, cmpl) != want:
+                    bad += 1
+        return bad
+
+    freq = np.arange(1, (1 << 16) + 1, dtype=np.int64)  # every frequency (not one model: the tables are per symbol)
+    cum, magic, sh1, sh2, cmpl, _ = ans._encoder_tables(freq, 16)
+    rng = np.random.default_rng(0)
+    xs = np.concatenate([np.array([0, 1, 2, 3, (1 << 16) - 1, 1 << 16, (1 << 31) - 1, 1 << 31, (1 << 32) - 2,
+                                   (1 << 32) - 1], dtype=np.uint64), rng.integers(0, 1 << 32, 30, dtype=np.uint64)])
+    assert mismatches(freq, xs, cum, magic, sh1, sh2, cmpl, 16) == 0
