@@ -243,7 +243,8 @@ def encode(symbols: np.ndarray, freq: np.ndarray, precision: int) -> tuple[np.nd
     nchunks = -(-symbols.size // CHUNK)
     scratch = np.empty(nchunks * (CHUNK + 2), dtype=np.uint16)
     starts = np.empty(nchunks, dtype=np.int64)
-    _encode(symbols, *_encoder_tables(freq, precision), scratch, starts)
+    cum, magic, sh1, sh2, cmpl, xmax = _encoder_tables(freq, precision)
+    _encode(symbols, cum, magic, sh1, sh2, cmpl, xmax, scratch, starts)
     ends = np.minimum(np.arange(1, nchunks + 1) * CHUNK, symbols.size) - np.arange(nchunks) * CHUNK + 2
     sizes = (ends - starts).astype(np.uint64)
     base = np.arange(nchunks, dtype=np.int64) * (CHUNK + 2)
