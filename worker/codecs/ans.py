@@ -65,9 +65,9 @@ def normalize(counts: np.ndarray, precision: int) -> np.ndarray:
 # time), computed faster. The encoder replaces the division by a multiplication with a magic number per
 # symbol, exact for every 32-bit x (Granlund & Montgomery 1994, as compilers divide by constants); the
 # decoder reads one packed (freq, slot - cum) entry per symbol. A stream's update waits on its previous
-# one, so two (encode) or four (decode) streams advance together, with branch-free renormalisation: on one
-# thread of the 2-core VM, 4-bit symbols encoded at 119 and decoded at 172 M symbols/s before, 368 and 451
-# after (docs/results.md).
+# one, so whole streams advance together, two in the encoder, four (then two) in the decoder, with
+# branch-free renormalisation: on one thread of the 2-core VM, 4-bit symbols encoded at 119 and decoded at
+# 172 M symbols/s before, 368 and 451 after (docs/results.md).
 
 
 @nb.njit(inline="always")
@@ -189,14 +189,30 @@ def _decode_four(w0, w1, w2, w3, packed, table, precision, o0, o1, o2, o3):  # p
             and p0 == w0.size and p1 == w1.size and p2 == w2.size and p3 == w3.size)
 
 
+@nb.njit(cache=True)
+def _decode_two(w0, w1, packed, table, precision, o0, o1):  # pragma: no cover - compiled
+    """Two streams of equal length at once; False if either is malformed."""
+    if min(w0.size, w1.size) < 2:
+        return False
+    mask = (1 << precision) - 1
+    x0, p0 = (np.int64(w0[0]) << 16) | np.int64(w0[1]), 2
+    x1, p1 = (np.int64(w1[0]) << 16) | np.int64(w1[1]), 2
+    for i in range(o0.size):
+        x0, p0 = _take(x0, w0, p0, packed, table, mask, precision, o0, i)
+        x1, p1 = _take(x1, w1, p1, packed, table, mask, precision, o1, i)
+    return x0 == L and x1 == L and p0 == w0.size and p1 == w1.size
+
+
 @nb.njit(parallel=True, cache=True)
 def _decode(words, bounds, packed, table, precision, out):  # pragma: no cover - compiled
-    """Whole streams four at a time, the rest one at a time; False if any stream is malformed."""
+    """Whole streams four at a time, then two, the rest one at a time; False if any stream is malformed."""
     n = out.size
-    quads = (n // CHUNK) // 4
-    singles = bounds.size - 1 - 4 * quads
-    ok = np.ones(quads + singles, dtype=np.uint8)
-    for task in nb.prange(quads + singles):
+    whole = n // CHUNK
+    quads = whole // 4
+    pairs = (whole - 4 * quads) // 2
+    singles = bounds.size - 1 - 4 * quads - 2 * pairs
+    ok = np.ones(quads + pairs + singles, dtype=np.uint8)
+    for task in nb.prange(quads + pairs + singles):
         if task < quads:
             c = 4 * task
             good = _decode_four(words[bounds[c] : bounds[c + 1]], words[bounds[c + 1] : bounds[c + 2]],
@@ -205,8 +221,13 @@ def _decode(words, bounds, packed, table, precision, out):  # pragma: no cover -
                                 out[c * CHUNK : c * CHUNK + CHUNK], out[c * CHUNK + CHUNK : c * CHUNK + 2 * CHUNK],
                                 out[c * CHUNK + 2 * CHUNK : c * CHUNK + 3 * CHUNK],
                                 out[c * CHUNK + 3 * CHUNK : c * CHUNK + 4 * CHUNK])
+        elif task < quads + pairs:
+            c = 4 * quads + 2 * (task - quads)
+            good = _decode_two(words[bounds[c] : bounds[c + 1]], words[bounds[c + 1] : bounds[c + 2]],
+                               packed, table, precision,
+                               out[c * CHUNK : c * CHUNK + CHUNK], out[c * CHUNK + CHUNK : c * CHUNK + 2 * CHUNK])
         else:
-            c = 4 * quads + task - quads
+            c = 4 * quads + 2 * pairs + task - quads - pairs
             good = _decode_one(words[bounds[c] : bounds[c + 1]], packed, table, precision,
                                out[c * CHUNK : min(c * CHUNK + CHUNK, n)])
         if not good:

@@ -128,11 +128,11 @@ def _textbook_rans(symbols: np.ndarray, freq: np.ndarray, precision: int, chunk:
 @pytest.mark.parametrize("bits,precision", [(4, 12), (3, 16), (8, 14)])
 def test_ans_writes_the_textbook_streams_and_reads_them_back(bits, precision):
     """The coders multiply instead of dividing and run 2 (encode) or 4 (decode) streams side by side; the
-    bytes are the one-stream-at-a-time definition's. 5 whole streams and a short one: a pair, a quad and
-    single streams."""
+    bytes are the one-stream-at-a-time definition's. 7 whole streams and a short one: encoded as 3 pairs and
+    2 singles, decoded as a quad, a pair and 2 singles."""
     from worker.codecs import ans
 
-    symbols = _gaussian_symbols(5 * ans.CHUNK + 77, bits)
+    symbols = _gaussian_symbols(7 * ans.CHUNK + 77, bits)
     offset, counts = entropy._model(symbols)
     freq = ans.normalize(counts, precision)
     shifted = symbols - np.uint16(offset)
@@ -140,17 +140,15 @@ def test_ans_writes_the_textbook_streams_and_reads_them_back(bits, precision):
     want_sizes, want_words = _textbook_rans(shifted, freq, precision, ans.CHUNK)
     assert sizes.tolist() == want_sizes and words.tolist() == want_words
     assert np.array_equal(ans.decode(memoryview(words.tobytes()), sizes, freq, precision, symbols.size), shifted)
-    for stream in (1, 3, 5):  # in the quad, in the quad (its last), alone (the short one)
-        for corrupt in ("flip", "drop"):
-            bad_words, bad_sizes = words.copy(), sizes.copy()
-            at = int(sizes[:stream].sum()) + min(50, int(sizes[stream]) // 2)
-            if corrupt == "flip":
-                bad_words[at] ^= 0x0100
-            else:  # a stream one word short, its neighbour one word long: the total still matches
-                bad_sizes[stream] -= 1
-                bad_sizes[stream - 1] += 1
-            with pytest.raises(CodecError, match="ANS stream is corrupt"):
-                ans.decode(memoryview(bad_words.tobytes()), bad_sizes, freq, precision, symbols.size)
+    # A stream cut one word short (its neighbour one word long, so the total still matches) cannot end
+    # fully read in its initial state, in whichever path decodes it. (A flipped bit is the checksum's to
+    # catch: rANS decodes some to other symbols without noticing.)
+    for stream in (1, 3, 5, 6, 7):  # in the quad (two), in the pair, alone (a whole one, the short one)
+        cut = sizes.copy()
+        cut[stream] -= 1
+        cut[stream - 1] += 1
+        with pytest.raises(CodecError, match="ANS stream is corrupt"):
+            ans.decode(memoryview(words.tobytes()), cut, freq, precision, symbols.size)
 
 
 def test_ans_division_by_magic_numbers_is_exact_for_every_frequency_and_32_bit_state():
