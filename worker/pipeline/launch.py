@@ -68,11 +68,18 @@ def join_store(host: str, port: int) -> Any:
 
 
 def init_group(store: Any, rank: int, world: int) -> Any:
-    """The default gloo group (payloads) and a second gloo group for rank 0's commands and gathers."""
+    """The default gloo group (payloads) and a second gloo group for rank 0's commands and gathers.
+
+    torch wraps sys.excepthook at every init to prefix "[rankN]: " to tracebacks, and never unwraps it: a
+    stage process keeps the prefix (a stage's traceback says whose it is); rank 0, which may run one
+    distributed run after another in one process, gets its hook back."""
     import torch.distributed as dist
 
+    hook = sys.excepthook
     dist.init_process_group("gloo", store=store, rank=rank, world_size=world,
                             timeout=datetime.timedelta(seconds=COLLECTIVE_TIMEOUT_S))
+    if rank == 0:
+        sys.excepthook = hook
     return dist.new_group(backend="gloo")
 
 
