@@ -73,6 +73,19 @@ def test_same_losses_as_inproc_float64_compression_off(schedule, tmp_path):
     assert summary["runner"] == "distributed" and summary["n_stages"] == 3
 
 
+def test_deferred_batch_norm_built_on_meta_trains_and_evaluates_as_inproc(tmp_path):
+    """Stage processes build their DeferredBatchNorms on the meta device; the running statistics come from
+    rank 0 and the validation loss (which uses them) is in-process's to the last bit, in float64."""
+    def bn_spec(runner: str) -> dict:
+        return {**spec(runner, precision="fp64"), "model": {"name": "tiny_cnn", "options": {"batchnorm": True}},
+                "pipeline": {"microbatches": 4, "schedule": "gpipe", "runner": runner, "deferred_bn": True}}
+
+    ref_train, ref_val, _ = losses(bn_spec("inproc"), tmp_path / "inproc")
+    got_train, got_val, summary = losses(bn_spec("distributed"), tmp_path / "dist")
+    assert summary["n_stages"] == 3 and len(got_val) == 2
+    assert got_train == ref_train and got_val == ref_val
+
+
 @pytest.mark.parametrize("schedule", ["gpipe", "1f1b"])
 def test_same_losses_and_bytes_as_inproc_with_topk_and_8_bit(schedule, tmp_path):
     compression = {"forward": TOPK_8BIT, "backward": TOPK_8BIT}
