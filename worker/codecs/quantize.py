@@ -157,14 +157,15 @@ def std_scales(
     float64 on the host for every backend, so all of them send the same bytes. A constant group gets step 0
     and its value as lo."""
     n = x.size
-    if n and not np.isfinite(x).all():
-        raise CodecError(_NOT_FINITE)
-    values = x.astype(np.float64)
-    if ngroups == 1:  # one tensor-wide group: no group index per value
-        filled = np.array([n > 0])
-        mean = np.array([values.mean() if n else 0.0])
-        var = np.array([np.square(values - mean[0]).mean() if n else 0.0])
+    if ngroups == 1:  # one tensor-wide group: one compiled pass for the mean, one for the spread
+        total, mean0, var0, peak0 = fused.moments(np.ascontiguousarray(x, dtype=np.float32))
+        if not np.isfinite(total):
+            raise CodecError(_NOT_FINITE)
+        filled, mean, var = np.array([n > 0]), np.array([mean0]), np.array([var0])
     else:
+        if n and not np.isfinite(x).all():
+            raise CodecError(_NOT_FINITE)
+        values = x.astype(np.float64)
         where = np.arange(n, dtype=np.int64) if pos is None else pos.astype(np.int64)
         group = (where // inner) % ngroups
         count = np.bincount(group, minlength=ngroups).astype(np.float64)
@@ -176,9 +177,9 @@ def std_scales(
         pick = np.random.default_rng(RATE_SAMPLE).integers(0, n, RATE_SAMPLE) if n > RATE_SAMPLE else np.arange(n)
         g = np.zeros(pick.size, dtype=np.int64) if ngroups == 1 else group[pick]
         inverse_sd = 1.0 / np.where(sd > 0, sd, np.inf)
-        z = (values[pick] - mean[g]) * inverse_sd[g]
+        z = (x[pick].astype(np.float64) - mean[g]) * inverse_sd[g]
         if ngroups == 1:
-            peak = float(np.abs(values - mean[0]).max() * inverse_sd[0]) if n else 0.0
+            peak = float(peak0 * inverse_sd[0]) if n else 0.0
         else:
             peak = float((np.abs(values - mean[group]) * inverse_sd[group]).max()) if n else 0.0
         step_std = rate_multiple(z, peak, rate, bits, stochastic)

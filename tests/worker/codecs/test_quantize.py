@@ -282,3 +282,23 @@ def test_rate_keeps_constant_tensors_exact_and_names_its_conflicts():
         CompressionSpec(bits=8, rate=2.0)
     with pytest.raises(ValueError, match="rate 4 needs more than bits: 4 levels"):
         CompressionSpec(bits=4, rate=4.0, entropy="ans")
+
+
+def test_tensor_moments_agree_with_numpy_and_expose_non_finite_values():
+    """The tensor-wide step's statistics in one compiled pass each (eight running sums, a fixed order): the
+    figures NumPy's float64 passes give, to rounding; a NaN or inf shows in the sum."""
+    from worker.codecs import fused
+
+    rng = np.random.default_rng(0)
+    for n in (1, 7, 8, 1001, 1 << 16):
+        x = (rng.standard_t(3, n) * 5 + 2).astype(np.float32)
+        total, mean, var, peak = fused.moments(x)
+        v = x.astype(np.float64)
+        assert total == pytest.approx(v.sum(), rel=1e-12) and mean == pytest.approx(v.mean(), rel=1e-12)
+        assert var == pytest.approx(np.square(v - v.mean()).mean(), rel=1e-12)
+        assert peak == pytest.approx(np.abs(v - v.mean()).max(), rel=1e-12)
+    assert fused.moments(np.zeros(0, np.float32)) == (0.0, 0.0, 0.0, 0.0)
+    for bad in (np.nan, np.inf, -np.inf):
+        x = np.ones(100, np.float32)
+        x[37] = bad
+        assert not np.isfinite(fused.moments(x)[0])
