@@ -162,3 +162,22 @@ def test_a_model_built_on_meta_has_the_same_tensors_and_no_storage(model_spec, d
     assert meta.default_stages == real.default_stages
     x, y, _ = next(iter(batches(data.train, 4, shuffle=False)))  # the data is real
     assert not any(t.is_meta for t in (*(x if isinstance(x, tuple) else (x,)), y))
+
+
+@pytest.mark.parametrize("name", ["tiny_mlp", "tiny_cnn", "mobilenetv2_cifar", "resnet18_cifar", "minilm"])
+def test_the_catalog_publishes_the_module_tree_of_a_real_build_without_weights(name, monkeypatch):
+    """A worker publishes each model's module tree at start; built on the meta device, the tree is the real
+    build's (names do not depend on weights) and MiniLM's checkpoint is not read."""
+    from transformers import AutoModelForSequenceClassification
+
+    from slimpipe.modeltree import tree_json
+    from worker import catalog
+
+    entry = zoo.MODELS[name]
+    tokenizer = entry.tokenizer({}) if entry.tokenizer else None
+    shape = catalog.IMAGE_SHAPE if entry.takes == "image" else catalog.TEXT_SHAPE
+    real = entry.build({}, num_classes=catalog.NUM_CLASSES, input_shape=shape, tokenizer=tokenizer)
+    monkeypatch.setattr(AutoModelForSequenceClassification, "from_pretrained",
+                        lambda *a, **k: pytest.fail("the catalog read pretrained weights"))
+    published = catalog.model_entry(name)
+    assert published == {"tree": tree_json(real.module), "blocks": list(real.blocks), "default_stages": real.default_stages}
