@@ -125,7 +125,7 @@ export function clipSpikes(traces, lay, factor = 4) {
   spikes.sort((a, b) => b[1] - a[1]);
   const [step, worst] = spikes[0];
   const text = spikes.length === 1 ? `step ${step}: ${fmtSecs(worst)}, off the chart`
-    : `${spikes.length} steps off the chart, up to ${fmtSecs(worst)} (step ${step})`;
+    : `${spikes.length} points off the chart, up to ${fmtSecs(worst)} (step ${step})`;
   lay.yaxis = { ...lay.yaxis, range: [0, 1.15 * top], autorange: false };
   lay.annotations = [...(lay.annotations || []), {
     text, xref: "paper", yref: "paper", x: 0.99, y: 0.99, xanchor: "right", yanchor: "top", showarrow: false,

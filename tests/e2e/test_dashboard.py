@@ -347,7 +347,7 @@ def test_a_warm_up_step_goes_off_the_time_chart_with_a_note(page, server: str) -
     )
     assert got["range"] == pytest.approx([0, 0.68 * 1.15])
     assert got["note"] == ["step 1: 5.75 s, off the chart"]
-    assert got["two"] == "2 steps off the chart, up to 9.10 s (step 3)"
+    assert got["two"] == "2 points off the chart, up to 9.10 s (step 3)"
     assert got["steady"] == [None, None]  # nothing to clip: Plotly's own range
     assert got["medians"] == [2, 2.5, None]
 
