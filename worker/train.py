@@ -340,8 +340,11 @@ class DistributedExperiment(Experiment):
             log(f"all {n} stage processes ready in {time.perf_counter() - t_launch:.1f} s")
             control = launch.init_group(store, 0, n)
             self.program = StageProgram(self, 0, n, control=control, measure_error_every=measure_error_every(spec))
+            t_send = time.perf_counter()
             with self._guard():
-                self.program.send_weights()
+                sent = self.program.send_weights()
+            ranks = "stage 1" if n == 2 else f"stages 1-{n - 1}"
+            log(f"initial weights of {ranks} sent in {time.perf_counter() - t_send:.1f} s ({sent / 1e6:.1f} MB)")
             release_weights(self.model, keep=self.stages[0])  # rank 0's device holds stage 0 only
         except BaseException:
             self.close(graceful=False)

@@ -289,9 +289,10 @@ class StageProgram:
 
     # ---- initial weights: rank 0 built the model; every other rank built its shapes only (worker.stage)
 
-    def send_weights(self) -> None:
+    def send_weights(self) -> int:
         """Rank 0: every other rank's stage as rank 0 built it (seeded init or pretrained weights), one
-        tensor at a time on the control group, before the first command."""
+        tensor at a time on the control group, before the first command; returns the bytes sent."""
+        sent = 0
         for rank in range(1, self.world):
             tensors = stage_tensors(self.exp.stages[rank])
             listing = [[name, str(t.dtype).removeprefix("torch."), list(t.shape)] for name, t in tensors]
@@ -301,6 +302,8 @@ class StageProgram:
             for _, t in tensors:
                 if t.numel():
                     dist.send(_bytes_view(t.detach().cpu().contiguous()), dst=rank, group=self.control)
+                    sent += t.numel() * t.element_size()
+        return sent
 
     def receive_weights(self) -> None:
         """Ranks > 0: rank 0's weights for this stage, put on this rank's device (and in float64 for fp64

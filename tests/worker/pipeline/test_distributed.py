@@ -261,9 +261,13 @@ def test_stages_start_from_rank_0s_weights_and_no_process_holds_the_whole_model_
         assert [p.shape for p in shell.stages[rank].parameters()] == [p.shape for p in full.stages[rank].parameters()]
         assert {id(p) for group in shell.optimizer.param_groups for p in group["params"]} == {
             id(p) for p in shell.stages[rank].parameters()}  # the objects the received weights are swapped into
-    exp = train.DistributedExperiment(parse_spec(data), tmp_path)
+    lines: list[str] = []
+    exp = train.DistributedExperiment(parse_spec(data), tmp_path, log=lines.append)
     try:
         assert {id(p) for p in exp.model.parameters() if not p.is_meta} == {id(p) for p in exp.stages[0].parameters()}
+        sizes = [sum(t.numel() * t.element_size() for t in [*s.parameters(), *s.buffers()]) for s in full.stages]
+        assert re.fullmatch(rf"initial weights of stages 1-2 sent in \d+\.\d s \({(sizes[1] + sizes[2]) / 2e6:.1f} MB\)",
+                            lines[-1]), lines  # full is fp64; rank 0 sends its fp32 weights: half the bytes
         exp.save_checkpoint(tmp_path / "checkpoint.pt", 0, {})
     finally:
         exp.close()
@@ -393,11 +397,12 @@ def test_slimpipe_train_says_which_stage_died_and_of_what(tmp_path, capsys, monk
     from worker import train_cli
     from worker.pipeline import distributed
 
-    def send_a_wrong_listing(self) -> None:
+    def send_a_wrong_listing(self) -> int:
         blob = torch.frombuffer(bytearray(b'[["nope", "float32", [1]]]'), dtype=torch.uint8)
         for rank in range(1, self.world):
             dist.send(torch.tensor([blob.numel()]), dst=rank, group=self.control)
             dist.send(blob, dst=rank, group=self.control)
+        return 0
 
     monkeypatch.setattr(distributed.StageProgram, "send_weights", send_a_wrong_listing)
     path = tmp_path / "spec.json"
