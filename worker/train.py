@@ -343,8 +343,8 @@ class DistributedExperiment(Experiment):
             t_send = time.perf_counter()
             with self._guard():
                 sent = self.program.send_weights()
-            ranks = "stage 1" if n == 2 else f"stages 1-{n - 1}"
-            log(f"initial weights of {ranks} sent in {time.perf_counter() - t_send:.1f} s ({sent / 1e6:.1f} MB)")
+            receivers = "stage 1" if n == 2 else f"stages 1-{n - 1}"
+            log(f"initial weights of {receivers} sent in {time.perf_counter() - t_send:.1f} s ({sent / 1e6:.1f} MB)")
             release_weights(self.model, keep=self.stages[0])  # rank 0's device holds stage 0 only
         except BaseException:
             self.close(graceful=False)
