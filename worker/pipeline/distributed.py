@@ -38,6 +38,8 @@ from worker.pipeline.schedule import BACKWARD, FORWARD
 from worker.pipeline.transport import Inbox, Outbox, pack, unpack
 
 TRAIN, EVAL_COMPRESSED, EVAL_DENSE, SAVE, LOAD, STOP = range(6)
+#: The largest tensor listing a stage accepts from rank 0 (names, dtypes, shapes as JSON; a stage's is a few kB).
+MAX_MANIFEST_BYTES = 1 << 24
 _RAW_MAGIC = b"SPR1"
 # Fixed slots of the per-rank figures vector; then 8 per micro-batch (see _Figures.vector).
 _FIXED = ("loss", "correct", "count", "compute_s", "recv_wait_s", "send_s", "optimizer_s", "start", "end",
@@ -310,6 +312,8 @@ class StageProgram:
         runs, as Module.to casts) in place of the meta tensors, so the optimizer keeps the same objects."""
         size = torch.zeros(1, dtype=torch.int64)
         dist.recv(size, src=0, group=self.control)
+        if not 0 < int(size) <= MAX_MANIFEST_BYTES:
+            raise ValueError(f"rank 0 announced a tensor listing of {int(size)} bytes; a stage's is a few kB")
         blob = torch.empty(int(size), dtype=torch.uint8)
         dist.recv(blob, src=0, group=self.control)
         manifest = read_manifest(bytes(blob.numpy()))
@@ -404,7 +408,8 @@ def read_manifest(blob: bytes) -> list[tuple[str, torch.dtype, tuple[int, ...]]]
     manifest = []
     for name, dtype_name, shape in json.loads(blob):
         dtype = getattr(torch, str(dtype_name), None)
-        if not isinstance(dtype, torch.dtype) or not all(isinstance(d, int) and d >= 0 for d in shape):
+        if (not isinstance(dtype, torch.dtype) or not isinstance(shape, list)
+                or not all(isinstance(d, int) and d >= 0 for d in shape)):
             raise ValueError(f"rank 0 sent {name!r} as {dtype_name} {shape}, not a tensor this stage can take")
         manifest.append((str(name), dtype, tuple(shape)))
     return manifest

@@ -293,7 +293,7 @@ def test_a_stage_that_built_other_modules_than_rank_0_is_refused_naming_them():
     # The listing is JSON: a dtype is a torch dtype's name, nothing else of torch's.
     assert read_manifest(b'[["w", "bfloat16", [2, 3]], ["n", "int64", []]]') == [
         ("w", torch.bfloat16, (2, 3)), ("n", torch.int64, ())]
-    for bad in (b'[["w", "load", [2]]]', b'[["w", "float32", [-1]]]', b'[["w", "float32", [2.5]]]'):
+    for bad in (b'[["w", "load", [2]]]', b'[["w", "float32", [-1]]]', b'[["w", "float32", [2.5]]]', b'[["w", "float32", 3]]'):
         with pytest.raises(ValueError, match="rank 0 sent 'w' as .* not a tensor this stage can take"):
             read_manifest(bad)
 
