@@ -136,13 +136,18 @@ def _encode(symbols, cum, magic, sh1, sh2, cmpl, xmax, scratch, starts):  # prag
                                     scratch[base : base + stop - c * CHUNK + 2])
 
 
+@nb.njit(inline="always")
+def _start(words):  # pragma: no cover - compiled; the stream's final encoder state, its first two words
+    return (np.int64(words[0]) << 16) | np.int64(words[1])
+
+
 @nb.njit(cache=True)
 def _decode_one(words, packed, table, precision, out):  # pragma: no cover - compiled
     """Decode out.size symbols from words; False if the stream is malformed."""
     if words.size < 2:
         return False
     mask = (1 << precision) - 1
-    x = (np.int64(words[0]) << 16) | np.int64(words[1])
+    x = _start(words)
     pos = 2
     for i in range(out.size):
         slot = x & mask
@@ -176,10 +181,10 @@ def _decode_four(w0, w1, w2, w3, packed, table, precision, o0, o1, o2, o3):  # p
     if min(w0.size, w1.size, w2.size, w3.size) < 2:
         return False
     mask = (1 << precision) - 1
-    x0, p0 = (np.int64(w0[0]) << 16) | np.int64(w0[1]), 2
-    x1, p1 = (np.int64(w1[0]) << 16) | np.int64(w1[1]), 2
-    x2, p2 = (np.int64(w2[0]) << 16) | np.int64(w2[1]), 2
-    x3, p3 = (np.int64(w3[0]) << 16) | np.int64(w3[1]), 2
+    x0, p0 = _start(w0), 2
+    x1, p1 = _start(w1), 2
+    x2, p2 = _start(w2), 2
+    x3, p3 = _start(w3), 2
     for i in range(o0.size):
         x0, p0 = _take(x0, w0, p0, packed, table, mask, precision, o0, i)
         x1, p1 = _take(x1, w1, p1, packed, table, mask, precision, o1, i)
@@ -195,8 +200,8 @@ def _decode_two(w0, w1, packed, table, precision, o0, o1):  # pragma: no cover -
     if min(w0.size, w1.size) < 2:
         return False
     mask = (1 << precision) - 1
-    x0, p0 = (np.int64(w0[0]) << 16) | np.int64(w0[1]), 2
-    x1, p1 = (np.int64(w1[0]) << 16) | np.int64(w1[1]), 2
+    x0, p0 = _start(w0), 2
+    x1, p1 = _start(w1), 2
     for i in range(o0.size):
         x0, p0 = _take(x0, w0, p0, packed, table, mask, precision, o0, i)
         x1, p1 = _take(x1, w1, p1, packed, table, mask, precision, o1, i)
@@ -235,16 +240,15 @@ def _decode(words, bounds, packed, table, precision, out):  # pragma: no cover -
     return ok.min() if ok.size else 1
 
 
-def _tables(freq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    cum = np.concatenate([[0], np.cumsum(freq)[:-1]]).astype(np.int64)
-    return cum, np.repeat(np.arange(freq.size, dtype=np.uint16), freq)
+def _cum(freq: np.ndarray) -> np.ndarray:
+    return np.concatenate([[0], np.cumsum(freq)[:-1]]).astype(np.int64)
 
 
 def _encoder_tables(freq: np.ndarray, precision: int) -> tuple[np.ndarray, ...]:
     """Per symbol: cum, the division's magic number and two shifts, 2^precision - f, and the state from which
     a word must go first (f << (32 - precision)); all uint64. Symbols of frequency 0 never occur."""
     f = freq.astype(np.int64)
-    cum, _ = _tables(freq)
+    cum = _cum(freq)
     ell = np.frexp(np.maximum(f - 1, 0).astype(np.float64))[1].astype(np.int64)  # ceil(log2 f), exact
     magic = np.where(f > 0, ((np.int64(1) << 32) * ((np.int64(1) << ell) - f)) // np.maximum(f, 1) + 1, 0)
     return tuple(a.astype(np.uint64) for a in (cum, magic, np.minimum(ell, 1), np.maximum(ell - 1, 0),
@@ -253,7 +257,7 @@ def _encoder_tables(freq: np.ndarray, precision: int) -> tuple[np.ndarray, ...]:
 
 def _decoder_table(freq: np.ndarray, precision: int) -> tuple[np.ndarray, np.ndarray]:
     """slot -> symbol, and slot -> freq << 32 | (slot - cum): one load gives the whole state update."""
-    cum, table = _tables(freq)
+    cum, table = _cum(freq), np.repeat(np.arange(freq.size, dtype=np.uint16), freq)
     s = table.astype(np.int64)
     packed = (freq.astype(np.int64)[s] << 32) | (np.arange(1 << precision, dtype=np.int64) - cum[s])
     return packed, table
