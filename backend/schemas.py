@@ -267,7 +267,10 @@ class CompareRow(BaseModel):
 class ComparePublic(BaseModel):
     runs: list[CompareRow]
     baseline_run_id: int | None
-    varying_fields: list[str]
+    varying_fields: list[str] = Field(description="spec paths whose values differ among the compared runs")
+    implied_fields: list[str] = Field(
+        [], description="compression.default paths that differ only because compression.preset does (in `differences` too)"
+    )
 
 
 # --------------------------------------------------------------------------- what-if link planner

@@ -280,7 +280,7 @@ class Client:
     # ----------------------------------------------------------------------- compare, service
 
     def compare(self, run_ids: Iterable[int], baseline: int | None = None) -> dict[str, Any]:
-        """`{"runs": [...], "baseline_run_id", "varying_fields"}` (see docs/api.md)."""
+        """`{"runs": [...], "baseline_run_id", "varying_fields", "implied_fields"}` (see docs/api.md)."""
         params: dict[str, Any] = {"run_ids": ",".join(str(i) for i in run_ids)}
         if baseline is not None:
             params["baseline"] = baseline

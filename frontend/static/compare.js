@@ -1,7 +1,7 @@
 // Compare: the table of differing fields and results, overlaid curves, acc-vs-bytes scatter with its Pareto front.
 import { api, download, markReady, showBanner } from "./api.js";
 import { clipSpikes, COLORS, draw, layout, line, paretoFront, plotlyReady } from "./charts.js";
-import { groupLabel, groupRuns, meanSeries } from "./study.js";
+import { groupLabel, groupRuns, meanSeries, shortAxis } from "./study.js";
 import { badge, el, fmtBytes, fmtDelta, fmtPct, fmtRatio, fmtSecs, fmtValue, DASH } from "./format.js";
 
 const head = document.getElementById("compare-head");
@@ -10,10 +10,9 @@ const MAX_POINTS = 400;
 const baselineSelect = document.getElementById("baseline-select");
 let table = null;
 
-const shortPath = (p) => p.replace(/^compression\.default\./, "").replace(/^compression\.boundaries\./, "b");
 // A run's short label: what differs about it (e.g. "backward.topk=0.5"), else its name.
 function label(r) {
-  const parts = (table.varying_fields || []).map((f) => `${shortPath(f)}=${fmtValue((r.differences || {})[f])}`);
+  const parts = (table.varying_fields || []).map((f) => `${shortAxis(f)}=${fmtValue((r.differences || {})[f])}`);
   return parts.length && parts.join(", ").length < 48 ? parts.join(", ") : r.name;
 }
 
@@ -24,6 +23,14 @@ const shortValue = (v) => {
   return text.length > SHORT ? `${text.slice(0, SHORT - 1)}…` : text;
 };
 
+// A cell's full value on hover; the preset's cell also lists the fields it sets that differ between the runs.
+function cellTitle(r, f) {
+  const d = r.differences || {};
+  const text = `${f} = ${fmtValue(d[f])}`;
+  const implied = f === "compression.preset" ? table.implied_fields || [] : [];
+  return implied.length ? `${text}, which sets ${implied.map((p) => `${shortAxis(p)}=${fmtValue(d[p])}`).join(", ")}` : text;
+}
+
 // Outcome columns first, then the config fields that differ between the runs.
 function renderTable() {
   const varying = table.varying_fields || [];
@@ -33,7 +40,7 @@ function renderTable() {
     el("tr", {},
       el("th", { text: "Run" }), el("th", { text: "Status" }),
       ["Best val acc", "Final val acc", "Δ vs baseline", "Wire/step", "Ratio", "Time/batch", "Speed-up"].map((h) => el("th", { class: "num", text: h })),
-      varying.map((f) => el("th", { class: "diff", title: f, text: shortPath(f) })),
+      varying.map((f) => el("th", { class: "diff", title: f, text: shortAxis(f) })),
     ),
   );
   const best = Math.max(...table.runs.map((r) => r.best_val_acc ?? -Infinity));
@@ -51,7 +58,7 @@ function renderTable() {
         el("td", { class: "num", "data-col": "compression_ratio" }, fmtRatio(r.compression_ratio)),
         el("td", { class: "num", "data-col": "time_per_batch_s" }, fmtSecs(r.time_per_batch_s)),
         el("td", { class: "num", "data-col": "speedup" }, r.speedup == null ? DASH : `${r.speedup.toFixed(2)}×`),
-        varying.map((f) => el("td", { class: "mono diff", "data-field": f, title: `${f} = ${fmtValue((r.differences || {})[f])}`, text: shortValue((r.differences || {})[f]) })),
+        varying.map((f) => el("td", { class: "mono diff", "data-field": f, title: cellTitle(r, f), text: shortValue((r.differences || {})[f]) })),
       ),
     ),
   );
@@ -81,7 +88,7 @@ function drawPareto() {
   }));
   if (front.length) traces.push({ type: "scatter", mode: "lines", name: "Pareto front", x: front.map((p) => p.x), y: front.map((p) => p.y),
     line: { color: "#111827", dash: "dash", width: 1.5, shape: "hv" }, hoverinfo: "skip" });
-  const by = varying.length ? ` · labels: ${varying.map(shortPath).join(", ")}` : "";
+  const by = varying.length ? ` · labels: ${varying.map(shortAxis).join(", ")}` : "";
   draw("chart-pareto", traces, layout(`Best val acc vs wire bytes per step${by}`, { xTitle: "wire bytes per step (log)", yTitle: "best val acc %",
     extra: { xaxis: { type: "log", title: { text: "wire bytes per step" }, gridcolor: "#eef1f4", range: valid.length ? [xlo - xpad, xhi + xpad] : undefined },
       yaxis: { title: { text: "best val acc %" }, gridcolor: "#eef1f4", range: valid.length ? [ylo - ypad, yhi + ypad] : undefined }, hovermode: "closest", showlegend: false } }));

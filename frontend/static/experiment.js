@@ -39,7 +39,7 @@ async function load() {
   const runs = await Promise.all(exp.run_ids.map((id) => api(`/runs/${id}`).catch(() => null)));
   const byId = new Map(runs.filter(Boolean).map((r) => [r.id, r]));
   const rows = table.runs.map((t) => ({ ...t, values: (byId.get(t.run_id) || {}).sweep_values || {} }));
-  study = groupRuns(rows, axes);
+  study = groupRuns(rows, axes, exp.sweep || {});
   renderTable(table);
 
   // Parallel coordinates (three axes or more) need the full plotly.js bundle.
@@ -82,9 +82,9 @@ function deltaCell(v) {
 
 // One trace per value of the second axis; x is the first axis (categories unless every value is a number).
 function sweepTraces(groups, xAxis, lineAxis) {
-  const xs = xAxis ? axisValues(groups, xAxis) : [];
+  const xs = xAxis ? axisValues(groups, xAxis, study.order[xAxis]) : [];
   const numeric = xAxis && isNumericAxis(xs);
-  const lines = lineAxis ? axisValues(groups, lineAxis) : [undefined];
+  const lines = lineAxis ? axisValues(groups, lineAxis, study.order[lineAxis]) : [undefined];
   const traces = lines.map((lv, i) => {
     const members = groups.filter((g) => lineAxis === undefined || key(g.values[lineAxis]) === key(lv));
     const stats = members.map((g) => meanStd(g.runs.map((r) => r.best_val_acc)));
@@ -137,7 +137,7 @@ function drawParcoords(box, config, groups) {
   box.append(div);
   const acc = groups.map((g) => meanStd(g.runs.map((r) => r.best_val_acc)).mean);
   const dimensions = config.map((a) => {
-    const values = axisValues(groups, a);
+    const values = axisValues(groups, a, study.order[a]);
     const index = new Map(values.map((v, i) => [key(v), i]));
     return { label: shortAxis(a), values: groups.map((g) => index.get(key(g.values[a]))), tickvals: values.map((_, i) => i), ticktext: values.map(fmtValue) };
   });

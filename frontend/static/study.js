@@ -4,7 +4,8 @@ import { fmtValue } from "./format.js";
 // The seed axis is averaged over rather than drawn: repeated runs of one configuration.
 export const SEED_AXES = ["train.seed"];
 export const isSeedAxis = (axis) => SEED_AXES.includes(axis);
-export const shortAxis = (axis) => axis.replace(/^compression\.default\./, "").replace(/^compression\.boundaries\./, "b");
+// A spec path without its compression prefix: "backward.topk", "preset", "b3.forward.bits".
+export const shortAxis = (axis) => axis.replace(/^compression\.(default\.)?/, "").replace(/^boundaries\./, "b");
 
 // Mean and sample standard deviation (n − 1) of the finite values; std is null below two values.
 export function meanStd(values) {
@@ -29,9 +30,18 @@ export function compareValues(a, b) {
 
 export const key = (values) => JSON.stringify(values);
 
-// rows: [{run_id, values: {axis: value}, ...figures}]; axes: the sweep's axes in order.
-// Returns the configuration axes (seeds removed), the seed axes present, and one group per configuration.
-export function groupRuns(rows, axes) {
+// How an axis's values sort: in the order the sweep lists them where they are not all numbers (presets:
+// balanced, aggressive, extreme), else by compareValues (numbers ascending, for a line over them).
+export function sweepOrder(listed) {
+  if (!Array.isArray(listed) || isNumericAxis(listed)) return compareValues;
+  const rank = new Map(listed.map((v, i) => [key(v), i]));
+  return (a, b) => (rank.has(key(a)) && rank.has(key(b)) ? rank.get(key(a)) - rank.get(key(b)) : compareValues(a, b));
+}
+
+// rows: [{run_id, values: {axis: value}, ...figures}]; axes: the sweep's axes in order; sweep: {axis: [values]}
+// where known. Returns the configuration axes (seeds removed), the seed axes present, one group per
+// configuration, and each axis's sort order.
+export function groupRuns(rows, axes, sweep = {}) {
   const seeds = axes.filter(isSeedAxis);
   const config = axes.filter((a) => !isSeedAxis(a));
   const groups = new Map();
@@ -41,21 +51,22 @@ export function groupRuns(rows, axes) {
     if (!groups.has(k)) groups.set(k, { key: k, values: Object.fromEntries(config.map((a, i) => [a, values[i]])), runs: [] });
     groups.get(k).runs.push(row);
   }
+  const order = Object.fromEntries(config.map((a) => [a, sweepOrder(sweep[a])]));
   const sorted = [...groups.values()].sort((g, h) => {
     for (const a of config) {
-      const c = compareValues(g.values[a], h.values[a]);
+      const c = order[a](g.values[a], h.values[a]);
       if (c) return c;
     }
     return 0;
   });
-  return { config, seeds, groups: sorted };
+  return { config, seeds, groups: sorted, order };
 }
 
-// The distinct values an axis takes over the groups, in sweep order.
-export const axisValues = (groups, axis) => {
+// The distinct values an axis takes over the groups, sorted by `compare` (groupRuns' order for the axis).
+export const axisValues = (groups, axis, compare = compareValues) => {
   const seen = new Map();
   for (const g of groups) seen.set(key(g.values[axis]), g.values[axis]);
-  return [...seen.values()].sort(compareValues);
+  return [...seen.values()].sort(compare);
 };
 
 // A group's label from the chosen axes, e.g. "backward.topk=0.1, bits=8".

@@ -96,3 +96,32 @@ def test_speedup_comes_from_the_replayed_time_not_the_noisy_measured_one(api, su
     finish(settings.database_url, half, time_per_batch_s=0.1, link_time_per_step_s=0.1, modelled_time_per_batch_s=0.2)
     rows = {r["run_id"]: r for r in api.get("/api/v1/compare", params={"run_ids": f"{base},{half}"}).json()["runs"]}
     assert rows[half]["speedup"] == pytest.approx(1.5) and rows[half]["modelled_time_per_batch_s"] == 0.2
+
+
+def test_fields_a_preset_sets_are_implied_by_it_not_listed_as_differences(api, submit):
+    """balanced vs aggressive differ in nine compression.default fields; the table names the preset, and a field
+    a run sets over its preset still counts as a difference."""
+    presets = submit(sweep={"compression.preset": ["balanced", "aggressive"]})["run_ids"]
+    table = api.get("/api/v1/compare", params={"run_ids": ",".join(map(str, presets))}).json()
+    assert table["varying_fields"] == ["compression.preset"]
+    assert "compression.default.backward.bits" in table["implied_fields"]
+    assert "compression.default.forward.entropy" in table["implied_fields"]
+    assert {r["differences"]["compression.default.backward.bits"] for r in table["runs"]} == {8, 3}
+
+    # aggressive with 8-bit activations: forward.bits is no longer the preset's
+    over = submit(spec={**SPEC, "compression": {"preset": "aggressive", "default": {"forward": {"bits": 8}}}})["run_ids"]
+    table = api.get("/api/v1/compare", params={"run_ids": ",".join(map(str, presets + over))}).json()
+    assert table["varying_fields"] == ["compression.default.forward.bits", "compression.preset"]
+    assert "compression.default.forward.bits" not in table["implied_fields"]
+    assert [r["differences"]["compression.default.forward.bits"] for r in table["runs"]] == [4, 4, 8]
+
+    # an uncompressed run: its plain defaults are what "no preset" gives
+    plain = submit(spec={**SPEC, "compression": {}})["run_ids"]
+    table = api.get("/api/v1/compare", params={"run_ids": ",".join(map(str, presets + plain))}).json()
+    assert table["varying_fields"] == ["compression.preset"]
+
+    # the CSV keeps every field that differs
+    text = api.get("/api/v1/compare.csv", params={"run_ids": ",".join(map(str, presets))}).text
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert [r["compression.preset"] for r in rows] == ["balanced", "aggressive"]
+    assert [r["compression.default.backward.bits"] for r in rows] == ["8", "3"]

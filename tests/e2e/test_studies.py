@@ -19,6 +19,8 @@ from benchmarks.dashboard import serve_api
 
 TOPK = "compression.default.backward.topk"
 BITS = "compression.default.forward.bits"
+PRESET = "compression.preset"
+PRESETS = ["balanced", "aggressive", "extreme"]
 STEPS = (10, 20, 30)
 BASE_SPEC: dict[str, Any] = {
     "model": {"name": "tiny_mlp"},
@@ -86,9 +88,10 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     db.migrate(url)
     seeds = _seed_experiment(url, "seed-topk", {"train.seed": [0, 1], TOPK: [0.1, 0.5]}, ["Paper-2x2"])
     three = _seed_experiment(url, "three-axes", {BITS: [None, 8], TOPK: [0.1, 0.5], "optim.lr": [0.1, 0.2]}, ["grid"])
+    presets = _seed_experiment(url, "presets", {PRESET: PRESETS}, ["presets"])
     failed = _seed_failed(url)
     with serve_api(url, workdir) as base:
-        yield {"base": base, "seeds": seeds, "three": three, "failed": failed}
+        yield {"base": base, "seeds": seeds, "three": three, "presets": presets, "failed": failed}
 
 
 @pytest.fixture
@@ -326,3 +329,20 @@ def test_compare_groups_runs_that_differ_only_in_their_seed(tab, study) -> None:
             [statistics.mean(v) for v in zip(*(s["value"] for s in series), strict=True)]
         )
     assert tab.locator("#compare-table tbody tr").count() == 4  # the table keeps one row per run
+
+
+def test_a_preset_sweep_keeps_its_order_and_compares_by_the_preset_alone(tab, study) -> None:
+    """balanced, aggressive, extreme as swept (not a-z); compare names the preset, not the fields it sets."""
+    tab.goto(f"/experiments/{experiment_id(study, 'presets')}")
+    tab.wait_for_function("window.__slimpipeCurvesReady !== undefined")
+    assert tab.locator(f'#sweep-table td[data-axis="{PRESET}"]').all_inner_texts() == PRESETS
+    assert chart(tab, "chart-sweep")[0]["x"] == PRESETS
+
+    tab.goto(f"/compare?run_ids={','.join(map(str, study['presets']))}")
+    tab.wait_for_function("window.__slimpipeCurvesReady !== undefined")
+    assert [h.lower() for h in tab.locator("#compare-table thead th.diff").all_inner_texts()] == ["preset"]
+    aggressive = tab.locator(f'#compare-table tr[data-run-id="{study["presets"][1]}"] td[data-field="{PRESET}"]')
+    title = aggressive.get_attribute("title")
+    assert title.startswith(f"{PRESET} = aggressive, which sets ") and "backward.bits=3" in title, title
+    points = [t["name"] for t in chart(tab, "chart-pareto") if t["mode"] != "lines"]
+    assert sorted(points) == sorted(PRESETS)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query, status
 from fastapi.responses import Response
+from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from backend import crud, specs
@@ -16,11 +18,13 @@ from backend.jsonbody import StrictJSONRoute
 from backend.models import Run
 from backend.schemas import NOT_FOUND, ComparePublic, CompareRow, media
 from slimpipe import names
+from slimpipe.spec import CompressionConfig
 from slimpipe.timeline import speedup
 
 router = APIRouter(tags=["compare"], route_class=StrictJSONRoute)
 
 IGNORED_FIELDS = ("name", "tags")
+PRESET_FIELD = "compression.preset"
 
 
 def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
@@ -84,6 +88,30 @@ def find_baseline(session: Session, compared: list[Run]) -> Run | None:
     return max(pool, key=lambda r: r.id) if pool else None
 
 
+def preset_defaults(spec: dict[str, Any]) -> dict[str, Any]:
+    """The flattened `compression.default` a spec's preset alone gives it (no preset: the plain defaults)."""
+    preset = (spec.get("compression") or {}).get("preset")
+    try:
+        default = CompressionConfig.model_validate({"preset": preset}).default
+    except ValidationError:  # not a preset this version knows (a run logged by another trainer)
+        return {}
+    return flatten(json.loads(default.model_dump_json()), "compression.default")  # as dump_spec stores it
+
+
+def implied_by_preset(varying: list[str], specs_by_run: dict[int, dict[str, Any]], flat: dict[int, dict[str, Any]]) -> list[str]:
+    """The varying `compression.default` fields that differ only because the preset does: every run holds its
+    preset's value (`balanced` vs `aggressive` differ in nine such fields; the preset names the difference)."""
+    if PRESET_FIELD not in varying:
+        return []
+    given = {run_id: preset_defaults(spec) for run_id, spec in specs_by_run.items()}
+    return [
+        p
+        for p in varying
+        if p.startswith("compression.default.")
+        and all(p in given[run_id] and repr(given[run_id][p]) == repr(f.get(p)) for run_id, f in flat.items())
+    ]
+
+
 def _accuracy(figures: dict[str, Any]) -> float | None:
     """What Δ accuracy compares: the final validation accuracy, else the best."""
     return figures["final_val_acc"] if figures["final_val_acc"] is not None else figures["best_val_acc"]
@@ -104,6 +132,7 @@ def build_compare(session: Session, run_ids: list[int], baseline_id: int | None)
     flat = {r.id: flatten(r.spec) for r in compared}
     paths = sorted({p for f in flat.values() for p in f} - set(IGNORED_FIELDS))
     varying = [p for p in paths if len({repr(f.get(p)) for f in flat.values()}) > 1]
+    implied = implied_by_preset(varying, {r.id: r.spec for r in compared}, flat)
 
     base_acc = base_figures = None
     if baseline is not None:
@@ -124,7 +153,12 @@ def build_compare(session: Session, run_ids: list[int], baseline_id: int | None)
                 **{k: v for k, v in figures.items() if k != "runner"},
             )
         )
-    return ComparePublic(runs=rows, baseline_run_id=baseline.id if baseline else None, varying_fields=varying)
+    return ComparePublic(
+        runs=rows,
+        baseline_run_id=baseline.id if baseline else None,
+        varying_fields=[p for p in varying if p not in implied],
+        implied_fields=implied,
+    )
 
 
 # At most 9 digits per id: every id the pattern admits fits the 32-bit key (an unknown one is a 404).
@@ -148,9 +182,10 @@ def compare_csv(session: SessionDep, run_ids: str = RunIds, baseline: int | None
     figures = [f for f in CompareRow.model_fields if f not in ("run_id", "name", "status", "differences")]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["run_id", "name", "status", *figures, *table.varying_fields])
+    fields = table.varying_fields + table.implied_fields  # every field that differs, the preset's too
+    writer.writerow(["run_id", "name", "status", *figures, *fields])
     for row in table.runs:
-        values = [getattr(row, f) for f in figures] + [row.differences.get(p) for p in table.varying_fields]
+        values = [getattr(row, f) for f in figures] + [row.differences.get(p) for p in fields]
         writer.writerow([row.run_id, row.name, row.status, *("" if v is None else v for v in values)])
     return Response(
         buffer.getvalue(), media_type="text/csv", headers={"Content-Disposition": 'attachment; filename="compare.csv"'}
