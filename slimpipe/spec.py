@@ -237,6 +237,11 @@ class DataSpec(_Strict):
         _check_options(DATASET_OPTIONS[self.name], self.options, "data.options")
         return self
 
+    @property
+    def eval_batch(self) -> int:
+        """The validation batch: eval_batch_size, else the training batch size but at least 64."""
+        return self.eval_batch_size or max(self.batch_size, 64)
+
 
 class PipelineSpec(_Strict):
     stages: list[list[str]] | None = Field(None, description="module paths per stage, e.g. [['conv1','bn1'],['layers[0:3]']]")

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import math
 import statistics
@@ -21,7 +22,6 @@ import torch
 
 from slimpipe import names
 from slimpipe.spec import ExperimentSpec, dump_spec, parse_spec
-from slimpipe.timeline import FORWARD
 from worker import zoo
 from worker.pipeline.batchnorm import convert_deferred_batch_norm
 from worker.pipeline.boundary import make_boundaries
@@ -32,7 +32,7 @@ from worker.pipeline.runner import InprocRunner, StepResult
 from worker.pipeline.timeline import Replay, link_transfers, makespan, transfer_sizes
 from worker.pipeline.timeline import replay as modelled_events
 from worker.zoo.common import parameter_sizes
-from worker.zoo.data import EpochStream, batches, steps_per_epoch
+from worker.zoo.data import EpochStream, batches, count_batches, steps_per_epoch
 
 CHECKPOINT = "checkpoint.pt"
 #: Starts stages on another worker: (queue, ranks, world size, rendezvous host, port) -> None.
@@ -141,6 +141,9 @@ class Experiment:
         process but rank 0 holds the whole model, even for a moment."""
         self.spec = spec
         self.device = device or pick_device(spec.train.device)
+        # The last evaluation's seconds between its last two batches' ends (None with one batch): a batch's
+        # time once the stages are warm and, where they run side by side, the pipeline is full
+        self.eval_gap_s: float | None = None
         # Compute time: CPU seconds of this process where the device is the CPU (other processes on a shared
         # machine do not inflate it), wall time (synchronised) on CUDA.
         self.clock = time.process_time if self.device.type == "cpu" else time.perf_counter
@@ -232,21 +235,25 @@ class Experiment:
         pass
 
     @torch.no_grad()
-    def evaluate(self, compressed: bool) -> tuple[float, float]:
-        """Mean loss and accuracy (%) on the validation split, through fresh eval codecs if compressed.
+    def evaluate(self, compressed: bool, limit: int = 0, batch_size: int = 0) -> tuple[float, float]:
+        """Mean loss and accuracy (%) on the validation split (its first `limit` batches if limit > 0, in
+        batches of `batch_size` if > 0, else data.eval_batch), through fresh eval codecs if compressed.
         The eval codecs never warm up (no train_step), so compressed evaluation is always compressed; they
         round to nearest (see boundary.for_evaluation)."""
         self.model.eval()
         for b in self.eval_boundaries:
             b.reset_codecs()
-        size = self.spec.data.eval_batch_size or max(self.spec.data.batch_size, 64)
         loss_sum, correct, count = 0.0, 0, 0
-        for x, y, ids in batches(self.data.val, size, shuffle=False):
+        val = batches(self.data.val, batch_size or self.spec.data.eval_batch, shuffle=False)
+        ends: list[float] = []
+        for x, y, ids in itertools.islice(val, limit or None):
             x, y = self._inputs(x), y.to(self.device)
             logits = self.runner.predict(x, self.eval_boundaries if compressed else None, keys=-1 - ids)
             loss_sum += float(torch.nn.functional.cross_entropy(logits, y, reduction="sum"))
             correct += int((logits.argmax(-1) == y).sum())
             count += len(y)
+            ends.append(time.perf_counter())  # float() above waited for the device
+        self.eval_gap_s = ends[-1] - ends[-2] if len(ends) > 1 else None
         for b in self.eval_boundaries:
             b.reset_stats()
         self.model.train()
@@ -382,14 +389,16 @@ class DistributedExperiment(Experiment):
         return self._cache_bytes
 
     @torch.no_grad()
-    def evaluate(self, compressed: bool) -> tuple[float, float]:
+    def evaluate(self, compressed: bool, limit: int = 0, batch_size: int = 0) -> tuple[float, float]:
         from worker.pipeline.distributed import EVAL_COMPRESSED, EVAL_DENSE
 
         assert self.program is not None
         with self._guard():
-            self.program.command(EVAL_COMPRESSED if compressed else EVAL_DENSE)
-            vectors = self.program.gather(self.program.evaluate(compressed))
-        loss_sum, correct, count = vectors[-1].tolist()  # type: ignore[index]
+            self.program.command(EVAL_COMPRESSED if compressed else EVAL_DENSE, limit, batch_size)
+            vectors = self.program.gather(self.program.evaluate(compressed, limit, batch_size))
+        assert vectors is not None
+        loss_sum, correct, count, gap = vectors[-1].tolist()  # the last stage's
+        self.eval_gap_s = None if math.isnan(gap) else gap
         return loss_sum / count, 100.0 * correct / count
 
     def save_checkpoint(self, path: Path, step: int, progress: dict[str, Any]) -> None:
@@ -553,8 +562,8 @@ def _loop(exp, spec, out, log, emit, on_progress, should_stop, resume, t_start) 
     dense_val: tuple[float, float] | None = (*progress["dense_val"],) if progress.get("dense_val") else None
     exp.model.train()
     step = start_step
-    eval_batches = len(eval_modes) * len(exp.data.val) / spec.data.batch_size  # forward passes per evaluation point
-    time_left = TimeLeft(exp.max_steps, spec.train.eval_every, eval_batches)
+    eval_estimate_s = check_evaluation(exp, eval_modes, log) if step < exp.max_steps else 0.0
+    time_left = TimeLeft(exp.max_steps, spec.train.eval_every, eval_estimate_s)
     every = spec.train.checkpoint_every if ckpt is not None else None
 
     def checkpoint(at: int) -> None:
@@ -662,7 +671,7 @@ def _loop(exp, spec, out, log, emit, on_progress, should_stop, resume, t_start) 
                 f"acc1_val:{_fmt(val_acc, 2)}  time_per_batch:{batch_s:.4f}  wire_fwd:{fwd}  wire_bwd:{bwd}  "
                 f"ratio:{dense / (fwd + bwd) if fwd + bwd else 1.0:.2f}  link_s:{link_s:.4f}  modelled_s:{modelled:.4f}"
             )
-        time_left.record(eval_s, compute_s=result.compute_s)
+        time_left.record(eval_s)
         if on_progress is not None:
             on_progress(step, exp.max_steps, time_left.seconds(step))
         if every and (step % every == 0 or step == exp.max_steps):  # and the trained model at the end
@@ -675,35 +684,55 @@ def _loop(exp, spec, out, log, emit, on_progress, should_stop, resume, t_start) 
     return summary
 
 
+CHECK_SAMPLES = 8  # the first evaluation pass's batch: enough to run every kernel once, cheap at any size
+
+
+def check_evaluation(exp, eval_modes: list[bool], log: Callable[[str], None]) -> float:
+    """Evaluation in each mode before the first step (as Lightning's sanity check), so that one that fails
+    does so now, not at its first point after minutes or hours of training: a few samples first (which
+    loads kernels), then the first two validation batches, timed, to price an evaluation point for the ETA
+    until one is timed (evaluation runs without autograd, in batches of its own size: training steps do not
+    price it). n batches cost the two's time plus n - 2 gaps between the two's ends: stage processes pass
+    batches on, so a batch through every stage costs more than the next one's gap, and over one host's
+    cores or a slow link a gap costs more than the busiest stage."""
+    n = count_batches(exp.data.val, exp.spec.data.eval_batch)
+    for compressed in eval_modes:
+        exp.evaluate(compressed, limit=1, batch_size=min(CHECK_SAMPLES, exp.spec.data.eval_batch))
+    timed_s, estimate_s = 0.0, 0.0
+    for compressed in eval_modes:
+        t0 = time.perf_counter()
+        exp.evaluate(compressed, limit=2)
+        two_s = time.perf_counter() - t0
+        timed_s += two_s
+        estimate_s += two_s + max(n - 2, 0) * (exp.eval_gap_s or 0.0)
+    modes = " and ".join("compressed" if c else "dense" for c in eval_modes)
+    log(f"evaluation checked ({modes}) on the first {min(n, 2)} of {n} validation batches in {timed_s:.3g} s: "
+        f"about {estimate_s:.3g} s an evaluation point")
+    return estimate_s
+
+
 class TimeLeft:
     """The ETA a run reports: steps to go x the median wall time of a step, plus evaluation points to
     go x the median wall time of one (each over the latest `window`). The first step of a session is
     left out (it compiles kernels and warms caches), and so are evaluations from the steps' figure; a
     mean since the start would spread the start-up and every evaluation's pause over all the steps.
-    Until an evaluation has been timed, one is estimated as the forward passes it makes: the forward
-    actions' share of a step's compute x the median step x `eval_batches` (how many training batches
-    of samples one evaluation point runs forward)."""
+    Until an evaluation has been timed, one costs `eval_estimate_s` (check_evaluation's)."""
 
-    def __init__(self, max_steps: int, eval_every: int, eval_batches: float = 0.0, window: int = 200):
-        self.max_steps, self.eval_every, self.eval_batches = max_steps, eval_every, eval_batches
+    def __init__(self, max_steps: int, eval_every: int, eval_estimate_s: float = 0.0, window: int = 200):
+        self.max_steps, self.eval_every, self.eval_estimate_s = max_steps, eval_every, eval_estimate_s
         self.steps: deque[float] = deque(maxlen=window)
         self.evals: deque[float] = deque(maxlen=window)
-        self.forward_shares: deque[float] = deque(maxlen=window)
         self._last: float | None = None
 
-    def record(self, eval_s: float | None = None, now: float | None = None,
-               compute_s: dict[tuple[int, str, int], float] | None = None) -> None:
+    def record(self, eval_s: float | None = None, now: float | None = None) -> None:
         """A step ended (after `eval_s` seconds of evaluation, if it evaluated): its time is everything
-        since the previous step ended (checkpoints, the service's bookkeeping) but the evaluation.
-        `compute_s`: its actions' compute times, whose forward share prices an evaluation not yet timed."""
+        since the previous step ended (checkpoints, the service's bookkeeping) but the evaluation."""
         now = time.perf_counter() if now is None else now
         if self._last is not None:
             self.steps.append(now - self._last - (eval_s or 0.0))
         self._last = now
         if eval_s is not None:
             self.evals.append(eval_s)
-        if not self.evals and compute_s and (total := sum(compute_s.values())) > 0:  # only until one is timed
-            self.forward_shares.append(sum(t for (_, op, _), t in compute_s.items() if op == FORWARD) / total)
 
     def evaluations_after(self, step: int) -> int:
         """Evaluation points in (step, max_steps]: every eval_every-th step, and the last."""
@@ -715,14 +744,8 @@ class TimeLeft:
     def seconds(self, step: int) -> float | None:
         if not self.steps:
             return None
-        step_s = statistics.median(self.steps)
-        if self.evals:
-            per_eval = statistics.median(self.evals)
-        elif self.forward_shares:
-            per_eval = step_s * statistics.median(self.forward_shares) * self.eval_batches
-        else:
-            per_eval = 0.0
-        return (self.max_steps - step) * step_s + self.evaluations_after(step) * per_eval
+        per_eval = statistics.median(self.evals) if self.evals else self.eval_estimate_s
+        return (self.max_steps - step) * statistics.median(self.steps) + self.evaluations_after(step) * per_eval
 
 
 def _mean(values: list[float]) -> float:

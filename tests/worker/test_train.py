@@ -74,8 +74,9 @@ def test_run_reports_metrics_logs_progress_and_a_summary():
     assert [(s, t) for s, t, _ in progress] == [(s, 6) for s in range(1, 7)]
     # time left: none after the first step (it is left out), then >= 0, and nothing left at the end
     assert progress[0][2] is None and all(eta >= 0 for _, _, eta in progress[1:]) and progress[-1][2] == 0
-    assert lines[1].startswith("step:1  loss_train:") and "acc1_val:-" in lines[1]
-    assert "time_per_batch:" in lines[3] and "wire_fwd:2048" in lines[3] and "ratio:1.00" in lines[3]
+    assert lines[1].startswith("evaluation checked (compressed) on the first 1 of 1 validation batches in ")
+    assert lines[2].startswith("step:1  loss_train:") and "acc1_val:-" in lines[2]
+    assert "time_per_batch:" in lines[4] and "wire_fwd:2048" in lines[4] and "ratio:1.00" in lines[4]
     for key in (
         "best_val_acc",
         "final_val_acc",
@@ -366,38 +367,67 @@ def test_time_left_is_median_steps_and_evaluations_to_go():
     assert left.seconds(10) == 0.0
 
 
-def test_time_left_prices_an_evaluation_from_the_forward_passes_until_one_is_timed():
-    """Before the first evaluation: one costs the steps' forward share x the median step x how many
-    training batches of samples it runs forward; once timed, the measurement replaces the estimate."""
-    left = train.TimeLeft(max_steps=10, eval_every=5, eval_batches=6.0)  # e.g. 192 validation samples, batch 32
-    compute = {(0, "F", 0): 0.1, (1, "F", 0): 0.1, (0, "B", 0): 0.2, (1, "B", 0): 0.4}  # forward: 0.2 of 0.8 s
-    left.record(now=10.0, compute_s=compute)
-    left.record(now=12.0, compute_s=compute)  # a 2 s step
-    assert left.seconds(2) == 8 * 2.0 + 2 * (2.0 * 0.25 * 6.0)
-    left.record(eval_s=1.5, now=15.5, compute_s=compute)
+def test_time_left_prices_an_evaluation_from_the_check_until_one_is_timed():
+    """Before the first evaluation one costs check_evaluation's estimate; once timed, the measurement replaces it."""
+    left = train.TimeLeft(max_steps=10, eval_every=5, eval_estimate_s=1.2)
+    left.record(now=10.0)
+    left.record(now=12.0)  # a 2 s step
+    assert left.seconds(2) == 8 * 2.0 + 2 * 1.2
+    left.record(eval_s=1.5, now=15.5)
     assert left.seconds(3) == 7 * 2.0 + 2 * 1.5
-    assert train.TimeLeft(10, 5).seconds(0) is None and not train.TimeLeft(10, 5).forward_shares
+    assert train.TimeLeft(10, 5).seconds(0) is None
 
 
-def test_the_loop_gives_time_left_the_evaluation_size_and_each_steps_action_times(monkeypatch):
-    seen: dict[str, list] = {"made": [], "ops": []}
+def test_evaluation_is_checked_on_one_batch_per_mode_before_the_first_step_and_prices_the_eta(monkeypatch):
+    """The first validation batch in each mode, then again timed; batches x its time is the estimate; the
+    check changes nothing the run trains or reports (the same losses and accuracies as without it)."""
+    calls: list[tuple[str, bool, int]] = []
+    real = train.Experiment.evaluate
+
+    def recording(self, compressed, limit=0, batch_size=0):
+        calls.append((compressed, limit, batch_size))
+        return real(self, compressed, limit, batch_size)
+
+    made: list[float] = []
 
     class Recording(train.TimeLeft):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
-            seen["made"].append(self.eval_batches)
+            made.append(self.eval_estimate_s)
 
-        def record(self, eval_s=None, now=None, compute_s=None):
-            seen["ops"].append(sorted({op for _, op, _ in compute_s}))
-            super().record(eval_s, now, compute_s)
-
+    monkeypatch.setattr(train.Experiment, "evaluate", recording)
     monkeypatch.setattr(train, "TimeLeft", Recording)
+    lines: list[str] = []
+    spec = tiny_spec(train={"max_steps": 6, "eval_every": 4, "eval_compression": "both"}, data__eval_batch_size=12)
     etas: list[float | None] = []
-    train.run(tiny_spec(train={"max_steps": 6, "eval_every": 4, "eval_compression": "both"}),
-              on_progress=lambda step, total, eta: etas.append(eta))
-    assert seen["made"] == [2 * 32 / 16]  # compressed and dense, 32 validation samples, batches of 16
-    assert seen["ops"] == [["B", "F"]] * 6
+    points: list[dict] = []
+    train.run(spec, on_log=lines.append, on_metrics=points.extend, on_progress=lambda step, total, eta: etas.append(eta))
+    # compressed and dense: 8 samples, then the first two batches, then the evaluation points at steps 4 and 6
+    assert calls == [(True, 1, 8), (False, 1, 8), (True, 2, 0), (False, 2, 0)] + [(True, 0, 0), (False, 0, 0)] * 2
+    (line,) = [x for x in lines if x.startswith("evaluation checked")]
+    assert "(compressed and dense) on the first 2 of 3 validation batches" in line  # 32 samples, batches of 12
+    assert len(made) == 1 and made[0] > 0
     assert etas[0] is None and all(eta is not None and eta > 0 for eta in etas[1:-1]) and etas[-1] == 0.0
+
+    monkeypatch.setattr(train, "check_evaluation", lambda exp, modes, log: 0.0)
+    unchecked: list[dict] = []
+    train.run(spec, on_metrics=unchecked.extend)
+    figures = lambda ps: [(p["step"], p["name"], p["value"]) for p in ps if not p["name"].startswith("time/")]  # noqa: E731
+    assert figures(points) == figures(unchecked)
+
+
+def test_a_failing_evaluation_fails_the_run_before_its_first_step(monkeypatch):
+    steps: list[int] = []
+    real = train.Experiment.train_step
+    monkeypatch.setattr(train.Experiment, "train_step", lambda self, step, lr: steps.append(step) or real(self, step, lr))
+
+    def broken(self, compressed, limit=0, batch_size=0):
+        raise RuntimeError("the classifier head returned 7 classes for 10 labels")
+
+    monkeypatch.setattr(train.Experiment, "evaluate", broken)
+    with pytest.raises(RuntimeError, match="7 classes"):
+        train.run(tiny_spec(train={"max_steps": 50, "eval_every": 25}))
+    assert steps == []
 
 
 def test_checkpoints_every_n_steps_after_the_last_and_where_stopped(tmp_path):

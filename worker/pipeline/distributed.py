@@ -19,6 +19,7 @@ in-process runner's (`boundary.Channel`): same spec and seed give the same losse
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import math
 import time
@@ -258,20 +259,27 @@ class StageProgram:
     # ---- evaluation: the validation batches streamed through the stages
 
     @torch.no_grad()
-    def evaluate(self, compressed: bool) -> list[float]:
+    def evaluate(self, compressed: bool, limit: int = 0, batch_size: int = 0) -> list[float]:
+        """[loss sum, correct, count, gap s] over the validation split (its first `limit` batches if limit > 0,
+        in batches of `batch_size` if > 0, else data.eval_batch);
+        gap: on the last stage, the seconds between its last two batches' ends (a batch's time once the
+        pipeline is full), else NaN."""
         from worker.zoo.data import batches, count_batches
 
         boundaries = [b for b in (self.eval_prev, self.eval_next) if b is not None]
         for b in boundaries:
             b.reset_codecs()
-        size = self.spec.data.eval_batch_size or max(self.spec.data.batch_size, 64)
-        val = batches(self.exp.data.val, size, shuffle=False, inputs=self.first)
+        size = batch_size or self.spec.data.eval_batch
+        n = count_batches(self.exp.data.val, size)
+        n = min(n, limit) if limit > 0 else n
+        val = itertools.islice(batches(self.exp.data.val, size, shuffle=False, inputs=self.first), n)
         if self.fwd_in is not None:
-            self.fwd_in.expect(count_batches(self.exp.data.val, size))
+            self.fwd_in.expect(n)
         self.stage.eval()
         loss_sum, correct, count = 0.0, 0, 0
         prev_ch = self.eval_prev.forward if compressed and self.eval_prev is not None else None
         next_ch = self.eval_next.forward if compressed and self.eval_next is not None else None
+        ends: list[float] = []
         for x, y, ids in val:
             keys = -1 - ids
             inp = self.exp._inputs(x) if self.first else decode_carry(prev_ch, self.fwd_in.take(), self.device)  # type: ignore[union-attr]
@@ -282,12 +290,13 @@ class StageProgram:
                 loss_sum += float(torch.nn.functional.cross_entropy(logits, y, reduction="sum"))
                 correct += int((logits.argmax(-1) == y).sum())
                 count += len(y)
+                ends.append(time.perf_counter())  # float() above waited for the device
             else:
                 self.fwd_out.put(encode_carry(next_ch, out, 0, keys, False))  # type: ignore[union-attr]
         for b in boundaries:
             b.reset_stats()
         self.stage.train()
-        return [loss_sum, float(correct), float(count)]
+        return [loss_sum, float(correct), float(count), ends[-1] - ends[-2] if len(ends) > 1 else math.nan]
 
     # ---- initial weights: rank 0 built the model; every other rank built its shapes only (worker.stage)
 
@@ -379,7 +388,7 @@ class StageProgram:
             if kind == TRAIN:
                 self.gather(self.train_step(step, value))
             elif kind in (EVAL_COMPRESSED, EVAL_DENSE):
-                self.gather(self.evaluate(kind == EVAL_COMPRESSED))
+                self.gather(self.evaluate(kind == EVAL_COMPRESSED, limit=step, batch_size=int(value)))
             elif kind == SAVE and directory is not None:
                 self.save(directory, step)
                 self.gather([0.0])

@@ -86,6 +86,28 @@ def test_deferred_batch_norm_built_on_meta_trains_and_evaluates_as_inproc(tmp_pa
     assert got_train == ref_train and got_val == ref_val
 
 
+def test_every_stage_evaluates_the_batches_rank_0_asks_for_as_inproc_does(tmp_path):
+    """The evaluation check's limits (8 samples; the first two batches) reach every stage process: the
+    figures are in-process's, in float64; the gap between the last two batches' ends comes back from the
+    last stage."""
+    compression = {"forward": TOPK_8BIT, "backward": TOPK_8BIT}
+    figures = {}
+    for runner in ("inproc", "distributed"):
+        exp = train.make_experiment(parse_spec(spec(runner, compression=compression, precision="fp64")),
+                                    tmp_path / runner, None, lambda line: None)
+        try:
+            got = []
+            for limit, batch_size in ((1, 8), (2, 0), (0, 0)):
+                got.append((exp.evaluate(True, limit, batch_size), exp.evaluate(False, limit, batch_size)))
+                gap = exp.eval_gap_s
+                assert (gap is None) if limit == 1 else (gap is not None and gap > 0)
+            figures[runner] = got
+        finally:
+            exp.close()
+    assert figures["distributed"] == figures["inproc"]
+    assert figures["inproc"][0] != figures["inproc"][1] != figures["inproc"][2]  # 8 samples, 64, the whole split
+
+
 @pytest.mark.parametrize("schedule", ["gpipe", "1f1b"])
 def test_same_losses_and_bytes_as_inproc_with_topk_and_8_bit(schedule, tmp_path):
     compression = {"forward": TOPK_8BIT, "backward": TOPK_8BIT}
