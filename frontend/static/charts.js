@@ -22,8 +22,10 @@ export function layout(title, { xTitle = "step", yTitle = "", logY = false, extr
 }
 
 export function line(name, series, { color, dash, width = 1.6, mode = "lines" } = {}) {
-  // Markers only where they help: sparse series such as validation passes.
+  // Markers only where they help: sparse series such as validation passes, and a lone point, which a line
+  // alone does not draw (a run evaluated once).
   if (mode === "lines+markers" && series && series.step.length > 120) mode = "lines";
+  if (series && series.step.length === 1) mode = "lines+markers";
   return {
     type: "scatter",
     mode,

@@ -1,7 +1,7 @@
 // Compare: the table of differing fields and results, overlaid curves, acc-vs-bytes scatter with its Pareto front.
 import { api, download, markReady, showBanner } from "./api.js";
 import { clipSpikes, COLORS, draw, layout, line, paretoFront, plotlyReady } from "./charts.js";
-import { groupLabel, groupRuns, meanSeries, shortAxis } from "./study.js";
+import { groupLabel, groupRuns, meanTraces, shortAxis } from "./study.js";
 import { badge, el, fmtBytes, fmtDelta, fmtPct, fmtRatio, fmtSecs, fmtValue, DASH } from "./format.js";
 
 const head = document.getElementById("compare-head");
@@ -109,7 +109,8 @@ async function drawCurves() {
   const render = () => {
     const traces = [];
     if (seeds.length) {
-      groups.forEach((g, i) => traces.push(...meanTraces(g, config, name, COLORS[i % COLORS.length])));
+      groups.forEach((g, i) => traces.push(...meanTraces(g.runs.map((r) => curveCache.get(`${r.run_id}:${name}`)),
+        config.length ? groupLabel(g.values, config) : "all runs", COLORS[i % COLORS.length], g.runs.map((r) => r.run_id))));
     } else table.runs.forEach((r, i) => {
       const s = curveCache.get(`${r.run_id}:${name}`);
       if (s) traces.push(line(label(r), s, { color: COLORS[i % COLORS.length], width: r.run_id === table.baseline_run_id ? 2.4 : 1.4 }));
@@ -131,19 +132,6 @@ async function drawCurves() {
   clearTimeout(pending);
   pending = null;
   render();
-}
-
-function meanTraces(group, config, name, color) {
-  const s = meanSeries(group.runs.map((r) => curveCache.get(`${r.run_id}:${name}`)));
-  if (!s || !s.step.length) return [];
-  const label = config.length ? groupLabel(group.values, config) : "all runs";
-  const traces = [];
-  if (s.n > 1) traces.push({ type: "scatter", mode: "lines", x: [...s.step, ...[...s.step].reverse()], hoverinfo: "skip", showlegend: false,
-    y: [...s.value.map((v, j) => v + (s.std[j] ?? 0)), ...s.value.map((v, j) => v - (s.std[j] ?? 0)).reverse()],
-    fill: "toself", fillcolor: `${color}22`, line: { width: 0 }, name: `${label} ± std` });
-  traces.push({ type: "scatter", mode: "lines", name: s.n > 1 ? `${label} (mean of ${s.n})` : label, x: s.step, y: s.value,
-    line: { color, width: 1.8 }, meta: { runs: group.runs.map((r) => r.run_id) } });
-  return traces;
 }
 
 async function load() {

@@ -3,7 +3,7 @@
 import { api, authHeaders, markReady, showBanner } from "./api.js";
 import { COLORS, draw, layout, plotlyReady, wantsLog } from "./charts.js";
 import { badge, el, fmtBytes, fmtDelta, fmtPct, fmtRatio, fmtValue } from "./format.js";
-import { axisValues, groupLabel, groupRuns, isNumericAxis, key, meanSeries, meanStd, shortAxis } from "./study.js";
+import { axisValues, groupLabel, groupRuns, isNumericAxis, key, meanStd, meanTraces, shortAxis } from "./study.js";
 
 const EXP_ID = Number(document.getElementById("experiment-head").dataset.experimentId);
 const MAX_FACETS = 12;
@@ -158,19 +158,8 @@ async function drawCurves() {
     curveCache.set(k, m ? m.series[name] || null : null);
   }));
   const traces = [];
-  groups.forEach((g, i) => {
-    const s = meanSeries(g.runs.map((r) => curveCache.get(`${r.run_id}:${name}`)));
-    if (!s || !s.step.length) return;
-    const color = COLORS[i % COLORS.length];
-    const label = config.length ? groupLabel(g.values, config) : g.runs[0].name;
-    if (s.n > 1) {
-      traces.push({ type: "scatter", mode: "lines", x: [...s.step, ...[...s.step].reverse()], hoverinfo: "skip", showlegend: false,
-        y: [...s.value.map((v, j) => v + (s.std[j] ?? 0)), ...s.value.map((v, j) => v - (s.std[j] ?? 0)).reverse()],
-        fill: "toself", fillcolor: `${color}22`, line: { width: 0 }, name: `${label} ± std` });
-    }
-    traces.push({ type: "scatter", mode: "lines", name: s.n > 1 ? `${label} (mean of ${s.n})` : label, x: s.step, y: s.value,
-      line: { color, width: 1.8 }, meta: { runs: g.runs.map((r) => r.run_id) } });
-  });
+  groups.forEach((g, i) => traces.push(...meanTraces(g.runs.map((r) => curveCache.get(`${r.run_id}:${name}`)),
+    config.length ? groupLabel(g.values, config) : g.runs[0].name, COLORS[i % COLORS.length], g.runs.map((r) => r.run_id))));
   // Many configurations: the chart takes the full row and the legend goes underneath.
   const many = groups.length > 4;
   document.getElementById("chart-sweep-curves").parentElement.classList.toggle("wide", many);

@@ -1,4 +1,5 @@
 // Studies: runs grouped by their sweep values over any number of axes, seeds folded into mean ± std.
+import { line } from "./charts.js";
 import { fmtValue } from "./format.js";
 
 // The seed axis is averaged over rather than drawn: repeated runs of one configuration.
@@ -80,4 +81,16 @@ export function meanSeries(seriesList) {
   const steps = present[0].step.filter((st) => byStep.every((m) => m.has(st)));
   const stats = steps.map((st) => meanStd(byStep.map((m) => m.get(st))));
   return { step: steps, value: stats.map((s) => s.mean), std: stats.map((s) => s.std), n: present.length };
+}
+
+// One configuration's curve: the mean of its runs' series (`line`), under a ±std band where there are several.
+export function meanTraces(seriesList, label, color, runIds) {
+  const s = meanSeries(seriesList);
+  if (!s || !s.step.length) return [];
+  const traces = [];
+  if (s.n > 1) traces.push({ type: "scatter", mode: "lines", x: [...s.step, ...[...s.step].reverse()], hoverinfo: "skip", showlegend: false,
+    y: [...s.value.map((v, j) => v + (s.std[j] ?? 0)), ...s.value.map((v, j) => v - (s.std[j] ?? 0)).reverse()],
+    fill: "toself", fillcolor: `${color}22`, line: { width: 0 }, name: `${label} ± std` });
+  traces.push({ ...line(s.n > 1 ? `${label} (mean of ${s.n})` : label, s, { color, width: 1.8 }), meta: { runs: runIds } });
+  return traces;
 }

@@ -337,6 +337,10 @@ def test_a_preset_sweep_keeps_its_order_and_compares_by_the_preset_alone(tab, st
     tab.wait_for_function("window.__slimpipeCurvesReady !== undefined")
     assert tab.locator(f'#sweep-table td[data-axis="{PRESET}"]').all_inner_texts() == PRESETS
     assert chart(tab, "chart-sweep")[0]["x"] == PRESETS
+    # a series of one point (a run evaluated once) is drawn with its marker; a line alone shows nothing
+    modes = tab.evaluate("""async () => { const { line } = await import("/static/charts.js");
+        return [line("one", { step: [30], value: [60] }).mode, line("three", { step: [10, 20, 30], value: [1, 2, 3] }).mode]; }""")
+    assert modes == ["lines+markers", "lines"]
 
     tab.goto(f"/compare?run_ids={','.join(map(str, study['presets']))}")
     tab.wait_for_function("window.__slimpipeCurvesReady !== undefined")
