@@ -16,7 +16,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -129,6 +129,17 @@ def release_weights(model: torch.nn.Module, keep: torch.nn.Module) -> None:
                 module._buffers[name] = buffer.to("meta")
 
 
+class Evaluation(NamedTuple):
+    """One pass over the validation split (or its first batches)."""
+
+    loss: float  # mean cross-entropy
+    acc: float  # top-1, %
+    # Seconds between the last two batches' ends (None with one batch): a batch's time once the stages are
+    # warm and, where they run side by side, the pipeline is full (check_evaluation prices an evaluation
+    # point from it)
+    gap_s: float | None
+
+
 class Experiment:
     """Everything a run needs, built from a spec: data, model, stages, boundaries, runner, optimizer."""
 
@@ -141,9 +152,6 @@ class Experiment:
         process but rank 0 holds the whole model, even for a moment."""
         self.spec = spec
         self.device = device or pick_device(spec.train.device)
-        # The last evaluation's seconds between its last two batches' ends (None with one batch): a batch's
-        # time once the stages are warm and, where they run side by side, the pipeline is full
-        self.eval_gap_s: float | None = None
         # Compute time: CPU seconds of this process where the device is the CPU (other processes on a shared
         # machine do not inflate it), wall time (synchronised) on CUDA.
         self.clock = time.process_time if self.device.type == "cpu" else time.perf_counter
@@ -235,7 +243,7 @@ class Experiment:
         pass
 
     @torch.no_grad()
-    def evaluate(self, compressed: bool, limit: int = 0, batch_size: int = 0) -> tuple[float, float]:
+    def evaluate(self, compressed: bool, limit: int = 0, batch_size: int = 0) -> Evaluation:
         """Mean loss and accuracy (%) on the validation split (its first `limit` batches if limit > 0, in
         batches of `batch_size` if > 0, else data.eval_batch), through fresh eval codecs if compressed.
         The eval codecs never warm up (no train_step), so compressed evaluation is always compressed; they
@@ -253,11 +261,10 @@ class Experiment:
             correct += int((logits.argmax(-1) == y).sum())
             count += len(y)
             ends.append(time.perf_counter())  # float() above waited for the device
-        self.eval_gap_s = ends[-1] - ends[-2] if len(ends) > 1 else None
         for b in self.eval_boundaries:
             b.reset_stats()
         self.model.train()
-        return loss_sum / count, 100.0 * correct / count
+        return Evaluation(loss_sum / count, 100.0 * correct / count, ends[-1] - ends[-2] if len(ends) > 1 else None)
 
     # ------------------------------------------------------------------- checkpoints
 
@@ -389,7 +396,7 @@ class DistributedExperiment(Experiment):
         return self._cache_bytes
 
     @torch.no_grad()
-    def evaluate(self, compressed: bool, limit: int = 0, batch_size: int = 0) -> tuple[float, float]:
+    def evaluate(self, compressed: bool, limit: int = 0, batch_size: int = 0) -> Evaluation:
         from worker.pipeline.distributed import EVAL_COMPRESSED, EVAL_DENSE
 
         assert self.program is not None
@@ -398,8 +405,7 @@ class DistributedExperiment(Experiment):
             vectors = self.program.gather(self.program.evaluate(compressed, limit, batch_size))
         assert vectors is not None
         loss_sum, correct, count, gap = vectors[-1].tolist()  # the last stage's
-        self.eval_gap_s = None if math.isnan(gap) else gap
-        return loss_sum / count, 100.0 * correct / count
+        return Evaluation(loss_sum / count, 100.0 * correct / count, None if math.isnan(gap) else gap)
 
     def save_checkpoint(self, path: Path, step: int, progress: dict[str, Any]) -> None:
         from worker.pipeline.distributed import SAVE
@@ -624,7 +630,7 @@ def _loop(exp, spec, out, log, emit, on_progress, should_stop, resume, t_start) 
             }
             e0 = time.perf_counter()
             for compressed in eval_modes:
-                loss_v, acc_v = exp.evaluate(compressed)
+                loss_v, acc_v, _ = exp.evaluate(compressed)
                 if compressed or spec.train.eval_compression == "dense":
                     val_loss, val_acc = loss_v, acc_v
                     values[names.VAL_LOSS], values[names.VAL_ACC] = loss_v, acc_v
@@ -701,10 +707,10 @@ def check_evaluation(exp, eval_modes: list[bool], log: Callable[[str], None]) ->
     timed_s, estimate_s = 0.0, 0.0
     for compressed in eval_modes:
         t0 = time.perf_counter()
-        exp.evaluate(compressed, limit=2)
+        gap_s = exp.evaluate(compressed, limit=2).gap_s
         two_s = time.perf_counter() - t0
         timed_s += two_s
-        estimate_s += two_s + max(n - 2, 0) * (exp.eval_gap_s or 0.0)
+        estimate_s += two_s + max(n - 2, 0) * (gap_s or 0.0)
     modes = " and ".join("compressed" if c else "dense" for c in eval_modes)
     log(f"evaluation checked ({modes}) on the first {min(n, 2)} of {n} validation batches in {timed_s:.3g} s: "
         f"about {estimate_s:.3g} s an evaluation point")

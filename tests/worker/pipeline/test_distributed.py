@@ -98,9 +98,10 @@ def test_every_stage_evaluates_the_batches_rank_0_asks_for_as_inproc_does(tmp_pa
         try:
             got = []
             for limit, batch_size in ((1, 8), (2, 0), (0, 0)):
-                got.append((exp.evaluate(True, limit, batch_size), exp.evaluate(False, limit, batch_size)))
-                gap = exp.eval_gap_s
-                assert (gap is None) if limit == 1 else (gap is not None and gap > 0)
+                both = exp.evaluate(True, limit, batch_size), exp.evaluate(False, limit, batch_size)
+                for ev in both:
+                    assert (ev.gap_s is None) if limit == 1 else (ev.gap_s is not None and ev.gap_s > 0)
+                got.append([(ev.loss, ev.acc) for ev in both])
             figures[runner] = got
         finally:
             exp.close()
