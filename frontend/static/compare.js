@@ -67,6 +67,8 @@ function renderTable() {
     `${table.runs.length} runs · baseline: ${base ? base.name : "none (no uncompressed run of the same experiment; pick one)"}`;
 }
 
+const PARETO_LABEL_ALL = 8;
+
 function drawPareto() {
   const varying = table.varying_fields || [];
   // On the scatter a point is labelled by its differing values alone; the axis names go in the title.
@@ -81,9 +83,12 @@ function drawPareto() {
   const [xlo, xhi, ylo, yhi] = [Math.min(...xs), Math.max(...xs), Math.min(...ys), Math.max(...ys)];
   const xpad = Math.max(0.25, (xhi - xlo) * 0.2), ypad = Math.max(1, (yhi - ylo) * 0.15);
   const side = (p) => `${p.y > (ylo + yhi) / 2 ? "bottom" : "top"} ${Math.log10(p.x) > (xlo + xhi) / 2 ? "left" : "right"}`;
+  // A few runs: every point is labelled, off-front ones in grey; past PARETO_LABEL_ALL, only the front is
+  // (the rest on hover), or the labels would pile up.
+  const labelled = (p) => onFront.has(p.i) || valid.length <= PARETO_LABEL_ALL;
   const traces = valid.map((p) => ({
-    type: "scatter", mode: onFront.has(p.i) ? "markers+text" : "markers", name: p.name, x: [p.x], y: [p.y], text: [p.name], textposition: side(p),
-    textfont: { size: 10 }, cliponaxis: false, marker: { size: 11, color: COLORS[p.i % COLORS.length], line: { width: 1, color: "#fff" } },
+    type: "scatter", mode: labelled(p) ? "markers+text" : "markers", name: p.name, x: [p.x], y: [p.y], text: [p.name], textposition: side(p),
+    textfont: { size: 10, color: onFront.has(p.i) ? "#111827" : "#6b7280" }, cliponaxis: false, marker: { size: 11, color: COLORS[p.i % COLORS.length], line: { width: 1, color: "#fff" } },
     hovertemplate: `${p.full}<br>%{x:.4s}B/step<br>%{y:.2f}%<extra></extra>`, showlegend: false,
   }));
   if (front.length) traces.push({ type: "scatter", mode: "lines", name: "Pareto front", x: front.map((p) => p.x), y: front.map((p) => p.y),
