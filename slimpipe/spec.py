@@ -371,6 +371,17 @@ class ExperimentSpec(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _microbatches_fit(self) -> ExperimentSpec:
+        if self.pipeline.microbatches > self.data.batch_size:
+            raise PydanticCustomError(
+                "microbatches_batch",
+                "{m} micro-batches need a batch of at least {m} samples (data.batch_size is {b}); "
+                "lower pipeline.microbatches or raise data.batch_size",
+                {"m": self.pipeline.microbatches, "b": self.data.batch_size, "field": "pipeline.microbatches"},
+            )
+        return self
+
+    @model_validator(mode="after")
     def _distributed_precision(self) -> ExperimentSpec:
         if self.pipeline.runner == "distributed" and self.train.precision == "fp16":
             raise PydanticCustomError(

@@ -549,6 +549,9 @@ def _loop(exp, spec, out, log, emit, on_progress, should_stop, resume, t_start) 
     )
     for note in exp.zoo_model.notes:
         log(f"model {spec.model.name}: {note}")
+    if spec.data.batch_size > len(exp.data.train):
+        log(f"data.batch_size {spec.data.batch_size} is more than the {len(exp.data.train)} training samples: "
+            f"every step trains on all {len(exp.data.train)}")
     eval_modes = {"compressed": [True], "dense": [False], "both": [True, False]}[spec.train.eval_compression]
 
     # ---- train

@@ -55,6 +55,18 @@ def test_distributed_refuses_fp16_naming_the_field():
     assert "use bf16 or fp32" in info.value.errors[0]["message"]
 
 
+def test_micro_batches_must_fit_in_a_batch():
+    """Caught at submission, not as a failed run after the worker has loaded the model and data."""
+    with pytest.raises(SpecError) as info:
+        parse_spec(set_path(set_path(BASE, "data.batch_size", 2), "pipeline.microbatches", 4))
+    assert info.value.errors == [{
+        "field": "pipeline.microbatches",
+        "message": "4 micro-batches need a batch of at least 4 samples (data.batch_size is 2); "
+                   "lower pipeline.microbatches or raise data.batch_size",
+    }]  # fmt: skip
+    assert parse_spec(set_path(set_path(BASE, "data.batch_size", 4), "pipeline.microbatches", 4)).data.batch_size == 4
+
+
 def test_train_needs_a_length():
     with pytest.raises(SpecError) as info:
         parse_spec({**BASE, "train": {"eval_every": 5}})

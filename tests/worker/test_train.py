@@ -172,6 +172,17 @@ def test_checkpoint_resume_continues_exactly(tmp_path):
     assert "forward.sender" in state["codecs"][0]
 
 
+def test_a_batch_larger_than_the_training_split_is_the_whole_split_and_the_log_says_so():
+    lines: list[str] = []
+    summary = train.run(tiny_spec(data__batch_size=100, train={"max_steps": 2}), on_log=lines.append)
+    assert "data.batch_size 100 is more than the 64 training samples: every step trains on all 64" in lines
+    # all 64 samples cross both boundaries: 2 x 64 x 16 fp32 activations
+    assert summary["steps"] == 2 and summary["wire_bytes_fwd_per_step"] == 2 * 64 * 16 * 4
+    lines.clear()
+    train.run(tiny_spec(), on_log=lines.append)
+    assert not any(x.startswith("data.batch_size") for x in lines)
+
+
 def test_out_dir_gets_metrics_log_and_summary(tmp_path):
     summary = train.run(tiny_spec(), out_dir=tmp_path)
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
