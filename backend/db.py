@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from backend.settings import get_settings
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 SQLITE_BUSY_TIMEOUT_S = 30
+# A PostgreSQL host that does not answer (down, or cut off) fails a connection attempt after this long,
+# rather than after the operating system's TCP timeout of minutes (a training step waits on it).
+CONNECT_TIMEOUT_S = 5
+T = TypeVar("T")
 
 _engines: dict[str, Engine] = {}
 _lock = threading.Lock()
@@ -47,6 +53,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         return engine
     if "poolclass" not in kwargs:
         kwargs.update(pool_size=10, max_overflow=20)
+    if parsed.get_backend_name() == "postgresql":
+        kwargs.setdefault("connect_args", {"connect_timeout": CONNECT_TIMEOUT_S})
     return create_engine(url, pool_pre_ping=True, **kwargs)
 
 
@@ -66,6 +74,29 @@ def dispose_engines() -> None:
         for engine in _engines.values():
             engine.dispose()
         _engines.clear()
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Whether `exc` says the database could not be reached or dropped the connection (a restart, a
+    failover, a network cut, SQLite's lock held too long): worth trying again later, unlike a wrong query."""
+    return isinstance(exc, (OperationalError, InterfaceError)) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated
+    )
+
+
+def when_reachable(fn: Callable[[], T], patience_s: float, sleep: Callable[[float], None] = time.sleep) -> T:
+    """`fn()`, tried again while the database is unreachable (0.5 s between tries, doubling up to 5 s) for
+    up to `patience_s`; then, or on any other error, the error is raised."""
+    deadline = time.monotonic() + patience_s
+    pause = 0.5
+    while True:
+        try:
+            return fn()
+        except Exception as exc:
+            if not unreachable(exc) or time.monotonic() + pause > deadline:
+                raise
+        sleep(pause)
+        pause = min(2 * pause, 5.0)
 
 
 def session_factory(url: str | None = None) -> sessionmaker[Session]:

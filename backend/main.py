@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from backend import db
 from backend.api.routes import compare, experiments, health, metrics, planner, runs, zoo
@@ -155,6 +156,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def _spec(_: Request, exc: SpecError) -> JSONResponse:
         return JSONResponse({"detail": spec_error_fields(exc)}, status_code=422)
 
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(InterfaceError)
+    async def _database_away(request: Request, exc: Exception) -> JSONResponse:
+        # A restart or failover: say so, and when to come back, rather than a bare 500. The driver's
+        # message (hosts, ports) goes to the server's log only.
+        log.warning("%s %s: the database is unreachable: %s", request.method, request.url.path, exc)
+        return JSONResponse(
+            {"detail": "the database is unreachable right now (restarting?); try again in a few seconds"},
+            status_code=503,
+            headers={"Retry-After": "5"},
+        )
+
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(CrossSiteGuard, enabled=not settings.api_token)
     app.add_middleware(HostGuard, allowed=settings.hosts)  # outermost: a foreign Host gets nothing else
@@ -194,8 +207,8 @@ def _document_errors(path: str, method: str, operation: dict[str, Any]) -> None:
         codes |= {"413"}
     if "{" in path or path.startswith("/api/v1/compare"):
         codes |= {"404"}
-    if path in ("/api/v1/experiments", "/api/v1/runs/{run_id}/retry") and method == "post":
-        codes |= {"503"}
+    if path.startswith("/api/v1/"):
+        codes |= {"503"}  # every operation reads or writes the database
     if path == "/api/v1/runs/{run_id}/retry":
         codes |= {"409"}
     for code in sorted(codes):

@@ -5,6 +5,8 @@ embedded queue folder, a worker killed between taking a message and claiming its
 runs wait; the broker says which messages wait; the difference, once older than
 SLIMPIPE_REQUEUE_AFTER_S, is re-sent. Sending twice is harmless: the worker's atomic claim
 (`crud.claim_run`) runs a run once and skips every later copy.
+
+`LostRuns` is the other half: a `running` run whose worker stopped heartbeating is failed "worker lost".
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -137,3 +140,25 @@ def resend_lost_runs(settings: Settings, older_than_s: float | None = None) -> l
     if resent:
         log.warning("re-sent runs %s whose broker messages were lost", resent)
     return resent
+
+
+class LostRuns:
+    """`crud.mark_lost_runs` for a sweeper that calls it now and then, except within `timeout_s` of this
+    process's own last failure to reach the database: while the database was away, workers could not write
+    heartbeats either, and a run that trained through the outage must not be failed for that.
+
+    A sweeper that runs at least every `timeout_s` / 2 has met any outage longer than `timeout_s`."""
+
+    def __init__(self, timeout_s: float, clock: Any = time.monotonic):
+        self.timeout_s, self.clock = timeout_s, clock
+        self.unreachable_at: float | None = None
+
+    def sweep(self) -> list[int]:
+        if self.unreachable_at is not None and self.clock() - self.unreachable_at < self.timeout_s:
+            return []
+        return crud.mark_lost_runs(self.timeout_s)
+
+    def failed(self, exc: BaseException) -> None:
+        """Anything this sweeper did raised `exc`: note an unreachable database."""
+        if db.unreachable(exc):
+            self.unreachable_at = self.clock()

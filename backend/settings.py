@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     port: int = 8000
     # A running run whose worker has not written a heartbeat for this long is "worker lost".
     heartbeat_timeout_s: float = 120.0
+    # While the database is unreachable (restarted, failing over) a run trains on and its worker holds its
+    # metrics, logs and final state; after this long without the database a run's end gives up on them.
+    database_outage_s: float = 600.0
     max_body_bytes: int = 32 * 1024 * 1024
     # Comma-separated queues this host's worker consumes, e.g. "cpu" or "gpu,cpu".
     worker_queues: str = names.QUEUE_CPU

@@ -54,10 +54,20 @@ def wait_until(ready, timeout: float, what: str) -> None:
 
 
 class PostgresServer:
-    """A PostgreSQL server we may create databases on (trust auth, user postgres)."""
+    """A PostgreSQL server we may create databases on (trust auth, user postgres); a throwaway one can also
+    be stopped at once (`crash`, as a failing host or a failover does) and started again on the same port."""
 
-    def __init__(self, host: str, port: int):
+    def __init__(self, host: str, port: int, pg_ctl: list[str] | None = None):
         self.host, self.port = host, port
+        self._pg_ctl = pg_ctl  # pg_ctl with its data folder, log and options (throwaway servers only)
+
+    def crash(self) -> None:
+        assert self._pg_ctl is not None, "only a throwaway server can be stopped"
+        subprocess.run([*self._pg_ctl, "-m", "immediate", "-w", "stop"], check=True, capture_output=True)
+
+    def start(self) -> None:
+        assert self._pg_ctl is not None, "only a throwaway server can be started"
+        subprocess.run([*self._pg_ctl, "-w", "-t", "60", "start"], check=True, capture_output=True, text=True)
 
     def url(self, database: str) -> str:
         return f"postgresql+psycopg://postgres@{self.host}:{self.port}/{database}"
@@ -92,7 +102,9 @@ def _as_postgres(argv: list[str]) -> list[str]:
 
 
 @contextlib.contextmanager
-def throwaway_postgres() -> Iterator[PostgresServer]:
+def throwaway_postgres(crash_safe: bool = False) -> Iterator[PostgresServer]:
+    """`crash_safe`: a commit is on disk when it returns (synchronous_commit on), so `crash()` loses none;
+    off, the last fraction of a second's commits may go with the server (faster for everything else)."""
     bin_dir = _pg_bin()
     if bin_dir is None:
         pytest.fail(f"PostgreSQL binaries (initdb, pg_ctl) not found under /usr/lib/postgresql/*/bin; {INSTALL_HINT}")
@@ -115,24 +127,20 @@ def throwaway_postgres() -> Iterator[PostgresServer]:
         )
         options = (
             f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+            f"-c synchronous_commit={'on' if crash_safe else 'off'} -c full_page_writes=off -c max_connections=200"
         )
-        subprocess.run(
-            _as_postgres([str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-o", options, "-w", "-t", "60", "start"]),
-            check=True,
-            capture_output=True,
-            text=True,
+        server = PostgresServer(
+            "127.0.0.1", port, _as_postgres([str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-o", options])
         )
+        server.start()
     except subprocess.CalledProcessError as exc:
         shutil.rmtree(root, ignore_errors=True)
         raise RuntimeError(f"could not start a throwaway PostgreSQL: {exc.stderr or exc.stdout}") from None
     try:
-        yield PostgresServer("127.0.0.1", port)
+        yield server
     finally:
-        subprocess.run(
-            _as_postgres([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"]),
-            capture_output=True,
-        )
+        with contextlib.suppress(subprocess.CalledProcessError):
+            server.crash()
         shutil.rmtree(root, ignore_errors=True)
 
 

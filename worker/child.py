@@ -112,7 +112,7 @@ def train_run(run_id: int) -> dict[str, Any]:
     from backend.settings import get_settings
     from slimpipe.datapaths import confined_spec
     from slimpipe.spec import parse_spec
-    from worker.reporter import Reporter
+    from worker.reporter import DatabaseUnreachable, Reporter
 
     spec_data = crud.run_spec(run_id)
     if spec_data is None:
@@ -163,7 +163,10 @@ def train_run(run_id: int) -> dict[str, Any]:
         reporter.on_log(f"{type(exc).__name__}: {exc}", "ERROR")
         return {"status": names.FAILED, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
     finally:
-        reporter.flush()
+        try:  # the metrics and logs still held wait for a database that is down for a while
+            reporter.close(get_settings().database_outage_s)
+        except DatabaseUnreachable as exc:
+            print(f"slimpipe: {exc}", file=sys.stderr)
 
 
 def _alive(pid: int) -> bool:

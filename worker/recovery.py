@@ -33,13 +33,14 @@ def fail_runs_of_worker(worker_host: str) -> list[int]:
     return lost
 
 
-def sweep(worker_host: str | None = None) -> list[int]:
-    """One recovery pass: this worker's orphans (if named), every run past the heartbeat timeout, then
-    queued runs whose broker message was lost (re-sent; see backend.reconcile), then the folders of deleted
-    runs in this host's runs folder (backend.runfiles.prune). Returns the failed runs."""
+def sweep(worker_host: str | None = None, lost_runs: reconcile.LostRuns | None = None) -> list[int]:
+    """One recovery pass: this worker's orphans (if named), every run past the heartbeat timeout (through
+    `lost_runs`, a periodic sweeper's), then queued runs whose broker message was lost (re-sent; see
+    backend.reconcile), then the folders of deleted runs in this host's runs folder (backend.runfiles.prune).
+    Returns the failed runs."""
     settings = get_settings()
     lost = fail_runs_of_worker(worker_host) if worker_host else []
-    lost += crud.mark_lost_runs(settings.heartbeat_timeout_s)
+    lost += lost_runs.sweep() if lost_runs is not None else crud.mark_lost_runs(settings.heartbeat_timeout_s)
     if lost:
         log.warning("marked runs %s failed: worker lost", lost)
     try:
@@ -61,10 +62,12 @@ def sweep_interval(settings: Settings) -> float:
 def sweep_forever(stop: threading.Event, interval_s: float | None = None) -> None:
     """Sweep every `interval_s` (by default `sweep_interval`) until `stop` is set."""
     interval = interval_s or sweep_interval(get_settings())
+    lost_runs = reconcile.LostRuns(get_settings().heartbeat_timeout_s)
     while not stop.wait(interval):
         try:
-            sweep()
-        except Exception:  # a database hiccup must not end the sweeping
+            sweep(lost_runs=lost_runs)
+        except Exception as exc:  # a database hiccup must not end the sweeping
+            lost_runs.failed(exc)
             log.exception("recovery sweep failed")
 
 

@@ -84,6 +84,11 @@ class Reporter:
     Points are buffered and written when `flush_s` has passed or `max_points` are waiting,
     so a crash loses at most the last second. `should_stop()` is meant to be called every
     step: it flushes what is due and answers whether the run was cancelled.
+
+    While the database is unreachable (restarted, failing over) training goes on: what is not written
+    stays here and is tried again, `flush_s` after the first failure and then at doubling intervals up to
+    `retry_max_s`; the run's log says how long the outage lasted and what was held. `close()` at the end
+    waits for the database as long as the settings' `database_outage_s`.
     """
 
     def __init__(
@@ -93,12 +98,14 @@ class Reporter:
         flush_s: float = 1.0,
         max_points: int = 500,
         progress_s: float = 0.5,
+        retry_max_s: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
     ):
         self.run_id = run_id
         self.flush_s = flush_s
         self.max_points = max_points
         self.progress_s = progress_s
+        self.retry_max_s = retry_max_s
         self.clock = clock
         self.points: list[dict[str, Any]] = []
         self.lines: list[dict[str, Any]] = []
@@ -108,7 +115,12 @@ class Reporter:
         self.cancelled = False
         self._last_flush = self._last_progress = clock()
         self._progress_dirty = False
+        self._figures: dict[str, float] | None = None  # taken from `live`, not written yet
         self.live = LiveSummary()
+        # An outage: when writing first failed (None while the database answers), the next try, the wait
+        # after it, and the error
+        self.down_since: float | None = None
+        self._retry_at, self._retry_wait, self._down_error = 0.0, 0.0, ""
 
     # ------------------------------------------------------------------ engine callbacks
 
@@ -117,7 +129,7 @@ class Reporter:
         for p in points:
             self.points.append({"step": p["step"], "name": p["name"], "value": p["value"], "time": p.get("time", now)})
             self.live.add(p["name"], p["value"])
-        if len(self.points) >= self.max_points:
+        if len(self.points) >= self.max_points and self.down_since is None:
             self.flush()
 
     def on_log(self, message: str, level: str = "INFO") -> None:
@@ -131,26 +143,79 @@ class Reporter:
     def should_stop(self) -> bool:
         """Once per step: write what is due, then ask SQL whether the run was cancelled."""
         self.maybe_flush()
-        if not self.cancelled:
-            self.cancelled = crud.is_cancel_requested(self.run_id)
+        if not self.cancelled and self.down_since is None:
+            self._guarded(self._read_cancel)
         return self.cancelled
 
     # ------------------------------------------------------------------ writing
 
     def maybe_flush(self) -> None:
         now = self.clock()
-        if now - self._last_flush >= self.flush_s or len(self.points) >= self.max_points:
+        if self.down_since is not None:
+            if now >= self._retry_at:
+                self.flush()
+        elif now - self._last_flush >= self.flush_s or len(self.points) >= self.max_points:
             self.flush()
         elif self._progress_dirty and now - self._last_progress >= self.progress_s:
-            self._write_progress()
+            self._guarded(self._write_progress)
 
     def flush(self) -> None:
+        """Write everything held; while the database is unreachable, keep it for the next try."""
+        if self.down_since is not None:
+            held = f"{len(self.points)} metric points and {len(self.lines)} log lines"
+            if not self._guarded(self._write):
+                return
+            self.on_log(
+                f"the database was unreachable for {self.clock() - self.down_since:.1f} s ({self._down_error}); "
+                f"training went on, and the {held} held meanwhile are written now", "WARNING",
+            )
+            self.down_since = None
+        self._guarded(self._write)
+
+    def close(self, patience_s: float, sleep: Callable[[float], None] = time.sleep) -> None:
+        """The last flush: wait for the database up to `patience_s` (trying at the usual intervals), then
+        raise `DatabaseUnreachable` saying what could not be written."""
+        deadline = self.clock() + patience_s
+        self.flush()
+        while self.down_since is not None:
+            left = deadline - self.clock()
+            if left <= 0:
+                raise DatabaseUnreachable(
+                    f"the database was unreachable for {self.clock() - self.down_since:.0f} s ({self._down_error}); "
+                    f"{len(self.points)} metric points and {len(self.lines)} log lines of run {self.run_id} are lost"
+                )
+            sleep(min(max(self._retry_at - self.clock(), 0.0), left))
+            self.flush()
+
+    def _guarded(self, write: Callable[[], None]) -> bool:
+        """`write()`; False (and the outage noted) when the database is unreachable, any other error raised."""
+        from backend import db
+
+        try:
+            write()
+            return True
+        except Exception as exc:
+            if not db.unreachable(exc):
+                raise
+            error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]}"
+        now = self.clock()
+        if self.down_since is None:
+            self.down_since, self._retry_wait = now, self.flush_s
+        else:
+            self._retry_wait = min(2 * self._retry_wait, self.retry_max_s)
+        self._retry_at = now + self._retry_wait
+        self._down_error = error
+        return False
+
+    def _write(self) -> None:
+        # Each kind is dropped from the buffers only once written: a failure part-way keeps the rest.
         if self.points:
             self.points_written += crud.append_metrics(self.run_id, self.points)
             self.points = []
-        figures = self.live.take()
-        if figures:
-            crud.update_summary(self.run_id, figures)
+        self._figures = self.live.take() or self._figures
+        if self._figures:
+            crud.update_summary(self.run_id, self._figures)
+            self._figures = None
         if self.lines:
             crud.append_logs(self.run_id, self.lines)
             self.lines = []
@@ -163,3 +228,10 @@ class Reporter:
             self.cancelled = True
         self._progress_dirty = False
         self._last_progress = self.clock()
+
+    def _read_cancel(self) -> None:
+        self.cancelled = crud.is_cancel_requested(self.run_id)
+
+
+class DatabaseUnreachable(RuntimeError):
+    """The database stayed unreachable past the patience given: what the run held could not be written."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import json
+import logging
 import multiprocessing
 import os
 import signal
@@ -26,6 +27,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from slimpipe import names
+
+log = logging.getLogger(__name__)
 
 SHUTDOWN_REASON = "stopped because its worker shut down (e.g. Ctrl-C of slimpipe serve); retry it to run it again"
 #: Lines of the child's output kept to explain a death without a Python traceback.
@@ -58,7 +61,8 @@ class Hooks:
     beat: Callable[[], None] = lambda: None
     #: True once someone asked to cancel the run.
     cancel_requested: Callable[[], bool] = lambda: False
-    #: Lines the child wrote to stdout/stderr (warnings, tracebacks, fatal errors), in batches.
+    #: Lines the child wrote to stdout/stderr (warnings, tracebacks, fatal errors), in batches. When it
+    #: raises, the same lines come again with the next batch (`Supervisor.unsent_output` after the end).
     output: Callable[[list[str]], None] = lambda lines: None
     #: The child is running with this pid.
     started: Callable[[int], None] = lambda pid: None
@@ -191,6 +195,7 @@ class Supervisor:
         self._tail: collections.deque[str] = collections.deque(maxlen=OUTPUT_TAIL_LINES)
         self._offset = 0
         self._partial = b""
+        self.unsent_output: list[str] = []  # lines `hooks.output` refused (the database was away)
 
     def run(self) -> Outcome:
         with tempfile.TemporaryDirectory(prefix=f"slimpipe-run-{self.run_id}-") as tmp:
@@ -266,9 +271,14 @@ class Supervisor:
         self._partial = b"" if final else chunks.pop()
         lines = [c.decode("utf-8", "replace") for c in chunks if c or final]
         lines = [line for line in lines if line]
-        if lines:
-            self._tail.extend(lines)
-            self.hooks.output(lines)
+        self._tail.extend(lines)
+        self.unsent_output.extend(lines)
+        if self.unsent_output:
+            try:
+                self.hooks.output(self.unsent_output)
+                self.unsent_output = []
+            except Exception as exc:  # kept for the next batch
+                log.warning("run %s: %d output lines not stored yet: %s", self.run_id, len(self.unsent_output), exc)
 
     def _outcome(self, returncode: int, outcome_path: Path, stopped_because: str | None) -> Outcome:
         if stopped_because == "cancel":

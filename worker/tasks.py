@@ -14,7 +14,7 @@ from typing import Any
 
 from celery import signals
 
-from backend import crud, runfiles
+from backend import crud, db, runfiles
 from backend.settings import get_settings
 from slimpipe import names
 from worker import recovery
@@ -56,22 +56,27 @@ def supervise(run_id: int) -> Outcome:
     def started(pid: int) -> None:
         crud.append_logs(run_id, [f"training process {pid} started on {socket.gethostname()}"])
 
+    def output(lines: list[str]) -> None:
+        crud.append_logs(run_id, [("OUTPUT", line) for line in lines])
+
     hooks = Hooks(
         beat=_quietly(lambda: crud.heartbeat(run_id), None),
         cancel_requested=_quietly(lambda: crud.is_cancel_requested(run_id), False),
-        output=_quietly(lambda lines: crud.append_logs(run_id, [("OUTPUT", line) for line in lines]), 0),
+        output=output,  # lines it cannot store yet come again with the next batch
         started=_quietly(started, None),
         shutdown=SHUTDOWN,
         request_stop=_quietly(lambda: _ask_to_stop(run_id), None),
     )
     heartbeat_s = max(0.5, min(10.0, settings.heartbeat_timeout_s / 4))
-    return Supervisor(run_id, hooks, launcher=launcher(), heartbeat_s=heartbeat_s).run()
+    supervisor = Supervisor(run_id, hooks, launcher=launcher(), heartbeat_s=heartbeat_s)
+    outcome = supervisor.run()
+    if supervisor.unsent_output:  # the database is away at the end: wait for it, as for the final state
+        db.when_reachable(lambda: output(supervisor.unsent_output), settings.database_outage_s)
+    return outcome
 
 
 def _ask_to_stop(run_id: int) -> None:
     """The cancel flag the training child checks every step (the worker is shutting down)."""
-    from backend import db
-
     with db.session_scope() as session:
         run = crud.get_run(session=session, run_id=run_id)
         if run is not None:
@@ -99,14 +104,16 @@ def run_experiment(self: Any, run_id: int) -> str:
         log.info("run %s is not queued any more; skipping", run_id)
         return "skipped"
     log.info("run %s claimed by %s", run_id, worker_host)
+    patience_s = get_settings().database_outage_s  # the run's end waits out a database restart
     try:
         outcome = supervise(run_id)
     except BaseException as exc:
-        crud.finish_run(
-            run_id, names.FAILED, error=f"worker error: {type(exc).__name__}: {exc}", traceback=traceback.format_exc()
-        )
+        error, trace = f"worker error: {type(exc).__name__}: {exc}", traceback.format_exc()
+        db.when_reachable(lambda: crud.finish_run(run_id, names.FAILED, error=error, traceback=trace), patience_s)
         raise
-    crud.finish_run(run_id, outcome.status, outcome.error, outcome.traceback, outcome.summary)
+    db.when_reachable(
+        lambda: crud.finish_run(run_id, outcome.status, outcome.error, outcome.traceback, outcome.summary), patience_s
+    )
     log.info("run %s %s%s", run_id, outcome.status, f": {outcome.error}" if outcome.error else "")
     return outcome.status
 

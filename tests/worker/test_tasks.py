@@ -186,6 +186,29 @@ def test_supervisor_heartbeats_and_forwards_output_while_the_child_runs():
     assert outcome.error == "training process exited with code 0 before reporting a result"
 
 
+def test_output_lines_the_store_refuses_come_again_with_the_next_batch_and_are_kept_at_the_end():
+    calls: list[list[str]] = []
+    stored: list[str] = []
+
+    def output(lines: list[str]) -> None:  # the database is away for the first two batches, then for good
+        calls.append(list(lines))
+        if len(calls) <= 2 or refuse_all:
+            raise ConnectionError("the database is away")
+        stored.extend(lines)
+
+    code = "import time\nfor i in range(6):\n    print('line', i, flush=True); time.sleep(0.15)"
+    every_line = [f"line {i}" for i in range(6)]
+    refuse_all = False
+    supervisor, _ = supervise(code, Hooks(output=output), output_flush_s=0.1)
+    assert stored == every_line and supervisor.unsent_output == []  # each once, in order
+    assert calls[1][: len(calls[0])] == calls[0] and calls[2][: len(calls[1])] == calls[1]  # refused: sent again
+
+    calls.clear()
+    refuse_all = True
+    supervisor, _ = supervise(code, Hooks(output=output), output_flush_s=0.1)
+    assert supervisor.unsent_output == every_line  # for the task to store once the database is back
+
+
 # --------------------------------------------------------------------------- reporter
 
 

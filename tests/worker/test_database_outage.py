@@ -1,0 +1,215 @@
+"""PostgreSQL stopped at once (as a crashing host or a failover does) and started again, around a run.
+
+A throwaway server of this module's own, since the tests stop it. Training goes on through the outage:
+the reporter holds what it cannot write and writes it once the database is back, the run's end waits for
+it, the API answers 503 meanwhile, and the sweeper does not fail a run for the heartbeats nobody could write.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+
+from slimpipe import names
+from tests.fixtures_servers import PostgresServer, throwaway_postgres
+from tests.worker.celery_harness import Cluster, cluster_env, spec_with, wait_for
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[PostgresServer]:
+    with throwaway_postgres(crash_safe=True) as server:
+        yield server
+
+
+@pytest.fixture
+def cluster(tmp_path, postgres, redis_server) -> Iterator[Cluster]:
+    env = {"SLIMPIPE_WORKER_START": "subprocess"}
+    with cluster_env(tmp_path, postgres.new_database("slimpipe_outage"), redis_server.url(7), **env) as c:
+        yield c
+    if not _up(postgres):  # a failed test must not leave the next one without its server
+        postgres.start()
+
+
+def _up(postgres: PostgresServer) -> bool:
+    try:
+        postgres._admin().close()
+        return True
+    except Exception:
+        return False
+
+
+def _running_run(cluster: Cluster) -> int:
+    """A run claimed by a worker that is not there (the reporter under test stands in for its child)."""
+    from backend import crud
+
+    (run_id,) = cluster.submit(spec_with(), send=False)
+    assert crud.claim_run(run_id, "test@host", None)
+    return run_id
+
+
+def test_the_reporter_holds_what_it_cannot_write_and_writes_it_when_the_database_is_back(cluster, postgres):
+    from worker.reporter import Reporter
+
+    run_id = _running_run(cluster)
+    now = [0.0]
+    reporter = Reporter(run_id, flush_s=1.0, retry_max_s=4.0, clock=lambda: now[0])
+
+    def step(k: int) -> bool:
+        reporter.on_metrics([{"step": k, "name": names.TRAIN_LOSS, "value": 1.0 / k}])
+        reporter.on_progress(k, 10)
+        now[0] += 1.0
+        return reporter.should_stop()
+
+    assert not any(step(k) for k in range(1, 4))
+    assert cluster.series(run_id, names.TRAIN_LOSS)[0] == [1, 2, 3]  # a write a second: one a step here
+
+    postgres.crash()
+    reporter.on_log("a line written while the database is down")
+    assert not any(step(k) for k in range(4, 8))  # no error reaches the engine: it trains on
+    assert reporter.down_since == 4.0 and len(reporter.points) == 4  # steps 4-7
+    tries: list[float] = []
+    real = reporter._guarded
+    reporter._guarded = lambda write: tries.append(now[0]) or real(write)  # type: ignore[method-assign]
+    assert not any(step(k) for k in range(8, 16))
+    assert tries == [11.0, 15.0]  # failures at 4, 5 and 7 s: 1 s, 2 s, then 4 s apart (retry_max_s)
+
+    postgres.start()
+    assert not any(step(k) for k in range(16, 20))
+    assert tries[2:] == [19.0, 19.0, 19.0]  # the held points and lines, the outage's line, the cancel flag
+    assert reporter.down_since is None and reporter.points == [] and reporter.lines == []
+    steps, values = cluster.series(run_id, names.TRAIN_LOSS)
+    assert steps == list(range(1, 20)) and values == pytest.approx([1.0 / k for k in range(1, 20)])  # each once
+    logs = cluster.logs(run_id)
+    assert "a line written while the database is down" in logs
+    [outage] = [line for line in logs if line.startswith("the database was unreachable for ")]
+    assert outage.startswith("the database was unreachable for 15.0 s (OperationalError: ")
+    assert outage.endswith("training went on, and the 16 metric points and 1 log lines held meanwhile are written now")
+    assert cluster.run(run_id).progress_step == 19
+
+
+def test_the_last_flush_waits_for_the_database_then_says_what_is_lost(cluster, postgres):
+    from worker.reporter import DatabaseUnreachable, Reporter
+
+    run_id = _running_run(cluster)
+    reporter = Reporter(run_id, flush_s=0.2, retry_max_s=0.5)
+    postgres.crash()
+    reporter.on_metrics([{"step": 1, "name": names.TRAIN_LOSS, "value": 0.5}])
+    reporter.on_log("the end")
+    with pytest.raises(DatabaseUnreachable, match=r"1 metric points and 1 log lines of run \d+ are lost"):
+        reporter.close(patience_s=1.0)
+
+    restart = threading.Timer(2.0, postgres.start)
+    restart.start()
+    t0 = time.monotonic()
+    reporter.close(patience_s=60.0)
+    restart.join()
+    assert 2.0 <= time.monotonic() - t0 < 30
+    assert cluster.series(run_id, names.TRAIN_LOSS) == ([1], [0.5])
+    assert "the end" in cluster.logs(run_id)
+
+
+def test_the_final_state_waits_for_the_database_and_other_errors_do_not_wait(cluster, postgres):
+    from sqlalchemy.exc import OperationalError
+
+    from backend import crud, db
+
+    run_id = _running_run(cluster)
+    finish = lambda: crud.finish_run(run_id, names.SUCCEEDED, summary={"steps": 3})  # noqa: E731
+    postgres.crash()
+    t0 = time.monotonic()
+    with pytest.raises(OperationalError):
+        db.when_reachable(finish, patience_s=1.0)
+    assert time.monotonic() - t0 < 5
+    restart = threading.Timer(2.0, postgres.start)
+    restart.start()
+    assert db.when_reachable(finish, patience_s=60.0) is True
+    restart.join()
+    assert cluster.run(run_id).status == names.SUCCEEDED
+
+    tries: list[int] = []
+    with pytest.raises(ValueError, match="finish_run needs a final state"):
+        db.when_reachable(lambda: tries.append(1) or crud.finish_run(run_id, names.RUNNING), patience_s=60.0)
+    assert tries == [1]
+
+
+def test_the_api_answers_503_with_retry_after_and_no_driver_details(cluster, postgres):
+    from fastapi.testclient import TestClient
+
+    from backend.main import create_app
+
+    with TestClient(create_app(), base_url="http://127.0.0.1") as client:
+        assert client.get("/api/v1/runs").status_code == 200
+        postgres.crash()
+        try:
+            response = client.get("/api/v1/runs")
+            ready = client.get("/readyz")
+        finally:
+            postgres.start()
+        assert response.status_code == 503 and response.headers["retry-after"] == "5"
+        assert response.json() == {"detail": "the database is unreachable right now (restarting?); try again in a few seconds"}
+        assert ready.status_code == 503 and ready.json()["database"] is False
+        assert client.get("/api/v1/runs").status_code == 200  # the pool's dead connections are replaced
+    assert str(postgres.port) not in response.text
+
+
+def test_the_sweeper_fails_no_run_for_heartbeats_missed_while_it_could_not_reach_the_database(cluster, postgres):
+    from sqlalchemy import update
+
+    from backend import crud, db
+    from backend.models import Run, utcnow
+    from backend.reconcile import LostRuns
+
+    run_id = _running_run(cluster)
+    with db.session_scope() as session:  # its heartbeat is 200 s old
+        session.execute(update(Run).where(Run.id == run_id).values(heartbeat_at=utcnow() - timedelta(seconds=200)))
+    now = [1000.0]
+    lost_runs = LostRuns(timeout_s=120, clock=lambda: now[0])
+    postgres.crash()
+    try:
+        with pytest.raises(Exception) as info:
+            lost_runs.sweep()
+        lost_runs.failed(info.value)
+    finally:
+        postgres.start()
+    lost_runs.failed(ValueError("not the database's"))  # changes nothing
+    assert lost_runs.unreachable_at == 1000.0
+    now[0] += 119
+    assert lost_runs.sweep() == []  # its worker may have trained through the outage: one timeout to beat again
+    assert cluster.run(run_id).status == names.RUNNING
+    now[0] += 1
+    assert lost_runs.sweep() == [run_id]
+    assert cluster.run(run_id).status == names.FAILED
+    assert crud.mark_lost_runs(120) == []
+
+
+def test_a_run_trains_through_a_postgres_restart_and_loses_no_metric_or_log_line(cluster, postgres):
+    """The real worker and training child: PostgreSQL stopped for 5 s in the middle of a run (whether the run
+    ends before the database is back depends on the machine's speed; both ways lose nothing)."""
+    steps = 6000
+    cluster.start_worker("cpu1@outage", "cpu")
+    (run_id,) = cluster.submit(spec_with(**{"train.max_steps": steps, "train.eval_every": 2000}))
+    cluster.wait_status(run_id, (names.RUNNING,), timeout=120)
+    wait_for(lambda: len(cluster.series(run_id, names.TRAIN_LOSS)[0]) >= 20, 120, "the first steps' points")
+    before = len(cluster.series(run_id, names.TRAIN_LOSS)[0])
+
+    postgres.crash()
+    time.sleep(5)
+    postgres.start()
+    after = cluster.run(run_id).status
+
+    run = cluster.wait_final(run_id, timeout=600)
+    assert run.status == names.SUCCEEDED, run.error
+    assert before < steps
+    assert cluster.series(run_id, names.TRAIN_LOSS)[0] == list(range(1, steps + 1))  # every step's point, once
+    assert cluster.series(run_id, names.VAL_ACC)[0] == [2000, 4000, 6000]
+    logs = cluster.logs(run_id)
+    assert [line.split()[0] for line in logs if line.startswith("step:")] == [f"step:{k}" for k in range(1, steps + 1)]
+    outages = [line for line in logs if line.startswith("the database was unreachable for ")]
+    assert len(outages) == 1, outages
+    assert 5 <= float(outages[0].split()[5]) < 60, outages[0]
+    assert run.summary["steps"] == steps
+    print(f"\n{outages[0]}\n{before} of {steps} steps written before the outage; the run was {after} when it ended")
