@@ -26,6 +26,7 @@ from slimpipe.spec import ExperimentSpec, dump_spec, load_spec_text
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 INGEST_BATCH = 5000
+RETRY_MAX_S = 10.0  # the longest pause between two tries of a read
 
 
 class ClientError(RuntimeError):
@@ -65,9 +66,23 @@ def _spec_data(spec: str | Path | Mapping[str, Any] | ExperimentSpec) -> dict[st
     return load_spec_text(Path(spec).read_text())
 
 
+def _retry_after(response: httpx.Response, default: float) -> float:
+    try:
+        return min(max(float(response.headers["retry-after"]), 0.0), RETRY_MAX_S)
+    except (KeyError, ValueError):
+        return default
+
+
 class Client:
-    def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 60.0):
+    """`patience_s`: how long a read (a GET, `wait`, `events`) rides out a service that answers 503 (its
+    database restarting) or, once this client has reached it, does not answer at all (the service
+    restarting), trying again after 0.5 s, then at doubling intervals up to 10 s (or as Retry-After says).
+    Writes are never sent twice; a service never reached fails at once."""
+
+    def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 60.0, patience_s: float = 120.0):
         self.url = (url or os.environ.get("SLIMPIPE_URL") or DEFAULT_URL).rstrip("/")
+        self.patience_s = patience_s
+        self._reached = False  # has this client had an answer from the service yet
         token = token or os.environ.get("SLIMPIPE_API_TOKEN") or None
         # The custom header lets POST/DELETE without a body through the server's cross-site guard.
         headers = {names.CSRF_HEADER: "1", **({"Authorization": f"Bearer {token}"} if token else {})}
@@ -85,11 +100,21 @@ class Client:
     # ----------------------------------------------------------------------- transport
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        try:
-            response = self._http.request(method, path, **kwargs)
-        except httpx.TransportError as exc:
-            raise self._unreachable(exc) from None
-        return _checked(response, method, path)
+        give_up = time.monotonic() + (self.patience_s if method == "GET" else 0.0)
+        pause = 0.5
+        while True:
+            try:
+                response = self._http.request(method, path, **kwargs)
+            except httpx.TransportError as exc:
+                if not self._reached or time.monotonic() + pause > give_up:
+                    raise self._unreachable(exc) from None
+            else:
+                self._reached = True
+                if response.status_code != 503 or time.monotonic() + pause > give_up:
+                    return _checked(response, method, path)
+                pause = _retry_after(response, pause)
+            time.sleep(pause)
+            pause = min(2 * pause, RETRY_MAX_S)
 
     def _unreachable(self, exc: Exception) -> ClientError:
         return ClientError(
@@ -257,25 +282,46 @@ class Client:
         return written
 
     def events(self, run_id: int) -> Iterator[tuple[str, Any]]:
-        """The run's Server-Sent Events as (event, data) until the run ends: metrics, log, status."""
-        try:
-            with self._http.stream("GET", f"/api/v1/runs/{run_id}/events", timeout=None) as response:
-                if response.status_code >= 400:
-                    response.read()
-                    message, detail = _message(response)
-                    raise ClientError(f"GET events: {message}", response.status_code, detail)
-                event, data = "message", list[str]()
-                for line in response.iter_lines():
-                    if not line:
-                        if data:
-                            yield event, json.loads("\n".join(data))
-                        event, data = "message", []
-                    elif line.startswith("event:"):
-                        event = line[6:].strip()
-                    elif line.startswith("data:"):
-                        data.append(line[5:].lstrip())
-        except httpx.TransportError as exc:
-            raise ClientError(f"lost the event stream from {self.url}: {exc}") from None
+        """The run's Server-Sent Events as (event, data) until the run ends: metrics, log, status. A stream
+        lost before the run's final status (the service restarting) is opened again where it stopped (its
+        last event id), within `patience_s`; no metric point or log line comes twice."""
+        path = f"/api/v1/runs/{run_id}/events"
+        cursor: str | None = None
+        give_up, pause = time.monotonic() + self.patience_s, 0.5
+        while True:
+            try:
+                params = {"cursor": cursor} if cursor else None
+                with self._http.stream("GET", path, params=params, timeout=None) as response:
+                    if response.status_code == 503 and time.monotonic() + pause <= give_up:
+                        raise httpx.RemoteProtocolError("503: the service's database is away")
+                    if response.status_code >= 400:
+                        response.read()
+                        message, detail = _message(response)
+                        raise ClientError(f"GET events: {message}", response.status_code, detail)
+                    self._reached = True
+                    give_up, pause = time.monotonic() + self.patience_s, 0.5
+                    event, data, event_id = "message", list[str](), None
+                    for line in response.iter_lines():
+                        if not line:
+                            if data:
+                                payload = json.loads("\n".join(data))
+                                yield event, payload
+                                if event == "status" and payload.get("status") in (*names.FINAL_STATES, "deleted"):
+                                    return
+                                cursor = event_id or cursor
+                            event, data, event_id = "message", [], None
+                        elif line.startswith("event:"):
+                            event = line[6:].strip()
+                        elif line.startswith("data:"):
+                            data.append(line[5:].lstrip())
+                        elif line.startswith("id:"):
+                            event_id = line[3:].strip()
+                    raise httpx.RemoteProtocolError("the stream ended before the run did")
+            except httpx.TransportError as exc:
+                if not self._reached or time.monotonic() + pause > give_up:
+                    raise ClientError(f"lost the event stream from {self.url}: {exc}") from None
+            time.sleep(pause)
+            pause = min(2 * pause, RETRY_MAX_S)
 
     # ----------------------------------------------------------------------- compare, service
 

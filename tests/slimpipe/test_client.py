@@ -29,9 +29,9 @@ TOKEN = "client-test-token"
 
 
 class Server:
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, port: int | None = None):
         self.settings = settings
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(
             create_app(settings), host="127.0.0.1", port=self.port, log_level="warning", timeout_graceful_shutdown=1

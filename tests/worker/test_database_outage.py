@@ -213,3 +213,97 @@ def test_a_run_trains_through_a_postgres_restart_and_loses_no_metric_or_log_line
     assert 5 <= float(outages[0].split()[5]) < 60, outages[0]
     assert run.summary["steps"] == steps
     print(f"\n{outages[0]}\n{before} of {steps} steps written before the outage; the run was {after} when it ended")
+
+
+# --------------------------------------------------------------------------- the client
+
+
+def _service(cluster: Cluster, port: int | None = None):
+    from backend.settings import get_settings
+    from tests.slimpipe.test_client import Server
+
+    return Server(get_settings(), port)
+
+
+def test_client_reads_ride_out_a_database_restart_and_writes_are_not_repeated(cluster, postgres):
+    from slimpipe.client import Client, ClientError
+
+    run_id = _running_run(cluster)
+    with _service(cluster) as server, Client(server.url, patience_s=60) as client:
+        assert client.run(run_id)["status"] == names.RUNNING
+        postgres.crash()
+        try:
+            t0 = time.monotonic()
+            with pytest.raises(ClientError) as info:
+                client.cancel(run_id)  # a write: one try, the service's answer
+            assert info.value.status_code == 503 and time.monotonic() - t0 < 3
+        finally:
+            threading.Timer(3.0, postgres.start).start()
+        t0 = time.monotonic()
+        assert client.run(run_id)["status"] == names.RUNNING  # a read waits for the database
+        assert 2.5 < time.monotonic() - t0 < 30
+        with Client(server.url, patience_s=0) as impatient:
+            postgres.crash()
+            try:
+                with pytest.raises(ClientError) as info:
+                    impatient.run(run_id)
+            finally:
+                postgres.start()
+            assert info.value.status_code == 503
+    with Client(f"http://127.0.0.1:{server.port}", patience_s=60) as never_reached:
+        t0 = time.monotonic()
+        with pytest.raises(ClientError, match="cannot reach slimpipe"):
+            never_reached.run(run_id)  # nothing there and never reached: no waiting
+        assert time.monotonic() - t0 < 3
+
+
+def test_events_go_on_through_a_database_restart_and_a_service_restart_with_no_point_twice(cluster, postgres):
+    from backend import crud
+    from slimpipe.client import Client
+
+    run_id = _running_run(cluster)
+    got: list[tuple[str, object]] = []
+    errors: list[BaseException] = []
+
+    def write(steps: range) -> None:
+        crud.append_metrics(run_id, [(k, names.TRAIN_LOSS, 1.0 / k) for k in steps])
+
+    def seen_steps() -> list[int]:
+        return [p["step"] for e, d in got if e == "metrics" for p in d["points"]]  # type: ignore[index]
+
+    server = _service(cluster).__enter__()
+    port = server.port
+
+    opened: list[object] = []  # each stream's query: None, then the cursor it resumes from
+
+    def consume() -> None:
+        try:
+            with Client(server.url, patience_s=60) as client:
+                stream = client._http.stream
+                client._http.stream = lambda *a, **k: opened.append(k["params"]) or stream(*a, **k)  # type: ignore[method-assign]
+                got.extend(client.events(run_id))
+        except BaseException as exc:
+            errors.append(exc)
+
+    consumer = threading.Thread(target=consume)
+    consumer.start()
+    try:
+        write(range(1, 6))
+        wait_for(lambda: seen_steps() == [1, 2, 3, 4, 5], 30, "the first points")
+        postgres.crash()
+        time.sleep(3)  # the stream stays open
+        postgres.start()
+        write(range(6, 11))
+        wait_for(lambda: seen_steps()[-1:] == [10], 60, "the points written after the database came back")
+        server.__exit__()  # the service restarts: the stream is lost, and opened again where it stopped
+        server = _service(cluster, port).__enter__()
+        write(range(11, 16))
+        crud.finish_run(run_id, names.SUCCEEDED)
+        consumer.join(60)
+    finally:
+        server.__exit__()
+    assert not consumer.is_alive() and errors == []
+    assert seen_steps() == list(range(1, 16))  # each once
+    assert opened[0] is None and len(opened) >= 2 and all(set(q) == {"cursor"} for q in opened[1:]), opened  # type: ignore[arg-type]
+    assert got[-1][0] == "status" and got[-1][1]["status"] == names.SUCCEEDED  # type: ignore[index]
+

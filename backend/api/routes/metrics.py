@@ -21,7 +21,7 @@ from pydantic_core import to_json
 from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
-from backend import crud, runfiles
+from backend import crud, db, runfiles
 from backend.api.routes.runs import get_run_or_404
 from backend.deps import MAX_CURSOR, MAX_ID, RunId, SessionDep, SettingsDep
 from backend.downsample import keep_indices
@@ -46,6 +46,7 @@ router = APIRouter(tags=["metrics and logs"], route_class=StrictJSONRoute, respo
 stream_router = APIRouter(tags=["metrics and logs"], route_class=StrictJSONRoute, responses=NOT_FOUND)
 
 SSE_POLL_S = 0.5
+SSE_DATABASE_RETRY_S = 2.0  # while the database is unreachable, the stream stays open (pings go on) and tries again
 SSE_BATCH = 5000
 
 
@@ -292,7 +293,13 @@ async def stream_events(
         nonlocal after_metric, after_log
         sent_status: tuple[Any, ...] | None = None
         while True:
-            run, points, lines = await run_in_threadpool(_poll, request, run_id, after_metric, after_log)
+            try:
+                run, points, lines = await run_in_threadpool(_poll, request, run_id, after_metric, after_log)
+            except Exception as exc:
+                if not db.unreachable(exc):
+                    raise
+                await asyncio.sleep(SSE_DATABASE_RETRY_S)  # a restart or failover: nothing to send until it ends
+                continue
             if run is None:
                 yield {"event": "status", "data": json.dumps({"id": run_id, "status": "deleted"})}
                 return
