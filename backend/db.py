@@ -84,9 +84,14 @@ def unreachable(exc: BaseException) -> bool:
     )
 
 
-def when_reachable(fn: Callable[[], T], patience_s: float, sleep: Callable[[float], None] = time.sleep) -> T:
+def when_reachable(
+    fn: Callable[[], T],
+    patience_s: float,
+    sleep: Callable[[float], None] = time.sleep,
+    on_wait: Callable[[Exception], None] | None = None,
+) -> T:
     """`fn()`, tried again while the database is unreachable (0.5 s between tries, doubling up to 5 s) for
-    up to `patience_s`; then, or on any other error, the error is raised."""
+    up to `patience_s`; then, or on any other error, the error is raised. `on_wait(error)` before the first wait."""
     deadline = time.monotonic() + patience_s
     pause = 0.5
     while True:
@@ -95,8 +100,21 @@ def when_reachable(fn: Callable[[], T], patience_s: float, sleep: Callable[[floa
         except Exception as exc:
             if not unreachable(exc) or time.monotonic() + pause > deadline:
                 raise
+            if on_wait is not None and pause == 0.5:
+                on_wait(exc)
         sleep(pause)
         pause = min(2 * pause, 5.0)
+
+
+def first_line(exc: BaseException) -> str:
+    """A driver error's message without SQLAlchemy's statement and background link."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def shown_url(url: str) -> str:
+    """`url` with any password masked, for messages."""
+    return make_url(url).render_as_string(hide_password=True)
 
 
 def session_factory(url: str | None = None) -> sessionmaker[Session]:

@@ -22,6 +22,9 @@ from slimpipe import names
 WORKER_STOP_S = 45.0  # the supervisor gives a running run 20 s to stop at its next step
 
 
+DATABASE_START_WAIT_S = 30.0
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help="address to bind (default: $SLIMPIPE_HOST or 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (default: $SLIMPIPE_PORT or 8000)")
@@ -155,7 +158,17 @@ def run(args: argparse.Namespace) -> int:
         )
         return 2
 
-    db.migrate()
+    where = db.shown_url(settings.database_url)
+    try:  # a database started alongside (docker compose) may take a few seconds to accept connections
+        db.when_reachable(db.migrate, DATABASE_START_WAIT_S, on_wait=lambda exc: print(
+            f"slimpipe: waiting up to {DATABASE_START_WAIT_S:g} s for the database at {where} ({db.first_line(exc)})",
+            file=sys.stderr, flush=True))
+    except Exception as exc:
+        if not db.unreachable(exc):
+            raise
+        print(f"slimpipe serve: cannot reach the database at {where} ({db.first_line(exc)}); start it, or point "
+              "SLIMPIPE_DATABASE_URL at one that runs", file=sys.stderr)
+        return 1
     notice = runfiles.legacy_notice(settings)
     if notice:
         print(f"slimpipe: {notice}", flush=True)

@@ -197,7 +197,7 @@ class Reporter:
         except Exception as exc:
             if not db.unreachable(exc):
                 raise
-            error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]}"
+            error = f"{type(exc).__name__}: {db.first_line(exc)[:200]}"
         now = self.clock()
         if self.down_since is None:
             self.down_since, self._retry_wait = now, self.flush_s

@@ -215,6 +215,45 @@ def test_a_run_trains_through_a_postgres_restart_and_loses_no_metric_or_log_line
     print(f"\n{outages[0]}\n{before} of {steps} steps written before the outage; the run was {after} when it ended")
 
 
+def test_serve_waits_for_a_database_that_is_starting_and_names_one_that_never_comes(cluster, postgres, tmp_path,
+                                                                                       monkeypatch, capsys):
+    import argparse
+    import os
+    import subprocess
+    import sys
+
+    from backend import serve
+    from benchmarks.dashboard import wait_http
+    from tests.fixtures_servers import free_port
+
+    port = free_port()
+    postgres.crash()
+    threading.Timer(2.0, postgres.start).start()
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "slimpipe", "serve", "--no-worker", "--port", str(port)],
+                                env=os.environ, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/readyz", timeout_s=60)
+    finally:
+        proc.terminate()
+        proc.wait(20)
+    assert f"slimpipe: waiting up to 30 s for the database at postgresql+psycopg://postgres@127.0.0.1:{postgres.port}/" \
+        in log.read_text()
+
+    monkeypatch.setattr(serve, "DATABASE_START_WAIT_S", 1.0)
+    monkeypatch.setenv("SLIMPIPE_DATABASE_URL", "postgresql+psycopg://slimpipe:s3cret@127.0.0.1:1/nowhere")
+    from backend.settings import get_settings
+
+    get_settings.cache_clear()
+    args = argparse.Namespace(host=None, port=None, no_worker=True, queues=None)
+    assert serve.run(args) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("slimpipe: waiting up to 1 s for the database at postgresql+psycopg://slimpipe:***@127.0.0.1:1/nowhere")
+    assert err[-1].startswith("slimpipe serve: cannot reach the database at postgresql+psycopg://slimpipe:***@127.0.0.1:1/nowhere (")
+    assert err[-1].endswith("); start it, or point SLIMPIPE_DATABASE_URL at one that runs") and "s3cret" not in "".join(err)
+
+
 # --------------------------------------------------------------------------- the client
 
 
