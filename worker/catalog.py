@@ -39,8 +39,10 @@ def devices() -> list[str]:
 
 
 def publish(worker: str, models: list[str] | None = None, *, session: Any = None) -> dict[str, Any]:
-    """Build each model and publish after each one, so the quick ones are usable while the slow ones build."""
-    from backend import crud
+    """Build each model and publish after each one, so the quick ones are usable while the slow ones build.
+    A database that is away (a worker started before it, or a restart) is waited for."""
+    from backend import crud, db
+    from backend.settings import get_settings
     from worker import zoo
 
     catalog: dict[str, Any] = {"models": {}, "datasets": list(zoo.DATASETS), "devices": devices()}
@@ -49,7 +51,7 @@ def publish(worker: str, models: list[str] | None = None, *, session: Any = None
             catalog["models"][name] = model_entry(name)
         except Exception as exc:  # a missing optional package: the API leaves this model's paths to the worker
             catalog["models"][name] = {"tree": None, "blocks": None, "default_stages": None, "note": repr(exc)}
-        crud.publish_catalog(worker, catalog, session=session)
+        db.when_reachable(lambda: crud.publish_catalog(worker, catalog, session=session), get_settings().database_outage_s)
     return catalog
 
 

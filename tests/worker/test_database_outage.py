@@ -136,6 +136,19 @@ def test_the_final_state_waits_for_the_database_and_other_errors_do_not_wait(clu
     assert tries == [1]
 
 
+def test_a_worker_s_catalog_waits_for_the_database(cluster, postgres):
+    from backend import crud, db
+    from worker import catalog
+
+    postgres.crash()
+    threading.Timer(2.0, postgres.start).start()
+    t0 = time.monotonic()
+    catalog.publish("cpu1@outage", models=["tiny_mlp"])
+    assert time.monotonic() - t0 >= 1.5
+    with db.session_scope() as session:
+        assert set(crud.model_trees(session=session)) == {"tiny_mlp"}
+
+
 def test_the_api_answers_503_with_retry_after_and_no_driver_details(cluster, postgres):
     from fastapi.testclient import TestClient
 
