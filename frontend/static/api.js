@@ -109,15 +109,41 @@ export async function api(path, { method = "GET", body, raw = false, query } = {
   throw new ApiError(401, "the API token was rejected");
 }
 
-// Server-Sent Events: EventSource cannot send headers, so the token rides in the query string.
-export function events(path, handlers) {
-  const t = token();
-  const url = BASE + path + (t ? `${path.includes("?") ? "&" : "?"}token=${encodeURIComponent(t)}` : "");
-  const source = new EventSource(url);
-  for (const [name, fn] of Object.entries(handlers)) {
-    source.addEventListener(name, (e) => fn(JSON.parse(e.data)));
-  }
-  return source;
+// Server-Sent Events: EventSource cannot send headers, so the token rides in the query string. A browser
+// reconnects by itself after a network error, but gives up for good on an error status (a 503 while the
+// database restarts): the stream is then opened again where it stopped (`cursor`, its last event id), after
+// 1 s, doubling up to 10 s, until close(). `onError` is told of every error.
+export function events(path, handlers, onError = () => {}) {
+  let source = null, closed = false, lastId = "", wait = 1000, timer = null;
+  const open = () => {
+    const query = new URLSearchParams();
+    const t = token();
+    if (t) query.set("token", t);
+    if (lastId) query.set("cursor", lastId);
+    const q = query.toString();
+    source = new EventSource(BASE + path + (q ? `${path.includes("?") ? "&" : "?"}${q}` : ""));
+    for (const [name, fn] of Object.entries(handlers)) {
+      source.addEventListener(name, (e) => {
+        if (e.lastEventId) lastId = e.lastEventId;
+        wait = 1000;
+        fn(JSON.parse(e.data));
+      });
+    }
+    source.onerror = () => {
+      onError();
+      if (closed || source.readyState !== EventSource.CLOSED) return; // CONNECTING: the browser tries again
+      timer = setTimeout(open, wait);
+      wait = Math.min(2 * wait, 10000);
+    };
+  };
+  open();
+  return {
+    close() {
+      closed = true;
+      clearTimeout(timer);
+      source.close();
+    },
+  };
 }
 
 // Downloads go through fetch so the Authorization header is sent; the blob is saved under its name.

@@ -269,11 +269,10 @@ function follow() {
       if (FINAL.has(r.status)) refreshFinal();
     },
     log: (d) => addLogLines(d.lines || []),
-  });
-  source.onerror = () => {
-    // EventSource reconnects by itself; stop once the run is over.
+  }, () => {
+    // The stream is opened again until the run is over.
     if (run && FINAL.has(run.status)) source.close();
-  };
+  });
 }
 
 // ---------------------------------------------------------------- diagnose

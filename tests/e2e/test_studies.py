@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -91,7 +92,7 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     presets = _seed_experiment(url, "presets", {PRESET: PRESETS}, ["presets"])
     failed = _seed_failed(url)
     with serve_api(url, workdir) as base:
-        yield {"base": base, "seeds": seeds, "three": three, "presets": presets, "failed": failed}
+        yield {"base": base, "seeds": seeds, "three": three, "presets": presets, "failed": failed, "database_url": url}
 
 
 @pytest.fixture
@@ -363,3 +364,43 @@ def test_a_preset_sweep_keeps_its_order_and_compares_by_the_preset_alone(tab, st
     points = [t["name"] for t in chart(tab, "chart-pareto") if t["mode"] != "lines"]
     assert sorted(points) == sorted(PRESETS)
     assert sorted(tab.locator("#chart-pareto .textpoint text").all_text_contents()) == sorted(PRESETS)
+
+
+def test_a_live_run_page_opens_its_event_stream_again_after_an_error_status(tab, study) -> None:
+    """A browser's EventSource gives up for good on an error status (a 503 while the database restarts); the
+    run page opens the stream again from its last event id and follows the run to its end."""
+    import json
+
+    from backend import crud, db
+    from slimpipe.spec import dump_spec, parse_spec
+
+    spec = dump_spec(parse_spec({**BASE_SPEC, "name": "live"}))
+    with db.session_scope(study["database_url"]) as session:
+        _, (run,) = crud.create_experiment(session=session, name="live", spec=spec, sweep=None, tags=[],
+                                           runs_to_create=[({}, spec)], queue="cpu")
+        run_id = run.id
+    with db.session_scope(study["database_url"]) as session:
+        crud.claim_run(run_id, "seeded", None, session=session)
+    row = get(study, f"/runs/{run_id}")
+    requests: list[str] = []
+
+    def serve(route: Any) -> None:
+        requests.append(route.request.url)
+        if len(requests) == 1:  # a stream that ends after one event, whose id the page keeps
+            body = f"event: status\ndata: {json.dumps(row)}\nid: 7:9\n\n"
+            route.fulfill(status=200, body=body, headers={"Content-Type": "text/event-stream"})
+        elif len(requests) == 2:  # the browser's own reconnect meets the database restarting
+            route.fulfill(status=503, body='{"detail": "the database is unreachable"}', content_type="application/json")
+        else:
+            route.continue_()
+
+    tab.route("**/api/v1/runs/*/events*", serve)
+    tab.goto(f"/runs/{run_id}")
+    tab.wait_for_function("document.getElementById('run-status').textContent === 'running'")
+    deadline = time.monotonic() + 30
+    while len(requests) < 3 and time.monotonic() < deadline:
+        tab.wait_for_timeout(200)
+    assert len(requests) >= 3 and "cursor=7%3A9" in requests[2] and "cursor" not in requests[0], requests
+    with db.session_scope(study["database_url"]) as session:
+        crud.finish_run(run_id, "succeeded", summary={"best_val_acc": 50.0}, session=session)
+    tab.wait_for_function("document.getElementById('run-status').textContent === 'succeeded'", timeout=30_000)
