@@ -34,13 +34,19 @@ function clearBanner() {
   const banner = document.getElementById("api-banner");
   if (banner.dataset.kind !== "sticky") banner.hidden = true;
 }
-function unreachable(status) {
+function unreachable(status, detail) {
   failures += 1;
-  const what = status ? `answered HTTP ${status}` : "did not answer";
   showBanner(
-    `Cannot reach the slimpipe API: ${location.origin}${BASE} ${what}. ` +
-      "Is `slimpipe serve` running? The page retries on its own.",
+    detail // the service is up and says why (503: its database is restarting)
+      ? `The slimpipe API answered HTTP ${status}: ${detail}. The page retries on its own.`
+      : `Cannot reach the slimpipe API: ${location.origin}${BASE} ${status ? `answered HTTP ${status}` : "did not answer"}. ` +
+          "Is `slimpipe serve` running? The page retries on its own.",
   );
+}
+
+// An error a page waits out and loads again after (no answer, or a gateway or service saying "later").
+export function retryable(err) {
+  return err instanceof ApiError && (err.status === 0 || (err.status >= 502 && err.status <= 504));
 }
 
 // --- token: asked once when the API answers 401, kept in localStorage.
@@ -91,7 +97,11 @@ export async function api(path, { method = "GET", body, raw = false, query } = {
       continue;
     }
     if (response.status >= 502 && response.status <= 504) {
-      unreachable(response.status);
+      let detail = "";
+      try {
+        detail = (await response.json()).detail;
+      } catch {}
+      unreachable(response.status, typeof detail === "string" ? detail : "");
       throw new ApiError(response.status, "the API is unreachable");
     }
     clearBanner();

@@ -1,5 +1,5 @@
 // Compare: the table of differing fields and results, overlaid curves, acc-vs-bytes scatter with its Pareto front.
-import { api, download, markReady, showBanner } from "./api.js";
+import { api, download, markReady, retryable, showBanner } from "./api.js";
 import { clipSpikes, COLORS, draw, layout, line, paretoFront, plotlyReady } from "./charts.js";
 import { groupLabel, groupRuns, meanTraces, shortAxis } from "./study.js";
 import { badge, el, fmtBytes, fmtDelta, fmtPct, fmtRatio, fmtSecs, fmtValue, DASH } from "./format.js";
@@ -144,7 +144,7 @@ async function load() {
   try {
     table = await api("/compare", { query: { run_ids: RUN_IDS.join(","), baseline: baselineSelect.value || head.dataset.baseline } });
   } catch (err) {
-    if (err.status !== 0) showBanner(`Could not compare runs ${RUN_IDS.join(", ")}: ${typeof err.detail === "string" ? err.detail : err.message}`);
+    if (!retryable(err)) showBanner(`Could not compare runs ${RUN_IDS.join(", ")}: ${typeof err.detail === "string" ? err.detail : err.message}`);
     else setTimeout(load, 3000);
     return;
   }

@@ -1,6 +1,6 @@
 // Sweep view over any number of axes: the first axis on x, one line per value of the second, one facet per
 // value of the rest (and a parallel-coordinates view of them all); seeds grouped as mean ± std.
-import { api, authHeaders, markReady, showBanner } from "./api.js";
+import { api, authHeaders, markReady, retryable, showBanner } from "./api.js";
 import { COLORS, draw, layout, plotlyReady, wantsLog } from "./charts.js";
 import { badge, el, fmtBytes, fmtDelta, fmtPct, fmtRatio, fmtValue } from "./format.js";
 import { axisValues, groupLabel, groupRuns, isNumericAxis, key, meanStd, meanTraces, shortAxis } from "./study.js";
@@ -20,7 +20,7 @@ async function load() {
     table = exp.run_ids.length ? await api("/compare", { query: { run_ids: exp.run_ids.join(",") } }) : { runs: [] };
   } catch (err) {
     if (err.status === 404) showBanner(`Experiment ${EXP_ID} not found.`);
-    else if (err.status !== 0) showBanner(`Could not load experiment ${EXP_ID}: ${err.message}`);
+    else if (!retryable(err)) showBanner(`Could not load experiment ${EXP_ID}: ${err.message}`);
     else setTimeout(load, 3000);
     return;
   }

@@ -1,5 +1,5 @@
 // New run: a form over every spec field, a YAML/JSON view kept in sync, server-side validation, sweeps, clone.
-import { api, ApiError, authHeaders, showBanner } from "./api.js";
+import { api, ApiError, authHeaders, retryable, showBanner } from "./api.js";
 import { debounce, el } from "./format.js";
 
 const form = document.getElementById("spec-form");
@@ -498,7 +498,7 @@ async function start() {
       document.getElementById("form-title").textContent = "New run";
       document.getElementById("clone-note").innerHTML = `cloned from <a href="/runs/${run.id}">#${run.id} ${run.name}</a>`;
     } catch (err) {
-      if (err.status !== 0) showBanner(`Could not load run ${clone} to clone: ${err.message}`);
+      if (!retryable(err)) showBanner(`Could not load run ${clone} to clone: ${err.message}`);
     }
   }
   await renderText(readForm());

@@ -1,5 +1,5 @@
 // Run detail: status, live curves over SSE, log tail, spec, summary, downloads, actions.
-import { api, ApiError, download, events, markReady, showBanner } from "./api.js";
+import { api, ApiError, download, events, markReady, retryable, showBanner } from "./api.js";
 import { clipSpikes, COLORS, draw, layout, line, median, plotlyReady, wantsLog } from "./charts.js";
 import { badge, el, fmtAgo, fmtBytes, fmtNum, fmtPct, fmtRatio, fmtSecs, progress, fmtDuration, DASH } from "./format.js";
 
@@ -333,7 +333,7 @@ async function load() {
   } catch (err) {
     if (err instanceof ApiError && err.status === 404) {
       document.querySelector("main").replaceChildren(el("div", { class: "card empty-state" }, el("h2", { text: `Run ${RUN_ID} not found` }), el("p", {}, "It may have been deleted. ", el("a", { href: "/" }, "Back to runs."))));
-    } else if (err.status !== 0) showBanner(`Could not load run ${RUN_ID}: ${err.message}`);
+    } else if (!retryable(err)) showBanner(`Could not load run ${RUN_ID}: ${err.message}`);
     else setTimeout(load, 3000);
     return;
   }

@@ -1,5 +1,5 @@
 // Runs page: the table, filters kept in the URL, polling for live updates, bulk compare, actions.
-import { api, ApiError, markReady, showBanner } from "./api.js";
+import { api, markReady, retryable, showBanner } from "./api.js";
 import { badge, debounce, el, fmtAgo, fmtBytes, fmtPct, fmtRatio, fmtSecs, progressBar, DASH } from "./format.js";
 
 const POLL_MS = 2000;
@@ -145,7 +145,7 @@ async function refresh() {
     updateSelection();
     markReady();
   } catch (err) {
-    if (!(err instanceof ApiError) || err.status !== 0) showBanner(`Could not list runs: ${err.message}`);
+    if (!retryable(err)) showBanner(`Could not list runs: ${err.message}`);
     body.replaceChildren(el("tr", {}, el("td", { colspan: 13, class: "empty" }, "Runs unavailable — see the message above.")));
   }
   timer = setTimeout(refresh, POLL_MS);

@@ -6,6 +6,7 @@ the API's numbers without waiting for training.
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 import time
@@ -369,8 +370,6 @@ def test_a_preset_sweep_keeps_its_order_and_compares_by_the_preset_alone(tab, st
 def test_a_live_run_page_opens_its_event_stream_again_after_an_error_status(tab, study) -> None:
     """A browser's EventSource gives up for good on an error status (a 503 while the database restarts); the
     run page opens the stream again from its last event id and follows the run to its end."""
-    import json
-
     from backend import crud, db
     from slimpipe.spec import dump_spec, parse_spec
 
@@ -404,3 +403,26 @@ def test_a_live_run_page_opens_its_event_stream_again_after_an_error_status(tab,
     with db.session_scope(study["database_url"]) as session:
         crud.finish_run(run_id, "succeeded", summary={"best_val_acc": 50.0}, session=session)
     tab.wait_for_function("document.getElementById('run-status').textContent === 'succeeded'", timeout=30_000)
+
+
+def test_a_page_that_meets_a_503_says_why_and_loads_once_the_service_answers(tab, study) -> None:
+    run_id = study["seeds"][0]
+    detail = "the database is unreachable right now (restarting?); try again in a few seconds"
+    answered: list[int] = []
+
+    def serve(route: Any) -> None:
+        answered.append(503 if not answered else 200)
+        if answered[-1] == 503:
+            route.fulfill(status=503, body=json.dumps({"detail": detail}), content_type="application/json",
+                          headers={"Retry-After": "5"})
+        else:
+            route.continue_()
+
+    tab.route(f"**/api/v1/runs/{run_id}", serve)
+    tab.goto(f"/runs/{run_id}")
+    banner = tab.locator("#api-banner")
+    banner.wait_for(state="visible")
+    assert banner.inner_text() == f"The slimpipe API answered HTTP 503: {detail}. The page retries on its own."
+    name = get(study, f"/runs/{run_id}")["name"]
+    tab.wait_for_function(f"document.getElementById('run-name').textContent === {json.dumps(name)}")  # loaded again
+    assert answered[:2] == [503, 200] and banner.is_hidden()
