@@ -99,14 +99,16 @@ class Client:
 
     # ----------------------------------------------------------------------- transport
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        give_up = time.monotonic() + (self.patience_s if method == "GET" else 0.0)
+    def _request(self, method: str, path: str, *, again_on_503: bool = False, **kwargs: Any) -> httpx.Response:
+        """`again_on_503`: a write the service refused with 503 stored nothing (its database was away) and is
+        sent again, as a read is; without an answer a write is never sent twice."""
+        give_up = time.monotonic() + (self.patience_s if method == "GET" or again_on_503 else 0.0)
         pause = 0.5
         while True:
             try:
                 response = self._http.request(method, path, **kwargs)
             except httpx.TransportError as exc:
-                if not self._reached or time.monotonic() + pause > give_up:
+                if method != "GET" or not self._reached or time.monotonic() + pause > give_up:
                     raise self._unreachable(exc) from None
             else:
                 self._reached = True
@@ -151,7 +153,7 @@ class Client:
     def validate(self, spec: Any, sweep: Mapping[str, Sequence[Any]] | None = None) -> int:
         """How many runs the spec and sweep would give; ClientError (422, naming the field) if invalid."""
         body = {"spec": _spec_data(spec), "sweep": {k: list(v) for k, v in sweep.items()} if sweep else None}
-        return int(self._json("POST", "/api/v1/specs/validate", json=body)["runs"])
+        return int(self._json("POST", "/api/v1/specs/validate", json=body, again_on_503=True)["runs"])
 
     def experiments(self, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
         return self._json("GET", "/api/v1/experiments", params={"limit": limit, "offset": offset})["data"]
@@ -233,11 +235,15 @@ class Client:
                 point = dict(zip(("step", "name", "value", "time"), point, strict=False))
             batch.append(dict(point))
             if len(batch) >= INGEST_BATCH:
-                accepted += self._json("POST", f"/api/v1/runs/{run_id}/metrics", json={"points": batch})["accepted"]
+                accepted += self._ingest(run_id, batch)
                 batch = []
         if batch:
-            accepted += self._json("POST", f"/api/v1/runs/{run_id}/metrics", json={"points": batch})["accepted"]
+            accepted += self._ingest(run_id, batch)
         return accepted
+
+    def _ingest(self, run_id: int, batch: list[dict[str, Any]]) -> int:
+        path = f"/api/v1/runs/{run_id}/metrics"
+        return self._json("POST", path, json={"points": batch}, again_on_503=True)["accepted"]
 
     def logs(self, run_id: int) -> str:
         return self._request("GET", f"/api/v1/runs/{run_id}/logs").text

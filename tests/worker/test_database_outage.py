@@ -359,3 +359,20 @@ def test_events_go_on_through_a_database_restart_and_a_service_restart_with_no_p
     assert opened[0] is None and len(opened) >= 2 and all(set(q) == {"cursor"} for q in opened[1:]), opened  # type: ignore[arg-type]
     assert got[-1][0] == "status" and got[-1][1]["status"] == names.SUCCEEDED  # type: ignore[index]
 
+
+
+def test_client_metric_ingest_waits_out_a_database_restart_and_stores_each_point_once(cluster, postgres):
+    """A trainer of its own logging through the client: the service's 503 stored nothing, so the batch goes again."""
+    from slimpipe.client import Client
+
+    run_id = _running_run(cluster)
+    with _service(cluster) as server, Client(server.url, patience_s=60) as client:
+        assert client.log_metrics(run_id, [(1, "ext/loss", 1.0)]) == 1
+        postgres.crash()
+        restart = threading.Timer(2.0, postgres.start)
+        restart.start()
+        t0 = time.monotonic()
+        assert client.log_metrics(run_id, [(k, "ext/loss", 1.0 / k) for k in range(2, 7)]) == 5
+        assert time.monotonic() - t0 >= 1.5
+        restart.join()
+    assert cluster.series(run_id, "ext/loss") == (list(range(1, 7)), pytest.approx([1.0 / k for k in range(1, 7)]))
