@@ -15,7 +15,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -77,11 +77,20 @@ class Client:
     """`patience_s`: how long a read (a GET, `wait`, `events`) rides out a service that answers 503 (its
     database restarting) or, once this client has reached it, does not answer at all (the service
     restarting), trying again after 0.5 s, then at doubling intervals up to 10 s (or as Retry-After says).
-    Writes are never sent twice; a service never reached fails at once."""
+    Writes are never sent twice; a service never reached fails at once. `on_wait(message)` is told when a
+    request starts waiting (the CLI prints it, so a wait never looks like a hang)."""
 
-    def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 60.0, patience_s: float = 120.0):
+    def __init__(
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        timeout: float = 60.0,
+        patience_s: float = 120.0,
+        on_wait: Callable[[str], None] | None = None,
+    ):
         self.url = (url or os.environ.get("SLIMPIPE_URL") or DEFAULT_URL).rstrip("/")
         self.patience_s = patience_s
+        self.on_wait = on_wait
         self._reached = False  # has this client had an answer from the service yet
         token = token or os.environ.get("SLIMPIPE_API_TOKEN") or None
         # The custom header lets POST/DELETE without a body through the server's cross-site guard.
@@ -103,18 +112,23 @@ class Client:
         """`again_on_503`: a write the service refused with 503 stored nothing (its database was away) and is
         sent again, as a read is; without an answer a write is never sent twice."""
         give_up = time.monotonic() + (self.patience_s if method == "GET" or again_on_503 else 0.0)
-        pause = 0.5
+        pause, waited = 0.5, False
         while True:
             try:
                 response = self._http.request(method, path, **kwargs)
             except httpx.TransportError as exc:
                 if method != "GET" or not self._reached or time.monotonic() + pause > give_up:
                     raise self._unreachable(exc) from None
+                why = f"no answer ({exc})"
             else:
                 self._reached = True
                 if response.status_code != 503 or time.monotonic() + pause > give_up:
                     return _checked(response, method, path)
                 pause = _retry_after(response, pause)
+                why = _message(response)[0]
+            if not waited and self.on_wait is not None:
+                self.on_wait(f"{method} {path}: {why}; trying again for up to {self.patience_s:g} s")
+            waited = True
             time.sleep(pause)
             pause = min(2 * pause, RETRY_MAX_S)
 
@@ -326,6 +340,8 @@ class Client:
             except httpx.TransportError as exc:
                 if not self._reached or time.monotonic() + pause > give_up:
                     raise ClientError(f"lost the event stream from {self.url}: {exc}") from None
+                if pause == 0.5 and self.on_wait is not None:  # the first try of this outage
+                    self.on_wait(f"GET {path}: {exc}; opening the stream again for up to {self.patience_s:g} s")
             time.sleep(pause)
             pause = min(2 * pause, RETRY_MAX_S)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,7 +17,7 @@ def add_service_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def client_from(args: argparse.Namespace) -> Client:
-    return Client(url=args.url, token=args.token)
+    return Client(url=args.url, token=args.token, on_wait=lambda message: print(f"slimpipe: {message}", file=sys.stderr))
 
 
 def time_left(run: dict[str, Any]) -> str | None:

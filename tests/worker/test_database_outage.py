@@ -281,7 +281,8 @@ def test_client_reads_ride_out_a_database_restart_and_writes_are_not_repeated(cl
     from slimpipe.client import Client, ClientError
 
     run_id = _running_run(cluster)
-    with _service(cluster) as server, Client(server.url, patience_s=60) as client:
+    told: list[str] = []
+    with _service(cluster) as server, Client(server.url, patience_s=60, on_wait=told.append) as client:
         assert client.run(run_id)["status"] == names.RUNNING
         postgres.crash()
         try:
@@ -294,6 +295,8 @@ def test_client_reads_ride_out_a_database_restart_and_writes_are_not_repeated(cl
         t0 = time.monotonic()
         assert client.run(run_id)["status"] == names.RUNNING  # a read waits for the database
         assert 2.5 < time.monotonic() - t0 < 30
+        assert told == [f"GET /api/v1/runs/{run_id}: 503 the database is unreachable right now (restarting?); try again "
+                        "in a few seconds; trying again for up to 60 s"]  # once, however many tries
         with Client(server.url, patience_s=0) as impatient:
             postgres.crash()
             try:
@@ -327,10 +330,11 @@ def test_events_go_on_through_a_database_restart_and_a_service_restart_with_no_p
     port = server.port
 
     opened: list[object] = []  # each stream's query: None, then the cursor it resumes from
+    told: list[str] = []
 
     def consume() -> None:
         try:
-            with Client(server.url, patience_s=60) as client:
+            with Client(server.url, patience_s=60, on_wait=told.append) as client:
                 stream = client._http.stream
                 client._http.stream = lambda *a, **k: opened.append(k["params"]) or stream(*a, **k)  # type: ignore[method-assign]
                 got.extend(client.events(run_id))
@@ -356,6 +360,7 @@ def test_events_go_on_through_a_database_restart_and_a_service_restart_with_no_p
         server.__exit__()
     assert not consumer.is_alive() and errors == []
     assert seen_steps() == list(range(1, 16))  # each once
+    assert told and all("; opening the stream again for up to 60 s" in message for message in told), told
     assert opened[0] is None and len(opened) >= 2 and all(set(q) == {"cursor"} for q in opened[1:]), opened  # type: ignore[arg-type]
     assert got[-1][0] == "status" and got[-1][1]["status"] == names.SUCCEEDED  # type: ignore[index]
 
