@@ -146,7 +146,9 @@ async function refresh() {
     markReady();
   } catch (err) {
     if (!retryable(err)) showBanner(`Could not list runs: ${err.message}`);
-    body.replaceChildren(el("tr", {}, el("td", { colspan: 13, class: "empty" }, "Runs unavailable — see the message above.")));
+    // While the service restarts, the rows last listed stay (the banner says why they are not refreshed).
+    if (!retryable(err) || !lastSnapshot)
+      body.replaceChildren(el("tr", {}, el("td", { colspan: 13, class: "empty" }, "Runs unavailable — see the message above.")));
   }
   timer = setTimeout(refresh, POLL_MS);
 }

@@ -420,9 +420,30 @@ def test_a_page_that_meets_a_503_says_why_and_loads_once_the_service_answers(tab
 
     tab.route(f"**/api/v1/runs/{run_id}", serve)
     tab.goto(f"/runs/{run_id}")
-    banner = tab.locator("#api-banner")
-    banner.wait_for(state="visible")
-    assert banner.inner_text() == f"The slimpipe API answered HTTP 503: {detail}. The page retries on its own."
+    banner = tab.locator("#api-banner")  # its text stays after the next answer hides it
+    said = f"The slimpipe API answered HTTP 503: {detail}. The page retries on its own."
+    tab.wait_for_function(f"document.getElementById('api-banner').textContent === {json.dumps(said)}")
     name = get(study, f"/runs/{run_id}")["name"]
     tab.wait_for_function(f"document.getElementById('run-name').textContent === {json.dumps(name)}")  # loaded again
     assert answered[:2] == [503, 200] and banner.is_hidden()
+
+    # The runs list keeps the rows it last had while the service answers 503, and goes on once it answers.
+    tab.goto("/")
+    rows = "document.querySelectorAll('#runs-body tr[data-run-id]').length"
+    tab.wait_for_function(f"{rows} > 0")
+    shown = tab.evaluate(rows)
+    refused: list[str] = []
+
+    def refuse(route: Any) -> None:
+        refused.append(route.request.url)
+        route.fulfill(status=503, body=json.dumps({"detail": detail}), content_type="application/json")
+
+    tab.route("**/api/v1/runs?*", refuse)
+    tab.wait_for_function(f"document.getElementById('api-banner').textContent === {json.dumps(said)}")
+    while len(refused) < 2:  # refreshed every 2 s: a second refusal
+        tab.wait_for_timeout(250)
+    assert tab.evaluate(rows) == shown and banner.is_visible()
+    tab.unroute("**/api/v1/runs?*")
+    banner.wait_for(state="hidden")
+    assert tab.evaluate(rows) == shown
+
