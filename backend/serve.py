@@ -20,9 +20,7 @@ from typing import Any
 from slimpipe import names
 
 WORKER_STOP_S = 45.0  # the supervisor gives a running run 20 s to stop at its next step
-
-
-DATABASE_START_WAIT_S = 30.0
+DATABASE_START_WAIT_S = 30.0  # for a database started alongside, still starting
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -159,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
     where = db.shown_url(settings.database_url)
-    try:  # a database started alongside (docker compose) may take a few seconds to accept connections
+    try:
         db.when_reachable(db.migrate, DATABASE_START_WAIT_S, on_wait=lambda exc: print(
             f"slimpipe: waiting up to {DATABASE_START_WAIT_S:g} s for the database at {where} ({db.first_line(exc)})",
             file=sys.stderr, flush=True))
