@@ -381,6 +381,7 @@ def test_docker_compose_has_postgres_redis_api_and_gpu_and_cpu_workers():
         assert env["SLIMPIPE_BROKER_URL"] == "redis://redis:6379/0"
     assert services["worker-gpu"]["command"][:3] == ["python", "-m", "worker"]
     assert "--no-worker" in services["api"]["command"]
+    assert {service["restart"] for service in services.values()} == {"unless-stopped"}
     assert (ROOT / "Dockerfile").exists()
     assert Path(ROOT / ".dockerignore").read_text().splitlines()[0] == ".venv"
 
