@@ -32,6 +32,7 @@ from worker.supervisor import (
 log = logging.getLogger(__name__)
 
 START_ENV = "SLIMPIPE_WORKER_START"
+START_DATABASE_WAIT_S = 30.0  # the start-up recovery waits this long for a database that is starting too
 #: Set when this worker is shutting down (Ctrl-C, SIGTERM): the running child is stopped.
 SHUTDOWN = threading.Event()
 
@@ -159,8 +160,8 @@ def _recover_on_start(sender: Any = None, **_: Any) -> None:
     """A fresh worker owns no running run: fail its name's leftovers, sweep stale ones, keep sweeping."""
     global _sweeper
     hostname = getattr(sender, "hostname", None)
-    try:
-        recovery.sweep(hostname)
+    try:  # a database restarting with this worker (a host's reboot) is waited for: it holds the orphans
+        db.when_reachable(lambda: recovery.sweep(hostname), START_DATABASE_WAIT_S)
     except Exception:
         log.exception("recovery sweep at worker start failed")
     try:

@@ -267,6 +267,22 @@ def test_serve_waits_for_a_database_that_is_starting_and_names_one_that_never_co
     assert err[-1].endswith("); start it, or point SLIMPIPE_DATABASE_URL at one that runs") and "s3cret" not in "".join(err)
 
 
+def test_a_worker_that_starts_before_the_database_fails_its_orphans_once_the_database_is_up(cluster, postgres):
+    """A host's reboot: the worker restarts under its name while PostgreSQL is still starting."""
+    from backend import crud
+
+    (run_id,) = cluster.submit(spec_with(), send=False)
+    assert crud.claim_run(run_id, "cpu1@reboot", None)  # the run it was training when the host went down
+    postgres.crash()
+    restart = threading.Timer(3.0, postgres.start)
+    restart.start()
+    cluster.start_worker("cpu1@reboot", "cpu")
+    restart.join()
+    run = cluster.wait_final(run_id, timeout=60)  # the heartbeat timeout (120 s) would take longer
+    assert run.status == names.FAILED
+    assert run.error == "worker lost: cpu1@reboot restarted while the run was running; retry it"
+
+
 # --------------------------------------------------------------------------- the client
 
 
