@@ -443,6 +443,15 @@ def append_metrics(run_id: int, points: Iterable[MetricInput], *, session: Sessi
     return _retry_locked(go)
 
 
+def has_metric_point(run_id: int, point: Mapping[str, Any], *, session: Session | None = None) -> bool:
+    """Whether `point` (its step, name and time, to the bit) is stored: a batch is one transaction, so its
+    first point says whether a write whose answer was lost was stored."""
+    sql = "SELECT 1 FROM metric_points WHERE run_id = ? AND name = ? AND step = ? AND time = ? LIMIT 1"
+    with _scope(session) as s:
+        found = _driver_sql(s, sql, (run_id, str(point["name"]), int(point["step"]), float(point["time"])))
+    return bool(found)
+
+
 def append_logs(run_id: int, lines: Iterable[LogInput], *, session: Session | None = None) -> int:
     """Lines as strings, `(level, message)` tuples or dicts `{message, level?, time?}`."""
     rows = list(lines)

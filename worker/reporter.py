@@ -116,6 +116,9 @@ class Reporter:
         self._last_flush = self._last_progress = clock()
         self._progress_dirty = False
         self._figures: dict[str, float] | None = None  # taken from `live`, not written yet
+        # The size and first point of a batch whose write raised: the database may have stored it before the
+        # connection broke (its answer lost), so the next write looks before sending it again
+        self._unsure: tuple[int, dict[str, Any]] | None = None
         self.live = LiveSummary()
         # An outage: when writing first failed (None while the database answers), the next try, the wait
         # after it, and the error
@@ -209,8 +212,16 @@ class Reporter:
 
     def _write(self) -> None:
         # Each kind is dropped from the buffers only once written: a failure part-way keeps the rest.
+        if self._unsure is not None:
+            count, first = self._unsure
+            if crud.has_metric_point(self.run_id, first):  # stored after all: not twice
+                self.points_written += count
+                del self.points[:count]
+            self._unsure = None
         if self.points:
+            self._unsure = (len(self.points), self.points[0])
             self.points_written += crud.append_metrics(self.run_id, self.points)
+            self._unsure = None
             self.points = []
         self._figures = self.live.take() or self._figures
         if self._figures:

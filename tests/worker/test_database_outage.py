@@ -91,6 +91,40 @@ def test_the_reporter_holds_what_it_cannot_write_and_writes_it_when_the_database
     assert cluster.run(run_id).progress_step == 19
 
 
+@pytest.mark.parametrize("stored", [True, False], ids=["answer-lost", "not-stored"])
+def test_a_batch_whose_write_broke_is_looked_for_before_it_is_sent_again(cluster, postgres, monkeypatch, stored):
+    """The connection can break after PostgreSQL committed a batch and before its answer came back: the
+    reporter then finds the batch's first point and does not send it twice."""
+    from sqlalchemy.exc import OperationalError
+
+    from backend import crud
+    from worker.reporter import Reporter
+
+    run_id = _running_run(cluster)
+    real, calls = crud.append_metrics, []
+
+    def breaks_once(rid, points):
+        calls.append(len(points))
+        if len(calls) == 1:
+            if stored:
+                real(rid, points)
+            raise OperationalError("INSERT INTO metric_points ...", {}, Exception("server closed the connection"))
+        return real(rid, points)
+
+    monkeypatch.setattr(crud, "append_metrics", breaks_once)
+    now = [0.0]
+    reporter = Reporter(run_id, flush_s=1.0, clock=lambda: now[0])
+    reporter.on_metrics([{"step": k, "name": names.TRAIN_LOSS, "value": 1.0 / k} for k in (1, 2, 3)])
+    reporter.flush()
+    assert reporter.down_since == 0.0 and len(reporter.points) == 3
+    reporter.on_metrics([{"step": 4, "name": names.TRAIN_LOSS, "value": 0.25}])
+    now[0] = 1.0
+    reporter.maybe_flush()
+    assert reporter.down_since is None and reporter.points == [] and reporter.points_written == 4
+    assert calls == [3, 1] if stored else calls == [3, 4]
+    assert cluster.series(run_id, names.TRAIN_LOSS)[0] == [1, 2, 3, 4]  # each once
+
+
 def test_the_last_flush_waits_for_the_database_then_says_what_is_lost(cluster, postgres):
     from worker.reporter import DatabaseUnreachable, Reporter
 
