@@ -312,13 +312,13 @@ class Client:
             try:
                 params = {"cursor": cursor} if cursor else None
                 with self._http.stream("GET", path, params=params, timeout=None) as response:
+                    self._reached = True
                     if response.status_code == 503 and time.monotonic() + pause <= give_up:
                         raise httpx.RemoteProtocolError("503: the service's database is away")
                     if response.status_code >= 400:
                         response.read()
                         message, detail = _message(response)
                         raise ClientError(f"GET events: {message}", response.status_code, detail)
-                    self._reached = True
                     give_up, pause = time.monotonic() + self.patience_s, 0.5
                     event, data, event_id = "message", list[str](), None
                     for line in response.iter_lines():

@@ -431,3 +431,21 @@ def test_client_metric_ingest_waits_out_a_database_restart_and_stores_each_point
         assert time.monotonic() - t0 >= 1.5
         restart.join()
     assert cluster.series(run_id, "ext/loss") == (list(range(1, 7)), pytest.approx([1.0 / k for k in range(1, 7)]))
+
+
+def test_an_event_stream_first_opened_while_the_database_is_down_waits_for_it(cluster, postgres):
+    from backend import crud
+    from slimpipe.client import Client
+
+    run_id = _running_run(cluster)
+    with _service(cluster) as server, Client(server.url, patience_s=60) as client:  # never reached before
+        postgres.crash()
+        restart = threading.Timer(2.0, postgres.start)
+        restart.start()
+        t0 = time.monotonic()
+        events = client.events(run_id)
+        event, data = next(events)  # the service answered 503 until the database was back
+        assert (event, data["status"]) == ("status", names.RUNNING) and time.monotonic() - t0 >= 1.5
+        restart.join()
+        crud.finish_run(run_id, names.SUCCEEDED)
+        assert [(e, d["status"]) for e, d in events if e == "status"] == [("status", names.SUCCEEDED)]
