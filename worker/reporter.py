@@ -9,7 +9,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from backend import crud
+from backend import crud, db
 from slimpipe import names
 
 
@@ -192,8 +192,6 @@ class Reporter:
 
     def _guarded(self, write: Callable[[], None]) -> bool:
         """`write()`; False (and the outage noted) when the database is unreachable, any other error raised."""
-        from backend import db
-
         try:
             write()
             return True
