@@ -42,6 +42,14 @@ def _up(postgres: PostgresServer) -> bool:
         return False
 
 
+def _down_for(postgres: PostgresServer, seconds: float) -> threading.Timer:
+    """Stop PostgreSQL now and start it again `seconds` later, on a timer (join it to wait for the start)."""
+    postgres.crash()
+    restart = threading.Timer(seconds, postgres.start)
+    restart.start()
+    return restart
+
+
 def _running_run(cluster: Cluster) -> int:
     """A run claimed by a worker that is not there (the reporter under test stands in for its child)."""
     from backend import crud
@@ -174,8 +182,7 @@ def test_a_worker_s_catalog_waits_for_the_database(cluster, postgres):
     from backend import crud, db
     from worker import catalog
 
-    postgres.crash()
-    threading.Timer(2.0, postgres.start).start()
+    _down_for(postgres, 2.0)
     t0 = time.monotonic()
     catalog.publish("cpu1@outage", models=["tiny_mlp"])
     assert time.monotonic() - t0 >= 1.5
@@ -274,8 +281,7 @@ def test_serve_waits_for_a_database_that_is_starting_and_names_one_that_never_co
     from tests.fixtures_servers import free_port
 
     port = free_port()
-    postgres.crash()
-    threading.Timer(2.0, postgres.start).start()
+    _down_for(postgres, 2.0)
     log = tmp_path / "serve.log"
     with log.open("wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "slimpipe", "serve", "--no-worker", "--port", str(port)],
@@ -307,9 +313,7 @@ def test_a_worker_that_starts_before_the_database_fails_its_orphans_once_the_dat
 
     (run_id,) = cluster.submit(spec_with(), send=False)
     assert crud.claim_run(run_id, "cpu1@reboot", None)  # the run it was training when the host went down
-    postgres.crash()
-    restart = threading.Timer(3.0, postgres.start)
-    restart.start()
+    restart = _down_for(postgres, 3.0)
     cluster.start_worker("cpu1@reboot", "cpu")
     restart.join()
     run = cluster.wait_final(run_id, timeout=60)  # the heartbeat timeout (120 s) would take longer
@@ -423,9 +427,7 @@ def test_client_metric_ingest_waits_out_a_database_restart_and_stores_each_point
     run_id = _running_run(cluster)
     with _service(cluster) as server, Client(server.url, patience_s=60) as client:
         assert client.log_metrics(run_id, [(1, "ext/loss", 1.0)]) == 1
-        postgres.crash()
-        restart = threading.Timer(2.0, postgres.start)
-        restart.start()
+        restart = _down_for(postgres, 2.0)
         t0 = time.monotonic()
         assert client.log_metrics(run_id, [(k, "ext/loss", 1.0 / k) for k in range(2, 7)]) == 5
         assert time.monotonic() - t0 >= 1.5
@@ -439,9 +441,7 @@ def test_an_event_stream_first_opened_while_the_database_is_down_waits_for_it(cl
 
     run_id = _running_run(cluster)
     with _service(cluster) as server, Client(server.url, patience_s=60) as client:  # never reached before
-        postgres.crash()
-        restart = threading.Timer(2.0, postgres.start)
-        restart.start()
+        restart = _down_for(postgres, 2.0)
         t0 = time.monotonic()
         events = client.events(run_id)
         event, data = next(events)  # the service answered 503 until the database was back
