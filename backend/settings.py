@@ -6,6 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from slimpipe import names
@@ -37,7 +38,7 @@ class Settings(BaseSettings):
     heartbeat_timeout_s: float = 120.0
     # While the database is unreachable (restarted, failing over) a run trains on and its worker holds its
     # metrics, logs and final state; after this long without the database a run's end gives up on them.
-    database_outage_s: float = 600.0
+    database_outage_s: float = Field(600.0, ge=0)
     max_body_bytes: int = 32 * 1024 * 1024
     # Comma-separated queues this host's worker consumes, e.g. "cpu" or "gpu,cpu".
     worker_queues: str = names.QUEUE_CPU

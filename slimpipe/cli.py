@@ -11,6 +11,8 @@ import importlib
 import os
 import sys
 
+from pydantic import ValidationError
+
 from slimpipe.spec import SpecError
 
 VERBS = {
@@ -94,6 +96,13 @@ def main(argv: list[str] | None = None) -> int:
     except SpecError as exc:
         for error in exc.errors:
             print(f"slimpipe: {error['field']}: {error['message']}", file=sys.stderr)
+        return 2
+    except ValidationError as exc:
+        if exc.title != "Settings":
+            raise
+        for detail in exc.errors():  # the service's settings: one line per SLIMPIPE_* variable, not a traceback
+            variable = "SLIMPIPE_" + "_".join(map(str, detail["loc"])).upper()
+            print(f"slimpipe: {variable}={detail['input']!r}: {detail['msg']}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -72,3 +72,19 @@ def test_openapi_documents_the_contract(api):
     body = schema["paths"]["/api/v1/runs/{run_id}/metrics"]["post"]["requestBody"]
     assert body["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/MetricsCreate"}
     assert "MetricPointIn" in schema["components"]["schemas"]
+
+
+def test_a_bad_setting_is_one_line_naming_its_variable_not_a_traceback(monkeypatch, capsys):
+    from backend.settings import get_settings
+    from slimpipe import cli
+
+    for value, says in (("abc", "Input should be a valid number"), ("-5", "greater than or equal to 0")):
+        monkeypatch.setenv("SLIMPIPE_DATABASE_OUTAGE_S", value)
+        get_settings.cache_clear()
+        try:
+            assert cli.main(["serve", "--no-worker"]) == 2
+        finally:
+            get_settings.cache_clear()
+        err = capsys.readouterr().err
+        assert err.startswith(f"slimpipe: SLIMPIPE_DATABASE_OUTAGE_S={value!r}: ") and says in err
+        assert len(err.splitlines()) == 1
