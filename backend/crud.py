@@ -27,6 +27,7 @@ from backend.models import (
     LogLine,
     Run,
     WorkerCatalog,
+    WriteKey,
     log_lines,
     metric_points,
     runs,
@@ -210,8 +211,107 @@ def delete_run(*, session: Session, run_id: int) -> None:
     session.execute(delete(log_lines).where(log_lines.c.run_id == run_id))
     session.execute(update(runs).where(runs.c.retry_of == run_id).values(retry_of=None))
     session.execute(delete(runs).where(runs.c.id == run_id))
+    session.execute(delete(WriteKey).where(WriteKey.scope.in_([metrics_scope(run_id), logs_scope(run_id)])))
     session.execute(delete(DeletedRun).where(DeletedRun.run_id == run_id))
     session.execute(insert(DeletedRun).values(run_id=run_id, deleted_at=utcnow()))
+
+
+# --------------------------------------------------------------------------- keyed writes
+
+EXPERIMENTS_SCOPE = "experiments"
+
+
+def metrics_scope(run_id: int) -> str:
+    return f"runs/{run_id}/metrics"
+
+
+def logs_scope(run_id: int) -> str:
+    return f"runs/{run_id}/logs"
+
+
+class KeyReused(ValueError):
+    """A write key sent again with a different write."""
+
+
+def earlier_write(
+    *, session: Session, scope: str, key: str, fingerprint: str | None = None
+) -> dict[str, Any] | None:
+    """The result stored with the write that used `key` for `scope` before, or None; KeyReused when that
+    write's fingerprint differs from this one's."""
+    row = session.execute(
+        select(WriteKey.result, WriteKey.fingerprint).where(WriteKey.scope == scope, WriteKey.key == key)
+    ).first()
+    if row is None:
+        return None
+    if row.fingerprint != fingerprint:
+        raise KeyReused(f"{key!r} was used for a different write before; give each write a key of its own")
+    return cast(dict[str, Any], row.result)
+
+
+def keyed_write(
+    *,
+    session: Session,
+    scope: str,
+    key: str | None,
+    write: Callable[[], dict[str, Any]],
+    fingerprint: str | None = None,
+) -> tuple[dict[str, Any], bool]:
+    """`write()` with its result stored under `key` in the same transaction, and False; or, when the key was
+    used for `scope` before, that write's result and True, writing nothing. No key: `write()`, False.
+    `fingerprint` (a digest of the write) must match the first one's, else KeyReused.
+
+    A sender that lost the answer sends again under the same key and the rows are stored once. Two such writes
+    at the same moment both pass the check, and the second's commit fails on the key (IntegrityError): roll
+    back and call again, and it finds the first."""
+    if key is None:
+        return write(), False
+    earlier = earlier_write(session=session, scope=scope, key=key, fingerprint=fingerprint)
+    if earlier is not None:
+        return earlier, True
+    result = write()
+    session.execute(
+        insert(WriteKey).values(scope=scope, key=key, result=result, fingerprint=fingerprint, created_at=utcnow())
+    )
+    return result, False
+
+
+def commit_keyed(
+    *,
+    session: Session,
+    scope: str,
+    key: str | None,
+    write: Callable[[], dict[str, Any]],
+    fingerprint: str | None = None,
+) -> tuple[dict[str, Any], bool]:
+    """`keyed_write`, committed. The same key sent twice at once: the second's commit fails on the key, and it
+    is rolled back and answered with the first's result."""
+    from sqlalchemy.exc import IntegrityError
+
+    try:
+        answer = keyed_write(session=session, scope=scope, key=key, write=write, fingerprint=fingerprint)
+        session.commit()
+        return answer
+    except IntegrityError:
+        session.rollback()
+        earlier = None
+        if key is not None:
+            earlier = earlier_write(session=session, scope=scope, key=key, fingerprint=fingerprint)
+        if earlier is None:
+            raise
+        return earlier, True
+
+
+def forget_write(*, session: Session, scope: str, key: str | None) -> None:
+    """Drop a key whose write is undone (its runs could not be queued): the same key sent again writes anew."""
+    if key is not None:
+        session.execute(delete(WriteKey).where(WriteKey.scope == scope, WriteKey.key == key))
+
+
+def prune_write_keys(older_than_s: float = WriteKey.KEEP_S, *, session: Session | None = None) -> int:
+    """Forget keys older than `older_than_s` (a day: a sender sends again within minutes); how many."""
+    with _scope(session) as s:
+        cutoff = utcnow() - timedelta(seconds=older_than_s)
+        return int(s.execute(delete(WriteKey).where(WriteKey.created_at < cutoff)).rowcount)  # type: ignore[attr-defined]
 
 
 # --------------------------------------------------------------------------- metrics and logs
@@ -432,33 +532,42 @@ def heartbeat(
     return _retry_locked(go)
 
 
-def append_metrics(run_id: int, points: Iterable[MetricInput], *, session: Session | None = None) -> int:
-    """Points as dicts `{step, name, value, time?}` or tuples `(step, name, value[, time])`; returns how many."""
+def append_metrics(
+    run_id: int, points: Iterable[MetricInput], *, key: str | None = None, session: Session | None = None
+) -> int:
+    """Points as dicts `{step, name, value, time?}` or tuples `(step, name, value[, time])`; returns how many.
+
+    `key`: this batch's write key (see `keyed_write`); the same batch sent again under it is stored once."""
     rows = list(points)
 
     def go() -> int:
         with _scope(session) as s:
-            return insert_metrics(session=s, run_id=run_id, points=rows)
+            result, _ = keyed_write(
+                session=s,
+                scope=metrics_scope(run_id),
+                key=key,
+                write=lambda: {"accepted": insert_metrics(session=s, run_id=run_id, points=rows)},
+            )
+            return int(result["accepted"])
 
     return _retry_locked(go)
 
 
-def has_metric_point(run_id: int, point: Mapping[str, Any], *, session: Session | None = None) -> bool:
-    """Whether `point` (its step, name and time, to the bit) is stored: a batch is one transaction, so its
-    first point says whether a write whose answer was lost was stored."""
-    sql = "SELECT 1 FROM metric_points WHERE run_id = ? AND name = ? AND step = ? AND time = ? LIMIT 1"
-    with _scope(session) as s:
-        found = _driver_sql(s, sql, (run_id, str(point["name"]), int(point["step"]), float(point["time"])))
-    return bool(found)
-
-
-def append_logs(run_id: int, lines: Iterable[LogInput], *, session: Session | None = None) -> int:
-    """Lines as strings, `(level, message)` tuples or dicts `{message, level?, time?}`."""
+def append_logs(
+    run_id: int, lines: Iterable[LogInput], *, key: str | None = None, session: Session | None = None
+) -> int:
+    """Lines as strings, `(level, message)` tuples or dicts `{message, level?, time?}`; `key` as for metrics."""
     rows = list(lines)
 
     def go() -> int:
         with _scope(session) as s:
-            return insert_logs(session=s, run_id=run_id, lines=rows)
+            result, _ = keyed_write(
+                session=s,
+                scope=logs_scope(run_id),
+                key=key,
+                write=lambda: {"accepted": insert_logs(session=s, run_id=run_id, lines=rows)},
+            )
+            return int(result["accepted"])
 
     return _retry_locked(go)
 

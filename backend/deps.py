@@ -7,10 +7,11 @@ import re
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Path, Query, Request, status
+from fastapi import Depends, Header, HTTPException, Path, Query, Request, Response, status
 from sqlalchemy.orm import Session
 
 from backend.settings import Settings
+from slimpipe import names
 
 
 def get_settings_dep(request: Request) -> Settings:
@@ -32,6 +33,27 @@ RunId = Annotated[int, Path(ge=1, le=MAX_ID, description="a run id")]
 ExperimentId = Annotated[int, Path(ge=1, le=MAX_ID, description="an experiment id")]
 Limit = Annotated[int, Query(ge=1, le=500, description="rows per page")]
 Offset = Annotated[int, Query(ge=0, le=MAX_ID, description="rows to skip")]
+
+#: A sender's key for one write (as in Stripe's and the IETF draft's `Idempotency-Key`): the same write sent
+#: again under the same key, after an answer that never came, is answered as the first time and stored once.
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias=names.IDEMPOTENCY_HEADER,
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9._:-]+$",
+        description="your key for this write (a UUID, say; 1-64 of A-Z a-z 0-9 . _ : -): sent again under the same "
+        "key within a day, the write is answered as the first time, with `Idempotent-Replayed: true`, and "
+        "stored once",
+    ),
+]
+REPLAYED = "Idempotent-Replayed"
+
+
+def mark_replayed(response: Response, replayed: bool) -> None:
+    if replayed:
+        response.headers[REPLAYED] = "true"
 
 
 def token_matches(expected: str | None, given: str | None) -> bool:

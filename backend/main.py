@@ -17,14 +17,14 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from backend import db
+from backend import crud, db
 from backend.api.routes import compare, experiments, health, metrics, planner, runs, zoo
 from backend.deps import require_stream_token, require_token
 from backend.limits import BodySizeLimit
 from backend.schemas import ErrorMessage, LogLinesPublic, MetricsCreate, ValidationErrors
 from backend.security import CrossSiteGuard, HostGuard, redact_access_log
 from backend.settings import Settings, get_settings
-from slimpipe import __version__
+from slimpipe import __version__, names
 from slimpipe.spec import SpecError
 
 log = logging.getLogger(__name__)
@@ -155,6 +155,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.exception_handler(SpecError)
     async def _spec(_: Request, exc: SpecError) -> JSONResponse:
         return JSONResponse({"detail": spec_error_fields(exc)}, status_code=422)
+
+    @app.exception_handler(crud.KeyReused)
+    async def _key_reused(_: Request, exc: crud.KeyReused) -> JSONResponse:
+        return JSONResponse({"detail": [{"field": names.IDEMPOTENCY_HEADER, "message": str(exc)}]}, status_code=422)
 
     @app.exception_handler(OperationalError)
     @app.exception_handler(InterfaceError)

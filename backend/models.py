@@ -163,3 +163,23 @@ experiments = cast(Table, Experiment.__table__)
 runs = cast(Table, Run.__table__)
 metric_points = cast(Table, MetricPoint.__table__)
 log_lines = cast(Table, LogLine.__table__)
+
+
+class WriteKey(Base):
+    """A write that was stored, by the key its sender gave it (the `Idempotency-Key` header, or the key a worker
+    gives each batch): a sender that lost the answer sends the same write again under the same key, and it is
+    answered with `result` instead of being stored twice. The key is written in the same transaction as the rows.
+
+    `scope` is what the key was used for (`experiments`, `runs/12/metrics`, `runs/12/logs`), so a key only ever
+    matches the same kind of write to the same run. Keys older than `KEEP_S` are pruned by the sweepers."""
+
+    __tablename__ = "write_keys"
+    KEEP_S = 24 * 3600.0
+
+    scope: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    result: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # A digest of the write (the request body): the same key with another write is refused, not answered
+    # with the first one's result. None for the workers' batches, which never change.
+    fingerprint: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)

@@ -100,9 +100,9 @@ def stop_worker(worker: subprocess.Popen[bytes]) -> None:
 
 
 def sweep_lost_runs(stop: threading.Event, settings: Any) -> None:
-    """Fail `running` runs whose worker stopped heartbeating and re-send queued runs whose message was lost,
-    now and then periodically (half the shorter of the two timeouts, at most a minute)."""
-    from backend import reconcile
+    """Fail `running` runs whose worker stopped heartbeating, re-send queued runs whose message was lost and
+    forget write keys older than a day, now and then periodically (half the shorter of the two timeouts, at most a minute)."""
+    from backend import crud, reconcile
 
     interval = max(0.2, min(60.0, settings.heartbeat_timeout_s / 2, settings.requeue_after_s / 2))
     lost_runs = reconcile.LostRuns(settings.heartbeat_timeout_s)
@@ -114,6 +114,7 @@ def sweep_lost_runs(stop: threading.Event, settings: Any) -> None:
             resent = reconcile.resend_lost_runs(settings)
             if resent:
                 print(f"slimpipe: re-sent runs {resent}, whose broker messages were lost", file=sys.stderr)
+            crud.prune_write_keys()
         except Exception as exc:  # the database or broker went away for a moment; try again next time
             lost_runs.failed(exc)
             print(f"slimpipe: recovery sweep failed: {exc}", file=sys.stderr)

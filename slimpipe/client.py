@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -77,7 +78,8 @@ class Client:
     """`patience_s`: how long a read (a GET, `wait`, `events`) rides out a service that answers 503 (its
     database restarting) or, once this client has reached it, does not answer at all (the service
     restarting), trying again after 0.5 s, then at doubling intervals up to 10 s (or as Retry-After says).
-    Writes are never sent twice; a service never reached fails at once. `on_wait(message)` is told when a
+    Submissions and metric batches carry an `Idempotency-Key`, so one whose answer never came is sent again
+    the same way and stored once; other writes are never sent twice. A service never reached fails at once. `on_wait(message)` is told when a
     request starts waiting (the CLI prints it, so a wait never looks like a hang)."""
 
     def __init__(
@@ -108,21 +110,29 @@ class Client:
 
     # ----------------------------------------------------------------------- transport
 
-    def _request(self, method: str, path: str, *, again_on_503: bool = False, **kwargs: Any) -> httpx.Response:
+    def _request(
+        self, method: str, path: str, *, again_on_503: bool = False, keyed: bool = False, **kwargs: Any
+    ) -> httpx.Response:
         """`again_on_503`: a write the service refused with 503 stored nothing (its database was away) and is
-        sent again, as a read is; without an answer a write is never sent twice."""
-        give_up = time.monotonic() + (self.patience_s if method == "GET" or again_on_503 else 0.0)
+        sent again, as a read is. `keyed`: the write goes with a fresh `Idempotency-Key`, so when its answer
+        never comes it is sent again under the same key (the service stores it once). Any other write is
+        never sent twice."""
+        if keyed:
+            kwargs["headers"] = {**kwargs.get("headers", {}), names.IDEMPOTENCY_HEADER: uuid.uuid4().hex}
+        again_on_503 = again_on_503 or method == "GET"
+        again_unanswered = keyed or method == "GET"
+        give_up = time.monotonic() + (self.patience_s if again_on_503 or again_unanswered else 0.0)
         pause, waited = 0.5, False
         while True:
             try:
                 response = self._http.request(method, path, **kwargs)
             except httpx.TransportError as exc:
-                if method != "GET" or not self._reached or time.monotonic() + pause > give_up:
+                if not again_unanswered or not self._reached or time.monotonic() + pause > give_up:
                     raise self._unreachable(exc) from None
                 why = f"no answer ({exc})"
             else:
                 self._reached = True
-                if response.status_code != 503 or time.monotonic() + pause > give_up:
+                if response.status_code != 503 or not again_on_503 or time.monotonic() + pause > give_up:
                     return _checked(response, method, path)
                 pause = _retry_after(response, pause)
                 why = _message(response)[0]
@@ -157,12 +167,12 @@ class Client:
             "queue": queue,
             "tags": list(tags),
         }
-        return list(self._json("POST", "/api/v1/experiments", json=body)["run_ids"])
+        return list(self._json("POST", "/api/v1/experiments", json=body, keyed=True)["run_ids"])
 
     def submit_experiment(self, spec: Any, sweep: Mapping[str, Sequence[Any]] | None = None, **kwargs: Any) -> dict:
         """Like `submit`, but the whole answer: `{"experiment_id", "run_ids"}`."""
         body = {"spec": _spec_data(spec), "sweep": {k: list(v) for k, v in sweep.items()} if sweep else None, **kwargs}
-        return self._json("POST", "/api/v1/experiments", json=body)
+        return self._json("POST", "/api/v1/experiments", json=body, keyed=True)
 
     def validate(self, spec: Any, sweep: Mapping[str, Sequence[Any]] | None = None) -> int:
         """How many runs the spec and sweep would give; ClientError (422, naming the field) if invalid."""
@@ -257,7 +267,7 @@ class Client:
 
     def _ingest(self, run_id: int, batch: list[dict[str, Any]]) -> int:
         path = f"/api/v1/runs/{run_id}/metrics"
-        return self._json("POST", path, json={"points": batch}, again_on_503=True)["accepted"]
+        return self._json("POST", path, json={"points": batch}, again_on_503=True, keyed=True)["accepted"]
 
     def logs(self, run_id: int) -> str:
         return self._request("GET", f"/api/v1/runs/{run_id}/logs").text

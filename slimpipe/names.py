@@ -65,6 +65,8 @@ def stage_metric(stage: int, what: str) -> str:
 
 # HTTP: without an API token, POST/DELETE need a JSON body or this header (a cross-site page cannot send it).
 CSRF_HEADER = "X-Slimpipe-Request"
+#: A write's key: sent again under it (its answer lost), the service answers as the first time and stores it once.
+IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 # Live-only summary keys: the engine's time left (seconds) and when it was estimated (epoch seconds);
 # a run's final summary drops them.

@@ -1,5 +1,5 @@
 """Runs whose worker died: fail them with "worker lost" so nothing stays `running` forever; and housekeeping
-that the same periodic pass does (lost broker messages, deleted runs' folders)."""
+that the same periodic pass does (lost broker messages, deleted runs' folders, old write keys)."""
 
 from __future__ import annotations
 
@@ -36,7 +36,8 @@ def fail_runs_of_worker(worker_host: str) -> list[int]:
 def sweep(worker_host: str | None = None, lost_runs: reconcile.LostRuns | None = None) -> list[int]:
     """One recovery pass: this worker's orphans (if named), every run past the heartbeat timeout (through
     `lost_runs`, a periodic sweeper's), then queued runs whose broker message was lost (re-sent; see
-    backend.reconcile), then the folders of deleted runs in this host's runs folder (backend.runfiles.prune).
+    backend.reconcile), then the folders of deleted runs in this host's runs folder (backend.runfiles.prune),
+    then write keys older than a day (backend.models.WriteKey).
     Returns the failed runs."""
     settings = get_settings()
     lost = fail_runs_of_worker(worker_host) if worker_host else []
@@ -51,6 +52,10 @@ def sweep(worker_host: str | None = None, lost_runs: reconcile.LostRuns | None =
         runfiles.prune(settings)
     except Exception:
         log.exception("removing deleted runs' folders failed")
+    try:
+        crud.prune_write_keys()
+    except Exception:
+        log.exception("forgetting old write keys failed")
     return lost
 
 

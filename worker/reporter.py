@@ -11,6 +11,7 @@ from typing import Any
 
 from backend import crud, db
 from slimpipe import names
+from worker.outbox import Outbox
 
 
 class LiveSummary:
@@ -107,8 +108,8 @@ class Reporter:
         self.progress_s = progress_s
         self.retry_max_s = retry_max_s
         self.clock = clock
-        self.points: list[dict[str, Any]] = []
-        self.lines: list[dict[str, Any]] = []
+        self.points: Outbox[dict[str, Any]] = Outbox()
+        self.lines: Outbox[dict[str, Any]] = Outbox()
         self.step: int | None = None
         self.total: int | None = None
         self.points_written = 0
@@ -116,9 +117,6 @@ class Reporter:
         self._last_flush = self._last_progress = clock()
         self._progress_dirty = False
         self._figures: dict[str, float] | None = None  # taken from `live`, not written yet
-        # The size and first point of a batch whose write raised: the database may have stored it before the
-        # connection broke (its answer lost), so the next write looks before sending it again
-        self._unsure: tuple[int, dict[str, Any]] | None = None
         self.live = LiveSummary()
         # An outage: when writing first failed (None while the database answers), the next try, the wait
         # after it, and the error
@@ -129,14 +127,15 @@ class Reporter:
 
     def on_metrics(self, points: Iterable[Mapping[str, Any]]) -> None:
         now = time.time()
-        for p in points:
-            self.points.append({"step": p["step"], "name": p["name"], "value": p["value"], "time": p.get("time", now)})
+        batch = [{"step": p["step"], "name": p["name"], "value": p["value"], "time": p.get("time", now)} for p in points]
+        self.points.add(batch)
+        for p in batch:
             self.live.add(p["name"], p["value"])
         if len(self.points) >= self.max_points and self.down_since is None:
             self.flush()
 
     def on_log(self, message: str, level: str = "INFO") -> None:
-        self.lines.append({"message": message, "level": level, "time": time.time()})
+        self.lines.add([{"message": message, "level": level, "time": time.time()}])
 
     def on_progress(self, step: int, total: int | None = None, eta_s: float | None = None) -> None:
         self.step, self.total = step, total if total is not None else self.total
@@ -209,25 +208,14 @@ class Reporter:
         return False
 
     def _write(self) -> None:
-        # Each kind is dropped from the buffers only once written: a failure part-way keeps the rest.
-        if self._unsure is not None:
-            count, first = self._unsure
-            if crud.has_metric_point(self.run_id, first):  # stored after all: not twice
-                self.points_written += count
-                del self.points[:count]
-            self._unsure = None
-        if self.points:
-            self._unsure = (len(self.points), self.points[0])
-            self.points_written += crud.append_metrics(self.run_id, self.points)
-            self._unsure = None
-            self.points = []
+        # Each kind leaves its outbox only once written: a failure part-way keeps the rest, and a batch whose
+        # answer was lost goes again under its key, so it is not stored twice.
+        self.points_written += self.points.send(lambda batch, key: crud.append_metrics(self.run_id, batch, key=key))
         self._figures = self.live.take() or self._figures
         if self._figures:
             crud.update_summary(self.run_id, self._figures)
             self._figures = None
-        if self.lines:
-            crud.append_logs(self.run_id, self.lines)
-            self.lines = []
+        self.lines.send(lambda batch, key: crud.append_logs(self.run_id, batch, key=key))
         if self._progress_dirty:
             self._write_progress()
         self._last_flush = self.clock()

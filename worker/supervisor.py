@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from slimpipe import names
+from worker.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +62,10 @@ class Hooks:
     beat: Callable[[], None] = lambda: None
     #: True once someone asked to cancel the run.
     cancel_requested: Callable[[], bool] = lambda: False
-    #: Lines the child wrote to stdout/stderr (warnings, tracebacks, fatal errors), in batches. When it
-    #: raises, the same lines come again with the next batch (`Supervisor.unsent_output` after the end).
-    output: Callable[[list[str]], None] = lambda lines: None
+    #: Lines the child wrote to stdout/stderr (warnings, tracebacks, fatal errors), in batches, each with its
+    #: write key. When it raises, the same batch comes again under the same key (it may have been stored)
+    #: before newer lines; `Supervisor.unsent_output` holds what is left at the end.
+    output: Callable[[list[str], str], None] = lambda lines, key: None
     #: The child is running with this pid.
     started: Callable[[int], None] = lambda pid: None
     #: Set when the worker itself is shutting down: ask the child to stop, then end the run cancelled.
@@ -195,7 +197,7 @@ class Supervisor:
         self._tail: collections.deque[str] = collections.deque(maxlen=OUTPUT_TAIL_LINES)
         self._offset = 0
         self._partial = b""
-        self.unsent_output: list[str] = []  # lines `hooks.output` refused (the database was away)
+        self.unsent_output: Outbox[str] = Outbox()  # lines `hooks.output` refused (the database was away)
 
     def run(self) -> Outcome:
         with tempfile.TemporaryDirectory(prefix=f"slimpipe-run-{self.run_id}-") as tmp:
@@ -272,11 +274,10 @@ class Supervisor:
         lines = [c.decode("utf-8", "replace") for c in chunks if c or final]
         lines = [line for line in lines if line]
         self._tail.extend(lines)
-        self.unsent_output.extend(lines)
+        self.unsent_output.add(lines)
         if self.unsent_output:
             try:
-                self.hooks.output(self.unsent_output)
-                self.unsent_output = []
+                self.unsent_output.send(self.hooks.output)
             except Exception as exc:  # kept for the next batch
                 log.warning("run %s: %d output lines not stored yet: %s", self.run_id, len(self.unsent_output), exc)
 

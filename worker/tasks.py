@@ -57,13 +57,13 @@ def supervise(run_id: int) -> Outcome:
     def started(pid: int) -> None:
         crud.append_logs(run_id, [f"training process {pid} started on {socket.gethostname()}"])
 
-    def output(lines: list[str]) -> None:
-        crud.append_logs(run_id, [("OUTPUT", line) for line in lines])
+    def output(lines: list[str], key: str) -> None:
+        crud.append_logs(run_id, [("OUTPUT", line) for line in lines], key=key)
 
     hooks = Hooks(
         beat=_quietly(lambda: crud.heartbeat(run_id), None),
         cancel_requested=_quietly(lambda: crud.is_cancel_requested(run_id), False),
-        output=output,  # lines it cannot store yet come again with the next batch
+        output=output,  # lines it cannot store yet come again, under the same key
         started=_quietly(started, None),
         shutdown=SHUTDOWN,
         request_stop=_quietly(lambda: _ask_to_stop(run_id), None),
@@ -72,7 +72,7 @@ def supervise(run_id: int) -> Outcome:
     supervisor = Supervisor(run_id, hooks, launcher=launcher(), heartbeat_s=heartbeat_s)
     outcome = supervisor.run()
     if supervisor.unsent_output:  # the database is away at the end: wait for it, as for the final state
-        db.when_reachable(lambda: output(supervisor.unsent_output), settings.database_outage_s)
+        db.when_reachable(lambda: supervisor.unsent_output.send(output), settings.database_outage_s)
     return outcome
 
 

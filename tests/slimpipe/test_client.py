@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import uvicorn
 import yaml
@@ -123,6 +124,58 @@ def test_log_metrics_for_a_run_trained_elsewhere(client):
     assert len(small["step"]) <= 100 and small["value"][0] == 1.0
     newer = client.metrics(run_id, since_step=11_997)["train/loss"]
     assert newer["step"] == [11_998, 11_999]
+
+
+class LosesAnswers(httpx.HTTPTransport):
+    """A network that delivers every POST to the service and loses the answers to those that `lose` marks, in turn."""
+
+    def __init__(self, *lose: bool):
+        super().__init__()
+        self.lose, self.keys = list(lose), []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = super().handle_request(request)
+        if request.method == "POST":
+            self.keys.append(request.headers.get(names.IDEMPOTENCY_HEADER))
+            if self.lose and self.lose.pop(0):
+                response.read()  # the service answered; the answer never arrives
+                response.close()
+                raise httpx.ReadError("connection reset by peer", request=request)
+        return response
+
+
+def _losing(server: Server, *lose: bool, told: list[str]) -> tuple[Client, LosesAnswers]:
+    client = Client(server.url, token=TOKEN, on_wait=told.append)
+    network = LosesAnswers(*lose)
+    client._http = httpx.Client(base_url=server.url, headers=client._http.headers, transport=network)
+    client.runs(limit=1)  # reached once: from here on, no answer means the answer was lost
+    return client, network
+
+
+def test_a_submission_and_a_metric_batch_whose_answers_were_lost_are_sent_again_and_stored_once(server):
+    told: list[str] = []
+    client, network = _losing(server, True, False, True, False, told=told)
+    with client:
+        experiments = len(client.experiments(limit=500))
+        [run_id] = client.submit(SPEC, tags=["answer-lost"])  # the first answer lost: sent again, same key
+        assert len(client.experiments(limit=500)) == experiments + 1
+        assert [r["id"] for r in client.runs(tag="answer-lost")] == [run_id]
+        assert client.log_metrics(run_id, [(k, "ext/loss", 1.0 / k) for k in range(1, 4)]) == 3
+        assert client.metrics(run_id)["ext/loss"]["step"] == [1, 2, 3]  # each once
+    first, again, batch, batch_again = network.keys
+    assert first == again and batch == batch_again and len({first, batch}) == 2 and None not in network.keys
+    assert told == [
+        "POST /api/v1/experiments: no answer (connection reset by peer); trying again for up to 120 s",
+        f"POST /api/v1/runs/{run_id}/metrics: no answer (connection reset by peer); trying again for up to 120 s",
+    ]
+
+
+def test_a_write_without_a_key_is_not_sent_again_when_its_answer_is_lost(server, client):
+    run_id = client.submit(SPEC)[0]
+    lossy, network = _losing(server, True, told=[])
+    with lossy, pytest.raises(ClientError, match="connection reset by peer"):
+        lossy.cancel(run_id)  # stored, but the client cannot know: it says so instead of cancelling twice
+    assert network.keys == [None] and client.run(run_id)["status"] == names.CANCELLED
 
 
 def test_events_cancel_retry_delete(client, server):

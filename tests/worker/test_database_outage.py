@@ -88,7 +88,7 @@ def test_the_reporter_holds_what_it_cannot_write_and_writes_it_when_the_database
     postgres.start()
     assert not any(step(k) for k in range(16, 20))
     assert tries[2:] == [19.0, 19.0, 19.0]  # the held points and lines, the outage's line, the cancel flag
-    assert reporter.down_since is None and reporter.points == [] and reporter.lines == []
+    assert reporter.down_since is None and len(reporter.points) == len(reporter.lines) == 0
     steps, values = cluster.series(run_id, names.TRAIN_LOSS)
     assert steps == list(range(1, 20)) and values == pytest.approx([1.0 / k for k in range(1, 20)])  # each once
     logs = cluster.logs(run_id)
@@ -100,37 +100,56 @@ def test_the_reporter_holds_what_it_cannot_write_and_writes_it_when_the_database
 
 
 @pytest.mark.parametrize("stored", [True, False], ids=["answer-lost", "not-stored"])
-def test_a_batch_whose_write_broke_is_looked_for_before_it_is_sent_again(cluster, postgres, monkeypatch, stored):
+@pytest.mark.parametrize("kind", ["metrics", "logs"])
+def test_a_batch_whose_write_broke_is_sent_again_under_its_key_and_stored_once(
+    cluster, postgres, monkeypatch, stored, kind
+):
     """The connection can break after PostgreSQL committed a batch and before its answer came back: the
-    reporter then finds the batch's first point and does not send it twice."""
+    reporter sends the same batch again under the same key, and the database stores it once."""
     from sqlalchemy.exc import OperationalError
 
     from backend import crud
     from worker.reporter import Reporter
 
     run_id = _running_run(cluster)
-    real, calls = crud.append_metrics, []
+    name = "append_metrics" if kind == "metrics" else "append_logs"
+    real, calls = getattr(crud, name), []
 
-    def breaks_once(rid, points):
-        calls.append(len(points))
+    def breaks_once(rid, batch, key):
+        calls.append((len(batch), key))
         if len(calls) == 1:
             if stored:
-                real(rid, points)
-            raise OperationalError("INSERT INTO metric_points ...", {}, Exception("server closed the connection"))
-        return real(rid, points)
+                real(rid, batch, key=key)
+            raise OperationalError("INSERT INTO ...", {}, Exception("server closed the connection"))
+        return real(rid, batch, key=key)
 
-    monkeypatch.setattr(crud, "append_metrics", breaks_once)
+    monkeypatch.setattr(crud, name, breaks_once)
     now = [0.0]
     reporter = Reporter(run_id, flush_s=1.0, clock=lambda: now[0])
-    reporter.on_metrics([{"step": k, "name": names.TRAIN_LOSS, "value": 1.0 / k} for k in (1, 2, 3)])
+
+    def add(k: int) -> None:
+        if kind == "metrics":
+            reporter.on_metrics([{"step": k, "name": names.TRAIN_LOSS, "value": 1.0 / k}])
+        else:
+            reporter.on_log(f"line {k}")
+
+    for k in (1, 2, 3):
+        add(k)
     reporter.flush()
-    assert reporter.down_since == 0.0 and len(reporter.points) == 3
-    reporter.on_metrics([{"step": 4, "name": names.TRAIN_LOSS, "value": 0.25}])
+    assert reporter.down_since == 0.0 and len(getattr(reporter, "points" if kind == "metrics" else "lines")) == 3
+    add(4)  # waits for the next batch: the broken one goes again as it was
     now[0] = 1.0
     reporter.maybe_flush()
-    assert reporter.down_since is None and reporter.points == [] and reporter.points_written == 4
-    assert calls == [3, 1] if stored else calls == [3, 4]
-    assert cluster.series(run_id, names.TRAIN_LOSS)[0] == [1, 2, 3, 4]  # each once
+    assert reporter.down_since is None and len(reporter.points) == len(reporter.lines) == 0
+    (first_size, first_key), (again_size, again_key), (next_size, next_key) = calls[:3]
+    assert (first_size, again_size, next_size) == (3, 3, 1)
+    assert again_key == first_key != next_key
+    if kind == "metrics":
+        assert reporter.points_written == 4
+        assert cluster.series(run_id, names.TRAIN_LOSS)[0] == [1, 2, 3, 4]  # each once
+    else:
+        lines = [line for line in cluster.logs(run_id) if line.startswith("line ")]
+        assert lines == ["line 1", "line 2", "line 3", "line 4"]  # each once
 
 
 def test_the_last_flush_waits_for_the_database_then_says_what_is_lost(cluster, postgres):

@@ -178,7 +178,7 @@ def test_supervisor_asks_the_child_to_stop_when_the_worker_shuts_down_and_ends_t
 
 def test_supervisor_heartbeats_and_forwards_output_while_the_child_runs():
     beats, lines = [], []
-    hooks = Hooks(beat=lambda: beats.append(time.monotonic()), output=lines.extend)
+    hooks = Hooks(beat=lambda: beats.append(time.monotonic()), output=lambda batch, key: lines.extend(batch))
     code = "import time\nfor i in range(4):\n    print('line', i, flush=True); time.sleep(0.2)"
     _, outcome = supervise(code, hooks, heartbeat_s=0.1, output_flush_s=0.1)
     assert lines == ["line 0", "line 1", "line 2", "line 3"]
@@ -187,11 +187,11 @@ def test_supervisor_heartbeats_and_forwards_output_while_the_child_runs():
 
 
 def test_output_lines_the_store_refuses_come_again_with_the_next_batch_and_are_kept_at_the_end():
-    calls: list[list[str]] = []
+    calls: list[tuple[list[str], str]] = []
     stored: list[str] = []
 
-    def output(lines: list[str]) -> None:  # the database is away for the first two batches, then for good
-        calls.append(list(lines))
+    def output(lines: list[str], key: str) -> None:  # the database is away for the first two batches, then for good
+        calls.append((list(lines), key))
         if len(calls) <= 2 or refuse_all:
             raise ConnectionError("the database is away")
         stored.extend(lines)
@@ -200,13 +200,14 @@ def test_output_lines_the_store_refuses_come_again_with_the_next_batch_and_are_k
     every_line = [f"line {i}" for i in range(6)]
     refuse_all = False
     supervisor, _ = supervise(code, Hooks(output=output), output_flush_s=0.1)
-    assert stored == every_line and supervisor.unsent_output == []  # each once, in order
-    assert calls[1][: len(calls[0])] == calls[0] and calls[2][: len(calls[1])] == calls[1]  # refused: sent again
+    assert stored == every_line and len(supervisor.unsent_output) == 0  # each once, in order
+    assert calls[0] == calls[1] == calls[2]  # refused: the same batch again, under the same key
+    assert len({key for _, key in calls}) == len(calls) - 2  # later batches: keys of their own
 
     calls.clear()
     refuse_all = True
     supervisor, _ = supervise(code, Hooks(output=output), output_flush_s=0.1)
-    assert supervisor.unsent_output == every_line  # for the task to store once the database is back
+    assert supervisor.unsent_output.items == every_line  # for the task to store once the database is back
 
 
 # --------------------------------------------------------------------------- reporter
@@ -219,7 +220,7 @@ def test_reporter_writes_in_batches_of_points_or_seconds(embedded, monkeypatch):
     (run_id,) = embedded.submit(fake(), send=False)
     writes = []
     real = crud.append_metrics
-    monkeypatch.setattr(crud, "append_metrics", lambda rid, pts: writes.append(len(pts)) or real(rid, pts))
+    monkeypatch.setattr(crud, "append_metrics", lambda rid, pts, key: writes.append(len(pts)) or real(rid, pts, key=key))
     now = [0.0]
     reporter = Reporter(run_id, flush_s=1.0, max_points=500, clock=lambda: now[0])
     for step in range(1, 251):  # two points a step: a write every 250 steps

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, status
+import hashlib
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Response, status
 
 from backend import crud, specs
-from backend.deps import ExperimentId, Limit, Offset, SessionDep, SettingsDep
+from backend.deps import ExperimentId, IdempotencyKey, Limit, Offset, SessionDep, SettingsDep, mark_replayed
 from backend.jsonbody import StrictJSONRoute
 from backend.queue import QueueError, send_run
 from backend.schemas import (
@@ -29,7 +32,15 @@ def validate_spec(body: SpecValidate, session: SessionDep, settings: SettingsDep
 
 
 @router.post("/experiments", response_model=ExperimentCreated, status_code=status.HTTP_201_CREATED)
-def create_experiment(body: ExperimentCreate, session: SessionDep, settings: SettingsDep) -> ExperimentCreated:
+def create_experiment(
+    body: ExperimentCreate,
+    session: SessionDep,
+    settings: SettingsDep,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
+) -> ExperimentCreated:
+    """Queue one run per sweep point. With an `Idempotency-Key`, a submission sent again (its answer lost)
+    is answered with the same experiment and runs instead of queueing them twice."""
     points = specs.expand(body.spec, body.sweep, settings.data_root, crud.model_trees(session=session))
     queue = body.queue or specs.default_queue(body.spec)
     if queue not in names.QUEUES:
@@ -38,26 +49,38 @@ def create_experiment(body: ExperimentCreate, session: SessionDep, settings: Set
         )
     first = points[0][1]
     tags = list(dict.fromkeys([*body.tags, *first.get("tags", [])]))
-    experiment, runs = crud.create_experiment(
-        session=session,
-        name=first["name"],
-        spec=body.spec,
-        sweep=body.sweep,
-        tags=tags,
-        runs_to_create=points,
-        queue=queue,
+
+    def create() -> dict[str, Any]:
+        experiment, runs = crud.create_experiment(
+            session=session,
+            name=first["name"],
+            spec=body.spec,
+            sweep=body.sweep,
+            tags=tags,
+            runs_to_create=points,
+            queue=queue,
+        )
+        return {"experiment_id": experiment.id, "run_ids": [r.id for r in runs]}
+
+    # The rows exist before any worker can receive their ids.
+    fingerprint = hashlib.sha256(body.model_dump_json().encode()).hexdigest()
+    created, replayed = crud.commit_keyed(
+        session=session, scope=crud.EXPERIMENTS_SCOPE, key=idempotency_key, write=create, fingerprint=fingerprint
     )
-    session.commit()  # the rows exist before any worker can receive their ids
+    mark_replayed(response, replayed)
+    if replayed:  # queued the first time (or, if the service died in between, re-sent by its sweeper)
+        return ExperimentCreated(**created)
     try:
-        for run in runs:
-            crud.set_celery_id(session=session, run_id=run.id, celery_id=send_run(run.id, queue, settings))
+        for run_id in created["run_ids"]:
+            crud.set_celery_id(session=session, run_id=run_id, celery_id=send_run(run_id, queue, settings))
     except QueueError as exc:
-        for run in runs:
-            crud.finish_run(run.id, names.FAILED, error=f"could not queue: {exc}", session=session)
+        for run_id in created["run_ids"]:
+            crud.finish_run(run_id, names.FAILED, error=f"could not queue: {exc}", session=session)
+        crud.forget_write(session=session, scope=crud.EXPERIMENTS_SCOPE, key=idempotency_key)  # the next try queues
         session.commit()
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc)) from None
     session.commit()
-    return ExperimentCreated(experiment_id=experiment.id, run_ids=[r.id for r in runs])
+    return ExperimentCreated(**created)
 
 
 @router.get("/experiments", response_model=ExperimentsPublic)

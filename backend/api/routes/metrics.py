@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import hashlib
 import io
 import json
 import os
@@ -23,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 
 from backend import crud, db, runfiles
 from backend.api.routes.runs import get_run_or_404
-from backend.deps import MAX_CURSOR, MAX_ID, RunId, SessionDep, SettingsDep
+from backend.deps import MAX_CURSOR, MAX_ID, IdempotencyKey, RunId, SessionDep, SettingsDep, mark_replayed
 from backend.downsample import keep_indices
 from backend.jsonbody import StrictJSONRoute
 from backend.schemas import (
@@ -93,17 +94,20 @@ def read_metric_names(run_id: RunId, session: SessionDep) -> list[str]:
     return crud.metric_names(session=session, run_id=run_id)
 
 
-def _store_points(request: Request, run_id: int, body: MetricsCreate) -> int:
+def _store_points(
+    request: Request, run_id: int, body: MetricsCreate, key: str | None, fingerprint: str
+) -> tuple[int, bool]:
     with request.app.state.session_factory() as session:
         run_exists(session, run_id)
-        accepted = crud.insert_metrics(
+        points = [(p.step, p.name, p.value, p.time) for p in body.points]
+        result, replayed = crud.commit_keyed(
             session=session,
-            run_id=run_id,
-            points=[(p.step, p.name, p.value, p.time) for p in body.points],
-            validated=True,
+            scope=crud.metrics_scope(run_id),
+            key=key,
+            write=lambda: {"accepted": crud.insert_metrics(session=session, run_id=run_id, points=points, validated=True)},
+            fingerprint=fingerprint,
         )
-        session.commit()
-        return accepted
+        return int(result["accepted"]), replayed
 
 
 @router.post(
@@ -117,14 +121,20 @@ def _store_points(request: Request, run_id: int, body: MetricsCreate) -> int:
         }
     },
 )
-async def ingest_metrics(run_id: RunId, request: Request) -> MetricsAccepted:
+async def ingest_metrics(
+    run_id: RunId, request: Request, response: Response, idempotency_key: IdempotencyKey = None
+) -> MetricsAccepted:
+    """Store a batch of points. With an `Idempotency-Key`, a batch sent again (its answer lost) is stored once."""
     # The ingest hot path: the body is validated straight from JSON bytes (one pass in pydantic-core)
     # instead of FastAPI's json.loads followed by validation of the Python objects.
+    raw = await request.body()
     try:
-        body = MetricsCreate.model_validate_json(await request.body())
+        body = MetricsCreate.model_validate_json(raw)
     except ValidationError as exc:
         raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from None
-    accepted = await run_in_threadpool(_store_points, request, run_id, body)
+    fingerprint = hashlib.sha256(raw).hexdigest()
+    accepted, replayed = await run_in_threadpool(_store_points, request, run_id, body, idempotency_key, fingerprint)
+    mark_replayed(response, replayed)
     return MetricsAccepted(accepted=accepted)
 
 
