@@ -73,7 +73,13 @@ function askToken(rejected) {
   return tokenPrompt;
 }
 
-export async function api(path, { method = "GET", body, raw = false, query } = {}) {
+// A fresh write key (`Idempotency-Key`): a write sent again under it after a lost answer is stored once.
+// crypto.randomUUID() exists only on https and localhost; getRandomValues everywhere.
+export function writeKey() {
+  return Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+export async function api(path, { method = "GET", body, raw = false, query, headers: extra = {} } = {}) {
   let url = BASE + path;
   if (query) {
     const q = new URLSearchParams();
@@ -82,7 +88,7 @@ export async function api(path, { method = "GET", body, raw = false, query } = {
     if (s) url += (url.includes("?") ? "&" : "?") + s;
   }
   for (let attempt = 0; attempt < 4; attempt++) {
-    const headers = { ...authHeaders() };
+    const headers = { ...authHeaders(), ...extra };
     if (body !== undefined) headers["Content-Type"] = "application/json";
     let response;
     try {

@@ -1,5 +1,5 @@
 // New run: a form over every spec field, a YAML/JSON view kept in sync, server-side validation, sweeps, clone.
-import { api, ApiError, authHeaders, retryable, showBanner } from "./api.js";
+import { api, ApiError, authHeaders, retryable, showBanner, writeKey } from "./api.js";
 import { debounce, el } from "./format.js";
 
 const form = document.getElementById("spec-form");
@@ -455,6 +455,11 @@ document.getElementById("sweep-add").onclick = () => {
 };
 document.getElementById("validate-button").onclick = validate;
 
+// The submission's write key stays while its body stays the same: when the answer to a submit is lost (the
+// network dropped, the service restarted) and the user submits again, the service answers with the runs it
+// queued the first time instead of queueing them twice. Any change to the form makes a new submission.
+let submission = null; // {body, key}
+
 form.addEventListener("submit", async (e) => {
   e.preventDefault();
   const button = document.getElementById("submit-button");
@@ -466,11 +471,18 @@ form.addEventListener("submit", async (e) => {
     }
     const spec = readForm();
     const queue = document.getElementById("f-queue").value || null;
-    const result = await api("/experiments", { method: "POST", body: { spec, sweep: readSweep(), queue, tags: spec.tags || [] } });
+    const body = { spec, sweep: readSweep(), queue, tags: spec.tags || [] };
+    if (submission?.body !== JSON.stringify(body)) submission = { body: JSON.stringify(body), key: writeKey() };
+    const result = await api("/experiments", { method: "POST", body, headers: { "Idempotency-Key": submission.key } });
     location.href = result.run_ids.length === 1 ? `/runs/${result.run_ids[0]}` : `/experiments/${result.experiment_id}`;
   } catch (err) {
     if (err instanceof ApiError && err.status === 422 && Array.isArray(err.detail)) showErrors(err.detail);
-    else showBanner(`Submit failed: ${typeof err.detail === "string" ? err.detail : err.message}`);
+    else {
+      const why = typeof err.detail === "string" ? err.detail : err.message;
+      // Sent again unchanged, it goes under the same key: runs the lost answer told of are not queued twice.
+      const again = retryable(err) ? ". Submit again once it answers: runs already queued are not queued twice" : "";
+      showBanner(`Submit failed: ${why}${again}`);
+    }
   } finally {
     button.disabled = textInvalid;
   }

@@ -131,6 +131,38 @@ def test_submit_a_sweep_through_the_form(page, server: str, shots) -> None:
     STATE["experiment"] = experiment_id
 
 
+def test_a_submit_whose_answer_was_lost_queues_its_runs_once_when_submitted_again(page, server: str, shots) -> None:
+    """The service queued the run, but its answer never reached the browser. Submitting again sends the same
+    `Idempotency-Key`, and the service answers with the run it already queued."""
+    fill_small_run(page, "e2e-answer-lost")
+    page.fill('[data-path="train.max_steps"]', "2")
+    keys, answers = [], []
+
+    def lose_the_first_answer(route) -> None:
+        keys.append(route.request.headers.get("idempotency-key"))
+        if len(keys) > 1:
+            route.continue_()
+            return
+        answers.append(route.fetch().json())  # the service receives and stores it...
+        route.abort("connectionreset")  # ...and its answer is lost on the way back
+
+    page.route("**/api/v1/experiments", lose_the_first_answer)
+    page.click("#submit-button")
+    banner = page.locator("#api-banner")
+    banner.filter(has_text="Submit failed").wait_for()
+    assert "runs already queued are not queued twice" in banner.inner_text()
+    page.screenshot(path=shots / "new-run-answer-lost.png", full_page=True)
+    assert page.url.endswith("/runs/new")
+
+    page.click("#submit-button")
+    page.wait_for_url(re.compile(r"/runs/\d+$"))
+    [first] = answers
+    assert int(page.url.rsplit("/", 1)[1]) == first["run_ids"][0]  # the run queued the first time
+    assert len(keys) == 2 and keys[0] == keys[1] and len(keys[0]) == 32
+    named = [r for r in api(server, "/runs?limit=500")["data"] if r["name"] == "e2e-answer-lost"]
+    assert [r["id"] for r in named] == first["run_ids"]
+
+
 def test_submit_a_run_through_the_form_and_watch_it_succeed(page, server: str, shots) -> None:
     fill_small_run(page, "e2e-form")
     page.screenshot(path=shots / "new-run.png", full_page=True)
