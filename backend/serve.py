@@ -20,7 +20,6 @@ from typing import Any
 from slimpipe import names
 
 WORKER_STOP_S = 45.0  # the supervisor gives a running run 20 s to stop at its next step
-DATABASE_START_WAIT_S = 30.0  # for a database started alongside, still starting
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -159,8 +158,9 @@ def run(args: argparse.Namespace) -> int:
 
     where = db.shown_url(settings.database_url)
     try:
-        db.when_reachable(db.migrate, DATABASE_START_WAIT_S, on_wait=lambda exc: print(
-            f"slimpipe: waiting up to {DATABASE_START_WAIT_S:g} s for the database at {where} ({db.first_line(exc)})",
+        db.when_reachable(db.migrate, settings.database_start_wait_s, on_wait=lambda exc: print(
+            f"slimpipe: waiting up to {settings.database_start_wait_s:g} s for the database at {where} "
+            f"({db.first_line(exc)})",
             file=sys.stderr, flush=True))
     except Exception as exc:
         if not db.unreachable(exc):

@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     # While the database is unreachable (restarted, failing over) a run trains on and its worker holds its
     # metrics, logs and final state; after this long without the database a run's end gives up on them.
     database_outage_s: float = Field(600.0, ge=0)
+    # `slimpipe serve` and a starting worker wait this long for a database that is still starting (a host's
+    # reboot, a compose file starting everything at once); a worker that waited in vain fails the runs its
+    # name left running once the database answers, from its periodic sweep.
+    database_start_wait_s: float = Field(30.0, ge=0)
     max_body_bytes: int = 32 * 1024 * 1024
     # Comma-separated queues this host's worker consumes, e.g. "cpu" or "gpu,cpu".
     worker_queues: str = names.QUEUE_CPU

@@ -15,6 +15,7 @@ from typing import Any
 from celery import signals
 
 from backend import crud, db, runfiles
+from backend.models import utcnow
 from backend.settings import get_settings
 from slimpipe import names
 from worker import recovery
@@ -32,7 +33,6 @@ from worker.supervisor import (
 log = logging.getLogger(__name__)
 
 START_ENV = "SLIMPIPE_WORKER_START"
-START_DATABASE_WAIT_S = 30.0  # the start-up recovery waits this long for a database that is starting too
 #: Set when this worker is shutting down (Ctrl-C, SIGTERM): the running child is stopped.
 SHUTDOWN = threading.Event()
 
@@ -160,10 +160,16 @@ def _recover_on_start(sender: Any = None, **_: Any) -> None:
     """A fresh worker owns no running run: fail its name's leftovers, sweep stale ones, keep sweeping."""
     global _sweeper
     hostname = getattr(sender, "hostname", None)
+    started, orphans_of = utcnow(), None
     try:  # a database restarting with this worker (a host's reboot) is waited for: it holds the orphans
-        db.when_reachable(lambda: recovery.sweep(hostname), START_DATABASE_WAIT_S)
-    except Exception:
-        log.exception("recovery sweep at worker start failed")
+        db.when_reachable(lambda: recovery.sweep(hostname, started_before=started), get_settings().database_start_wait_s)
+    except Exception as exc:
+        if hostname and db.unreachable(exc):  # the periodic sweep does it once the database answers
+            orphans_of = (hostname, started)
+            log.warning("the database is unreachable at start (%s); runs %s left running are failed once it answers",
+                        db.first_line(exc), hostname)
+        else:
+            log.exception("recovery sweep at worker start failed")
     try:
         notice = runfiles.legacy_notice()
         if notice:
@@ -171,7 +177,7 @@ def _recover_on_start(sender: Any = None, **_: Any) -> None:
     except Exception:
         log.exception("could not look for run folders from before the database id")
     if _sweeper is None:
-        _sweeper = recovery.start_sweeper()
+        _sweeper = recovery.start_sweeper(orphans_of=orphans_of)
     _publish_catalog(hostname or socket.gethostname())
     if os.environ.get(START_ENV) != "subprocess":
         try:

@@ -88,3 +88,15 @@ def test_a_bad_setting_is_one_line_naming_its_variable_not_a_traceback(monkeypat
         err = capsys.readouterr().err
         assert err.startswith(f"slimpipe: SLIMPIPE_DATABASE_OUTAGE_S={value!r}: ") and says in err
         assert len(err.splitlines()) == 1
+
+
+def test_every_setting_is_documented_under_its_variable():
+    """An operator finds each `SLIMPIPE_*` variable in the docs; a new setting without a line there fails here."""
+    from pathlib import Path
+
+    from backend.settings import Settings
+
+    root = Path(__file__).resolve().parents[2]
+    docs = " ".join(p.read_text() for p in [root / "README.md", *sorted((root / "docs").glob("*.md"))])
+    missing = [f"SLIMPIPE_{name.upper()}" for name in Settings.model_fields if f"SLIMPIPE_{name.upper()}" not in docs]
+    assert missing == []

@@ -313,7 +313,7 @@ def test_serve_waits_for_a_database_that_is_starting_and_names_one_that_never_co
     assert f"slimpipe: waiting up to 30 s for the database at postgresql+psycopg://postgres@127.0.0.1:{postgres.port}/" \
         in log.read_text()
 
-    monkeypatch.setattr(serve, "DATABASE_START_WAIT_S", 1.0)
+    monkeypatch.setenv("SLIMPIPE_DATABASE_START_WAIT_S", "1")
     monkeypatch.setenv("SLIMPIPE_DATABASE_URL", "postgresql+psycopg://slimpipe:s3cret@127.0.0.1:1/nowhere")
     from backend.settings import get_settings
 
@@ -338,6 +338,27 @@ def test_a_worker_that_starts_before_the_database_fails_its_orphans_once_the_dat
     run = cluster.wait_final(run_id, timeout=60)  # the heartbeat timeout (120 s) would take longer
     assert run.status == names.FAILED
     assert run.error == "worker lost: cpu1@reboot restarted while the run was running; retry it"
+
+
+def test_a_worker_whose_database_stays_down_past_its_start_fails_its_orphans_from_its_sweep(cluster, postgres):
+    """The start-up pass gives up after SLIMPIPE_DATABASE_START_WAIT_S; the periodic sweep fails the runs the
+    worker's name left running once the database answers, and not the run the worker has claimed since."""
+    from backend import crud
+
+    orphan, fresh = cluster.submit(spec_with(), sweep={"train.seed": [1, 2]}, send=False)
+    assert crud.claim_run(orphan, "cpu1@reboot", None)  # the run it was training when the host went down
+    cluster.env["SLIMPIPE_DATABASE_START_WAIT_S"] = "1"
+    postgres.crash()
+    try:
+        worker = cluster.start_worker("cpu1@reboot", "cpu")
+        wait_for(lambda: "runs cpu1@reboot left running are failed once it answers" in worker.output(), 60,
+                 "the worker to give up waiting at its start")
+    finally:
+        postgres.start()
+    assert crud.claim_run(fresh, "cpu1@reboot", None)  # claimed after the start: the worker's own
+    run = cluster.wait_final(orphan, timeout=60)  # the heartbeat timeout (120 s) would take longer
+    assert run.error == "worker lost: cpu1@reboot restarted while the run was running; retry it"
+    assert cluster.run(fresh).status == names.RUNNING
 
 
 # --------------------------------------------------------------------------- the client
