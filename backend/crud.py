@@ -261,8 +261,8 @@ def keyed_write(
     `fingerprint` (a digest of the write) must match the first one's, else KeyReused.
 
     A sender that lost the answer sends again under the same key and the rows are stored once. Two such writes
-    at the same moment both pass the check, and the second's commit fails on the key (IntegrityError): roll
-    back and call again, and it finds the first."""
+    at the same moment both pass the check, and the second's commit fails on the key (IntegrityError), which
+    `commit_keyed` answers with the first one's result."""
     if key is None:
         return write(), False
     earlier = earlier_write(session=session, scope=scope, key=key, fingerprint=fingerprint)
