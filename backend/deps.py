@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 import re
 from collections.abc import Iterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Header, HTTPException, Path, Query, Request, Response, status
 from sqlalchemy.orm import Session
@@ -49,6 +49,13 @@ IdempotencyKey = Annotated[
     ),
 ]
 REPLAYED = "Idempotent-Replayed"
+
+
+def replayed_header(status_code: int) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI `responses` entry that documents `Idempotent-Replayed` on a keyed write's success."""
+    header = {"description": "`true` when this answers a write made before under the same Idempotency-Key",
+              "schema": {"type": "string", "enum": ["true"]}}
+    return {status_code: {"headers": {REPLAYED: header}}}
 
 
 def mark_replayed(response: Response, replayed: bool) -> None:

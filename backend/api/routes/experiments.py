@@ -8,7 +8,16 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Response, status
 
 from backend import crud, specs
-from backend.deps import ExperimentId, IdempotencyKey, Limit, Offset, SessionDep, SettingsDep, mark_replayed
+from backend.deps import (
+    ExperimentId,
+    IdempotencyKey,
+    Limit,
+    Offset,
+    SessionDep,
+    SettingsDep,
+    mark_replayed,
+    replayed_header,
+)
 from backend.jsonbody import StrictJSONRoute
 from backend.queue import QueueError, send_run
 from backend.schemas import (
@@ -31,7 +40,12 @@ def validate_spec(body: SpecValidate, session: SessionDep, settings: SettingsDep
     return SpecValid(runs=len(specs.expand(body.spec, body.sweep, settings.data_root, trees)))
 
 
-@router.post("/experiments", response_model=ExperimentCreated, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/experiments",
+    response_model=ExperimentCreated,
+    status_code=status.HTTP_201_CREATED,
+    responses=replayed_header(status.HTTP_201_CREATED),
+)
 def create_experiment(
     body: ExperimentCreate,
     session: SessionDep,

@@ -24,7 +24,16 @@ from starlette.concurrency import run_in_threadpool
 
 from backend import crud, db, runfiles
 from backend.api.routes.runs import get_run_or_404
-from backend.deps import MAX_CURSOR, MAX_ID, IdempotencyKey, RunId, SessionDep, SettingsDep, mark_replayed
+from backend.deps import (
+    MAX_CURSOR,
+    MAX_ID,
+    IdempotencyKey,
+    RunId,
+    SessionDep,
+    SettingsDep,
+    mark_replayed,
+    replayed_header,
+)
 from backend.downsample import keep_indices
 from backend.jsonbody import StrictJSONRoute
 from backend.schemas import (
@@ -114,6 +123,7 @@ def _store_points(
     "/runs/{run_id}/metrics",
     response_model=MetricsAccepted,
     status_code=status.HTTP_202_ACCEPTED,
+    responses=replayed_header(status.HTTP_202_ACCEPTED),
     openapi_extra={
         "requestBody": {
             "required": True,
