@@ -211,7 +211,8 @@ def delete_run(*, session: Session, run_id: int) -> None:
     session.execute(delete(log_lines).where(log_lines.c.run_id == run_id))
     session.execute(update(runs).where(runs.c.retry_of == run_id).values(retry_of=None))
     session.execute(delete(runs).where(runs.c.id == run_id))
-    session.execute(delete(WriteKey).where(WriteKey.scope.in_([metrics_scope(run_id), logs_scope(run_id)])))
+    scopes = [metrics_scope(run_id), logs_scope(run_id), retries_scope(run_id)]
+    session.execute(delete(WriteKey).where(WriteKey.scope.in_(scopes)))
     session.execute(delete(DeletedRun).where(DeletedRun.run_id == run_id))
     session.execute(insert(DeletedRun).values(run_id=run_id, deleted_at=utcnow()))
 
@@ -227,6 +228,10 @@ def metrics_scope(run_id: int) -> str:
 
 def logs_scope(run_id: int) -> str:
     return f"runs/{run_id}/logs"
+
+
+def retries_scope(run_id: int) -> str:
+    return f"runs/{run_id}/retry"
 
 
 class KeyReused(ValueError):

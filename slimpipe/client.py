@@ -78,8 +78,8 @@ class Client:
     """`patience_s`: how long a read (a GET, `wait`, `events`) rides out a service that answers 503 (its
     database restarting) or, once this client has reached it, does not answer at all (the service
     restarting), trying again after 0.5 s, then at doubling intervals up to 10 s (or as Retry-After says).
-    Submissions and metric batches carry an `Idempotency-Key`, so one whose answer never came is sent again
-    the same way and stored once; other writes are never sent twice. A service never reached fails at once. `on_wait(message)` is told when a
+    Submissions, retries and metric batches carry an `Idempotency-Key`, so one whose answer never came is
+    sent again the same way and stored once; other writes are never sent twice. A service never reached fails at once. `on_wait(message)` is told when a
     request starts waiting (the CLI prints it, so a wait never looks like a hang)."""
 
     def __init__(
@@ -214,7 +214,7 @@ class Client:
 
     def retry(self, run_id: int) -> dict[str, Any]:
         """A new run of the same spec; returns it (its `retry_of` is `run_id`)."""
-        return self._json("POST", f"/api/v1/runs/{run_id}/retry")
+        return self._json("POST", f"/api/v1/runs/{run_id}/retry", keyed=True)
 
     def delete(self, run_id: int) -> None:
         self._request("DELETE", f"/api/v1/runs/{run_id}")

@@ -125,6 +125,17 @@ export async function api(path, { method = "GET", body, raw = false, query, head
   throw new ApiError(401, "the API token was rejected");
 }
 
+// Retry a run under a key kept until the service answers: clicked again after a lost answer, the service
+// answers with the retry it made the first time instead of making a second. Answered, the next click is a
+// new retry.
+const retryKeys = new Map();
+export async function retryRun(runId) {
+  if (!retryKeys.has(runId)) retryKeys.set(runId, writeKey());
+  const made = await api(`/runs/${runId}/retry`, { method: "POST", headers: { "Idempotency-Key": retryKeys.get(runId) } });
+  retryKeys.delete(runId);
+  return made;
+}
+
 // Server-Sent Events: EventSource cannot send headers, so the token rides in the query string. A browser
 // reconnects by itself after a network error, but gives up for good on an error status (a 503 while the
 // database restarts): the stream is then opened again where it stopped (`cursor`, its last event id), after

@@ -474,6 +474,7 @@ form.addEventListener("submit", async (e) => {
     const body = { spec, sweep: readSweep(), queue, tags: spec.tags || [] };
     if (submission?.body !== JSON.stringify(body)) submission = { body: JSON.stringify(body), key: writeKey() };
     const result = await api("/experiments", { method: "POST", body, headers: { "Idempotency-Key": submission.key } });
+    submission = null; // answered: the same form submitted again (back on this page) queues new runs
     location.href = result.run_ids.length === 1 ? `/runs/${result.run_ids[0]}` : `/experiments/${result.experiment_id}`;
   } catch (err) {
     if (err instanceof ApiError && err.status === 422 && Array.isArray(err.detail)) showErrors(err.detail);

@@ -1,5 +1,5 @@
 // Run detail: status, live curves over SSE, log tail, spec, summary, downloads, actions.
-import { api, ApiError, download, events, markReady, retryable, showBanner } from "./api.js";
+import { api, ApiError, download, events, markReady, retryable, retryRun, showBanner } from "./api.js";
 import { clipSpikes, COLORS, draw, layout, line, median, plotlyReady, wantsLog } from "./charts.js";
 import { badge, el, fmtAgo, fmtBytes, fmtNum, fmtPct, fmtRatio, fmtSecs, progress, fmtDuration, DASH } from "./format.js";
 
@@ -357,7 +357,7 @@ const act = (label, fn) => async () => {
 };
 document.getElementById("cancel-button").addEventListener("click", act("Cancel", async () => renderRun(await api(`/runs/${RUN_ID}/cancel`, { method: "POST" }))));
 document.getElementById("retry-button").addEventListener("click", act("Retry", async () => {
-  const r = await api(`/runs/${RUN_ID}/retry`, { method: "POST" });
+  const r = await retryRun(RUN_ID);
   location.href = `/runs/${r.id}`;
 }));
 document.getElementById("delete-button").addEventListener("click", act("Delete", async () => {

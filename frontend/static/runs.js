@@ -1,5 +1,5 @@
 // Runs page: the table, filters kept in the URL, polling for live updates, bulk compare, actions.
-import { api, markReady, retryable, showBanner } from "./api.js";
+import { api, markReady, retryable, retryRun, showBanner } from "./api.js";
 import { badge, debounce, el, fmtAgo, fmtBytes, fmtPct, fmtRatio, fmtSecs, progressBar, DASH } from "./format.js";
 
 const POLL_MS = 2000;
@@ -61,7 +61,7 @@ function actionButtons(run) {
   if (run.status === "queued" || run.status === "running")
     buttons.push(el("button", { class: "small", "data-action": "cancel", onclick: () => act("Cancel", () => api(`/runs/${run.id}/cancel`, { method: "POST" })) }, "Cancel"));
   if (run.status === "failed" || run.status === "cancelled")
-    buttons.push(el("button", { class: "small", "data-action": "retry", onclick: () => act("Retry", () => api(`/runs/${run.id}/retry`, { method: "POST" })) }, "Retry"));
+    buttons.push(el("button", { class: "small", "data-action": "retry", onclick: () => act("Retry", () => retryRun(run.id)) }, "Retry"));
   buttons.push(el("a", { class: "button small", href: `/runs/new?clone=${run.id}`, title: "new run from this spec" }, "Clone"));
   buttons.push(
     el("button", {

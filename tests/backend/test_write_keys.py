@@ -57,6 +57,20 @@ def test_a_submission_sent_again_under_its_key_gives_the_same_runs_queued_once(a
     assert other.json()["experiment_id"] != created.json()["experiment_id"]
 
 
+def test_a_retry_sent_again_under_its_key_makes_one_run(api, submit, settings):
+    run_id = submit()["run_ids"][0]
+    assert api.post(f"/api/v1/runs/{run_id}/cancel").json()["status"] == names.CANCELLED
+    runs = _count(settings, Run.id)
+    made = api.post(f"/api/v1/runs/{run_id}/retry", headers={KEY: "retry-1"})
+    assert made.status_code == 201 and REPLAYED not in made.headers
+    again = api.post(f"/api/v1/runs/{run_id}/retry", headers={KEY: "retry-1"})
+    assert (again.status_code, again.headers[REPLAYED]) == (201, "true")
+    assert again.json()["id"] == made.json()["id"] and again.json()["retry_of"] == run_id
+    assert _count(settings, Run.id) == runs + 1
+    assert sum(m["args"] == [made.json()["id"]] for m in queued_messages(settings.broker_dir)) == 1  # queued once
+    assert api.post(f"/api/v1/runs/{run_id}/retry").json()["id"] != made.json()["id"]  # no key: a new retry
+
+
 @pytest.mark.parametrize(
     ("key", "why"),
     [("", "at least 1 character"), ("k" * 65, "at most 64 characters"), ("two words", "should match pattern")],

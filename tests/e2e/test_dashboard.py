@@ -163,6 +163,34 @@ def test_a_submit_whose_answer_was_lost_queues_its_runs_once_when_submitted_agai
     assert [r["id"] for r in named] == first["run_ids"]
 
 
+def test_a_retry_whose_answer_was_lost_makes_one_run_when_clicked_again(page, server: str) -> None:
+    # On the gpu queue, which no worker here takes: it stays queued, so cancelling it ends it at once.
+    spec = {"name": "e2e-retry-lost", "model": {"name": "tiny_mlp"}, "data": {"name": "digits"}, "train": {"max_steps": 2}}
+    body = {"spec": spec, "queue": "gpu"}
+    [run_id] = httpx.post(f"{server}/api/v1/experiments", json=body, timeout=10).json()["run_ids"]
+    assert httpx.post(f"{server}/api/v1/runs/{run_id}/cancel", json={}, timeout=10).json()["status"] == "cancelled"
+    page.goto(f"/runs/{run_id}")
+    ready(page)
+    keys, answers = [], []
+
+    def lose_the_first_answer(route) -> None:
+        keys.append(route.request.headers.get("idempotency-key"))
+        if len(keys) > 1:
+            route.continue_()
+            return
+        answers.append(route.fetch().json())
+        route.abort("connectionreset")
+
+    page.route(f"**/api/v1/runs/{run_id}/retry", lose_the_first_answer)
+    page.click("#retry-button")
+    page.locator("#api-banner", has_text="Retry failed").wait_for()
+    page.click("#retry-button")
+    page.wait_for_url(lambda url: not url.endswith(f"/runs/{run_id}"))
+    assert int(page.url.rsplit("/", 1)[1]) == answers[0]["id"] and keys[0] == keys[1]
+    retries = [r["id"] for r in api(server, "/runs?limit=500")["data"] if r["retry_of"] == run_id]
+    assert retries == [answers[0]["id"]]
+
+
 def test_submit_a_run_through_the_form_and_watch_it_succeed(page, server: str, shots) -> None:
     fill_small_run(page, "e2e-form")
     page.screenshot(path=shots / "new-run.png", full_page=True)

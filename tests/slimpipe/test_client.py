@@ -170,6 +170,16 @@ def test_a_submission_and_a_metric_batch_whose_answers_were_lost_are_sent_again_
     ]
 
 
+def test_a_retry_whose_answer_was_lost_makes_one_run(server, client):
+    run_id = client.submit(SPEC)[0]
+    client.cancel(run_id)
+    lossy, network = _losing(server, True, told=[])
+    with lossy:
+        retry = lossy.retry(run_id)
+    assert network.keys[0] == network.keys[1] is not None
+    assert [r["id"] for r in client.runs(limit=500) if r["retry_of"] == run_id] == [retry["id"]]
+
+
 def test_a_write_without_a_key_is_not_sent_again_when_its_answer_is_lost(server, client):
     run_id = client.submit(SPEC)[0]
     lossy, network = _losing(server, True, told=[])

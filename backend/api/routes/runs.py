@@ -8,7 +8,17 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Query, Response, status
 
 from backend import crud, runfiles, specs
-from backend.deps import MAX_ID, Limit, Offset, RunId, SessionDep, SettingsDep
+from backend.deps import (
+    MAX_ID,
+    IdempotencyKey,
+    Limit,
+    Offset,
+    RunId,
+    SessionDep,
+    SettingsDep,
+    mark_replayed,
+    replayed_header,
+)
 from backend.diagnose import CHANNEL, diagnose
 from backend.jsonbody import StrictJSONRoute
 from backend.models import Run
@@ -105,19 +115,37 @@ def cancel_run(run_id: RunId, session: SessionDep, settings: SettingsDep) -> Run
     return run_public(run)
 
 
-@router.post("/runs/{run_id}/retry", response_model=RunPublic, status_code=status.HTTP_201_CREATED)
-def retry_run(run_id: RunId, session: SessionDep, settings: SettingsDep) -> RunPublic:
+@router.post(
+    "/runs/{run_id}/retry",
+    response_model=RunPublic,
+    status_code=status.HTTP_201_CREATED,
+    responses=replayed_header(status.HTTP_201_CREATED),
+)
+def retry_run(
+    run_id: RunId, session: SessionDep, settings: SettingsDep, response: Response, idempotency_key: IdempotencyKey = None
+) -> RunPublic:
     """A new run of the same frozen spec; it continues from the earlier attempt's last checkpoint where
-    the worker that takes it holds one (`train.checkpoint_every`), else it starts from step 0."""
+    the worker that takes it holds one (`train.checkpoint_every`), else it starts from step 0. With an
+    `Idempotency-Key`, a retry sent again (its answer lost) is answered with the run it made, as it is now."""
     run = get_run_or_404(session, run_id)
     if run.status not in names.FINAL_STATES:
         raise HTTPException(status.HTTP_409_CONFLICT, detail=f"run {run_id} is {run.status}; cancel it before retrying")
-    retry = crud.create_retry(session=session, run=run)
-    session.commit()
+    scope = crud.retries_scope(run_id)
+    made, replayed = crud.commit_keyed(
+        session=session,
+        scope=scope,
+        key=idempotency_key,
+        write=lambda: {"run_id": crud.create_retry(session=session, run=run).id},
+    )
+    retry = get_run_or_404(session, made["run_id"])
+    mark_replayed(response, replayed)
+    if replayed:
+        return run_public(retry)
     try:
         crud.set_celery_id(session=session, run_id=retry.id, celery_id=send_run(retry.id, retry.queue, settings))
     except QueueError as exc:
         crud.finish_run(retry.id, names.FAILED, error=f"could not queue: {exc}", session=session)
+        crud.forget_write(session=session, scope=scope, key=idempotency_key)  # the next try queues
         session.commit()
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc)) from None
     session.commit()
