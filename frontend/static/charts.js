@@ -57,7 +57,8 @@ export function draw(div, traces, lay) {
     node.replaceChildren();
     const msg = document.createElement("div");
     msg.className = "chart-empty";
-    msg.innerHTML = `<strong>${lay.title.text}</strong><span>no data recorded</span>`;
+    msg.append(Object.assign(document.createElement("strong"), { textContent: lay.title.text }));
+    msg.append(Object.assign(document.createElement("span"), { textContent: "no data recorded" }));
     node.append(msg);
     return;
   }

@@ -509,7 +509,7 @@ async function start() {
       // The run's tags live on the run (the submission's tags plus the spec's); the clone keeps them all.
       fillForm({ ...run.spec, tags: [...new Set([...(run.spec.tags || []), ...(run.tags || [])])] });
       document.getElementById("form-title").textContent = "New run";
-      document.getElementById("clone-note").innerHTML = `cloned from <a href="/runs/${run.id}">#${run.id} ${run.name}</a>`;
+      document.getElementById("clone-note").replaceChildren("cloned from ", el("a", { href: `/runs/${run.id}` }, `#${run.id} ${run.name}`));
     } catch (err) {
       if (!retryable(err)) showBanner(`Could not load run ${clone} to clone: ${err.message}`);
     }

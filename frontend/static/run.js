@@ -128,14 +128,15 @@ function renderRun(r) {
   document.title = `${run.name} · slimpipe`;
   document.getElementById("run-name").textContent = `${run.name}`;
   document.getElementById("run-status").replaceWith(Object.assign(badge(run.status), { id: "run-status" }));
+  // Built as nodes, never as HTML: sweep values, names and hosts are whatever was submitted.
   const bits = [`#${run.id}`];
-  if (run.experiment_id) bits.push(`experiment <a href="/experiments/${run.experiment_id}">#${run.experiment_id}</a>`);
-  for (const [k, v] of Object.entries(run.sweep_values || {})) bits.push(`<code>${k}=${JSON.stringify(v)}</code>`);
+  if (run.experiment_id) bits.push(["experiment ", el("a", { href: `/experiments/${run.experiment_id}` }, `#${run.experiment_id}`)]);
+  for (const [k, v] of Object.entries(run.sweep_values || {})) bits.push(el("code", {}, `${k}=${JSON.stringify(v)}`));
   if (run.worker_host) bits.push(`on ${run.worker_host}`);
-  if (run.attempt > 1) bits.push(`attempt ${run.attempt}${run.retry_of ? ` (retry of <a href="/runs/${run.retry_of}">#${run.retry_of}</a>)` : ""}`);
+  if (run.attempt > 1)
+    bits.push([`attempt ${run.attempt}`, ...(run.retry_of ? [" (retry of ", el("a", { href: `/runs/${run.retry_of}` }, `#${run.retry_of}`), ")"] : [])]);
   bits.push(`created ${fmtAgo(run.created_at)}`);
-  const sub = document.getElementById("run-sub");
-  sub.innerHTML = bits.join(" · ");
+  document.getElementById("run-sub").replaceChildren(...bits.flatMap((bit, i) => (i ? [" · ", bit] : [bit])).flat());
 
   const p = progress(run);
   document.getElementById("run-progress-bar").style.width = `${(p.frac * 100).toFixed(1)}%`;

@@ -164,10 +164,7 @@ def test_a_submit_whose_answer_was_lost_queues_its_runs_once_when_submitted_agai
 
 
 def test_a_retry_whose_answer_was_lost_makes_one_run_when_clicked_again(page, server: str) -> None:
-    # On the gpu queue, which no worker here takes: it stays queued, so cancelling it ends it at once.
-    spec = {"name": "e2e-retry-lost", "model": {"name": "tiny_mlp"}, "data": {"name": "digits"}, "train": {"max_steps": 2}}
-    body = {"spec": spec, "queue": "gpu"}
-    [run_id] = httpx.post(f"{server}/api/v1/experiments", json=body, timeout=10).json()["run_ids"]
+    run_id = _queued_run(server, "e2e-retry-lost")  # queued, so cancelling it ends it at once
     assert httpx.post(f"{server}/api/v1/runs/{run_id}/cancel", json={}, timeout=10).json()["status"] == "cancelled"
     page.goto(f"/runs/{run_id}")
     ready(page)
@@ -189,6 +186,28 @@ def test_a_retry_whose_answer_was_lost_makes_one_run_when_clicked_again(page, se
     assert int(page.url.rsplit("/", 1)[1]) == answers[0]["id"] and keys[0] == keys[1]
     retries = [r["id"] for r in api(server, "/runs?limit=500")["data"] if r["retry_of"] == run_id]
     assert retries == [answers[0]["id"]]
+
+
+def _queued_run(server: str, name: str, sweep: dict | None = None, tags: tuple = ()) -> int:
+    """A run on the gpu queue, which no worker here takes: it stays queued and trains nothing."""
+    spec = {"name": name, "model": {"name": "tiny_mlp"}, "data": {"name": "digits"}, "train": {"max_steps": 2}}
+    body = {"spec": spec, "queue": "gpu", "sweep": sweep, "tags": list(tags)}
+    return httpx.post(f"{server}/api/v1/experiments", json=body, timeout=10).json()["run_ids"][0]
+
+
+def test_submitted_text_is_shown_as_text_never_run_as_markup(page, server: str) -> None:
+    markup = '<img src="x" onerror="window.__injected = 1">'
+    run_id = _queued_run(server, "e2e-markup", sweep={"name": [markup]})
+    page.goto(f"/runs/{run_id}")
+    ready(page)
+    assert f'name="{markup}"' in page.locator("#run-sub").inner_text().replace('\\"', '"')
+    page.goto(f"/runs/new?clone={run_id}")
+    ready(page)
+    page.locator("#clone-note", has_text=markup).wait_for()
+    page.goto("/")
+    ready(page)
+    page.wait_for_timeout(300)
+    assert page.evaluate("window.__injected") is None and page.locator("#run-sub img, #clone-note img").count() == 0
 
 
 def test_submit_a_run_through_the_form_and_watch_it_succeed(page, server: str, shots) -> None:
