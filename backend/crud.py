@@ -138,7 +138,7 @@ def list_runs(
 ) -> tuple[list[Run], int]:
     """One page of runs and how many match; newest first unless `sort` names a key of RUN_SORTS ("-" = descending).
 
-    `tag` matches a substring of any tag, `search` a substring of the name, the tags or the spec, both
+    `tag` matches a substring of any tag, `search` a substring of the name, the tags, the notes or the spec, both
     case-insensitive and in SQL, so the page and the count come from two bounded queries.
     """
     query = select(Run)
@@ -149,7 +149,14 @@ def list_runs(
     if tag:
         query = query.where(_contains(Run.tags, tag))
     if search:
-        query = query.where(or_(_contains(Run.name, search), _contains(Run.tags, search), _contains(Run.spec, search)))
+        query = query.where(
+            or_(
+                _contains(Run.name, search),
+                _contains(Run.tags, search),
+                _contains(Run.notes, search),
+                _contains(Run.spec, search),
+            )
+        )
     count = session.scalar(select(func.count()).select_from(query.subquery())) or 0
     key = sort.removeprefix("-")
     column = _sort_column(key)
@@ -167,6 +174,15 @@ def runs_by_ids(*, session: Session, run_ids: Iterable[int]) -> list[Run]:
     ids = list(run_ids)
     found = {r.id: r for r in session.scalars(select(Run).where(Run.id.in_(ids)))}
     return [found[i] for i in ids if i in found]
+
+
+def update_run(*, session: Session, run: Run, tags: list[str] | None = None, notes: str | None = None) -> Run:
+    """Replace the run's tags (in order, each once) and notes ("" clears them); None leaves a field as it is."""
+    if tags is not None:
+        run.tags = list(dict.fromkeys(tags))
+    if notes is not None:
+        run.notes = notes.strip() or None
+    return run
 
 
 def request_cancel(*, session: Session, run: Run) -> Run:

@@ -101,6 +101,7 @@ class Run(Base):
     progress_step: Mapped[int | None] = mapped_column(Integer, nullable=True)
     progress_total: Mapped[int | None] = mapped_column(Integer, nullable=True)
     summary: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    notes: Mapped[str | None] = mapped_column(Text, nullable=True)  # the researcher's, edited any time
 
     experiment: Mapped[Experiment] = relationship(back_populates="runs")
 

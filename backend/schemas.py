@@ -168,6 +168,19 @@ class RunSummaryPublic(_Public):
 class RunPublic(RunSummaryPublic):
     spec: dict[str, Any]
     traceback: str | None
+    notes: str | None = Field(None, description="the researcher's notes on the run (PATCH /runs/{id})")
+
+
+MAX_NOTES = 20_000
+
+
+class RunUpdate(BaseModel):
+    """What a researcher may change on a run at any time; fields left out stay as they are."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tags: list[Tag] | None = Field(None, max_length=100, description="the run's whole tag list, replacing it")
+    notes: Text | None = Field(None, max_length=MAX_NOTES, description='Markdown-free text; "" clears them')
 
 
 class ChannelDiagnosis(BaseModel):

@@ -25,6 +25,7 @@ VERBS = {
     "download": ("slimpipe.commands.download", "save a run's metrics, spec, log or latest checkpoint"),
     "cancel": ("slimpipe.commands.cancel", "stop runs"),
     "retry": ("slimpipe.commands.retry", "run failed or cancelled runs again, from their last checkpoint"),
+    "edit": ("slimpipe.commands.edit", "change runs' tags and notes"),
     "delete": ("slimpipe.commands.delete", "delete runs with their metrics, logs and checkpoints"),
     "compare": ("slimpipe.commands.compare", "compare runs: accuracy, bandwidth, speed-up"),
 }
@@ -65,6 +66,7 @@ examples:
   slimpipe watch 3                                             progress of run 3
   slimpipe cancel 3; slimpipe retry 3 --wait                   stop run 3, then continue it as a new run
   slimpipe download 3 checkpoint --out mnv2/                   run 3's latest checkpoint files
+  slimpipe edit 3 --tag paper --notes "collapses at keep 0.5"   tag run 3 and note why
   slimpipe delete 3 4 --yes                                    runs 3 and 4, their metrics and checkpoints
   slimpipe compare 3 4 5                                       accuracy, bytes, speed-up
   slimpipe bench codecs                                        codec speed and ratio

@@ -212,6 +212,17 @@ class Client:
     def cancel(self, run_id: int) -> dict[str, Any]:
         return self._json("POST", f"/api/v1/runs/{run_id}/cancel")
 
+    def update_run(
+        self, run_id: int, tags: Iterable[str] | None = None, notes: str | None = None
+    ) -> dict[str, Any]:
+        """Replace the run's tags (the whole list) and/or its notes ("" clears them); returns the run."""
+        body: dict[str, Any] = {}
+        if tags is not None:
+            body["tags"] = list(tags)
+        if notes is not None:
+            body["notes"] = notes
+        return self._json("PATCH", f"/api/v1/runs/{run_id}", json=body)
+
     def retry(self, run_id: int) -> dict[str, Any]:
         """A new run of the same spec; returns it (its `retry_of` is `run_id`)."""
         return self._json("POST", f"/api/v1/runs/{run_id}/retry", keyed=True)

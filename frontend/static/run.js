@@ -125,6 +125,7 @@ function addPoints(points) {
 // ---------------------------------------------------------------- header, summary, error
 function renderRun(r) {
   run = { ...(run || {}), ...r };
+  renderNotes(run);
   document.title = `${run.name} · slimpipe`;
   document.getElementById("run-name").textContent = `${run.name}`;
   document.getElementById("run-status").replaceWith(Object.assign(badge(run.status), { id: "run-status" }));
@@ -347,6 +348,53 @@ async function load() {
   markReady();
   if (!FINAL.has(run.status)) follow();
 }
+
+// ---------------------------------------------------------------- tags and notes
+// Editable in any state. The run's live updates fill them only while the user has not started editing.
+const tagsInput = document.getElementById("run-tags");
+const notesInput = document.getElementById("run-notes");
+const notesSave = document.getElementById("notes-save");
+const notesStatus = document.getElementById("notes-status");
+let notesDirty = false;
+
+function growNotes() {
+  notesInput.style.height = "auto";
+  notesInput.style.height = `${Math.min(notesInput.scrollHeight + 2, 400)}px`;
+}
+
+function renderNotes(r) {
+  if (notesDirty) return;
+  tagsInput.value = (r.tags || []).join(", ");
+  if (r.notes !== undefined) notesInput.value = r.notes || "";
+  growNotes();
+}
+
+function editedNotes() {
+  notesDirty = true;
+  notesSave.disabled = false;
+  notesStatus.textContent = "";
+  growNotes();
+}
+tagsInput.addEventListener("input", editedNotes);
+notesInput.addEventListener("input", editedNotes);
+notesInput.addEventListener("keydown", (e) => {
+  if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) notesSave.click();
+});
+notesSave.addEventListener("click", async () => {
+  const tags = [...new Set(tagsInput.value.split(",").map((t) => t.trim()).filter(Boolean))];
+  notesSave.disabled = true;
+  notesStatus.textContent = "saving…";
+  try {
+    const saved = await api(`/runs/${RUN_ID}`, { method: "PATCH", body: { tags, notes: notesInput.value } });
+    notesDirty = false;
+    renderRun(saved);
+    notesStatus.textContent = "saved";
+  } catch (err) {
+    notesSave.disabled = false;
+    const detail = Array.isArray(err.detail) ? err.detail.map((d) => `${d.field}: ${d.message}`).join("; ") : err.message;
+    notesStatus.textContent = `not saved: ${detail}`;
+  }
+});
 
 // ---------------------------------------------------------------- buttons
 const act = (label, fn) => async () => {

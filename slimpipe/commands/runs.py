@@ -1,4 +1,5 @@
-"""`slimpipe runs [--status S] [--experiment ID] [--tag T] [--search TEXT] [--sort KEY]`: list runs, newest first."""
+"""`slimpipe runs [--status S] [--experiment ID] [--tag T] [--search TEXT] [--sort KEY]`: list runs, newest first
+(`--search` looks in names, tags, notes and specs)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--status", choices=names.RUN_STATES)
     parser.add_argument("--experiment", type=int, help="experiment id")
     parser.add_argument("--tag", help="part of a tag, any case")
-    parser.add_argument("--search", metavar="TEXT", help="part of the name, a tag or the spec, any case (e.g. topk)")
+    parser.add_argument("--search", metavar="TEXT", help="part of the name, a tag, the notes or the spec, any case (e.g. topk)")
     parser.add_argument(
         "--sort", metavar="KEY", help="id, name, status, created, best_val_acc, wire_bytes_per_step, compression_ratio "
         "or time_per_batch_s; --sort=-KEY for descending (default -id)"

@@ -1,3 +1,4 @@
+import pytest
 from sqlalchemy import update
 
 from backend import crud, db, runfiles
@@ -12,13 +13,13 @@ def test_get_run_has_the_contract_fields(api, submit):
     expected = {
         "id", "experiment_id", "name", "sweep_values", "spec", "status", "queue", "worker_host", "celery_id",
         "attempt", "retry_of", "heartbeat_at", "created_at", "started_at", "finished_at", "error", "traceback",
-        "progress_step", "progress_total", "summary", "tags", "compression",
+        "progress_step", "progress_total", "summary", "tags", "notes", "compression",
     }  # fmt: skip
     assert set(run) == expected
     assert run["status"] == "queued" and run["started_at"] is None and run["summary"] is None
     listed = api.get("/api/v1/runs", params={"experiment_id": run["experiment_id"]}).json()
     assert listed["count"] == 1
-    assert "spec" not in listed["data"][0] and "traceback" not in listed["data"][0]
+    assert not {"spec", "traceback", "notes"} & set(listed["data"][0])
     assert api.get("/api/v1/runs/999999").status_code == 404
 
 
@@ -208,3 +209,30 @@ def test_checkpoint_downloads_as_a_tar_of_the_runs_checkpoint_files(api, submit,
         assert tar.getnames() == sorted(written)
         assert {m.name: tar.extractfile(m).read() for m in tar.getmembers()} == written
     assert api.get("/api/v1/runs/99999/checkpoint.tar").status_code == 404
+
+
+def test_tags_and_notes_change_in_any_state_and_notes_are_searched(api, submit):
+    run_id = submit(tags=["first"])["run_ids"][0]
+    path = f"/api/v1/runs/{run_id}"
+    assert api.get(path).json()["notes"] is None
+    changed = api.patch(path, json={"tags": ["paper", "keep-0.5", "paper"], "notes": "  collapses at keep 0.5  "})
+    assert changed.status_code == 200
+    assert (changed.json()["tags"], changed.json()["notes"]) == (["paper", "keep-0.5"], "collapses at keep 0.5")
+    assert api.patch(path, json={"notes": "why: the BN statistics"}).json()["tags"] == ["paper", "keep-0.5"]  # kept
+    found = api.get("/api/v1/runs", params={"q": "BN STATISTICS"}).json()["data"]
+    assert [r["id"] for r in found] == [run_id]
+    cleared = api.patch(path, json={"notes": "", "tags": []}).json()
+    assert (cleared["tags"], cleared["notes"]) == ([], None)
+    assert api.patch(path, json={}).json()["id"] == run_id  # nothing to change: the run as it is
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [({"tags": [""]}, "tags.0"), ({"notes": "x" * 20_001}, "notes"), ({"title": "x"}, "title"), ({"tags": "a"}, "tags")],
+)
+def test_a_bad_edit_is_422_naming_the_field_and_changes_nothing(api, submit, body, field):
+    run_id = submit(tags=["kept"])["run_ids"][0]
+    answer = api.patch(f"/api/v1/runs/{run_id}", json=body)
+    assert answer.status_code == 422 and answer.json()["detail"][0]["field"] == field
+    assert api.get(f"/api/v1/runs/{run_id}").json()["tags"] == ["kept"]
+    assert api.patch("/api/v1/runs/999999", json={"notes": "x"}).status_code == 404

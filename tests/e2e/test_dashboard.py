@@ -195,6 +195,29 @@ def _queued_run(server: str, name: str, sweep: dict | None = None, tags: tuple =
     return httpx.post(f"{server}/api/v1/experiments", json=body, timeout=10).json()["run_ids"][0]
 
 
+def test_tags_and_notes_are_edited_on_the_run_page(page, server: str, shots) -> None:
+    run_id = _queued_run(server, "e2e-notes", tags=("draft",))
+    page.goto(f"/runs/{run_id}")
+    ready(page)
+    assert page.input_value("#run-tags") == "draft" and page.is_disabled("#notes-save")
+    page.fill("#run-tags", "draft, paper, , paper")
+    page.fill("#run-notes", "Accuracy holds at 4 bits;\nthe b1 gradient carries most of the error.")
+    page.screenshot(path=shots / "run-notes.png")
+    page.click("#notes-save")
+    page.locator("#notes-status", has_text="saved").wait_for()
+    saved = api(server, f"/runs/{run_id}")
+    assert saved["tags"] == ["draft", "paper"]
+    assert saved["notes"] == "Accuracy holds at 4 bits;\nthe b1 gradient carries most of the error."
+    page.reload()
+    ready(page)
+    assert page.input_value("#run-tags") == "draft, paper" and page.input_value("#run-notes") == saved["notes"]
+
+    page.fill("#run-tags", "x" * 101)  # a tag is at most 100 characters: the server's reason, nothing saved
+    page.click("#notes-save")
+    page.locator("#notes-status", has_text="not saved: tags.0").wait_for()
+    assert api(server, f"/runs/{run_id}")["tags"] == ["draft", "paper"]
+
+
 def test_submitted_text_is_shown_as_text_never_run_as_markup(page, server: str) -> None:
     markup = '<img src="x" onerror="window.__injected = 1">'
     run_id = _queued_run(server, "e2e-markup", sweep={"name": [markup]})

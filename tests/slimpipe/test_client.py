@@ -420,6 +420,29 @@ def test_cli_cancel_and_retry(server, client, capsys):
     assert (again["retry_of"], again["attempt"], again["status"]) == (queued, 2, names.QUEUED)
 
 
+def test_cli_edit_adds_and_removes_tags_and_sets_notes(server, client, capsys, tmp_path: Path, monkeypatch):
+    from slimpipe.commands import edit as edit_cmd
+
+    common = ["--url", server.url, "--token", TOKEN]
+    run_id = client.submit({**SPEC, "name": "cli-edit"}, tags=["draft", "keep"])[0]
+    assert cli(edit_cmd, [str(run_id), "--tag", "paper", "--untag", "draft", "--notes", "best at 8 bits", *common]) == 0
+    assert capsys.readouterr().out.splitlines() == [f"run {run_id}: tags keep, paper; notes set"]
+    assert (client.run(run_id)["tags"], client.run(run_id)["notes"]) == (["keep", "paper"], "best at 8 bits")
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("line one\nline two\n")
+    assert cli(edit_cmd, [str(run_id), "--notes-file", str(notes), *common]) == 0
+    assert client.run(run_id)["notes"] == "line one\nline two"
+    assert client.update_run(run_id, notes="")["notes"] is None
+
+    assert cli(edit_cmd, [str(run_id), *common]) == 2
+    assert "nothing to change; give --tag, --untag, --notes or --notes-file" in capsys.readouterr().err
+    assert cli(edit_cmd, [str(run_id), "--notes-file", str(tmp_path / "missing.txt"), *common]) == 2
+    assert "cannot read --notes-file" in capsys.readouterr().err
+    assert cli(edit_cmd, ["9999", "--tag", "x", *common]) == 1
+    assert "404 run 9999 not found" in capsys.readouterr().err
+
+
 def test_cli_delete_asks_first_and_removes_runs_with_their_folders(server, client, capsys, monkeypatch):
     import io
 

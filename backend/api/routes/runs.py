@@ -23,7 +23,7 @@ from backend.diagnose import CHANNEL, diagnose
 from backend.jsonbody import StrictJSONRoute
 from backend.models import Run
 from backend.queue import QueueError, revoke, send_run
-from backend.schemas import DiagnosisPublic, RunPublic, RunsPublic, RunSummaryPublic
+from backend.schemas import DiagnosisPublic, RunPublic, RunsPublic, RunSummaryPublic, RunUpdate
 from slimpipe import names
 from slimpipe.jsonsafe import NUL_FREE
 
@@ -57,7 +57,7 @@ def list_runs(
     tag: str | None = Query(None, min_length=1, max_length=100, pattern=NUL_FREE,
                             description="substring of any tag, case-insensitive"),
     q: str | None = Query(None, max_length=200, pattern=NUL_FREE,
-                          description="substring of the name, a tag or the spec (e.g. topk, digits)"),
+                          description="substring of the name, a tag, the notes or the spec (e.g. topk, digits)"),
     sort: str = Query("-id", max_length=64, pattern=rf"^-?({'|'.join(crud.RUN_SORTS)})$", description=f"one of {', '.join(crud.RUN_SORTS)}; prefix - for descending"),
     limit: Limit = 50,
     offset: Offset = 0,
@@ -101,6 +101,16 @@ def diagnose_run(run_id: RunId, session: SessionDep) -> dict:
         if name in wanted or CHANNEL.match(name)
     }
     return diagnose(series)
+
+
+@router.patch("/runs/{run_id}", response_model=RunPublic)
+def update_run(run_id: RunId, body: RunUpdate, session: SessionDep) -> RunPublic:
+    """Change a run's tags (the whole list) or notes, in any state; fields left out stay as they are."""
+    run = get_run_or_404(session, run_id)
+    crud.update_run(session=session, run=run, tags=body.tags, notes=body.notes)
+    session.commit()
+    session.refresh(run)
+    return run_public(run)
 
 
 @router.post("/runs/{run_id}/cancel", response_model=RunPublic)
