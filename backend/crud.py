@@ -276,47 +276,37 @@ def keyed_write(
     key: str | None,
     write: Callable[[], dict[str, Any]],
     fingerprint: str | None = None,
+    commit: bool = False,
 ) -> tuple[dict[str, Any], bool]:
     """`write()` with its result stored under `key` in the same transaction, and False; or, when the key was
     used for `scope` before, that write's result and True, writing nothing. No key: `write()`, False.
     `fingerprint` (a digest of the write) must match the first one's, else KeyReused.
 
     A sender that lost the answer sends again under the same key and the rows are stored once. Two such writes
-    at the same moment both pass the check, and the second's commit fails on the key (IntegrityError), which
-    `commit_keyed` answers with the first one's result."""
-    if key is None:
-        return write(), False
-    earlier = earlier_write(session=session, scope=scope, key=key, fingerprint=fingerprint)
-    if earlier is not None:
-        return earlier, True
-    result = write()
-    session.execute(
-        insert(WriteKey).values(scope=scope, key=key, result=result, fingerprint=fingerprint, created_at=utcnow())
-    )
-    return result, False
-
-
-def commit_keyed(
-    *,
-    session: Session,
-    scope: str,
-    key: str | None,
-    write: Callable[[], dict[str, Any]],
-    fingerprint: str | None = None,
-) -> tuple[dict[str, Any], bool]:
-    """`keyed_write`, committed. The same key sent twice at once: the second's commit fails on the key, and it
-    is rolled back and answered with the first's result."""
+    at the same moment both pass the check, and the second's commit fails on the key (IntegrityError): with
+    `commit`, this commits, and answers that second write with the first one's result."""
     from sqlalchemy.exc import IntegrityError
 
     try:
-        answer = keyed_write(session=session, scope=scope, key=key, write=write, fingerprint=fingerprint)
-        session.commit()
-        return answer
-    except IntegrityError:
-        session.rollback()
-        earlier = None
         if key is not None:
             earlier = earlier_write(session=session, scope=scope, key=key, fingerprint=fingerprint)
+            if earlier is not None:
+                return earlier, True
+        result = write()
+        if key is not None:
+            session.execute(
+                insert(WriteKey).values(
+                    scope=scope, key=key, result=result, fingerprint=fingerprint, created_at=utcnow()
+                )
+            )
+        if commit:
+            session.commit()
+        return result, False
+    except IntegrityError:
+        if not commit or key is None:
+            raise
+        session.rollback()
+        earlier = earlier_write(session=session, scope=scope, key=key, fingerprint=fingerprint)
         if earlier is None:
             raise
         return earlier, True
@@ -553,6 +543,15 @@ def heartbeat(
     return _retry_locked(go)
 
 
+def _append_keyed(scope: str, key: str | None, session: Session | None, insert_rows: Callable[[Session], int]) -> int:
+    def go() -> int:
+        with _scope(session) as s:
+            result, _ = keyed_write(session=s, scope=scope, key=key, write=lambda: {"accepted": insert_rows(s)})
+            return int(result["accepted"])
+
+    return _retry_locked(go)
+
+
 def append_metrics(
     run_id: int, points: Iterable[MetricInput], *, key: str | None = None, session: Session | None = None
 ) -> int:
@@ -560,18 +559,7 @@ def append_metrics(
 
     `key`: this batch's write key (see `keyed_write`); the same batch sent again under it is stored once."""
     rows = list(points)
-
-    def go() -> int:
-        with _scope(session) as s:
-            result, _ = keyed_write(
-                session=s,
-                scope=metrics_scope(run_id),
-                key=key,
-                write=lambda: {"accepted": insert_metrics(session=s, run_id=run_id, points=rows)},
-            )
-            return int(result["accepted"])
-
-    return _retry_locked(go)
+    return _append_keyed(metrics_scope(run_id), key, session, lambda s: insert_metrics(session=s, run_id=run_id, points=rows))
 
 
 def append_logs(
@@ -579,18 +567,7 @@ def append_logs(
 ) -> int:
     """Lines as strings, `(level, message)` tuples or dicts `{message, level?, time?}`; `key` as for metrics."""
     rows = list(lines)
-
-    def go() -> int:
-        with _scope(session) as s:
-            result, _ = keyed_write(
-                session=s,
-                scope=logs_scope(run_id),
-                key=key,
-                write=lambda: {"accepted": insert_logs(session=s, run_id=run_id, lines=rows)},
-            )
-            return int(result["accepted"])
-
-    return _retry_locked(go)
+    return _append_keyed(logs_scope(run_id), key, session, lambda s: insert_logs(session=s, run_id=run_id, lines=rows))
 
 
 def finish_run(

@@ -131,22 +131,28 @@ def test_submit_a_sweep_through_the_form(page, server: str, shots) -> None:
     STATE["experiment"] = experiment_id
 
 
+def lose_the_first_answer(keys: list, answers: list):
+    """A route handler: the first request reaches the service, which stores it, and its answer is lost on
+    the way back (`answers` gets what it said); later ones go through. `keys`: each one's Idempotency-Key."""
+
+    def handle(route) -> None:
+        keys.append(route.request.headers.get("idempotency-key"))
+        if len(keys) > 1:
+            route.continue_()
+            return
+        answers.append(route.fetch().json())
+        route.abort("connectionreset")
+
+    return handle
+
+
 def test_a_submit_whose_answer_was_lost_queues_its_runs_once_when_submitted_again(page, server: str, shots) -> None:
     """The service queued the run, but its answer never reached the browser. Submitting again sends the same
     `Idempotency-Key`, and the service answers with the run it already queued."""
     fill_small_run(page, "e2e-answer-lost")
     page.fill('[data-path="train.max_steps"]', "2")
     keys, answers = [], []
-
-    def lose_the_first_answer(route) -> None:
-        keys.append(route.request.headers.get("idempotency-key"))
-        if len(keys) > 1:
-            route.continue_()
-            return
-        answers.append(route.fetch().json())  # the service receives and stores it...
-        route.abort("connectionreset")  # ...and its answer is lost on the way back
-
-    page.route("**/api/v1/experiments", lose_the_first_answer)
+    page.route("**/api/v1/experiments", lose_the_first_answer(keys, answers))
     page.click("#submit-button")
     banner = page.locator("#api-banner")
     banner.filter(has_text="Submit failed").wait_for()
@@ -169,16 +175,7 @@ def test_a_retry_whose_answer_was_lost_makes_one_run_when_clicked_again(page, se
     page.goto(f"/runs/{run_id}")
     ready(page)
     keys, answers = [], []
-
-    def lose_the_first_answer(route) -> None:
-        keys.append(route.request.headers.get("idempotency-key"))
-        if len(keys) > 1:
-            route.continue_()
-            return
-        answers.append(route.fetch().json())
-        route.abort("connectionreset")
-
-    page.route(f"**/api/v1/runs/{run_id}/retry", lose_the_first_answer)
+    page.route(f"**/api/v1/runs/{run_id}/retry", lose_the_first_answer(keys, answers))
     page.click("#retry-button")
     page.locator("#api-banner", has_text="Retry failed").wait_for()
     page.click("#retry-button")

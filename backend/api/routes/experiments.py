@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Response, status
 
 from backend import crud, specs
+from backend.api.routes.runs import queue_runs
 from backend.deps import (
     ExperimentId,
     IdempotencyKey,
@@ -19,7 +20,6 @@ from backend.deps import (
     replayed_header,
 )
 from backend.jsonbody import StrictJSONRoute
-from backend.queue import QueueError, send_run
 from backend.schemas import (
     ExperimentCreate,
     ExperimentCreated,
@@ -78,22 +78,17 @@ def create_experiment(
 
     # The rows exist before any worker can receive their ids.
     fingerprint = hashlib.sha256(body.model_dump_json().encode()).hexdigest()
-    created, replayed = crud.commit_keyed(
-        session=session, scope=crud.EXPERIMENTS_SCOPE, key=idempotency_key, write=create, fingerprint=fingerprint
+    created, replayed = crud.keyed_write(
+        session=session,
+        scope=crud.EXPERIMENTS_SCOPE,
+        key=idempotency_key,
+        write=create,
+        fingerprint=fingerprint,
+        commit=True,
     )
     mark_replayed(response, replayed)
-    if replayed:  # queued the first time (or, if the service died in between, re-sent by its sweeper)
-        return ExperimentCreated(**created)
-    try:
-        for run_id in created["run_ids"]:
-            crud.set_celery_id(session=session, run_id=run_id, celery_id=send_run(run_id, queue, settings))
-    except QueueError as exc:
-        for run_id in created["run_ids"]:
-            crud.finish_run(run_id, names.FAILED, error=f"could not queue: {exc}", session=session)
-        crud.forget_write(session=session, scope=crud.EXPERIMENTS_SCOPE, key=idempotency_key)  # the next try queues
-        session.commit()
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc)) from None
-    session.commit()
+    if not replayed:  # a replay was queued the first time (or, if the service died in between, by its sweeper)
+        queue_runs(session, settings, created["run_ids"], queue, crud.EXPERIMENTS_SCOPE, idempotency_key)
     return ExperimentCreated(**created)
 
 

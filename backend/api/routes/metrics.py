@@ -109,12 +109,13 @@ def _store_points(
     with request.app.state.session_factory() as session:
         run_exists(session, run_id)
         points = [(p.step, p.name, p.value, p.time) for p in body.points]
-        result, replayed = crud.commit_keyed(
+        result, replayed = crud.keyed_write(
             session=session,
             scope=crud.metrics_scope(run_id),
             key=key,
             write=lambda: {"accepted": crud.insert_metrics(session=session, run_id=run_id, points=points, validated=True)},
             fingerprint=fingerprint,
+            commit=True,
         )
         return int(result["accepted"]), replayed
 

@@ -141,26 +141,36 @@ def retry_run(
     if run.status not in names.FINAL_STATES:
         raise HTTPException(status.HTTP_409_CONFLICT, detail=f"run {run_id} is {run.status}; cancel it before retrying")
     scope = crud.retries_scope(run_id)
-    made, replayed = crud.commit_keyed(
+    made, replayed = crud.keyed_write(
         session=session,
         scope=scope,
         key=idempotency_key,
         write=lambda: {"run_id": crud.create_retry(session=session, run=run).id},
+        commit=True,
     )
     retry = get_run_or_404(session, made["run_id"])
     mark_replayed(response, replayed)
-    if replayed:
-        return run_public(retry)
+    if not replayed:
+        queue_runs(session, settings, [retry.id], retry.queue, scope, idempotency_key)
+        session.refresh(retry)
+    return run_public(retry)
+
+
+def queue_runs(
+    session: SessionDep, settings: SettingsDep, run_ids: list[int], queue: str, scope: str, key: str | None
+) -> None:
+    """Send new runs to `queue` and commit their task ids. When the broker refuses, the runs fail as `could not
+    queue: …`, the write's key is forgotten (sent again, the write queues anew) and the answer is 503."""
     try:
-        crud.set_celery_id(session=session, run_id=retry.id, celery_id=send_run(retry.id, retry.queue, settings))
+        for run_id in run_ids:
+            crud.set_celery_id(session=session, run_id=run_id, celery_id=send_run(run_id, queue, settings))
     except QueueError as exc:
-        crud.finish_run(retry.id, names.FAILED, error=f"could not queue: {exc}", session=session)
-        crud.forget_write(session=session, scope=scope, key=idempotency_key)  # the next try queues
+        for run_id in run_ids:
+            crud.finish_run(run_id, names.FAILED, error=f"could not queue: {exc}", session=session)
+        crud.forget_write(session=session, scope=scope, key=key)
         session.commit()
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc)) from None
     session.commit()
-    session.refresh(retry)
-    return run_public(retry)
 
 
 @router.delete("/runs/{run_id}", status_code=status.HTTP_204_NO_CONTENT)
