@@ -275,6 +275,8 @@ class CompareRow(BaseModel):
     link_time_per_step_s: float | None = None
     modelled_time_per_batch_s: float | None = None
     speedup: float | None = None
+    tags: list[str] = []
+    notes: str | None = None
 
 
 class ComparePublic(BaseModel):

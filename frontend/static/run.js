@@ -375,6 +375,10 @@ function editedNotes() {
   notesStatus.textContent = "";
   growNotes();
 }
+// Unsaved notes are not lost to a closed tab or a link followed by mistake: the browser asks first.
+window.addEventListener("beforeunload", (e) => {
+  if (notesDirty) e.preventDefault();
+});
 tagsInput.addEventListener("input", editedNotes);
 notesInput.addEventListener("input", editedNotes);
 notesInput.addEventListener("keydown", (e) => {

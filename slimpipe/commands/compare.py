@@ -42,6 +42,9 @@ def render(table: dict[str, Any]) -> str:
     text = format_table(headers, rows) + f"\n{SPEEDUP_TEXT}"
     if table.get("baseline_run_id") is not None:
         text += f"\n* baseline (uncompressed): run {table['baseline_run_id']}"
+    for row in table["runs"]:  # the researcher's notes, a line each (the first line of them)
+        if row.get("notes"):
+            text += f"\nrun {row['run_id']}: {row['notes'].splitlines()[0]}"
     return text
 
 

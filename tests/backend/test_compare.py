@@ -80,11 +80,16 @@ def test_figures_fall_back_to_metric_series(api, submit, settings):
 
 def test_compare_csv_and_errors(api, seed_sweep):
     base, half, _ = seed_sweep
+    api.patch(f"/api/v1/runs/{half}", json={"tags": ["paper", "keep-0.5"], "notes": "holds at half the bytes, fails at 0.1"})
     response = api.get("/api/v1/compare.csv", params={"run_ids": f"{base},{half}"})
     rows = list(csv.DictReader(io.StringIO(response.text)))
     assert [int(r["run_id"]) for r in rows] == [base, half]
     assert rows[1]["compression.default.backward.topk"] == "0.5"
     assert float(rows[1]["speedup"]) == pytest.approx(2.0)
+    assert (rows[1]["tags"], rows[1]["notes"]) == ("paper; keep-0.5", "holds at half the bytes, fails at 0.1")
+    assert rows[0]["notes"] == ""
+    listed = api.get("/api/v1/compare", params={"run_ids": f"{base},{half}"}).json()["runs"]
+    assert listed[1]["tags"] == ["paper", "keep-0.5"] and listed[0]["notes"] is None
     assert api.get("/api/v1/compare", params={"run_ids": f"{base},999999"}).status_code == 404
     bad = api.get("/api/v1/compare", params={"run_ids": "a,b"})
     assert bad.status_code == 422 and bad.json()["detail"][0]["field"] == "run_ids"

@@ -208,11 +208,24 @@ def test_tags_and_notes_are_edited_on_the_run_page(page, server: str, shots) -> 
     page.reload()
     ready(page)
     assert page.input_value("#run-tags") == "draft, paper" and page.input_value("#run-notes") == saved["notes"]
+    page.goto(f"/compare?run_ids={run_id}")  # the compare table shows them beside the run's name
+    ready(page)
+    row = page.locator(f'tr[data-run-id="{run_id}"]')
+    assert row.locator(".run-notes").inner_text() == saved["notes"].replace("\n", " ")
+    assert row.locator(".muted-tag").all_inner_texts() == ["draft", "paper"]
+    page.goto(f"/runs/{run_id}")
+    ready(page)
 
     page.fill("#run-tags", "x" * 101)  # a tag is at most 100 characters: the server's reason, nothing saved
     page.click("#notes-save")
     page.locator("#notes-status", has_text="not saved: tags.0").wait_for()
     assert api(server, f"/runs/{run_id}")["tags"] == ["draft", "paper"]
+
+    # Leaving with unsaved edits: the browser asks first.
+    asked: list[str] = []
+    page.on("dialog", lambda dialog: asked.append(dialog.type))
+    page.close(run_before_unload=True)
+    assert asked == ["beforeunload"]
 
 
 def test_submitted_text_is_shown_as_text_never_run_as_markup(page, server: str) -> None:

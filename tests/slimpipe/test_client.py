@@ -327,6 +327,10 @@ def test_cli_submit_wait_runs_watch_logs_compare(server, tmp_path: Path, capsys)
 
     assert cli(compare_cmd, [*map(str, run_ids), "--json", *common]) == 0
     assert '"baseline_run_id":' in capsys.readouterr().out
+    with Client(server.url, token=TOKEN) as client:
+        client.update_run(run_ids[1], notes="half the bytes, same accuracy\nsee the b1 error")
+    assert cli(compare_cmd, [*map(str, run_ids), *common]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == f"run {run_ids[1]}: half the bytes, same accuracy"
 
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({**SPEC, "pipeline": {"microbatches": 0}}))

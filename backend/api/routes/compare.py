@@ -150,6 +150,8 @@ def build_compare(session: Session, run_ids: list[int], baseline_id: int | None)
                 differences={p: flat[run.id].get(p) for p in varying},
                 delta_val_acc=acc - base_acc if acc is not None and base_acc is not None else None,
                 speedup=speedup(base_figures, figures),
+                tags=run.tags or [],
+                notes=run.notes,
                 **{k: v for k, v in figures.items() if k != "runner"},
             )
         )
@@ -186,6 +188,7 @@ def compare_csv(session: SessionDep, run_ids: str = RunIds, baseline: int | None
     writer.writerow(["run_id", "name", "status", *figures, *fields])
     for row in table.runs:
         values = [getattr(row, f) for f in figures] + [row.differences.get(p) for p in fields]
+        values = ["; ".join(v) if isinstance(v, list) else v for v in values]  # tags
         writer.writerow([row.run_id, row.name, row.status, *("" if v is None else v for v in values)])
     return Response(
         buffer.getvalue(), media_type="text/csv", headers={"Content-Disposition": 'attachment; filename="compare.csv"'}
