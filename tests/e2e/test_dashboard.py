@@ -222,10 +222,9 @@ def test_tags_and_notes_are_edited_on_the_run_page(page, server: str, shots) -> 
     assert api(server, f"/runs/{run_id}")["tags"] == ["draft", "paper"]
 
     # Leaving with unsaved edits: the browser asks first.
-    asked: list[str] = []
-    page.on("dialog", lambda dialog: asked.append(dialog.type))
-    page.close(run_before_unload=True)
-    assert asked == ["beforeunload"]
+    with page.expect_event("dialog", timeout=5000) as asked:
+        page.close(run_before_unload=True)
+    assert asked.value.type == "beforeunload"
 
 
 def test_submitted_text_is_shown_as_text_never_run_as_markup(page, server: str) -> None:
