@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import String, Text, and_, delete, func, insert, or_, select, update
+from sqlalchemy import String, Text, and_, delete, func, insert, or_, select, text, update
 from sqlalchemy import cast as cast_sql
 from sqlalchemy.orm import Session
 
@@ -176,10 +176,30 @@ def runs_by_ids(*, session: Session, run_ids: Iterable[int]) -> list[Run]:
     return [found[i] for i in ids if i in found]
 
 
-def update_run(*, session: Session, run: Run, tags: list[str] | None = None, notes: str | None = None) -> Run:
-    """Replace the run's tags (in order, each once) and notes ("" clears them); None leaves a field as it is."""
-    if tags is not None:
-        run.tags = list(dict.fromkeys(tags))
+def get_run_for_update(*, session: Session, run_id: int) -> Run | None:
+    """The run, its row locked until the transaction ends, so two edits of its tags at once both count: FOR
+    UPDATE on PostgreSQL; on SQLite, whose driver starts a transaction only at the first write, the
+    session's first statement takes the write lock (BEGIN IMMEDIATE)."""
+    if session.get_bind().dialect.name == "sqlite":
+        session.execute(text("BEGIN IMMEDIATE"))
+    return session.get(Run, run_id, with_for_update=True)
+
+
+def update_run(
+    *,
+    session: Session,
+    run: Run,
+    tags: list[str] | None = None,
+    notes: str | None = None,
+    add_tags: Iterable[str] = (),
+    remove_tags: Iterable[str] = (),
+) -> Run:
+    """Replace the run's tags, then add and remove some (in order, each once), and replace its notes ("" clears
+    them); None and nothing leave a field as it is."""
+    removed = set(remove_tags)
+    new_tags = [t for t in dict.fromkeys([*(run.tags if tags is None else tags), *add_tags]) if t not in removed]
+    if new_tags != run.tags:
+        run.tags = new_tags
     if notes is not None:
         run.notes = notes.strip() or None
     return run

@@ -180,7 +180,9 @@ class RunUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     tags: list[Tag] | None = Field(None, max_length=100, description="the run's whole tag list, replacing it")
-    notes: Text | None = Field(None, max_length=MAX_NOTES, description='Markdown-free text; "" clears them')
+    add_tags: list[Tag] = Field([], max_length=100, description="tags to add (after `tags`), kept in order, each once")
+    remove_tags: list[Tag] = Field([], max_length=100, description="tags to remove (after `add_tags`)")
+    notes: Text | None = Field(None, max_length=MAX_NOTES, description='plain text; "" clears them')
 
 
 class ChannelDiagnosis(BaseModel):

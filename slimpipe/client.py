@@ -213,10 +213,16 @@ class Client:
         return self._json("POST", f"/api/v1/runs/{run_id}/cancel")
 
     def update_run(
-        self, run_id: int, tags: Iterable[str] | None = None, notes: str | None = None
+        self,
+        run_id: int,
+        tags: Iterable[str] | None = None,
+        notes: str | None = None,
+        add_tags: Iterable[str] = (),
+        remove_tags: Iterable[str] = (),
     ) -> dict[str, Any]:
-        """Replace the run's tags (the whole list) and/or its notes ("" clears them); returns the run."""
-        body: dict[str, Any] = {}
+        """Replace the run's tags (the whole list), add and remove some (in one step on the server, so edits
+        from elsewhere are kept), and/or replace its notes ("" clears them); returns the run."""
+        body: dict[str, Any] = {"add_tags": list(add_tags), "remove_tags": list(remove_tags)}
         if tags is not None:
             body["tags"] = list(tags)
         if notes is not None:

@@ -106,6 +106,8 @@ function row(run) {
 function updateSelection() {
   document.getElementById("selected-count").textContent = `${selected.size} selected`;
   document.getElementById("compare-selected").disabled = selected.size < 1;
+  const noTag = selected.size < 1 || !bulkTag.value.trim();
+  document.getElementById("tag-selected").disabled = document.getElementById("untag-selected").disabled = noTag;
   for (const tr of body.querySelectorAll("tr[data-run-id]")) tr.classList.toggle("selected", selected.has(Number(tr.dataset.runId)));
 }
 
@@ -189,6 +191,26 @@ document.getElementById("select-all").addEventListener("change", (e) => {
   }
   updateSelection();
 });
+// Tag or untag every selected run, each in one step on the server (add_tags / remove_tags), so tags given
+// elsewhere meanwhile are kept.
+const bulkTag = document.getElementById("bulk-tag");
+bulkTag.addEventListener("input", updateSelection);
+async function tagSelected(change) {
+  const tag = bulkTag.value.trim();
+  const failed = [];
+  for (const id of [...selected].sort((a, b) => a - b)) {
+    try {
+      await api(`/runs/${id}`, { method: "PATCH", body: { [change]: [tag] } });
+    } catch (err) {
+      const detail = Array.isArray(err.detail) ? err.detail.map((d) => `${d.field}: ${d.message}`).join("; ") : err.message;
+      failed.push(`run ${id}: ${detail}`);
+    }
+  }
+  if (failed.length) showBanner(`Tagging failed for ${failed.join(", ")}`);
+  refresh();
+}
+document.getElementById("tag-selected").addEventListener("click", () => tagSelected("add_tags"));
+document.getElementById("untag-selected").addEventListener("click", () => tagSelected("remove_tags"));
 document.getElementById("compare-selected").addEventListener("click", () => {
   location.href = `/compare?run_ids=${[...selected].sort((a, b) => a - b).join(",")}`;
 });

@@ -40,10 +40,7 @@ def run(args: argparse.Namespace) -> int:
     with client_from(args) as client:
         for run_id in args.runs:
             try:
-                tags = None
-                if args.tag or args.untag:
-                    tags = [t for t in client.run(run_id)["tags"] if t not in args.untag] + args.tag
-                run = client.update_run(run_id, tags=tags, notes=notes)
+                run = client.update_run(run_id, notes=notes, add_tags=args.tag, remove_tags=args.untag)
             except ClientError as exc:
                 print(f"slimpipe: {exc}", file=sys.stderr)
                 code = 1

@@ -236,3 +236,29 @@ def test_a_bad_edit_is_422_naming_the_field_and_changes_nothing(api, submit, bod
     assert answer.status_code == 422 and answer.json()["detail"][0]["field"] == field
     assert api.get(f"/api/v1/runs/{run_id}").json()["tags"] == ["kept"]
     assert api.patch("/api/v1/runs/999999", json={"notes": "x"}).status_code == 404
+
+
+def test_tags_added_and_removed_at_once_by_many_all_count(api, submit, settings):
+    """Each edit reads the run's tags and writes them back; the row is locked in between, so none is lost."""
+    import threading
+
+    from backend.main import create_app
+    from tests.backend.conftest import client_for
+
+    run_id = submit(tags=["a", "gone"])["run_ids"][0]
+    path = f"/api/v1/runs/{run_id}"
+    assert api.patch(path, json={"add_tags": ["b", "a"], "remove_tags": ["gone"]}).json()["tags"] == ["a", "b"]
+    app, go, answers = create_app(settings), threading.Barrier(8), []
+
+    def add(k: int) -> None:
+        with client_for(app) as c:
+            go.wait()
+            answers.append(c.patch(path, json={"add_tags": [f"t{k}"]}).status_code)
+
+    threads = [threading.Thread(target=add, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert answers == [200] * 8
+    assert sorted(api.get(path).json()["tags"]) == sorted(["a", "b", *(f"t{k}" for k in range(8))])

@@ -227,6 +227,22 @@ def test_tags_and_notes_are_edited_on_the_run_page(page, server: str, shots) -> 
     assert asked.value.type == "beforeunload"
 
 
+def test_selected_runs_are_tagged_and_untagged_from_the_runs_page(page, server: str) -> None:
+    first, second = _queued_run(server, "e2e-bulk-tag", tags=("keep",)), _queued_run(server, "e2e-bulk-tag")
+    page.goto("/?q=e2e-bulk-tag")
+    ready(page)
+    for run_id in (first, second):
+        page.locator(f'tr[data-run-id="{run_id}"] input.select-run').check()
+    assert page.is_disabled("#tag-selected")  # no tag typed yet
+    page.fill("#bulk-tag", "study-7")
+    page.click("#tag-selected")
+    page.locator(f'tr[data-run-id="{second}"] .tag', has_text="study-7").wait_for()
+    assert [api(server, f"/runs/{i}")["tags"] for i in (first, second)] == [["keep", "study-7"], ["study-7"]]
+    page.click("#untag-selected")
+    page.locator(f'tr[data-run-id="{second}"] .tag').wait_for(state="detached")
+    assert [api(server, f"/runs/{i}")["tags"] for i in (first, second)] == [["keep"], []]
+
+
 def test_submitted_text_is_shown_as_text_never_run_as_markup(page, server: str) -> None:
     markup = '<img src="x" onerror="window.__injected = 1">'
     run_id = _queued_run(server, "e2e-markup", sweep={"name": [markup]})

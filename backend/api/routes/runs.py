@@ -105,9 +105,14 @@ def diagnose_run(run_id: RunId, session: SessionDep) -> dict:
 
 @router.patch("/runs/{run_id}", response_model=RunPublic)
 def update_run(run_id: RunId, body: RunUpdate, session: SessionDep) -> RunPublic:
-    """Change a run's tags (the whole list) or notes, in any state; fields left out stay as they are."""
-    run = get_run_or_404(session, run_id)
-    crud.update_run(session=session, run=run, tags=body.tags, notes=body.notes)
+    """Change a run's tags (the whole list, or tags added and removed) or notes, in any state; fields left out
+    stay as they are."""
+    run = crud.get_run_for_update(session=session, run_id=run_id)
+    if run is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"run {run_id} not found")
+    crud.update_run(
+        session=session, run=run, tags=body.tags, notes=body.notes, add_tags=body.add_tags, remove_tags=body.remove_tags
+    )
     session.commit()
     session.refresh(run)
     return run_public(run)
