@@ -6,6 +6,7 @@ import shutil
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query, Response, status
+from sqlalchemy.orm import Session
 
 from backend import crud, runfiles, specs
 from backend.deps import (
@@ -24,6 +25,7 @@ from backend.jsonbody import StrictJSONRoute
 from backend.models import Run
 from backend.queue import QueueError, revoke, send_run
 from backend.schemas import DiagnosisPublic, RunPublic, RunsPublic, RunSummaryPublic, RunUpdate
+from backend.settings import Settings
 from slimpipe import names
 from slimpipe.jsonsafe import NUL_FREE
 
@@ -161,9 +163,7 @@ def retry_run(
     return run_public(retry)
 
 
-def queue_runs(
-    session: SessionDep, settings: SettingsDep, run_ids: list[int], queue: str, scope: str, key: str | None
-) -> None:
+def queue_runs(session: Session, settings: Settings, run_ids: list[int], queue: str, scope: str, key: str | None) -> None:
     """Send new runs to `queue` and commit their task ids. When the broker refuses, the runs fail as `could not
     queue: …`, the write's key is forgotten (sent again, the write queues anew) and the answer is 503."""
     try:
