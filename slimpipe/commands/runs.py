@@ -55,8 +55,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"slimpipe: {exc}", file=sys.stderr)
         return 1
     table = [
-        [r["id"], r["experiment_id"], r["status"], progress(r), r["name"], *compression(r), accuracy(r), r.get("error")]
+        [
+            r["id"], r["experiment_id"], r["status"], progress(r), r["name"], *compression(r), accuracy(r),
+            ",".join(r.get("tags") or []) or None, r.get("error"),
+        ]
         for r in rows
-    ]
-    print(format_table(["id", "exp", "status", "progress", "name", "fwd", "bwd", "best val", "error"], table))
+    ]  # fmt: skip
+    print(format_table(["id", "exp", "status", "progress", "name", "fwd", "bwd", "best val", "tags", "error"], table))
     return 0

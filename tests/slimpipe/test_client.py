@@ -312,6 +312,7 @@ def test_cli_submit_wait_runs_watch_logs_compare(server, tmp_path: Path, capsys)
     listed = capsys.readouterr().out.splitlines()
     assert [int(line.split()[0]) for line in listed[2:]] == sorted(run_ids, reverse=True)
     assert listed[2].split()[2:4] == ["succeeded", "3/3"]
+    assert listed[0].split()[-2:] == ["tags", "error"] and listed[2].split()[-2:] == ["via-cli", "-"]
 
     assert cli(watch_cmd, [str(run_ids[0]), *common]) == 0
     captured = capsys.readouterr()
