@@ -127,6 +127,8 @@ class Client:
             try:
                 response = self._http.request(method, path, **kwargs)
             except httpx.TransportError as exc:
+                if not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
+                    self._reached = True  # it connected, so the request may have arrived: the service is there
                 if not again_unanswered or not self._reached or time.monotonic() + pause > give_up:
                     raise self._unreachable(exc) from None
                 why = f"no answer ({exc})"

@@ -20,6 +20,7 @@ class Outbox(Generic[T]):
 
     def __init__(self) -> None:
         self.items: list[T] = []
+        self.sent = 0  # items written so far, all batches
         self._batch: tuple[str, int] | None = None  # the key and size of the batch being sent
 
     def __len__(self) -> int:
@@ -40,4 +41,5 @@ class Outbox(Generic[T]):
             del self.items[:size]
             self._batch = None
             sent += size
+            self.sent += size
         return sent

@@ -114,7 +114,6 @@ class Reporter:
         self.lines: Outbox[dict[str, Any]] = Outbox()
         self.step: int | None = None
         self.total: int | None = None
-        self.points_written = 0
         self.cancelled = False
         self._last_flush = self._last_progress = clock()
         self._progress_dirty = False
@@ -124,6 +123,10 @@ class Reporter:
         # after it, and the error
         self.down_since: float | None = None
         self._retry_at, self._retry_wait, self._down_error = 0.0, 0.0, ""
+
+    @property
+    def points_written(self) -> int:
+        return self.points.sent
 
     # ------------------------------------------------------------------ engine callbacks
 
@@ -212,7 +215,7 @@ class Reporter:
     def _write(self) -> None:
         # Each kind leaves its outbox only once written: a failure part-way keeps the rest, and a batch whose
         # answer was lost goes again under its key, so it is not stored twice.
-        self.points_written += self.points.send(lambda batch, key: crud.append_metrics(self.run_id, batch, key=key))
+        self.points.send(lambda batch, key: crud.append_metrics(self.run_id, batch, key=key))
         self._figures = self.live.take() or self._figures
         if self._figures:
             crud.update_summary(self.run_id, self._figures)

@@ -144,11 +144,12 @@ class LosesAnswers(httpx.HTTPTransport):
         return response
 
 
-def _losing(server: Server, *lose: bool, told: list[str]) -> tuple[Client, LosesAnswers]:
+def _losing(server: Server, *lose: bool, told: list[str], reach: bool = True) -> tuple[Client, LosesAnswers]:
     client = Client(server.url, token=TOKEN, on_wait=told.append)
     network = LosesAnswers(*lose)
     client._http = httpx.Client(base_url=server.url, headers=client._http.headers, transport=network)
-    client.runs(limit=1)  # reached once: from here on, no answer means the answer was lost
+    if reach:
+        client.runs(limit=1)
     return client, network
 
 
@@ -168,6 +169,16 @@ def test_a_submission_and_a_metric_batch_whose_answers_were_lost_are_sent_again_
         "POST /api/v1/experiments: no answer (connection reset by peer); trying again for up to 120 s",
         f"POST /api/v1/runs/{run_id}/metrics: no answer (connection reset by peer); trying again for up to 120 s",
     ]
+
+
+def test_a_clients_first_request_whose_answer_was_lost_is_sent_again(server, client):
+    """The connection was made and the request sent, so the service is there even though this client has had
+    no answer from it yet: the submission goes again under its key."""
+    lossy, network = _losing(server, True, told=[], reach=False)
+    with lossy:
+        [run_id] = lossy.submit({**SPEC, "name": "first-answer-lost"})
+    assert network.keys[0] == network.keys[1] is not None
+    assert [r["id"] for r in client.runs(search="first-answer-lost")] == [run_id]
 
 
 def test_a_retry_whose_answer_was_lost_makes_one_run(server, client):

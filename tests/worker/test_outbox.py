@@ -26,7 +26,7 @@ def test_a_batch_whose_write_raised_goes_again_as_it_was_and_newer_items_follow_
         box.send(write)
     assert len(box) == 4 and writes[0] == writes[1]  # the same three items, the same key
     fail[0] = False
-    assert box.send(write) == 4 and len(box) == 0
+    assert box.send(write) == 4 and len(box) == 0 and box.sent == 4
     (first, key), _, (again, again_key), (rest, rest_key) = writes
     assert (first, again, rest) == ([1, 2, 3], [1, 2, 3], [4])
     assert again_key == key != rest_key and len(key) == 32
