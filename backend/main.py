@@ -15,12 +15,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from prometheus_client import CollectorRegistry
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from backend import crud, db
 from backend.api.routes import compare, experiments, health, metrics, planner, runs, zoo
 from backend.deps import require_stream_token, require_token
 from backend.limits import BodySizeLimit
+from backend.monitoring import RequestMetrics, RunsCollector, exposition
 from backend.schemas import ErrorMessage, LogLinesPublic, MetricsCreate, ValidationErrors
 from backend.security import CrossSiteGuard, HostGuard, redact_access_log
 from backend.settings import Settings, get_settings
@@ -172,9 +174,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             headers={"Retry-After": "5"},
         )
 
+    registry = CollectorRegistry()
+    registry.register(RunsCollector(app.state.session_factory))
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(CrossSiteGuard, enabled=not settings.api_token)
-    app.add_middleware(HostGuard, allowed=settings.hosts)  # outermost: a foreign Host gets nothing else
+    app.add_middleware(HostGuard, allowed=settings.hosts)  # a foreign Host gets nothing else
+    app.add_middleware(RequestMetrics, registry=registry)  # outermost: every answer counted, refusals too
+
+    @app.get("/metrics", include_in_schema=False, dependencies=[Depends(require_token)])
+    def prometheus_metrics() -> Response:
+        """Prometheus' text format (backend/monitoring.py); behind the API token when one is set."""
+        body, content_type = exposition(registry)
+        return Response(body, media_type=content_type)
+
     app.include_router(health.router)
     app.include_router(api_router())
     if STATIC.is_dir():
