@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from backend import crud, db
@@ -176,6 +176,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     registry = CollectorRegistry()
     registry.register(RunsCollector(app.state.session_factory))
+    for standard in (ProcessCollector, PlatformCollector, GCCollector):  # CPU, memory, fds; Python; GC
+        standard(registry=registry)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(CrossSiteGuard, enabled=not settings.api_token)
     app.add_middleware(HostGuard, allowed=settings.hosts)  # a foreign Host gets nothing else

@@ -37,6 +37,8 @@ def test_runs_queues_and_requests_are_counted(make_settings, tmp_path):
         api.get("/api/v1/runs/999999")
         got = scrape(api)
     assert got[("slimpipe_database_up", ())] == 1.0
+    assert got[("process_resident_memory_bytes", ())] > 10e6  # the standard process, Python and GC collectors
+    assert {"python_info", "python_gc_collections_total"} <= {name for name, _ in got}
     assert got[("slimpipe_runs", (("queue", "cpu"), ("status", "queued")))] == 2.0
     assert got[("slimpipe_runs", (("queue", "cpu"), ("status", "running")))] == 1.0
     assert got[("slimpipe_runs", (("queue", "gpu"), ("status", "succeeded")))] == 0.0  # every pair, so alerts see 0
