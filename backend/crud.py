@@ -17,6 +17,7 @@ from typing import Any, TypeVar, cast
 
 from sqlalchemy import String, Text, and_, delete, func, insert, or_, select, text, update
 from sqlalchemy import cast as cast_sql
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from backend import db
@@ -176,6 +177,17 @@ def runs_by_ids(*, session: Session, run_ids: Iterable[int]) -> list[Run]:
     return [found[i] for i in ids if i in found]
 
 
+def run_gauges(*, session: Session) -> tuple[list[Any], list[Any], datetime | None]:
+    """What /metrics reports of the runs (backend/monitoring.py): (status, queue, count) rows, (queue, oldest
+    created_at) of the queued runs, and the oldest heartbeat of a running run."""
+    counts = session.execute(select(Run.status, Run.queue, func.count()).group_by(Run.status, Run.queue)).all()
+    oldest_queued = session.execute(
+        select(Run.queue, func.min(Run.created_at)).where(Run.status == names.QUEUED).group_by(Run.queue)
+    ).all()
+    oldest_beat = session.scalar(select(func.min(Run.heartbeat_at)).where(Run.status == names.RUNNING))
+    return list(counts), list(oldest_queued), oldest_beat
+
+
 def get_run_for_update(*, session: Session, run_id: int) -> Run | None:
     """The run, its row locked until the transaction ends, so two edits of its tags at once both count: FOR
     UPDATE on PostgreSQL; on SQLite, whose driver starts a transaction only at the first write, the
@@ -305,8 +317,6 @@ def keyed_write(
     A sender that lost the answer sends again under the same key and the rows are stored once. Two such writes
     at the same moment both pass the check, and the second's commit fails on the key (IntegrityError): with
     `commit`, this commits, and answers that second write with the first one's result."""
-    from sqlalchemy.exc import IntegrityError
-
     try:
         if key is not None:
             earlier = earlier_write(session=session, scope=scope, key=key, fingerprint=fingerprint)

@@ -171,7 +171,8 @@ class WriteKey(Base):
     gives each batch): a sender that lost the answer sends the same write again under the same key, and it is
     answered with `result` instead of being stored twice. The key is written in the same transaction as the rows.
 
-    `scope` is what the key was used for (`experiments`, `runs/12/metrics`, `runs/12/logs`), so a key only ever
+    `scope` is what the key was used for (`experiments`, `runs/12/metrics`, `runs/12/logs`, `runs/12/retry`), so
+    a key only ever
     matches the same kind of write to the same run. Keys older than `KEEP_S` are pruned by the sweepers."""
 
     __tablename__ = "write_keys"

@@ -11,12 +11,11 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from backend import db
-from backend.models import Run, utcnow
+from backend import crud, db
+from backend.models import utcnow
 from slimpipe import names
 
 # Request latency buckets: the ingest and read paths answer in milliseconds; a compare of many runs in seconds.
@@ -34,13 +33,7 @@ class RunsCollector(Collector):
         up = GaugeMetricFamily("slimpipe_database_up", "1 when this scrape could read the database, else 0")
         try:
             with self.session_factory() as session:
-                counts = session.execute(
-                    select(Run.status, Run.queue, func.count()).group_by(Run.status, Run.queue)
-                ).all()
-                oldest_queued = session.execute(
-                    select(Run.queue, func.min(Run.created_at)).where(Run.status == names.QUEUED).group_by(Run.queue)
-                ).all()
-                oldest_beat = session.scalar(select(func.min(Run.heartbeat_at)).where(Run.status == names.RUNNING))
+                counts, oldest_queued, oldest_beat = crud.run_gauges(session=session)
         except Exception as exc:
             if not db.unreachable(exc):
                 raise

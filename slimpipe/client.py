@@ -79,8 +79,9 @@ class Client:
     database restarting) or, once this client has reached it, does not answer at all (the service
     restarting), trying again after 0.5 s, then at doubling intervals up to 10 s (or as Retry-After says).
     Submissions, retries and metric batches carry an `Idempotency-Key`, so one whose answer never came is
-    sent again the same way and stored once; other writes are never sent twice. A service never reached fails at once. `on_wait(message)` is told when a
-    request starts waiting (the CLI prints it, so a wait never looks like a hang)."""
+    sent again the same way and stored once; other writes are never sent twice. A service never reached
+    fails at once. `on_wait(message)` is told when a request starts waiting (the CLI prints it, so a wait
+    never looks like a hang)."""
 
     def __init__(
         self,
